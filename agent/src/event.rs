@@ -1,0 +1,160 @@
+//! The event stream the core consumes.
+//!
+//! Every source — the live kernel probe, the `/proc` and sock_diag pollers, later a
+//! capture file — turns what it sees into these values. The core (`conn`, `client`)
+//! is a pure function of this stream, so anything it concludes can be replayed and
+//! unit-tested without root.
+//!
+//! Times are nanoseconds of CLOCK_MONOTONIC (the clock `bpf_ktime_get_ns()` reads),
+//! so kernel records and userspace snapshots share one time line. Reports convert to
+//! wall-clock time with a [`Clock`] taken when the source started.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+/// Nanoseconds of CLOCK_MONOTONIC.
+pub type Nanos = u64;
+
+pub const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// One server-side TCP connection: the listener's address and the client's.
+/// IPv4-mapped IPv6 addresses are stored as IPv4 (see [`normalize`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl ConnKey {
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        ConnKey {
+            local: normalize(local),
+            remote: normalize(remote),
+        }
+    }
+}
+
+/// Reports an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it carries.
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// Who ended an established connection first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseKind {
+    /// The server (Redis) closed first: ESTABLISHED → FIN_WAIT1.
+    Server,
+    /// The client closed first: ESTABLISHED → CLOSE_WAIT.
+    Client,
+    /// Reset while established: ESTABLISHED → CLOSE.
+    Reset,
+}
+
+/// What the kernel knows of one connection's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Last time data moved in either direction; `None` if none has since it opened.
+    pub last_active: Option<Nanos>,
+}
+
+/// Counters the kernel keeps in maps, read as totals since the probes were attached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Ring-buffer records that could not be reserved.
+    pub lost_events: u64,
+    /// Connections the per-connection map could not hold.
+    pub conn_insert_failed: u64,
+    /// Failed `accept`/`accept4` calls of the listeners' processes, by errno
+    /// (positive errno values; EAGAIN included, the core decides what matters).
+    pub accept_errors: Vec<(i32, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A client connection reached ESTABLISHED on a watched port.
+    Opened { ts: Nanos, key: ConnKey },
+    /// An established connection began to close. `activity` is `None` when the
+    /// kernel did not track it (it predates the agent, or was evicted).
+    Closed {
+        ts: Nanos,
+        key: ConnKey,
+        how: CloseKind,
+        activity: Option<Activity>,
+    },
+    /// A connection that already existed when the agent started (from sock_diag).
+    /// Its age is unknown: the agent's start is a lower bound of it.
+    Seeded {
+        ts: Nanos,
+        key: ConnKey,
+        activity: Activity,
+    },
+    /// Current traffic figures of open connections (from the kernel map or sock_diag).
+    Activity {
+        ts: Nanos,
+        conns: Vec<(ConnKey, Activity)>,
+    },
+    /// Totals of the kernel's counters.
+    Counters { ts: Nanos, counters: KernelCounters },
+    /// The end of an interval: a report is due.
+    Tick { ts: Nanos },
+}
+
+impl Event {
+    pub fn ts(&self) -> Nanos {
+        match self {
+            Event::Opened { ts, .. }
+            | Event::Closed { ts, .. }
+            | Event::Seeded { ts, .. }
+            | Event::Activity { ts, .. }
+            | Event::Counters { ts, .. }
+            | Event::Tick { ts } => *ts,
+        }
+    }
+}
+
+/// Maps CLOCK_MONOTONIC nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// A monotonic reading and the wall-clock time taken right after it.
+    pub mono: Nanos,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn wall_time(&self, ts: Nanos) -> SystemTime {
+        if ts >= self.mono {
+            self.wall + Duration::from_nanos(ts - self.mono)
+        } else {
+            self.wall - Duration::from_nanos(self.mono - ts)
+        }
+    }
+}
+
+/// Reads CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_now() -> Nanos {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists,
+    // so clock_gettime only writes into it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * NANOS_PER_SEC + ts.tv_nsec as u64
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Clock {
+            mono: monotonic_now(),
+            wall: SystemTime::now(),
+        }
+    }
+}

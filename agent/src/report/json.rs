@@ -1,0 +1,194 @@
+//! NDJSON: one report object per line, `"type"` first.
+//!
+//! The line's shape is [`Report`]'s serde derive: keys in declaration order,
+//! counts as integers, durations as floats in the unit the key names.
+
+use std::io::{self, Write};
+
+use super::Report;
+
+/// The report as one JSON object, without the trailing newline.
+pub fn render_json(report: &Report) -> serde_json::Result<String> {
+    serde_json::to_string(report)
+}
+
+/// Writes the report as one NDJSON line (newline included).
+pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
+    serde_json::to_writer(&mut out, report)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{AcceptErrors, Age, Idle, Kind, Lifetime, Totals, tests::client};
+    use serde_json::{Value, json};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn sample() -> Report {
+        let mut busy = client("10.1.2.3", 3, 2, 10);
+        busy.seeded = 1;
+        busy.closed = 7;
+        busy.closed_by_server = 1;
+        busy.closed_by_client = 5;
+        busy.reset = 1;
+        busy.lifetime = Some(Lifetime {
+            p50: Duration::from_micros(850),
+            p90: Duration::from_micros(12_000),
+            p99: Duration::from_micros(1_500_000),
+            max: Duration::from_micros(1_500_001),
+        });
+        busy.age = Some(Age {
+            max: Duration::from_secs(310),
+            lower_bound: true,
+        });
+        busy.idle = Some(Idle {
+            p50: Duration::from_millis(3_200),
+            max: Duration::from_secs(310),
+        });
+        busy.bytes_in = 1_234;
+        busy.bytes_out = 56_789;
+        Report {
+            kind: Kind::Report,
+            ts: UNIX_EPOCH + Duration::from_nanos(1_795_986_000_123_900_000),
+            uptime: Duration::from_micros(42_500_000),
+            ports: vec![6379, 6380],
+            totals: Totals {
+                open: 3,
+                opened: 10,
+                closed: 7,
+                closed_by_server: 1,
+                closed_by_client: 5,
+                reset: 1,
+                clients: 2,
+                lost_events: 4,
+                conn_insert_failed: 0,
+                accept_errors: AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]),
+                evicted_clients: 1,
+            },
+            clients: vec![busy, client("2001:db8::1", 0, 0, 0)],
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn line_is_one_object_with_exact_key_order() {
+        let line = render_json(&sample()).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with(r#"{"type":"report","ts":"2026-11-29T21:00:00.123Z","#));
+        // serde_json keeps key order with its `preserve_order` feature only, so the
+        // order is checked on the text itself.
+        let order = [
+            r#""type""#,
+            r#""ts""#,
+            r#""uptime_s""#,
+            r#""ports""#,
+            r#""totals""#,
+            r#""open""#,
+            r#""opened""#,
+            r#""closed""#,
+            r#""closed_by_server""#,
+            r#""closed_by_client""#,
+            r#""reset""#,
+            r#""clients""#,
+            r#""lost_events""#,
+            r#""conn_insert_failed""#,
+            r#""accept_errors""#,
+            r#""evicted_clients""#,
+            r#""clients":[{"addr""#,
+            r#""open""#,
+            r#""seeded""#,
+            r#""opened""#,
+            r#""closed""#,
+            r#""closed_by_server""#,
+            r#""closed_by_client""#,
+            r#""reset""#,
+            r#""lifetime_ms""#,
+            r#""age_s""#,
+            r#""idle_s""#,
+            r#""bytes_in""#,
+            r#""bytes_out""#,
+        ];
+        let mut from = 0;
+        for key in order {
+            let at = line[from..]
+                .find(key)
+                .unwrap_or_else(|| panic!("{key} missing after byte {from} in {line}"));
+            from += at + key.len();
+        }
+    }
+
+    #[test]
+    fn line_parses_back_to_the_right_values() {
+        let v: Value = serde_json::from_str(&render_json(&sample()).unwrap()).unwrap();
+        assert_eq!(v["type"], "report");
+        assert_eq!(v["ts"], "2026-11-29T21:00:00.123Z");
+        assert_eq!(v["uptime_s"], 42.5);
+        assert_eq!(v["ports"], json!([6379, 6380]));
+        assert_eq!(
+            v["totals"],
+            json!({
+                "open": 3, "opened": 10, "closed": 7, "closed_by_server": 1,
+                "closed_by_client": 5, "reset": 1, "clients": 2, "lost_events": 4,
+                "conn_insert_failed": 0, "accept_errors": {"EMFILE": 812},
+                "evicted_clients": 1
+            })
+        );
+        assert_eq!(
+            v["clients"][0],
+            json!({
+                "addr": "10.1.2.3", "open": 3, "seeded": 1, "opened": 10, "closed": 7,
+                "closed_by_server": 1, "closed_by_client": 5, "reset": 1,
+                "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
+                "age_s": {"max": 310.0, "lower_bound": true},
+                "idle_s": {"p50": 3.2, "max": 310.0},
+                "bytes_in": 1234, "bytes_out": 56789
+            })
+        );
+        // Counts are integers, not floats.
+        assert!(v["totals"]["open"].is_u64());
+        assert!(v["clients"][0]["bytes_out"].is_u64());
+    }
+
+    #[test]
+    fn absent_figures_are_null_and_ipv6_is_text() {
+        let v: Value = serde_json::from_str(&render_json(&sample()).unwrap()).unwrap();
+        let quiet = &v["clients"][1];
+        assert_eq!(quiet["addr"], "2001:db8::1");
+        assert!(quiet["lifetime_ms"].is_null());
+        assert!(quiet["age_s"].is_null());
+        assert!(quiet["idle_s"].is_null());
+        assert_eq!(keys(quiet).len(), 13);
+        assert_eq!(keys(&v).len(), 6);
+        assert_eq!(keys(&v["totals"]).len(), 11);
+    }
+
+    #[test]
+    fn write_line_ends_the_line() {
+        let mut out = Vec::new();
+        write_line(&mut out, &sample()).unwrap();
+        write_line(&mut out, &sample()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(text.ends_with("}\n"));
+        assert_eq!(lines[0], render_json(&sample()).unwrap());
+    }
+
+    #[test]
+    fn empty_report_has_empty_clients_and_errors() {
+        let report = Report {
+            clients: Vec::new(),
+            totals: Totals::default(),
+            ..sample()
+        };
+        let v: Value = serde_json::from_str(&render_json(&report).unwrap()).unwrap();
+        assert_eq!(v["clients"], json!([]));
+        assert_eq!(v["totals"]["accept_errors"], json!({}));
+    }
+}

@@ -1,0 +1,365 @@
+//! What a report says, independent of how it is shown.
+//!
+//! [`Report`] serializes (serde) to exactly one NDJSON line ([`json`]); [`text`]
+//! renders the same value as a table for a terminal. Durations are held as
+//! [`Duration`]s truncated to microseconds and written as floats in the unit
+//! their JSON key names (`lifetime_ms`, `idle_s`).
+
+pub mod json;
+pub mod text;
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+pub use json::{render_json, write_line};
+pub use text::render_text;
+
+/// The `"type"` tag that leads every NDJSON line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Report,
+}
+
+/// One report: totals and per-client rows, worst client first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Wall-clock time of the report.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub ts: SystemTime,
+    /// Time since the agent started.
+    #[serde(rename = "uptime_s", serialize_with = "as_secs")]
+    pub uptime: Duration,
+    pub ports: Vec<u16>,
+    pub totals: Totals,
+    /// Sorted with [`worst_first`].
+    pub clients: Vec<ClientReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections seen opening since the agent started.
+    pub opened: u64,
+    /// Connections closed since the agent started (including those whose open
+    /// was not seen, and those whose close was lost and inferred).
+    pub closed: u64,
+    pub closed_by_server: u64,
+    pub closed_by_client: u64,
+    pub reset: u64,
+    /// Distinct client addresses known now.
+    pub clients: u64,
+    /// Kernel events lost (the ring buffer was full): the figures are incomplete.
+    pub lost_events: u64,
+    /// Connections the kernel's per-connection map could not hold.
+    pub conn_insert_failed: u64,
+    /// Failed accepts of the listeners, by errno name.
+    pub accept_errors: AcceptErrors,
+    /// Quiet client addresses dropped to bound memory.
+    pub evicted_clients: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientReport {
+    /// IPv4-mapped IPv6 addresses appear as IPv4.
+    pub addr: IpAddr,
+    /// Connections open now.
+    pub open: u64,
+    /// Of `open`, those that predate the agent.
+    pub seeded: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub closed_by_server: u64,
+    pub closed_by_client: u64,
+    pub reset: u64,
+    /// Lifetimes of closed connections whose open was seen; `None` if there are none.
+    #[serde(rename = "lifetime_ms")]
+    pub lifetime: Option<Lifetime>,
+    /// Age of the oldest open connection; `None` when none is open.
+    #[serde(rename = "age_s")]
+    pub age: Option<Age>,
+    /// Idle times of open connections; `None` when none is open.
+    #[serde(rename = "idle_s")]
+    pub idle: Option<Idle>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Lifetime {
+    #[serde(serialize_with = "as_millis")]
+    pub p50: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p90: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p99: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub max: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Age {
+    #[serde(serialize_with = "as_secs")]
+    pub max: Duration,
+    /// The address holds connections that predate the agent: their true age is
+    /// unknown, so `max` is only a lower bound.
+    pub lower_bound: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Idle {
+    #[serde(serialize_with = "as_secs")]
+    pub p50: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub max: Duration,
+}
+
+/// Orders client rows worst first: most open connections, then most connections
+/// lost (resets + server closes), then most opened, then by address so the order
+/// is deterministic.
+pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
+    b.open
+        .cmp(&a.open)
+        .then_with(|| lost(b).cmp(&lost(a)))
+        .then_with(|| b.opened.cmp(&a.opened))
+        .then_with(|| a.addr.cmp(&b.addr))
+}
+
+fn lost(c: &ClientReport) -> u64 {
+    c.reset.saturating_add(c.closed_by_server)
+}
+
+/// Failed accepts by errno, most frequent first; serialized as a JSON object
+/// `{"EMFILE": 812}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptErrors(Vec<(Cow<'static, str>, u64)>);
+
+impl AcceptErrors {
+    /// From the kernel's `(errno, count)` totals. EAGAIN/EWOULDBLOCK and EINTR are
+    /// left out: a non-blocking accept loop ends on them every time. Zero counts
+    /// are left out; repeated errnos are summed.
+    pub fn from_kernel(counts: &[(i32, u64)]) -> Self {
+        let mut kept: Vec<(i32, u64)> = counts
+            .iter()
+            .copied()
+            .filter(|&(errno, n)| n > 0 && !is_routine_accept_errno(errno))
+            .collect();
+        kept.sort_unstable_by_key(|&(errno, _)| errno);
+        kept.dedup_by(|next, first| {
+            let same = next.0 == first.0;
+            if same {
+                first.1 = first.1.saturating_add(next.1);
+            }
+            same
+        });
+        let mut named: Vec<(Cow<'static, str>, u64)> = kept
+            .into_iter()
+            .map(|(errno, n)| (errno_name(errno), n))
+            .collect();
+        named.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        AcceptErrors(named)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(name, count)`, most frequent first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(name, n)| (name.as_ref(), *n))
+    }
+}
+
+impl Serialize for AcceptErrors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, n) in &self.0 {
+            map.serialize_entry(name.as_ref(), n)?;
+        }
+        map.end()
+    }
+}
+
+fn is_routine_accept_errno(errno: i32) -> bool {
+    // EWOULDBLOCK equals EAGAIN on Linux; both are named for other platforms' sake.
+    errno == libc::EAGAIN || errno == libc::EWOULDBLOCK || errno == libc::EINTR
+}
+
+/// The symbolic name of an errno `accept` can return, or `E<number>`.
+pub fn errno_name(errno: i32) -> Cow<'static, str> {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::EINTR => "EINTR",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSR => "ENOSR",
+        libc::ENONET => "ENONET",
+        libc::EPROTO => "EPROTO",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        _ => return Cow::Owned(format!("E{errno}")),
+    };
+    Cow::Borrowed(name)
+}
+
+/// A duration to microsecond resolution, the precision reports promise.
+pub fn micros(nanos: u64) -> Duration {
+    Duration::from_micros(nanos / 1_000)
+}
+
+/// Formats a wall-clock time as RFC 3339 UTC with milliseconds. Times outside
+/// what RFC 3339 can show (before 1970, after 9999) are clamped, since the
+/// formatter would panic or fail on them.
+pub fn format_ts(ts: SystemTime) -> humantime::Rfc3339Timestamp {
+    // 9999-12-31T23:59:59.999Z
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let since_epoch = ts.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch.min(LAST))
+}
+
+fn rfc3339_millis<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_ts(*ts))
+}
+
+fn as_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    (d.as_micros() as f64 / 1e6).serialize(s)
+}
+
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    (d.as_micros() as f64 / 1e3).serialize(s)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A client row with counts only, for ordering and rendering tests.
+    pub(crate) fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
+        ClientReport {
+            addr: addr.parse().unwrap(),
+            open,
+            seeded: 0,
+            opened,
+            closed: lost,
+            closed_by_server: lost,
+            closed_by_client: 0,
+            reset: 0,
+            lifetime: None,
+            age: None,
+            idle: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    #[test]
+    fn worst_first_orders_by_open_then_lost_then_opened_then_addr() {
+        let mut rows = [
+            client("10.0.0.9", 1, 0, 5),
+            client("10.0.0.8", 1, 0, 5),
+            client("10.0.0.7", 1, 0, 6),
+            client("10.0.0.6", 1, 3, 0),
+            client("10.0.0.5", 2, 0, 0),
+            client("::1", 0, 0, 0),
+        ];
+        rows.sort_by(worst_first);
+        let order: Vec<String> = rows.iter().map(|c| c.addr.to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9", "::1"
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_errors_drop_routine_errnos_and_name_the_rest() {
+        let errors = AcceptErrors::from_kernel(&[
+            (libc::EAGAIN, 100_000),
+            (libc::EINTR, 3),
+            (libc::EMFILE, 812),
+            (libc::ENFILE, 0),
+            (libc::ECONNABORTED, 5),
+            (200, 2),
+            (libc::ECONNABORTED, 1),
+        ]);
+        let got: Vec<(&str, u64)> = errors.iter().collect();
+        assert_eq!(got, [("EMFILE", 812), ("ECONNABORTED", 6), ("E200", 2)]);
+        assert_eq!(
+            serde_json::to_string(&errors).unwrap(),
+            r#"{"EMFILE":812,"ECONNABORTED":6,"E200":2}"#
+        );
+    }
+
+    #[test]
+    fn accept_errors_empty_serializes_as_empty_object() {
+        let errors = AcceptErrors::from_kernel(&[(libc::EAGAIN, 7)]);
+        assert!(errors.is_empty());
+        assert_eq!(serde_json::to_string(&errors).unwrap(), "{}");
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EMFILE), "EMFILE");
+        assert_eq!(errno_name(libc::ENFILE), "ENFILE");
+        assert_eq!(errno_name(libc::ENOBUFS), "ENOBUFS");
+        assert_eq!(errno_name(4095), "E4095");
+        assert_eq!(errno_name(0), "E0");
+    }
+
+    #[test]
+    fn timestamps_have_millisecond_precision_and_are_clamped() {
+        let t = UNIX_EPOCH + Duration::from_nanos(1_795_986_000_123_456_789);
+        assert_eq!(format_ts(t).to_string(), "2026-11-29T21:00:00.123Z");
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(format_ts(before).to_string(), "1970-01-01T00:00:00.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(format_ts(far).to_string(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn durations_serialize_in_their_key_unit_with_microsecond_resolution() {
+        let lifetime = Lifetime {
+            p50: micros(850_123),
+            p90: Duration::from_micros(1_234),
+            p99: Duration::from_millis(12),
+            max: Duration::from_secs(3),
+        };
+        assert_eq!(
+            serde_json::to_string(&lifetime).unwrap(),
+            r#"{"p50":0.85,"p90":1.234,"p99":12.0,"max":3000.0}"#
+        );
+        let idle = Idle {
+            p50: Duration::from_micros(3_200_000),
+            max: Duration::from_nanos(1_500),
+        };
+        assert_eq!(
+            serde_json::to_string(&idle).unwrap(),
+            r#"{"p50":3.2,"max":1e-6}"#
+        );
+    }
+}

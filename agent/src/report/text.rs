@@ -1,0 +1,427 @@
+//! The terminal view: a header and a table a person reads at a glance during an
+//! incident, worst client first, in human units.
+//!
+//! ```text
+//! connwatch  2026-11-29T21:05:10.000Z  port 6379  up 5m10s  clients 3
+//! open 31  opened/closed 230/200  resets 29  lost events 3  accept errors EMFILE 812
+//!
+//! ADDR          OPEN  OPENED  CLOSED(srv/cli/rst)  LIFE p50/p99   IDLE p50/max  AGE max   BYTES in/out
+//! 2001:db8::17    30      30            0 (0/0/0)             -    4m55s/5m10s    5m10s          0B/0B
+//! 10.0.0.4         1       0            0 (0/0/0)             -  10m10s/10m10s  ≥10m10s  4.8MiB/954MiB
+//! 10.0.0.2         0     200       200 (171/0/29)   145µs/241µs              -        -          0B/0B
+//! ```
+//!
+//! `≥` marks an age that is a lower bound (the address holds connections older
+//! than the agent); `-` a figure that does not exist yet.
+//!
+//! Pure: the caller decides whether to clear the screen first.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{ClientReport, Report, format_ts};
+
+const HEADERS: [&str; 8] = [
+    "ADDR",
+    "OPEN",
+    "OPENED",
+    "CLOSED(srv/cli/rst)",
+    "LIFE p50/p99",
+    "IDLE p50/max",
+    "AGE max",
+    "BYTES in/out",
+];
+const GAP: &str = "  ";
+/// Shown for a figure that does not exist (no closed or open connections).
+const NONE: &str = "-";
+
+/// Renders the report as lines of text ending in a newline. At most `top` client
+/// rows are shown, followed by "… and N more" when some are left out. With a
+/// `width`, longer lines are cut to it (ending in "…") so a refreshing screen
+/// never wraps.
+pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String {
+    let mut lines = vec![header_line(report), totals_line(report), String::new()];
+    let shown = report.clients.len().min(top);
+    if report.clients.is_empty() {
+        lines.push("no client connections seen".to_owned());
+    } else if shown > 0 {
+        lines.extend(table(&report.clients[..shown]));
+    }
+    let hidden = report.clients.len() - shown;
+    if hidden > 0 {
+        lines.push(format!("… and {hidden} more"));
+    }
+    let mut out = String::new();
+    for line in &lines {
+        match width {
+            Some(w) => out.push_str(&cut(line, w)),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn header_line(report: &Report) -> String {
+    let ports: Vec<String> = report.ports.iter().map(u16::to_string).collect();
+    let label = if report.ports.len() == 1 {
+        "port"
+    } else {
+        "ports"
+    };
+    format!(
+        "connwatch  {}  {label} {}  up {}  clients {}",
+        format_ts(report.ts),
+        ports.join(","),
+        human_duration(report.uptime),
+        report.totals.clients,
+    )
+}
+
+fn totals_line(report: &Report) -> String {
+    let t = &report.totals;
+    let mut line = format!(
+        "open {}  opened/closed {}/{}  resets {}  lost events {}",
+        t.open, t.opened, t.closed, t.reset, t.lost_events
+    );
+    // Rare, and each means the figures above are incomplete: shown only when they happen.
+    if t.conn_insert_failed > 0 {
+        let _ = write!(line, "  untracked (map full) {}", t.conn_insert_failed);
+    }
+    if !t.accept_errors.is_empty() {
+        line.push_str("  accept errors");
+        for (name, n) in t.accept_errors.iter() {
+            let _ = write!(line, " {name} {n}");
+        }
+    }
+    line
+}
+
+/// The header and one row per client, columns padded to their widest cell.
+fn table(clients: &[ClientReport]) -> Vec<String> {
+    let rows: Vec<[String; 8]> = std::iter::once(HEADERS.map(str::to_owned))
+        .chain(clients.iter().map(row))
+        .collect();
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter().map(|r| format_row(r, &widths)).collect()
+}
+
+fn format_row(cells: &[String; 8], widths: &[usize; 8]) -> String {
+    let mut line = String::new();
+    for (i, (cell, &w)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            line.push_str(GAP);
+        }
+        let pad = w - cell.chars().count();
+        // The address reads left to right; figures line up on the right.
+        if i == 0 {
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', pad));
+        } else {
+            line.extend(std::iter::repeat_n(' ', pad));
+            line.push_str(cell);
+        }
+    }
+    line.truncate(line.trim_end().len());
+    line
+}
+
+fn row(c: &ClientReport) -> [String; 8] {
+    [
+        c.addr.to_string(),
+        c.open.to_string(),
+        c.opened.to_string(),
+        format!(
+            "{} ({}/{}/{})",
+            c.closed, c.closed_by_server, c.closed_by_client, c.reset
+        ),
+        c.lifetime.map_or_else(
+            || NONE.to_owned(),
+            |l| pair(human_duration(l.p50), human_duration(l.p99)),
+        ),
+        c.idle.map_or_else(
+            || NONE.to_owned(),
+            |i| pair(human_duration(i.p50), human_duration(i.max)),
+        ),
+        c.age.map_or_else(
+            || NONE.to_owned(),
+            |a| {
+                let bound = if a.lower_bound { "≥" } else { "" };
+                format!("{bound}{}", human_duration(a.max))
+            },
+        ),
+        pair(human_bytes(c.bytes_in), human_bytes(c.bytes_out)),
+    ]
+}
+
+fn pair(a: String, b: String) -> String {
+    format!("{a}/{b}")
+}
+
+/// Cuts a line to `width` characters, marking the cut with "…".
+fn cut(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let mut out: String = line.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// A duration in the largest unit that keeps it short: `850µs`, `1.5ms`, `12ms`,
+/// `3.2s`, `42s`, `5m10s`, `2h05m`, `3d04h`. One decimal below 10 of a unit,
+/// rounded to the nearest shown digit.
+pub fn human_duration(d: Duration) -> String {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    if us < 1_000 {
+        return format!("{us}µs");
+    }
+    // Each step is chosen by the rounded figure, so 999.7ms shows as 1.0s, not 1000ms.
+    let ms_tenths = rounded_div(us, 100);
+    if ms_tenths < 100 {
+        return format!("{}.{}ms", ms_tenths / 10, ms_tenths % 10);
+    }
+    let ms = rounded_div(us, 1_000);
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let s_tenths = rounded_div(us, 100_000);
+    if s_tenths < 100 {
+        return format!("{}.{}s", s_tenths / 10, s_tenths % 10);
+    }
+    let s = rounded_div(us, 1_000_000);
+    if s < 60 {
+        return format!("{s}s");
+    }
+    if s < 3_600 {
+        return format!("{}m{:02}s", s / 60, s % 60);
+    }
+    let m = rounded_div(s, 60);
+    if m < 24 * 60 {
+        return format!("{}h{:02}m", m / 60, m % 60);
+    }
+    let h = rounded_div(m, 60);
+    format!("{}d{:02}h", h / 24, h % 24)
+}
+
+/// A byte count in binary units: `512B`, `1.2KiB`, `30.5MiB`, `512KiB`. One decimal
+/// below 100 of a unit.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut scale: u128 = 1;
+    for unit in UNITS {
+        scale *= 1024;
+        let tenths = rounded_div_u128(u128::from(n) * 10, scale);
+        if tenths < 1_000 {
+            return format!("{}.{}{unit}", tenths / 10, tenths % 10);
+        }
+        let whole = rounded_div_u128(u128::from(n), scale);
+        if whole < 1024 {
+            return format!("{whole}{unit}");
+        }
+    }
+    // Unreachable: u64::MAX is 16 EiB.
+    format!("{n}B")
+}
+
+fn rounded_div(n: u64, d: u64) -> u64 {
+    n / d + u64::from(n % d >= d.div_ceil(2))
+}
+
+fn rounded_div_u128(n: u128, d: u128) -> u128 {
+    n / d + u128::from(n % d >= d.div_ceil(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::client;
+    use crate::report::{AcceptErrors, Age, Idle, Kind, Lifetime, Totals};
+    use std::time::UNIX_EPOCH;
+
+    fn report(clients: Vec<ClientReport>) -> Report {
+        Report {
+            kind: Kind::Report,
+            ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
+            uptime: Duration::from_secs(310),
+            ports: vec![6379],
+            totals: Totals {
+                open: 3,
+                opened: 10,
+                closed: 7,
+                closed_by_server: 1,
+                closed_by_client: 5,
+                reset: 1,
+                clients: clients.len() as u64,
+                lost_events: 0,
+                conn_insert_failed: 0,
+                accept_errors: AcceptErrors::default(),
+                evicted_clients: 0,
+            },
+            clients,
+        }
+    }
+
+    fn busy() -> ClientReport {
+        let mut c = client("10.1.2.3", 3, 0, 10);
+        c.closed = 7;
+        c.closed_by_server = 1;
+        c.closed_by_client = 5;
+        c.reset = 1;
+        c.lifetime = Some(Lifetime {
+            p50: Duration::from_micros(850),
+            p90: Duration::from_millis(900),
+            p99: Duration::from_millis(1_500),
+            max: Duration::from_secs(2),
+        });
+        c.idle = Some(Idle {
+            p50: Duration::from_millis(3_200),
+            max: Duration::from_secs(310),
+        });
+        c.age = Some(Age {
+            max: Duration::from_secs(310),
+            lower_bound: true,
+        });
+        c.bytes_in = 1_229;
+        c.bytes_out = 56_832;
+        c
+    }
+
+    #[test]
+    fn renders_header_totals_and_rows() {
+        let quiet = client("2001:db8::1", 0, 0, 2);
+        let text = render_text(&report(vec![busy(), quiet]), 20, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "connwatch  2026-11-29T21:00:00.123Z  port 6379  up 5m10s  clients 2"
+        );
+        assert_eq!(
+            lines[1],
+            "open 3  opened/closed 10/7  resets 1  lost events 0"
+        );
+        assert_eq!(lines[2], "");
+        assert_eq!(
+            lines[3],
+            "ADDR         OPEN  OPENED  CLOSED(srv/cli/rst)  LIFE p50/p99  IDLE p50/max  AGE max    BYTES in/out"
+        );
+        assert_eq!(
+            lines[4],
+            "10.1.2.3        3      10            7 (1/5/1)    850µs/1.5s    3.2s/5m10s   ≥5m10s  1.2KiB/55.5KiB"
+        );
+        assert_eq!(
+            lines[5],
+            "2001:db8::1     0       2            0 (0/0/0)             -             -        -           0B/0B"
+        );
+        assert_eq!(lines.len(), 6);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn shows_accept_errors_and_map_failures_only_when_present() {
+        let mut r = report(vec![busy()]);
+        r.totals.lost_events = 12;
+        r.totals.conn_insert_failed = 3;
+        r.totals.accept_errors =
+            AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::ENFILE, 4)]);
+        let text = render_text(&r, 20, None);
+        assert_eq!(
+            text.lines().nth(1),
+            Some(
+                "open 3  opened/closed 10/7  resets 1  lost events 12  untracked (map full) 3  accept errors EMFILE 812 ENFILE 4"
+            )
+        );
+    }
+
+    #[test]
+    fn top_limits_rows_and_says_how_many_more() {
+        let clients = (1..=5)
+            .map(|i| client(&format!("10.0.0.{i}"), 6 - i, 0, 0))
+            .collect();
+        let text = render_text(&report(clients), 2, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3 + 1 + 2 + 1);
+        assert!(lines[4].starts_with("10.0.0.1 "), "{}", lines[4]);
+        assert!(lines[5].starts_with("10.0.0.2 "), "{}", lines[5]);
+        assert_eq!(lines[6], "… and 3 more");
+        assert!(!text.contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn top_zero_shows_only_the_count() {
+        let text = render_text(&report(vec![busy()]), 0, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[3], "… and 1 more");
+    }
+
+    #[test]
+    fn empty_report_says_so() {
+        let text = render_text(&report(Vec::new()), 20, None);
+        assert_eq!(text.lines().nth(3), Some("no client connections seen"));
+    }
+
+    #[test]
+    fn width_cuts_long_lines() {
+        let text = render_text(&report(vec![busy()]), 20, Some(30));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 30, "{line:?}");
+        }
+        assert_eq!(text.lines().nth(4), Some("10.1.2.3     3      10       …"));
+        // Lines that fit are left alone.
+        assert_eq!(text.lines().nth(2), Some(""));
+    }
+
+    #[test]
+    fn human_durations() {
+        let cases = [
+            (Duration::ZERO, "0µs"),
+            (Duration::from_micros(850), "850µs"),
+            (Duration::from_micros(999), "999µs"),
+            (Duration::from_micros(1_000), "1.0ms"),
+            (Duration::from_micros(1_549), "1.5ms"),
+            (Duration::from_micros(9_960), "10ms"),
+            (Duration::from_millis(12), "12ms"),
+            (Duration::from_micros(999_700), "1.0s"),
+            (Duration::from_millis(3_200), "3.2s"),
+            (Duration::from_millis(42_400), "42s"),
+            (Duration::from_millis(59_600), "1m00s"),
+            (Duration::from_secs(310), "5m10s"),
+            (Duration::from_secs(3_599), "59m59s"),
+            (Duration::from_secs(3_600), "1h00m"),
+            (Duration::from_secs(7_500), "2h05m"),
+            (Duration::from_secs(273_600), "3d04h"),
+            (Duration::MAX, "213503982d08h"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(human_duration(d), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn human_byte_counts() {
+        let cases = [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1.0KiB"),
+            (1_229, "1.2KiB"),
+            (524_288, "512KiB"),
+            (1_048_064, "1.0MiB"),
+            (31_981_568, "30.5MiB"),
+            (u64::MAX, "16.0EiB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(human_bytes(n), want, "{n}");
+        }
+    }
+}

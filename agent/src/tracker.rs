@@ -1,0 +1,959 @@
+//! The facade the binary drives: events in, reports out.
+//!
+//! [`Tracker::apply`] filters each event (watched ports, the agent's own sockets),
+//! updates the connection table and routes what changed to the per-client table.
+//! [`Tracker::report`] joins the two into a [`Report`] at a given instant.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use crate::client::{ClientStats, ClientTable, DEFAULT_RETENTION};
+use crate::conn::{ByteDelta, Conn, ConnTable, Origin};
+use crate::event::{Activity, Clock, ConnKey, Event, KernelCounters, Nanos, normalize};
+use crate::histogram::nearest_rank;
+use crate::report::{
+    AcceptErrors, Age, ClientReport, Idle, Kind, Lifetime, Report, Totals, micros, worst_first,
+};
+
+/// Connections the tracker chose not to count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ignored {
+    /// Connections on ports not watched (the kernel filters them; a defence only).
+    pub other_port: u64,
+    /// The agent's own connections (its INFO/CONFIG client).
+    pub own: u64,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    ports: Vec<u16>,
+    /// The agent's own sockets. A handful at most: a linear scan beats hashing.
+    own: Vec<SocketAddr>,
+    conns: ConnTable,
+    clients: ClientTable,
+    counters: KernelCounters,
+    ignored: Ignored,
+}
+
+impl Tracker {
+    /// A tracker of connections to `ports` (an empty list watches every port),
+    /// keeping quiet client addresses for [`DEFAULT_RETENTION`].
+    pub fn new(ports: Vec<u16>) -> Self {
+        Self::with_retention(ports, DEFAULT_RETENTION)
+    }
+
+    /// Like [`Tracker::new`], keeping client addresses without open connections
+    /// for `retention` after their last event.
+    pub fn with_retention(mut ports: Vec<u16>, retention: Duration) -> Self {
+        ports.sort_unstable();
+        ports.dedup();
+        Tracker {
+            ports,
+            own: Vec::new(),
+            conns: ConnTable::new(),
+            clients: ClientTable::new(retention),
+            counters: KernelCounters::default(),
+            ignored: Ignored::default(),
+        }
+    }
+
+    /// Connections whose remote address is one of the agent's own sockets are never counted.
+    ///
+    /// If such a connection was already counted (its open event was applied
+    /// before the agent learned its own address), it is taken back.
+    pub fn ignore_remote(&mut self, addr: SocketAddr) {
+        let addr = normalize(addr);
+        if !self.own.contains(&addr) {
+            self.own.push(addr);
+        }
+        let counted: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(key, _)| key.remote == addr)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in counted {
+            if let Some(conn) = self.conns.forget(&key) {
+                self.clients.forget_open(key.remote.ip(), &conn);
+                self.ignored.own += 1;
+            }
+        }
+    }
+
+    /// Applies one event of the stream. A `Tick` also evicts client addresses that
+    /// have been quiet for longer than the retention window.
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::Opened { ts, key } => {
+                if self.admit_new(key) {
+                    self.on_opened(*ts, *key);
+                }
+            }
+            Event::Seeded { ts, key, activity } => {
+                if self.admit_new(key) {
+                    self.on_seeded(*ts, *key, activity);
+                }
+            }
+            Event::Closed {
+                ts,
+                key,
+                how,
+                activity,
+            } => {
+                if self.watches(key) {
+                    let closed = self.conns.close(*ts, key, *how, activity.as_ref());
+                    self.clients.on_closed(key.remote.ip(), *ts, &closed);
+                }
+            }
+            Event::Activity { ts, conns } => {
+                for (key, activity) in conns {
+                    if self.watches(key) {
+                        self.on_activity(*ts, key, activity);
+                    }
+                }
+            }
+            Event::Counters { counters, .. } => self.counters.clone_from(counters),
+            Event::Tick { ts } => {
+                self.clients.evict_quiet(*ts);
+            }
+        }
+    }
+
+    /// Whether a connection is one to count: on a watched port, not the agent's own.
+    fn watches(&self, key: &ConnKey) -> bool {
+        (self.ports.is_empty() || self.ports.contains(&key.local.port()))
+            && !self.own.contains(&key.remote)
+    }
+
+    /// [`Self::watches`] for a newly seen connection, counting those left out.
+    /// Closes and traffic of ignored connections are dropped without counting,
+    /// so each ignored connection is counted once.
+    fn admit_new(&mut self, key: &ConnKey) -> bool {
+        if self.own.contains(&key.remote) {
+            self.ignored.own += 1;
+            false
+        } else if !self.watches(key) {
+            self.ignored.other_port += 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    fn on_opened(&mut self, ts: Nanos, key: ConnKey) {
+        let ip = key.remote.ip();
+        if let Some(replaced) = self.conns.open(ts, key) {
+            self.clients.on_closed(ip, ts, &replaced);
+        }
+        self.clients.on_opened(ip, ts);
+    }
+
+    fn on_seeded(&mut self, ts: Nanos, key: ConnKey, activity: &Activity) {
+        if self.conns.seed(ts, key, activity) {
+            let bytes = self
+                .conns
+                .get(&key)
+                .map(|c| ByteDelta {
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                })
+                .unwrap_or_default();
+            self.clients.on_seeded(key.remote.ip(), ts, bytes);
+        } else {
+            // Seen opening already: the seed scan only brings newer traffic figures.
+            self.on_activity(ts, &key, activity);
+        }
+    }
+
+    fn on_activity(&mut self, ts: Nanos, key: &ConnKey, activity: &Activity) {
+        if let Some(delta) = self.conns.update(key, activity) {
+            self.clients.on_bytes(key.remote.ip(), ts, delta);
+        }
+    }
+
+    /// The state at `now`. `clock` maps `now` to wall-clock time, and `clock.mono`
+    /// — taken when the source started — is the agent's start for `uptime_s`.
+    pub fn report(&self, now: Nanos, clock: &Clock) -> Report {
+        let open = self.open_by_address(now);
+        let mut clients: Vec<ClientReport> = self
+            .clients
+            .iter()
+            .map(|(ip, stats)| client_report(*ip, stats, open.get(ip)))
+            .collect();
+        clients.sort_by(worst_first);
+        Report {
+            kind: Kind::Report,
+            ts: wall_time(clock, now),
+            uptime: micros(now.saturating_sub(clock.mono)),
+            ports: self.ports.clone(),
+            totals: self.totals(),
+            clients,
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        let c = self.conns.counts();
+        Totals {
+            open: self.conns.len() as u64,
+            opened: c.opened,
+            closed: c.closed,
+            closed_by_server: c.closed_by_server,
+            closed_by_client: c.closed_by_client,
+            reset: c.reset,
+            clients: self.clients.len() as u64,
+            lost_events: self.counters.lost_events,
+            conn_insert_failed: self.counters.conn_insert_failed,
+            accept_errors: AcceptErrors::from_kernel(&self.counters.accept_errors),
+            evicted_clients: self.clients.evicted(),
+        }
+    }
+
+    /// Ages and idle times of open connections, grouped by client address.
+    fn open_by_address(&self, now: Nanos) -> HashMap<IpAddr, OpenConns> {
+        let mut by_ip: HashMap<IpAddr, OpenConns> = HashMap::new();
+        for (key, conn) in self.conns.iter() {
+            by_ip.entry(key.remote.ip()).or_default().add(conn, now);
+        }
+        for open in by_ip.values_mut() {
+            open.idle.sort_unstable();
+        }
+        by_ip
+    }
+
+    /// Open connections that predate the agent: the kernel does not track their
+    /// traffic, so their activity has to come from sock_diag.
+    pub fn seeded_keys(&self) -> HashSet<ConnKey> {
+        self.conns
+            .iter()
+            .filter(|(_, conn)| conn.origin == Origin::Seeded)
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    pub fn clients(&self) -> &ClientTable {
+        &self.clients
+    }
+
+    pub fn counters(&self) -> &KernelCounters {
+        &self.counters
+    }
+
+    pub fn ignored(&self) -> Ignored {
+        self.ignored
+    }
+}
+
+/// What the report needs of one address's open connections.
+#[derive(Debug, Default)]
+struct OpenConns {
+    max_age: Nanos,
+    any_seeded: bool,
+    /// Sorted once all are added.
+    idle: Vec<Nanos>,
+}
+
+impl OpenConns {
+    fn add(&mut self, conn: &Conn, now: Nanos) {
+        self.max_age = self.max_age.max(conn.age(now));
+        self.any_seeded |= conn.origin == Origin::Seeded;
+        self.idle.push(conn.idle(now));
+    }
+
+    fn age(&self) -> Age {
+        // A seeded connection predates the agent, so its true age exceeds what is
+        // measured from its seed time — and likely every measured age, since the
+        // others opened after the agent started. Any seeded one makes the maximum a
+        // lower bound, whichever connection it was measured on.
+        Age {
+            max: micros(self.max_age),
+            lower_bound: self.any_seeded,
+        }
+    }
+
+    fn idle(&self) -> Option<Idle> {
+        let p50 = *self.idle.get(nearest_rank_index(0.5, self.idle.len())?)?;
+        let max = *self.idle.last()?;
+        Some(Idle {
+            p50: micros(p50),
+            max: micros(max),
+        })
+    }
+}
+
+fn nearest_rank_index(q: f64, len: usize) -> Option<usize> {
+    let len = u64::try_from(len).ok().filter(|&n| n > 0)?;
+    usize::try_from(nearest_rank(q, len) - 1).ok()
+}
+
+fn client_report(ip: IpAddr, s: &ClientStats, open: Option<&OpenConns>) -> ClientReport {
+    ClientReport {
+        addr: ip,
+        open: s.open,
+        seeded: s.seeded_open,
+        opened: s.opened,
+        closed: s.closed,
+        closed_by_server: s.closed_by_server,
+        closed_by_client: s.closed_by_client,
+        reset: s.reset,
+        lifetime: lifetime(s),
+        age: open.map(OpenConns::age),
+        idle: open.and_then(OpenConns::idle),
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+    }
+}
+
+fn lifetime(s: &ClientStats) -> Option<Lifetime> {
+    let h = &s.lifetime_us;
+    Some(Lifetime {
+        p50: Duration::from_micros(h.quantile(0.5)?),
+        p90: Duration::from_micros(h.quantile(0.9)?),
+        p99: Duration::from_micros(h.quantile(0.99)?),
+        max: Duration::from_micros(h.max()?),
+    })
+}
+
+/// [`Clock::wall_time`] without its panics on overflow.
+fn wall_time(clock: &Clock, ts: Nanos) -> SystemTime {
+    let shifted = if ts >= clock.mono {
+        clock
+            .wall
+            .checked_add(Duration::from_nanos(ts - clock.mono))
+    } else {
+        clock
+            .wall
+            .checked_sub(Duration::from_nanos(clock.mono - ts))
+    };
+    shifted.unwrap_or(clock.wall)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Activity, CloseKind};
+    use serde_json::Value;
+    use std::time::UNIX_EPOCH;
+
+    const US: Nanos = 1_000;
+    const MS: Nanos = 1_000_000;
+    const SEC: Nanos = 1_000_000_000;
+    /// The monotonic time the agent started.
+    const START: Nanos = 1_000 * SEC;
+
+    fn clock() -> Clock {
+        Clock {
+            mono: START,
+            wall: UNIX_EPOCH + Duration::from_secs(1_795_986_000),
+        }
+    }
+
+    fn key(local: &str, remote: &str) -> ConnKey {
+        ConnKey::new(local.parse().unwrap(), remote.parse().unwrap())
+    }
+
+    fn redis(remote: &str) -> ConnKey {
+        key("10.0.0.1:6379", remote)
+    }
+
+    fn opened(ts: Nanos, k: ConnKey) -> Event {
+        Event::Opened { ts, key: k }
+    }
+
+    fn closed(ts: Nanos, k: ConnKey, how: CloseKind) -> Event {
+        Event::Closed {
+            ts,
+            key: k,
+            how,
+            activity: None,
+        }
+    }
+
+    fn seeded(ts: Nanos, k: ConnKey, last_active: Option<Nanos>) -> Event {
+        Event::Seeded {
+            ts,
+            key: k,
+            activity: Activity {
+                bytes_in: 0,
+                bytes_out: 0,
+                last_active,
+            },
+        }
+    }
+
+    fn activity(ts: Nanos, conns: &[(ConnKey, u64, u64, Option<Nanos>)]) -> Event {
+        Event::Activity {
+            ts,
+            conns: conns
+                .iter()
+                .map(|&(k, bytes_in, bytes_out, last_active)| {
+                    (
+                        k,
+                        Activity {
+                            bytes_in,
+                            bytes_out,
+                            last_active,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn tracker(events: &[Event]) -> Tracker {
+        let mut t = Tracker::new(vec![6379]);
+        for ev in events {
+            t.apply(ev);
+        }
+        t
+    }
+
+    fn client<'a>(r: &'a Report, addr: &str) -> &'a ClientReport {
+        let ip: IpAddr = addr.parse().unwrap();
+        r.clients
+            .iter()
+            .find(|c| c.addr == ip)
+            .unwrap_or_else(|| panic!("no row for {addr}"))
+    }
+
+    #[test]
+    fn exact_lifetimes_of_short_connections() {
+        // Lifetimes below 64 µs are exact in the histogram.
+        let a = redis("10.0.0.2:1");
+        let b = redis("10.0.0.2:2");
+        let c = redis("10.0.0.2:3");
+        let t = tracker(&[
+            opened(START + SEC, a),
+            closed(START + SEC + 20 * US, a, CloseKind::Server),
+            opened(START + SEC, b),
+            closed(START + SEC + 40 * US, b, CloseKind::Server),
+            opened(START + SEC, c),
+            closed(START + SEC + 63 * US + 999, c, CloseKind::Server),
+        ]);
+        let r = t.report(START + 2 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        let l = row.lifetime.unwrap();
+        assert_eq!(l.p50, Duration::from_micros(40));
+        assert_eq!(l.p90, Duration::from_micros(63));
+        assert_eq!(l.p99, Duration::from_micros(63));
+        assert_eq!(l.max, Duration::from_micros(63));
+        assert_eq!((row.open, row.opened, row.closed_by_server), (0, 3, 3));
+        assert_eq!(row.age, None);
+        assert_eq!(row.idle, None);
+    }
+
+    #[test]
+    fn long_lifetimes_within_bound_and_exact_max() {
+        let mut events = Vec::new();
+        // 100 connections living 1 ms, 2 ms, … 100 ms.
+        for i in 1..=100u64 {
+            let k = redis(&format!("10.0.0.2:{i}"));
+            events.push(opened(START, k));
+            events.push(closed(START + i * MS, k, CloseKind::Client));
+        }
+        let r = tracker(&events).report(START + SEC, &clock());
+        let l = client(&r, "10.0.0.2").lifetime.unwrap();
+        let within = |got: Duration, exact_ms: u64| {
+            let exact = exact_ms as f64 * 1000.0;
+            let err = (got.as_micros() as f64 - exact).abs();
+            assert!(err <= exact / 64.0, "{got:?} vs {exact_ms} ms");
+        };
+        within(l.p50, 50);
+        within(l.p90, 90);
+        within(l.p99, 99);
+        assert_eq!(l.max, Duration::from_millis(100));
+        assert_eq!(r.totals.closed_by_client, 100);
+    }
+
+    #[test]
+    fn who_closed_first_and_resets_per_client_and_total() {
+        let a = redis("10.0.0.2:1");
+        let b = redis("10.0.0.2:2");
+        let c = redis("10.0.0.3:1");
+        let d = redis("10.0.0.3:2");
+        let t = tracker(&[
+            opened(START, a),
+            opened(START, b),
+            opened(START, c),
+            opened(START, d),
+            closed(START + SEC, a, CloseKind::Server),
+            closed(START + SEC, b, CloseKind::Reset),
+            closed(START + SEC, c, CloseKind::Client),
+            closed(START + SEC, d, CloseKind::Reset),
+        ]);
+        let r = t.report(START + 2 * SEC, &clock());
+        let x = client(&r, "10.0.0.2");
+        assert_eq!(
+            (x.closed, x.closed_by_server, x.closed_by_client, x.reset),
+            (2, 1, 0, 1)
+        );
+        let y = client(&r, "10.0.0.3");
+        assert_eq!(
+            (y.closed, y.closed_by_server, y.closed_by_client, y.reset),
+            (2, 0, 1, 1)
+        );
+        let tot = &r.totals;
+        assert_eq!(
+            (tot.opened, tot.closed, tot.open, tot.clients),
+            (4, 4, 0, 2)
+        );
+        assert_eq!(
+            (tot.closed_by_server, tot.closed_by_client, tot.reset),
+            (1, 1, 2)
+        );
+        // Same open count: more lost connections (resets + server closes) first.
+        assert_eq!(r.clients[0].addr.to_string(), "10.0.0.2");
+    }
+
+    #[test]
+    fn idle_comes_from_activity_events() {
+        let a = redis("10.0.0.2:1");
+        let b = redis("10.0.0.2:2");
+        let c = redis("10.0.0.2:3");
+        let t = tracker(&[
+            opened(START, a),
+            opened(START, b),
+            opened(START + 4 * SEC, c),
+            activity(
+                START + 6 * SEC,
+                &[
+                    (a, 100, 200, Some(START + 9 * SEC)),
+                    (b, 10, 20, Some(START + 2 * SEC)),
+                ],
+            ),
+        ]);
+        let r = t.report(START + 10 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        // Idle: a 1 s, b 8 s, c 6 s (no activity: since it opened).
+        assert_eq!(
+            row.idle,
+            Some(Idle {
+                p50: Duration::from_secs(6),
+                max: Duration::from_secs(8)
+            })
+        );
+        assert_eq!(
+            row.age,
+            Some(Age {
+                max: Duration::from_secs(10),
+                lower_bound: false
+            })
+        );
+        assert_eq!((row.bytes_in, row.bytes_out), (110, 220));
+        assert_eq!(row.open, 3);
+    }
+
+    #[test]
+    fn seeded_connections_have_lower_bound_age_and_idle() {
+        let old = redis("10.0.0.2:1");
+        let new = redis("10.0.0.2:2");
+        let t = tracker(&[
+            opened(START + SEC, new),
+            seeded(START + 2 * SEC, old, Some(START - 30 * SEC)),
+        ]);
+        let r = t.report(START + 62 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!((row.open, row.seeded, row.opened), (2, 1, 1));
+        // The seeded one moved data 30 s before the agent started: it is at least
+        // 92 s old, and may be older.
+        assert_eq!(
+            row.age,
+            Some(Age {
+                max: Duration::from_secs(92),
+                lower_bound: true
+            })
+        );
+        // Idle: new 61 s (no activity), old 92 s (last data 30 s before start).
+        assert_eq!(
+            row.idle,
+            Some(Idle {
+                p50: Duration::from_secs(61),
+                max: Duration::from_secs(92)
+            })
+        );
+        assert_eq!(r.totals.open, 2);
+        assert_eq!(r.totals.opened, 1);
+    }
+
+    #[test]
+    fn seeded_keys_lists_only_open_seeded_connections() {
+        let old = redis("10.0.0.2:1");
+        let gone = redis("10.0.0.2:2");
+        let t = tracker(&[
+            seeded(START, old, None),
+            seeded(START, gone, None),
+            opened(START, redis("10.0.0.2:3")),
+            closed(START + SEC, gone, CloseKind::Client),
+        ]);
+        assert_eq!(t.seeded_keys(), HashSet::from([old]));
+    }
+
+    #[test]
+    fn age_is_a_lower_bound_when_any_open_connection_is_seeded() {
+        let old = redis("10.0.0.2:1");
+        let new = redis("10.0.0.2:2");
+        let t = tracker(&[opened(START + SEC, new), seeded(START + 2 * SEC, old, None)]);
+        let r = t.report(START + 62 * SEC, &clock());
+        // The measured maximum is the new connection's 61 s, but the seeded one
+        // predates the agent, so the true maximum may be larger.
+        assert_eq!(
+            client(&r, "10.0.0.2").age,
+            Some(Age {
+                max: Duration::from_secs(61),
+                lower_bound: true
+            })
+        );
+    }
+
+    #[test]
+    fn seeded_connection_closing_has_no_lifetime() {
+        let old = redis("10.0.0.2:1");
+        let t = tracker(&[
+            seeded(START, old, None),
+            closed(START + 5 * SEC, old, CloseKind::Client),
+        ]);
+        let r = t.report(START + 6 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!(
+            (row.open, row.seeded, row.closed, row.closed_by_client),
+            (0, 0, 1, 1)
+        );
+        assert_eq!(row.lifetime, None);
+        assert_eq!(row.age, None);
+    }
+
+    #[test]
+    fn seeding_a_connection_already_seen_opening_keeps_it_exact() {
+        let k = redis("10.0.0.2:1");
+        let t = tracker(&[
+            opened(START + SEC, k),
+            Event::Seeded {
+                ts: START + 2 * SEC,
+                key: k,
+                activity: Activity {
+                    bytes_in: 64,
+                    bytes_out: 8,
+                    last_active: Some(START + 2 * SEC),
+                },
+            },
+        ]);
+        let r = t.report(START + 3 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!((row.open, row.seeded, row.opened), (1, 0, 1));
+        assert_eq!(
+            row.age.map(|a| (a.max, a.lower_bound)),
+            Some((Duration::from_secs(2), false))
+        );
+        assert_eq!(row.idle.map(|i| i.max), Some(Duration::from_secs(1)));
+        assert_eq!((row.bytes_in, row.bytes_out), (64, 8));
+    }
+
+    #[test]
+    fn closing_an_unknown_connection_counts_without_lifetime() {
+        let k = redis("10.0.0.9:5555");
+        let t = tracker(&[Event::Closed {
+            ts: START + SEC,
+            key: k,
+            how: CloseKind::Reset,
+            activity: Some(Activity {
+                bytes_in: 7,
+                bytes_out: 0,
+                last_active: None,
+            }),
+        }]);
+        let r = t.report(START + 2 * SEC, &clock());
+        let row = client(&r, "10.0.0.9");
+        assert_eq!((row.open, row.opened, row.closed, row.reset), (0, 0, 1, 1));
+        assert_eq!(row.lifetime, None);
+        assert_eq!(row.bytes_in, 7);
+        assert_eq!((r.totals.open, r.totals.closed, r.totals.reset), (0, 1, 1));
+        assert_eq!(t.conns().counts().closed_untracked, 1);
+    }
+
+    #[test]
+    fn duplicate_open_is_not_a_double_open() {
+        let k = redis("10.0.0.2:1");
+        let t = tracker(&[opened(START, k), opened(START + 5 * SEC, k)]);
+        let r = t.report(START + 6 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!((row.open, row.opened, row.closed), (1, 2, 1));
+        assert_eq!(row.closed_by_server + row.closed_by_client + row.reset, 0);
+        assert_eq!(row.lifetime, None);
+        assert_eq!(row.age.map(|a| a.max), Some(Duration::from_secs(1)));
+        assert_eq!((r.totals.open, r.totals.opened, r.totals.closed), (1, 2, 1));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_mapped_addresses() {
+        let v6 = key("[2001:db8::100]:6379", "[2001:db8::7]:40000");
+        let mapped = key("[::ffff:10.0.0.1]:6379", "[::ffff:192.168.1.9]:40000");
+        let t = tracker(&[
+            opened(START, v6),
+            opened(START, mapped),
+            closed(
+                START + SEC,
+                key("10.0.0.1:6379", "192.168.1.9:40000"),
+                CloseKind::Client,
+            ),
+        ]);
+        let r = t.report(START + 2 * SEC, &clock());
+        assert_eq!(r.clients.len(), 2);
+        assert_eq!(client(&r, "2001:db8::7").open, 1);
+        let v4 = client(&r, "192.168.1.9");
+        assert_eq!((v4.open, v4.closed), (0, 1));
+        assert_eq!(v4.lifetime.map(|l| l.max), Some(Duration::from_secs(1)));
+        let json: Value = serde_json::from_str(&crate::report::render_json(&r).unwrap()).unwrap();
+        let addrs: Vec<&str> = json["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["addr"].as_str())
+            .collect();
+        assert_eq!(addrs, ["2001:db8::7", "192.168.1.9"]);
+    }
+
+    #[test]
+    fn agent_own_connection_is_ignored() {
+        let own: SocketAddr = "10.0.0.1:51000".parse().unwrap();
+        let mut t = Tracker::new(vec![6379]);
+        t.ignore_remote(own);
+        let k = redis("10.0.0.1:51000");
+        t.apply(&opened(START, k));
+        t.apply(&activity(START + SEC, &[(k, 10, 10, Some(START + SEC))]));
+        t.apply(&opened(START, redis("10.0.0.1:51001")));
+        t.apply(&closed(START + 2 * SEC, k, CloseKind::Client));
+        let r = t.report(START + 3 * SEC, &clock());
+        assert_eq!(r.totals.open, 1);
+        assert_eq!(r.totals.opened, 1);
+        assert_eq!(r.totals.closed, 0);
+        assert_eq!(client(&r, "10.0.0.1").opened, 1);
+        assert_eq!(
+            t.ignored(),
+            Ignored {
+                other_port: 0,
+                own: 1
+            }
+        );
+    }
+
+    #[test]
+    fn own_connection_recognised_late_is_taken_back() {
+        let mut t = Tracker::new(vec![6379]);
+        let k = redis("[::ffff:127.0.0.1]:51000");
+        t.apply(&opened(START, k));
+        t.ignore_remote("[::ffff:127.0.0.1]:51000".parse().unwrap());
+        t.apply(&closed(START + SEC, k, CloseKind::Client));
+        let r = t.report(START + 2 * SEC, &clock());
+        assert_eq!((r.totals.open, r.totals.opened, r.totals.closed), (0, 0, 0));
+        assert!(r.clients.is_empty());
+        assert_eq!(t.ignored().own, 1);
+    }
+
+    #[test]
+    fn other_ports_are_ignored_and_counted() {
+        let other = key("10.0.0.1:6380", "10.0.0.2:1");
+        let t = tracker(&[
+            opened(START, other),
+            activity(START + SEC, &[(other, 5, 5, Some(START + SEC))]),
+            closed(START + SEC, other, CloseKind::Reset),
+            seeded(START, key("10.0.0.1:22", "10.0.0.2:2"), None),
+        ]);
+        let r = t.report(START + 2 * SEC, &clock());
+        assert_eq!(r.totals, Totals::default());
+        assert!(r.clients.is_empty());
+        assert_eq!(
+            t.ignored(),
+            Ignored {
+                other_port: 2,
+                own: 0
+            }
+        );
+    }
+
+    #[test]
+    fn clients_ordered_worst_first() {
+        let t = tracker(&[
+            // .5: one open. .6: one open, one reset. .7: nothing open, five opened.
+            // .8: nothing open, three opened. ::1 same as .8: address decides.
+            opened(START, redis("10.0.0.5:1")),
+            opened(START, redis("10.0.0.6:1")),
+            opened(START, redis("10.0.0.6:2")),
+            closed(START, redis("10.0.0.6:2"), CloseKind::Reset),
+            opened(START, redis("10.0.0.7:1")),
+            opened(START, redis("10.0.0.7:1")),
+            opened(START, redis("10.0.0.7:1")),
+            opened(START, redis("10.0.0.7:1")),
+            opened(START, redis("10.0.0.7:1")),
+            closed(START, redis("10.0.0.7:1"), CloseKind::Client),
+            opened(START, redis("[::1]:1")),
+            opened(START, redis("[::1]:2")),
+            opened(START, redis("[::1]:3")),
+            closed(START, redis("[::1]:1"), CloseKind::Client),
+            closed(START, redis("[::1]:2"), CloseKind::Client),
+            closed(START, redis("[::1]:3"), CloseKind::Client),
+            opened(START, redis("10.0.0.8:1")),
+            opened(START, redis("10.0.0.8:2")),
+            opened(START, redis("10.0.0.8:3")),
+            closed(START, redis("10.0.0.8:1"), CloseKind::Client),
+            closed(START, redis("10.0.0.8:2"), CloseKind::Client),
+            closed(START, redis("10.0.0.8:3"), CloseKind::Client),
+            opened(START, redis("10.0.0.4:1")),
+            opened(START, redis("10.0.0.4:2")),
+        ]);
+        let r = t.report(START + SEC, &clock());
+        let order: Vec<String> = r.clients.iter().map(|c| c.addr.to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "10.0.0.4", "10.0.0.6", "10.0.0.5", "10.0.0.7", "10.0.0.8", "::1"
+            ]
+        );
+    }
+
+    #[test]
+    fn counters_are_reported_as_latest_totals() {
+        let mut t = Tracker::new(vec![6379]);
+        let counters = |lost, emfile| Event::Counters {
+            ts: START,
+            counters: KernelCounters {
+                lost_events: lost,
+                conn_insert_failed: 2,
+                accept_errors: vec![(libc::EAGAIN, 50_000), (libc::EMFILE, emfile)],
+            },
+        };
+        t.apply(&counters(3, 100));
+        t.apply(&counters(5, 812));
+        let r = t.report(START + SEC, &clock());
+        assert_eq!(r.totals.lost_events, 5);
+        assert_eq!(r.totals.conn_insert_failed, 2);
+        let errors: Vec<(&str, u64)> = r.totals.accept_errors.iter().collect();
+        assert_eq!(errors, [("EMFILE", 812)]);
+    }
+
+    #[test]
+    fn ticks_evict_quiet_clients_and_count_them() {
+        let mut t = Tracker::with_retention(vec![6379], Duration::from_secs(60));
+        let gone = redis("10.0.0.2:1");
+        let stays = redis("10.0.0.3:1");
+        t.apply(&opened(START, gone));
+        t.apply(&closed(START + SEC, gone, CloseKind::Client));
+        t.apply(&opened(START, stays));
+        t.apply(&Event::Tick {
+            ts: START + 61 * SEC,
+        });
+        assert_eq!(t.report(START + 61 * SEC, &clock()).totals.clients, 2);
+        t.apply(&Event::Tick {
+            ts: START + 62 * SEC,
+        });
+        let r = t.report(START + 62 * SEC, &clock());
+        assert_eq!(r.totals.clients, 1);
+        assert_eq!(r.totals.evicted_clients, 1);
+        // Totals outlive the evicted client.
+        assert_eq!((r.totals.opened, r.totals.closed, r.totals.open), (2, 1, 1));
+        assert_eq!(r.clients[0].addr.to_string(), "10.0.0.3");
+    }
+
+    #[test]
+    fn report_time_and_uptime() {
+        let t = Tracker::new(vec![6380, 6379, 6379]);
+        let r = t.report(START + 42 * SEC + 123_456_789, &clock());
+        assert_eq!(r.ports, [6379, 6380]);
+        assert_eq!(r.uptime, Duration::from_micros(42_123_456));
+        let json: Value = serde_json::from_str(&crate::report::render_json(&r).unwrap()).unwrap();
+        assert_eq!(json["ts"], "2026-11-29T21:00:42.123Z");
+        assert_eq!(json["uptime_s"], 42.123456);
+        assert_eq!(json["clients"], Value::Array(Vec::new()));
+    }
+
+    #[test]
+    fn report_before_the_clock_does_not_panic() {
+        let t = tracker(&[opened(START, redis("10.0.0.2:1"))]);
+        let r = t.report(0, &clock());
+        assert_eq!(r.uptime, Duration::ZERO);
+        assert_eq!(r.clients[0].age.map(|a| a.max), Some(Duration::ZERO));
+        let far = Clock {
+            mono: 0,
+            wall: UNIX_EPOCH,
+        };
+        let r = t.report(u64::MAX, &far);
+        assert!(crate::report::render_json(&r).is_ok());
+    }
+
+    #[test]
+    fn full_stream_end_to_end_json_and_text() {
+        let rejected = redis("10.0.0.2:1");
+        let worker = redis("10.0.0.3:1");
+        let legacy = redis("[::ffff:10.0.0.4]:1");
+        let mut t = Tracker::new(vec![6379]);
+        for ev in [
+            seeded(START + 10 * MS, legacy, Some(START)),
+            opened(START + SEC, rejected),
+            Event::Closed {
+                ts: START + SEC + 45 * US,
+                key: rejected,
+                how: CloseKind::Server,
+                activity: Some(Activity {
+                    bytes_in: 0,
+                    bytes_out: 36,
+                    last_active: Some(START + SEC + 40 * US),
+                }),
+            },
+            opened(START + 2 * SEC, worker),
+            activity(
+                START + 3 * SEC,
+                &[(worker, 1_229, 56_832, Some(START + 3 * SEC))],
+            ),
+            Event::Counters {
+                ts: START + 3 * SEC,
+                counters: KernelCounters {
+                    lost_events: 0,
+                    conn_insert_failed: 0,
+                    accept_errors: vec![(libc::EMFILE, 812)],
+                },
+            },
+        ] {
+            t.apply(&ev);
+        }
+        let r = t.report(START + 5 * SEC, &clock());
+        let json: Value = serde_json::from_str(&crate::report::render_json(&r).unwrap()).unwrap();
+        assert_eq!(json["totals"]["open"], 2);
+        assert_eq!(json["totals"]["accept_errors"]["EMFILE"], 812);
+        // Both hold one connection and lost none: the one that opened more comes first.
+        assert_eq!(json["clients"][0]["addr"], "10.0.0.3");
+        assert_eq!(json["clients"][0]["idle_s"]["p50"], 2.0);
+        assert_eq!(json["clients"][0]["bytes_out"], 56_832);
+        assert_eq!(json["clients"][1]["addr"], "10.0.0.4");
+        assert_eq!(json["clients"][1]["seeded"], 1);
+        // Last data at the agent's start: at least 5 s old, though seeded at 10 ms.
+        assert_eq!(json["clients"][1]["age_s"]["max"], 5.0);
+        assert_eq!(json["clients"][1]["age_s"]["lower_bound"], true);
+        assert_eq!(json["clients"][1]["idle_s"]["max"], 5.0);
+        let rej = &json["clients"][2];
+        assert_eq!(rej["addr"], "10.0.0.2");
+        assert_eq!(rej["lifetime_ms"]["p50"], 0.045);
+        assert_eq!(rej["lifetime_ms"]["max"], 0.045);
+        assert_eq!(rej["closed_by_server"], 1);
+        assert_eq!(rej["bytes_out"], 36);
+        assert!(rej["idle_s"].is_null());
+
+        let text = crate::report::render_text(&r, 20, None);
+        let rows: Vec<&str> = text.lines().skip(4).collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(rows[0].starts_with("10.0.0.3 "), "{text}");
+        assert!(rows[0].contains("1.2KiB/55.5KiB"), "{text}");
+        assert!(rows[1].starts_with("10.0.0.4 "), "{text}");
+        assert!(rows[1].contains("≥5.0s"), "{text}");
+        assert!(rows[2].contains("1 (1/0/0)"), "{text}");
+        assert!(rows[2].contains("45µs/45µs"), "{text}");
+        assert!(text.contains("accept errors EMFILE 812"), "{text}");
+    }
+}
