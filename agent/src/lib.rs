@@ -1,0 +1,20 @@
+//! connwatch: tells why Redis is out of connections, from kernel facts.
+//!
+//! One event stream ([`event`]) — from the kernel probe ([`probe`]) and the host
+//! pollers ([`sock_diag`], [`host`]) — flows through a pure core ([`conn`],
+//! [`client`], [`tracker`]) into reports ([`report`]). `main.rs` is thin glue over
+//! [`run`].
+
+pub mod cli;
+pub mod client;
+pub mod conn;
+pub mod event;
+pub mod histogram;
+pub mod host;
+pub mod output;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod sock_diag;
+pub mod tracker;
+pub mod watch;

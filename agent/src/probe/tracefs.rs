@@ -1,0 +1,83 @@
+//! tracefs: classic tracepoints are attached by the id the kernel publishes under
+//! `events/`, so tracefs must be mounted. A fresh machine does not mount it.
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The tracepoints the probes attach to, as (category, name).
+pub const TRACEPOINTS: &[(&str, &str)] = &[
+    ("sock", "inet_sock_set_state"),
+    ("sock", "sock_recv_length"),
+    ("sock", "sock_send_length"),
+    ("syscalls", "sys_exit_accept4"),
+    ("syscalls", "sys_exit_accept"),
+];
+
+/// Mounts tracefs at [`TRACEFS`] unless it is already there, then checks that every
+/// tracepoint we need exists. Returns whether it mounted it.
+pub fn ensure_tracefs() -> anyhow::Result<bool> {
+    let root = Path::new(TRACEFS);
+    let mounted = if is_populated(root) {
+        false
+    } else {
+        mount_tracefs(root)?;
+        true
+    };
+    for (category, name) in TRACEPOINTS {
+        let dir = root.join("events").join(category).join(name);
+        if !dir.join("id").exists() {
+            bail!(
+                "this kernel has no tracepoint {category}:{name} ({} is missing); connwatch needs it",
+                dir.display()
+            );
+        }
+    }
+    Ok(mounted)
+}
+
+fn is_populated(root: &Path) -> bool {
+    root.join("events").is_dir()
+}
+
+fn mount_tracefs(root: &Path) -> anyhow::Result<()> {
+    let target = CString::new(TRACEFS).context("tracefs path")?;
+    let fstype = CString::new("tracefs").context("tracefs type")?;
+    // SAFETY: all three strings are valid NUL-terminated C strings that outlive the
+    // call; a null `data` pointer is allowed and means no mount options.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        let hint = match err.raw_os_error() {
+            Some(libc::EPERM) => {
+                " (mounting needs CAP_SYS_ADMIN: run as root, or mount it first with `mount -t tracefs tracefs /sys/kernel/tracing`)"
+            }
+            Some(libc::ENODEV) => " (this kernel has no tracefs)",
+            Some(libc::ENOENT) => " (the mount point does not exist: is /sys mounted?)",
+            _ => "",
+        };
+        bail!(
+            "tracefs is not mounted and mounting it at {} failed: {err}{hint}",
+            root.display()
+        );
+    }
+    if !is_populated(root) {
+        bail!(
+            "mounted tracefs at {} but it has no events/ directory",
+            root.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! What the binary runs: logging set-up, command dispatch, exit codes.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::probe::MissingPrivileges;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    /// A runtime failure (Redis port unusable, kernel refused a program, I/O error).
+    pub const FAILURE: u8 = 1;
+    // 2 is clap's: bad command-line usage.
+    /// Not enough privileges to load the probes.
+    pub const NO_PRIVILEGES: u8 = 3;
+}
+
+/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Watch(args) => crate::watch::watch(args),
+    }
+}
+
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<MissingPrivileges>().is_some() {
+        exit::NO_PRIVILEGES
+    } else {
+        exit::FAILURE
+    }
+}
