@@ -1,0 +1,375 @@
+//! Fixtures for the root integration tests: a scratch `redis-server`, the real
+//! `connwatch` binary with its real probes, and real clients bound to distinct
+//! 127.0.0.x source addresses. Each fixture cleans up on drop; helpers panic with
+//! a clear message instead of returning errors, so a test reads like a sentence.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+/// The integration tests load BPF programs: they need root. Fail loudly otherwise,
+/// so a run that could not test anything never looks green.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the root integration tests load BPF programs and must run as root (cargo xtask test)"
+    );
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `connwatch` binary under test: `$CONNWATCH_BIN`, else the workspace's debug build.
+pub fn connwatch_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CONNWATCH_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug").join("connwatch");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p connwatch)",
+        bin.display()
+    );
+    bin
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A scratch redis-server on a free port of 127.0.0.1 and ::1, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = free_port();
+        let dir = TempDir::new("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1 ::1"])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (cargo xtask setup)");
+        let redis = Redis {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) =
+                Client::try_connect(None, SocketAddr::new([127, 0, 0, 1].into(), port))
+                && c.try_ping()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10 s"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new([127, 0, 0, 1].into(), self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("connwatch-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Redis client connection from a chosen source address, speaking RESP.
+pub struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    fn try_connect(source: Option<IpAddr>, server: SocketAddr) -> std::io::Result<Client> {
+        let socket = Socket::new(Domain::for_address(server), Type::STREAM, None)?;
+        if let Some(ip) = source {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        socket.connect_timeout(&server.into(), Duration::from_secs(5))?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream })
+    }
+
+    /// Connects from `source` (e.g. "127.0.0.5") and checks the server answers PING,
+    /// so Redis has accepted the connection when this returns.
+    pub fn connect(source: &str, server: SocketAddr) -> Client {
+        let ip: IpAddr = source.parse().expect("source address");
+        let mut c = Client::try_connect(Some(ip), server)
+            .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
+        c.ping();
+        c
+    }
+
+    /// Many connections from one source address, each answered.
+    pub fn many(source: &str, server: SocketAddr, n: usize) -> Vec<Client> {
+        (0..n).map(|_| Client::connect(source, server)).collect()
+    }
+
+    fn try_ping(&mut self) -> bool {
+        self.command(&["PING"])
+            .map(|r| r == "+PONG\r\n")
+            .unwrap_or(false)
+    }
+
+    pub fn ping(&mut self) {
+        assert!(self.try_ping(), "PING got no +PONG");
+    }
+
+    /// Sends one command and returns the first reply line (with its CRLF).
+    pub fn command(&mut self, args: &[&str]) -> std::io::Result<String> {
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.stream.write_all(req.as_bytes())?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            if self.stream.read(&mut byte)? == 0 {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
+    }
+
+    /// The client closes first (FIN from the client).
+    pub fn close(self) {
+        drop(self.stream);
+    }
+
+    /// QUIT: the server replies and closes first; we wait for its FIN, then close.
+    pub fn quit(mut self) {
+        let reply = self.command(&["QUIT"]).expect("QUIT");
+        assert_eq!(reply, "+OK\r\n");
+        let mut rest = [0u8; 16];
+        let _ = self.stream.read(&mut rest); // 0 bytes: the server's FIN
+        drop(self.stream);
+    }
+
+    /// The client aborts with a RST (SO_LINGER 0).
+    pub fn reset(self) {
+        let socket = Socket::from(self.stream);
+        socket
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER 0");
+        drop(socket);
+    }
+}
+
+/// The real `connwatch watch --format json` running with its probes, its reports
+/// collected as they come.
+pub struct Agent {
+    child: Child,
+    reports: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+pub const AGENT_INTERVAL: &str = "200ms";
+
+impl Agent {
+    /// Starts watching `ports` and waits for the first report, so the probes are
+    /// attached when this returns.
+    pub fn watch(ports: &[u16]) -> Agent {
+        let mut cmd = Command::new(connwatch_bin());
+        cmd.args(["watch", "--format", "json", "--interval", AGENT_INTERVAL]);
+        for p in ports {
+            cmd.args(["--port", &p.to_string()]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start connwatch");
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&reports);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("connwatch printed a line that is not JSON ({e}): {line}")
+                });
+                sink.lock().expect("reports lock").push(value);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let err_sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                err_sink
+                    .lock()
+                    .expect("stderr lock")
+                    .push_str(&(line + "\n"));
+            }
+        });
+        let mut agent = Agent {
+            child,
+            reports,
+            stderr,
+        };
+        agent.wait_for("the first report", Duration::from_secs(20), |_| true);
+        agent
+    }
+
+    /// The latest report.
+    pub fn latest(&self) -> Option<Value> {
+        self.reports.lock().expect("reports lock").last().cloned()
+    }
+
+    /// Waits until a report satisfies `pred`, and returns it. Panics with the last
+    /// report and the agent's stderr after `timeout`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.latest()
+                && pred(&r)
+            {
+                return r;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "connwatch exited ({status}) while waiting for {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last report:\n{}\nstderr:\n{}",
+                    self.latest()
+                        .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
+                        .unwrap_or_default(),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// SIGTERM, then the exit status and every report.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>) {
+        // SAFETY: kill with a pid we spawned and still own (not yet reaped).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for connwatch");
+        thread::sleep(Duration::from_millis(100)); // let the reader threads drain
+        let reports = self.reports.lock().expect("reports lock").clone();
+        (status, reports)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `clients[]` entry for `addr` in a report.
+pub fn client<'a>(report: &'a Value, addr: &str) -> Option<&'a Value> {
+    report["clients"]
+        .as_array()?
+        .iter()
+        .find(|c| c["addr"] == addr)
+}
+
+/// A count field of the client `addr` (0 when the address is absent).
+pub fn count(report: &Value, addr: &str, field: &str) -> u64 {
+    client(report, addr)
+        .and_then(|c| c[field].as_u64())
+        .unwrap_or(0)
+}
+
+/// Pauses the test; wraps sleep so waits stay visible and bounded.
+pub fn pause(ms: u64) {
+    thread::sleep(Duration::from_millis(ms));
+}
+
+/// Serializes the tests of one binary: each loads probes and runs a Redis, and the
+/// machines have two cores. Hold the guard for the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    require_root();
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
