@@ -1,0 +1,81 @@
+//! `cargo xtask <cmd>`: the developer entry points of connwatch.
+//!
+//! - `setup`: installs what building and testing need (idempotent).
+//! - `build`: setup, then builds the agent (agent/build.rs builds the BPF object).
+//! - `test`: setup, then the unit tests and the root integration tests.
+//! - `demo`: setup, build, a scratch redis-server, `connwatch watch` and a traffic mix.
+
+mod demo;
+mod process;
+mod redis;
+mod setup;
+mod test_cmd;
+mod traffic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for connwatch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, nightly rust-src, bpf-linker 0.13.0.
+    Setup,
+    /// Setup, then build the connwatch agent (and its BPF programs).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, then run the unit tests and the root integration tests (needs root).
+    Test,
+    /// Setup, build, then watch a scratch redis-server while a traffic mix runs against it (needs root).
+    Demo {
+        /// How long connwatch watches, in seconds.
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` joins the context chain on one line:
+            // "setup failed at step 'apt-get install llvm-22-dev': exit status 100".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Setup => {
+            setup::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { release } => {
+            setup::run()?;
+            process::build_agent(release)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test => {
+            setup::run()?;
+            test_cmd::run()
+        }
+        Command::Demo { seconds } => {
+            setup::run()?;
+            process::build_agent(false)?;
+            demo::run(seconds)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

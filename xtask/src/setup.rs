@@ -1,0 +1,409 @@
+//! `cargo xtask setup`: installs only what is missing, printing each step.
+//!
+//! The decisions (what is missing) are pure functions over command outputs, so
+//! they are unit-tested without touching the machine; `run` only gathers those
+//! outputs and executes the resulting steps.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::process::{self, display, query, run_checked};
+
+/// Debian packages: LLVM 22 for bpf-linker, redis-server/redis-cli for the demo and tests.
+pub const APT_PACKAGES: [&str; 3] = ["llvm-22-dev", "redis-server", "redis-tools"];
+/// The bpf-linker that matches the pinned aya set and LLVM 22.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// Debian's hook that tells maintainer scripts whether they may start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Whether `dpkg-query -W -f='${Status}' PKG` printed an installed status
+/// ("install ok installed", or "hold ok installed" for a held package).
+pub fn dpkg_installed(status: &str) -> bool {
+    status.split_whitespace().nth(2) == Some("installed")
+}
+
+/// The packages whose dpkg status is not "installed". `None` means dpkg-query
+/// failed, which it does for a package it has never heard of.
+pub fn missing_packages<'a>(statuses: &[(&'a str, Option<&str>)]) -> Vec<&'a str> {
+    statuses
+        .iter()
+        .filter(|(_, status)| !status.is_some_and(dpkg_installed))
+        .map(|(package, _)| *package)
+        .collect()
+}
+
+/// Whether `rustup toolchain list` shows the (undated) nightly toolchain,
+/// e.g. "nightly-x86_64-unknown-linux-gnu (default)".
+pub fn has_nightly(toolchain_list: &str) -> bool {
+    toolchain_list.lines().any(|line| {
+        let name = line.split_whitespace().next().unwrap_or("");
+        name == "nightly"
+            || name
+                .strip_prefix("nightly-")
+                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+/// Whether `rustup component list --installed` shows `component`
+/// (listed as "rust-src", or "rust-std-x86_64-unknown-linux-gnu" for per-target ones).
+pub fn has_component(component_list: &str, component: &str) -> bool {
+    component_list.lines().any(|line| {
+        line.split_whitespace().next().is_some_and(|name| {
+            name == component
+                || name
+                    .strip_prefix(component)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+    })
+}
+
+/// The version in `bpf-linker --version` output ("bpf-linker 0.13.0").
+pub fn bpf_linker_version(version_output: &str) -> Option<&str> {
+    let mut words = version_output.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("bpf-linker"), Some(version)) => Some(version),
+        _ => None,
+    }
+}
+
+/// What to do about bpf-linker, given `bpf-linker --version` stdout (`None`:
+/// not on PATH or it failed).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BpfLinkerAction {
+    Present,
+    Install { found: Option<String> },
+}
+
+pub fn bpf_linker_action(version_output: Option<&str>) -> BpfLinkerAction {
+    match version_output.and_then(bpf_linker_version) {
+        Some(v) if v == BPF_LINKER_VERSION => BpfLinkerAction::Present,
+        found => BpfLinkerAction::Install {
+            found: found.map(str::to_owned),
+        },
+    }
+}
+
+/// Prefixes a failure with the step it happened in, so the whole error is one line:
+/// "setup failed at step 'apt-get install llvm-22-dev': exit status 100".
+fn step<T>(name: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.with_context(|| format!("setup failed at step '{name}'"))
+}
+
+fn say(message: &str) {
+    println!("setup: {message}");
+}
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    say("done");
+    Ok(())
+}
+
+fn dpkg_status(package: &str) -> anyhow::Result<Option<String>> {
+    let out = query("dpkg-query", &["-W", "-f=${Status}", package])?.ok_or_else(|| {
+        anyhow!("dpkg-query not found: setup supports Debian (12) and its derivatives only")
+    })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let statuses = step("dpkg-query", {
+        APT_PACKAGES
+            .iter()
+            .map(|p| dpkg_status(p).map(|s| (*p, s)))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let borrowed: Vec<(&str, Option<&str>)> =
+        statuses.iter().map(|(p, s)| (*p, s.as_deref())).collect();
+    let missing = missing_packages(&borrowed);
+    for package in APT_PACKAGES.iter().filter(|p| !missing.contains(p)) {
+        say(&format!("{package} already installed"));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install_step = format!("apt-get install {}", missing.join(" "));
+    if !process::is_root() {
+        return step(
+            &install_step,
+            Err(anyhow!("must run as root to install packages")),
+        );
+    }
+
+    // The redis-server package starts a system Redis on 6379 from its maintainer
+    // script. Nothing here needs it (the demo and tests start their own servers
+    // on free ports), so forbid service starts during the install with Debian's
+    // policy-rc.d hook (exit 101 = "action forbidden"), honoured by invoke-rc.d
+    // and deb-systemd-invoke. A policy-rc.d that already exists (Docker images
+    // ship one) is left alone; ours is removed afterwards.
+    let _policy = if missing.contains(&"redis-server") {
+        step("write policy-rc.d", PolicyRcD::forbid_service_starts())?
+    } else {
+        None
+    };
+
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    say("running apt-get update ...");
+    step("apt-get update", run_checked(&mut apt(&["update", "-q"])))?;
+    say(&format!("installing {} ...", missing.join(" ")));
+    let mut install = apt(&["install", "-y", "-q"]);
+    install.args(&missing);
+    step(&install_step, run_checked(&mut install))?;
+    Ok(())
+}
+
+/// A policy-rc.d we wrote; removed on drop.
+struct PolicyRcD;
+
+impl PolicyRcD {
+    fn forbid_service_starts() -> anyhow::Result<Option<PolicyRcD>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            say(&format!(
+                "{POLICY_RC_D} exists; leaving it in charge of service starts"
+            ));
+            return Ok(None);
+        }
+        say(&format!(
+            "writing a temporary {POLICY_RC_D} so installing redis-server starts no system Redis"
+        ));
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# temporary, from cargo xtask setup\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        let guard = PolicyRcD;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 755 {POLICY_RC_D}"))?;
+        Ok(Some(guard))
+    }
+}
+
+impl Drop for PolicyRcD {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(POLICY_RC_D) {
+            eprintln!("setup: warning: could not remove {POLICY_RC_D}: {e}");
+        }
+    }
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchains = step(
+        "rustup toolchain list",
+        rustup_stdout(&["toolchain", "list"]),
+    )?;
+    if !has_nightly(&toolchains) {
+        return step(
+            "nightly toolchain",
+            Err(anyhow!(
+                "the nightly toolchain is not installed (the BPF programs need it); install it with \
+                 `rustup toolchain install nightly --profile minimal --component rust-src` and run setup again"
+            )),
+        );
+    }
+    say("nightly toolchain present");
+    let components = step(
+        "rustup component list --toolchain nightly",
+        rustup_stdout(&["component", "list", "--toolchain", "nightly", "--installed"]),
+    )?;
+    if has_component(&components, "rust-src") {
+        say("nightly rust-src already installed");
+        return Ok(());
+    }
+    say("installing the nightly rust-src component ...");
+    step(
+        "rustup component add rust-src --toolchain nightly",
+        run_checked(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ])),
+    )
+}
+
+fn rustup_stdout(args: &[&str]) -> anyhow::Result<String> {
+    let out = query("rustup", args)?.ok_or_else(|| {
+        anyhow!("rustup not found on PATH (install rustup from https://rustup.rs)")
+    })?;
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            process::describe_status(out.status),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn bpf_linker_stdout() -> anyhow::Result<Option<String>> {
+    Ok(query("bpf-linker", &["--version"])?
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let current = step("bpf-linker --version", bpf_linker_stdout())?;
+    let found = match bpf_linker_action(current.as_deref()) {
+        BpfLinkerAction::Present => {
+            say(&format!(
+                "bpf-linker {BPF_LINKER_VERSION} already installed"
+            ));
+            return Ok(());
+        }
+        BpfLinkerAction::Install { found } => found,
+    };
+    let mut install = process::cargo();
+    install.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]);
+    // llvm-sys finds LLVM through llvm-config, which Debian keeps in /usr/lib/llvm-22/bin.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![LLVM_BIN.into()];
+    dirs.extend(std::env::split_paths(&path));
+    let joined = std::env::join_paths(dirs).context("building PATH")?;
+    install.env("PATH", joined);
+    let shown = display(&install);
+    say(&match found {
+        Some(v) => format!(
+            "bpf-linker {v} found, {BPF_LINKER_VERSION} needed; installing (a few minutes) ..."
+        ),
+        None => {
+            format!("bpf-linker not found; installing {BPF_LINKER_VERSION} (a few minutes) ...")
+        }
+    });
+    step(&shown, run_checked(&mut install))?;
+
+    let after = step("bpf-linker --version", bpf_linker_stdout())?;
+    if bpf_linker_action(after.as_deref()) != BpfLinkerAction::Present {
+        return step(
+            "bpf-linker --version",
+            Err(anyhow!(
+                "installed bpf-linker {BPF_LINKER_VERSION}, but the bpf-linker on PATH is {}; \
+                 put cargo's bin directory (~/.cargo/bin) first in PATH",
+                after.as_deref().map_or("missing", str::trim)
+            )),
+        );
+    }
+    say(&format!("bpf-linker {BPF_LINKER_VERSION} installed"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_words() {
+        assert!(dpkg_installed("install ok installed"));
+        assert!(dpkg_installed("hold ok installed"));
+        assert!(!dpkg_installed("deinstall ok config-files"));
+        assert!(!dpkg_installed("install ok half-configured"));
+        assert!(!dpkg_installed("unknown ok not-installed"));
+        assert!(!dpkg_installed(""));
+    }
+
+    #[test]
+    fn only_missing_packages_are_installed() {
+        let all_there = [
+            ("llvm-22-dev", Some("install ok installed")),
+            ("redis-server", Some("install ok installed")),
+            ("redis-tools", Some("install ok installed")),
+        ];
+        assert!(missing_packages(&all_there).is_empty());
+
+        let some_missing = [
+            ("llvm-22-dev", Some("install ok installed")),
+            // removed, config kept
+            ("redis-server", Some("deinstall ok config-files")),
+            // dpkg-query failed: never heard of it
+            ("redis-tools", None),
+        ];
+        assert_eq!(
+            missing_packages(&some_missing),
+            ["redis-server", "redis-tools"]
+        );
+    }
+
+    #[test]
+    fn nightly_is_found_in_toolchain_list() {
+        let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
+                    nightly-x86_64-unknown-linux-gnu\n\
+                    1.95.0-x86_64-unknown-linux-gnu\n";
+        assert!(has_nightly(list));
+        assert!(has_nightly("nightly-x86_64-unknown-linux-gnu (default)\n"));
+        assert!(!has_nightly("stable-x86_64-unknown-linux-gnu (default)\n"));
+        // `rustup run nightly` does not use a dated nightly.
+        assert!(!has_nightly(
+            "nightly-2025-01-01-x86_64-unknown-linux-gnu\n"
+        ));
+        assert!(!has_nightly(""));
+    }
+
+    #[test]
+    fn rust_src_is_found_in_component_list() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\n\
+                    rust-src\nrust-std-x86_64-unknown-linux-gnu\nrustc-x86_64-unknown-linux-gnu\n";
+        assert!(has_component(list, "rust-src"));
+        assert!(has_component(list, "clippy"));
+        let without = "cargo-x86_64-unknown-linux-gnu\nrust-std-x86_64-unknown-linux-gnu\n";
+        assert!(!has_component(without, "rust-src"));
+        assert!(!has_component("", "rust-src"));
+    }
+
+    #[test]
+    fn bpf_linker_is_installed_only_when_absent_or_another_version() {
+        assert_eq!(
+            bpf_linker_action(Some("bpf-linker 0.13.0\n")),
+            BpfLinkerAction::Present
+        );
+        assert_eq!(
+            bpf_linker_action(Some("bpf-linker 0.9.13\n")),
+            BpfLinkerAction::Install {
+                found: Some("0.9.13".into())
+            }
+        );
+        assert_eq!(
+            bpf_linker_action(None),
+            BpfLinkerAction::Install { found: None }
+        );
+        assert_eq!(
+            bpf_linker_action(Some("garbage")),
+            BpfLinkerAction::Install { found: None }
+        );
+    }
+
+    #[test]
+    fn step_errors_are_one_line_naming_the_step() {
+        let err = step::<()>(
+            "apt-get install llvm-22-dev",
+            Err(anyhow!("exit status 100")),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "setup failed at step 'apt-get install llvm-22-dev': exit status 100"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! `cargo xtask test`: unit tests, then the root integration tests; every part
+//! runs even when an earlier one failed, and a summary says what ran.
+
+use std::process::{Command, ExitCode};
+
+use crate::process::{self, display};
+
+/// The package holding the root integration tests (tests/).
+const INTEGRATION_PACKAGE: &str = "connwatch-tests";
+/// The kernel programs only build for the BPF target (agent/build.rs does that).
+const BPF_PACKAGE: &str = "connwatch-ebpf";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(&'static str),
+}
+
+struct Part {
+    name: &'static str,
+    command: String,
+    outcome: Outcome,
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let mut parts = Vec::new();
+
+    // Unit tests of every package except the BPF programs and the integration
+    // tests, which need root, share kernel state and run serially below.
+    let mut unit = process::cargo();
+    unit.args(["test", "--workspace", "--no-fail-fast"]);
+    unit.args(["--exclude", BPF_PACKAGE, "--exclude", INTEGRATION_PACKAGE]);
+    parts.push(run_part("unit tests", unit));
+
+    // The integration tests run the connwatch binary; build it first so a build
+    // failure reads as one.
+    let mut build = process::cargo();
+    build.args(["build", "-p", "connwatch"]);
+    let built = run_part("build connwatch", build);
+    let build_ok = built.outcome == Outcome::Passed;
+    parts.push(built);
+
+    let mut integration = process::cargo();
+    integration.args(["test", "-p", INTEGRATION_PACKAGE, "--", "--test-threads=1"]);
+    if build_ok {
+        parts.push(run_part("integration tests", integration));
+    } else {
+        parts.push(Part {
+            name: "integration tests",
+            command: display(&integration),
+            outcome: Outcome::Skipped("connwatch did not build"),
+        });
+    }
+
+    println!("\ntest summary:");
+    for part in &parts {
+        let outcome = match &part.outcome {
+            Outcome::Passed => "passed".to_owned(),
+            Outcome::Failed(why) => format!("FAILED ({why})"),
+            Outcome::Skipped(why) => format!("skipped ({why})"),
+        };
+        println!("  {:<18} {outcome:<24} {}", part.name, part.command);
+    }
+    let all_passed = parts.iter().all(|p| p.outcome == Outcome::Passed);
+    println!("test: {}", if all_passed { "all passed" } else { "FAILED" });
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_part(name: &'static str, mut cmd: Command) -> Part {
+    let command = display(&cmd);
+    println!("\ntest: {name}: {command}");
+    let outcome = match process::run_checked(&mut cmd) {
+        Ok(()) => Outcome::Passed,
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    };
+    Part {
+        name,
+        command,
+        outcome,
+    }
+}
