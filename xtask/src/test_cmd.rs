@@ -33,6 +33,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     unit.args(["--exclude", BPF_PACKAGE, "--exclude", INTEGRATION_PACKAGE]);
     parts.push(run_part("unit tests", unit));
 
+    // The shared record layouts (the library half of the BPF crate builds on the host).
+    let mut layouts = process::cargo();
+    layouts.args(["test", "-p", BPF_PACKAGE, "--lib"]);
+    parts.push(run_part("record layouts", layouts));
+
     // The integration tests run the connwatch binary; build it first so a build
     // failure reads as one.
     let mut build = process::cargo();
