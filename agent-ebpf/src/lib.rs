@@ -35,6 +35,9 @@ pub mod event_kind {
     pub const CLOSED_BY_CLIENT: u8 = 3;
     /// The connection was reset while established (ESTABLISHED → CLOSE).
     pub const RESET: u8 = 4;
+    /// The kernel answered an attempt to a watched port with a RST: nothing listens
+    /// there (tcp:tcp_send_reset without a socket). Only the addresses are set.
+    pub const REFUSED: u8 = 5;
 }
 
 /// `ConnInfo::flags`: the connection was opened while the probes were attached, so
@@ -50,7 +53,9 @@ pub mod counter {
     /// Close transitions of connections `CONNS` did not hold (opened before the
     /// agent started, or evicted from the LRU map).
     pub const CLOSED_UNTRACKED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// SYN-ACKs retransmitted by listeners on watched ports.
+    pub const SYNACK_RETRANSMITS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Capacity of the map of watched local ports.

@@ -201,6 +201,77 @@ fn send(sk: u64, kind: u8, ts_ns: u64, info: &ConnInfo) {
 }
 
 // ---------------------------------------------------------------------------------
+// tcp:tcp_send_reset
+//   TP_PROTO(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)
+//   skbaddr@8 skaddr@16 state@24 reason@28 saddr[28]@32 daddr[28]@60
+// saddr/daddr hold a sockaddr_in or sockaddr_in6 (family@0, port@2 big-endian,
+// IPv4 address@4, IPv6 address@8). Without a socket (skaddr == 0) the reset answers
+// a segment to a port nothing listens on: saddr is that local port, daddr the client.
+// ---------------------------------------------------------------------------------
+mod send_reset {
+    pub const SKADDR: usize = 16;
+    pub const SADDR: usize = 32;
+    pub const DADDR: usize = 60;
+    pub const SIN_PORT: usize = 2;
+    pub const SIN_ADDR: usize = 4;
+    pub const SIN6_ADDR: usize = 8;
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_send_reset(&ctx);
+    0
+}
+
+fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
+    if field::<u64>(ctx, send_reset::SKADDR)? != 0 {
+        return None;
+    }
+    let lport = u16::from_be(field(ctx, send_reset::SADDR + send_reset::SIN_PORT)?);
+    // SAFETY: a read-only lookup; the value is not dereferenced.
+    unsafe { WATCHED_PORTS.get(lport) }?;
+    let family: u16 = field(ctx, send_reset::SADDR)?;
+    let mut info = ConnInfo {
+        lport,
+        rport: u16::from_be(field(ctx, send_reset::DADDR + send_reset::SIN_PORT)?),
+        family,
+        ..ConnInfo::default()
+    };
+    if family == AF_INET {
+        let l: [u8; 4] = field(ctx, send_reset::SADDR + send_reset::SIN_ADDR)?;
+        let r: [u8; 4] = field(ctx, send_reset::DADDR + send_reset::SIN_ADDR)?;
+        info.laddr[..4].copy_from_slice(&l);
+        info.raddr[..4].copy_from_slice(&r);
+    } else if family == AF_INET6 {
+        info.laddr = field(ctx, send_reset::SADDR + send_reset::SIN6_ADDR)?;
+        info.raddr = field(ctx, send_reset::DADDR + send_reset::SIN6_ADDR)?;
+    } else {
+        return None;
+    }
+    send(0, event_kind::REFUSED, ktime_ns(), &info);
+    Some(())
+}
+
+// ---------------------------------------------------------------------------------
+// tcp:tcp_retransmit_synack
+//   TP_PROTO(const struct sock *sk, const struct request_sock *req)
+//   skaddr@8 req@16 sport@24 dport@26 family@28 ...
+// A listener re-sending its SYN-ACK: the handshake is not completing. Counted only.
+// ---------------------------------------------------------------------------------
+const SYNACK_SPORT: usize = 24;
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
+    if let Some(sport) = field::<u16>(&ctx, SYNACK_SPORT) {
+        // SAFETY: a read-only lookup; the value is not dereferenced.
+        if unsafe { WATCHED_PORTS.get(sport) }.is_some() {
+            bump(&COUNTERS, counter::SYNACK_RETRANSMITS);
+        }
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------------
 // sock:sock_recv_length / sock:sock_send_length
 //   TP_PROTO(struct sock *sk, int ret, int flags)
 //   sk@8 family@16 protocol@18 ret@20 flags@24

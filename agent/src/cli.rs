@@ -52,6 +52,17 @@ pub struct WatchArgs {
     /// Show at most this many client addresses in the text view (json has them all).
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// The Redis server to ask for INFO/CONFIG through one persistent connection:
+    /// redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>.
+    /// The password comes from --password-file or REDISCLI_AUTH, never from the URL.
+    #[arg(long, value_name = "URL", conflicts_with = "no_redis")]
+    pub redis: Option<String>,
+    /// Read the Redis password from this file (first line). Default: $REDISCLI_AUTH.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_redis")]
+    pub password_file: Option<PathBuf>,
+    /// Do not connect to Redis at all: kernel and /proc figures only.
+    #[arg(long)]
+    pub no_redis: bool,
     /// Capacity of the kernel's per-connection map (LRU); raise it for hosts with
     /// more open connections than this.
     #[arg(long, default_value_t = connwatch_ebpf::DEFAULT_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]

@@ -27,6 +27,10 @@ pub struct ClientStats {
     pub closed_by_server: u64,
     pub closed_by_client: u64,
     pub reset: u64,
+    /// Of the closes, those that were Redis turning the connection away.
+    pub rejected: u64,
+    /// Attempts the kernel refused (RST) because nothing listened on the port.
+    pub refused: u64,
     /// Open-to-close times of closed connections whose open was seen, in µs.
     pub lifetime_us: Histogram,
     /// Bytes read from / written to this address: closed connections plus the
@@ -133,6 +137,16 @@ impl ClientTable {
             stats.lifetime_us.record(lifetime / 1_000);
         }
         stats.add_bytes(closed.delta);
+    }
+
+    /// A close of `ip` was a rejection by Redis (counted in [`Self::on_closed`] too).
+    pub fn on_rejected(&mut self, ip: IpAddr, ts: Nanos) {
+        self.entry(ip, ts).rejected += 1;
+    }
+
+    /// An attempt from `ip` found nothing listening.
+    pub fn on_refused(&mut self, ip: IpAddr, ts: Nanos) {
+        self.entry(ip, ts).refused += 1;
     }
 
     /// An open connection from `ip` moved more bytes.

@@ -72,6 +72,9 @@ pub struct KernelCounters {
     pub lost_events: u64,
     /// Connections the per-connection map could not hold.
     pub conn_insert_failed: u64,
+    /// SYN-ACKs retransmitted by watched listeners (the handshake is not completing:
+    /// a full accept queue, or a lossy path).
+    pub synack_retransmits: u64,
     /// Failed `accept`/`accept4` calls of the listeners' processes, by errno
     /// (positive errno values; EAGAIN included, the core decides what matters).
     pub accept_errors: Vec<(i32, u64)>,
@@ -101,6 +104,21 @@ pub enum Event {
         ts: Nanos,
         conns: Vec<(ConnKey, Activity)>,
     },
+    /// The kernel answered a connection attempt to a watched port with a RST because
+    /// nothing listened there (Redis down or restarting). `key.local` is the port
+    /// that was tried.
+    Refused { ts: Nanos, key: ConnKey },
+    /// What Redis says of itself (INFO/CONFIG over the agent's one connection), or
+    /// why it cannot be asked.
+    Redis {
+        ts: Nanos,
+        snapshot: Box<crate::redis_info::RedisSnapshot>,
+    },
+    /// Limits and queues of the host and of the process behind the listeners.
+    Host {
+        ts: Nanos,
+        snapshot: Box<crate::host::HostSnapshot>,
+    },
     /// Totals of the kernel's counters.
     Counters { ts: Nanos, counters: KernelCounters },
     /// The end of an interval: a report is due.
@@ -114,6 +132,9 @@ impl Event {
             | Event::Closed { ts, .. }
             | Event::Seeded { ts, .. }
             | Event::Activity { ts, .. }
+            | Event::Refused { ts, .. }
+            | Event::Redis { ts, .. }
+            | Event::Host { ts, .. }
             | Event::Counters { ts, .. }
             | Event::Tick { ts } => *ts,
         }

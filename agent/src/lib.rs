@@ -5,6 +5,7 @@
 //! [`client`], [`tracker`]) into reports ([`report`]). `main.rs` is thin glue over
 //! [`run`].
 
+pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod conn;
@@ -13,6 +14,8 @@ pub mod histogram;
 pub mod host;
 pub mod output;
 pub mod probe;
+pub mod redis_info;
+pub mod reject;
 pub mod report;
 pub mod run;
 pub mod sock_diag;

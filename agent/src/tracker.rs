@@ -8,12 +8,17 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
+use crate::capacity::{self, Baselines, RedisReport};
 use crate::client::{ClientStats, ClientTable, DEFAULT_RETENTION};
 use crate::conn::{ByteDelta, Conn, ConnTable, Origin};
 use crate::event::{Activity, Clock, ConnKey, Event, KernelCounters, Nanos, normalize};
 use crate::histogram::nearest_rank;
+use crate::host::HostSnapshot;
+use crate::redis_info::RedisSnapshot;
+use crate::reject::{self, RejectCounts};
 use crate::report::{
-    AcceptErrors, Age, ClientReport, Idle, Kind, Lifetime, Report, Totals, micros, worst_first,
+    AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Report, Totals, micros,
+    worst_first,
 };
 
 /// Connections the tracker chose not to count.
@@ -34,6 +39,33 @@ pub struct Tracker {
     clients: ClientTable,
     counters: KernelCounters,
     ignored: Ignored,
+    rejected: RejectCounts,
+    refused: u64,
+    /// The latest word from Redis and from /proc, and the first readings of
+    /// their counters.
+    redis: Option<RedisSnapshot>,
+    host: Option<HostSnapshot>,
+    baselines: Baselines,
+    accept_rate: AcceptRate,
+}
+
+/// Failed accepts per second between the last two counter readings.
+#[derive(Clone, Copy, Debug, Default)]
+struct AcceptRate {
+    last: Option<(Nanos, u64)>,
+    per_s: f64,
+}
+
+impl AcceptRate {
+    fn observe(&mut self, ts: Nanos, total: u64) {
+        if let Some((then, before)) = self.last
+            && ts > then
+        {
+            let secs = (ts - then) as f64 / 1e9;
+            self.per_s = (total.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0;
+        }
+        self.last = Some((ts, total));
+    }
 }
 
 impl Tracker {
@@ -55,6 +87,12 @@ impl Tracker {
             clients: ClientTable::new(retention),
             counters: KernelCounters::default(),
             ignored: Ignored::default(),
+            rejected: RejectCounts::default(),
+            refused: 0,
+            redis: None,
+            host: None,
+            baselines: Baselines::default(),
+            accept_rate: AcceptRate::default(),
         }
     }
 
@@ -104,6 +142,10 @@ impl Tracker {
                 if self.watches(key) {
                     let closed = self.conns.close(*ts, key, *how, activity.as_ref());
                     self.clients.on_closed(key.remote.ip(), *ts, &closed);
+                    if let Some(reason) = reject::classify(&closed) {
+                        self.rejected.add(reason);
+                        self.clients.on_rejected(key.remote.ip(), *ts);
+                    }
                 }
             }
             Event::Activity { ts, conns } => {
@@ -113,7 +155,28 @@ impl Tracker {
                     }
                 }
             }
-            Event::Counters { counters, .. } => self.counters.clone_from(counters),
+            Event::Counters { ts, counters } => {
+                self.counters.clone_from(counters);
+                let failed = AcceptErrors::from_kernel(&counters.accept_errors).total();
+                self.accept_rate.observe(*ts, failed);
+            }
+            Event::Refused { ts, key } => {
+                if self.watches(key) {
+                    self.refused += 1;
+                    self.clients.on_refused(key.remote.ip(), *ts);
+                }
+            }
+            Event::Redis { snapshot, .. } => {
+                if let Some(own) = snapshot.own_addr {
+                    self.ignore_remote(own);
+                }
+                self.baselines.observe(Some(snapshot), None);
+                self.redis = Some(snapshot.as_ref().clone());
+            }
+            Event::Host { snapshot, .. } => {
+                self.baselines.observe(None, Some(snapshot));
+                self.host = Some(snapshot.as_ref().clone());
+            }
             Event::Tick { ts } => {
                 self.clients.evict_quiet(*ts);
             }
@@ -179,15 +242,27 @@ impl Tracker {
         let mut clients: Vec<ClientReport> = self
             .clients
             .iter()
-            .map(|(ip, stats)| client_report(*ip, stats, open.get(ip)))
+            .map(|(ip, stats)| {
+                let internal = self.redis.as_ref().is_some_and(|r| r.is_replica(*ip));
+                client_report(*ip, stats, open.get(ip), internal)
+            })
             .collect();
         clients.sort_by(worst_first);
+        let redis = match &self.redis {
+            Some(r) => RedisReport::from_snapshot(r, Some(&self.baselines)),
+            None => RedisReport::default(),
+        };
+        let limits = capacity::limits(self.redis.as_ref(), self.host.as_ref());
+        let capacity = capacity::capacity(self.redis.as_ref(), &limits, self.conns.len() as u64);
         Report {
             kind: Kind::Report,
             ts: wall_time(clock, now),
             uptime: micros(now.saturating_sub(clock.mono)),
             ports: self.ports.clone(),
             totals: self.totals(),
+            redis,
+            limits,
+            capacity,
             clients,
         }
     }
@@ -206,7 +281,33 @@ impl Tracker {
             conn_insert_failed: self.counters.conn_insert_failed,
             accept_errors: AcceptErrors::from_kernel(&self.counters.accept_errors),
             evicted_clients: self.clients.evicted(),
+            rejected: self.rejected.total(),
+            rejected_by_reason: self.rejected,
+            refused: self.refused,
+            accept_errors_per_s: self.accept_rate.per_s,
+            listen_overflows: self
+                .listen_delta(|h| h.listen_overflows, self.baselines.listen_overflows),
+            listen_drops: self.listen_delta(|h| h.listen_drops, self.baselines.listen_drops),
+            synack_retransmits: self.counters.synack_retransmits,
+            accept_queue: self
+                .host
+                .as_ref()
+                .and_then(|h| h.accept_queue)
+                .map(|(depth, backlog)| AcceptQueue { depth, backlog }),
         }
+    }
+
+    fn listen_delta(
+        &self,
+        now: fn(&HostSnapshot) -> Option<u64>,
+        base: Option<u64>,
+    ) -> Option<u64> {
+        Some(self.host.as_ref().and_then(now)?.saturating_sub(base?))
+    }
+
+    /// The latest word from Redis, if any.
+    pub fn redis(&self) -> Option<&RedisSnapshot> {
+        self.redis.as_ref()
     }
 
     /// Ages and idle times of open connections, grouped by client address.
@@ -295,7 +396,12 @@ fn nearest_rank_index(q: f64, len: usize) -> Option<usize> {
     usize::try_from(nearest_rank(q, len) - 1).ok()
 }
 
-fn client_report(ip: IpAddr, s: &ClientStats, open: Option<&OpenConns>) -> ClientReport {
+fn client_report(
+    ip: IpAddr,
+    s: &ClientStats,
+    open: Option<&OpenConns>,
+    internal: bool,
+) -> ClientReport {
     ClientReport {
         addr: ip,
         open: s.open,
@@ -305,6 +411,9 @@ fn client_report(ip: IpAddr, s: &ClientStats, open: Option<&OpenConns>) -> Clien
         closed_by_server: s.closed_by_server,
         closed_by_client: s.closed_by_client,
         reset: s.reset,
+        rejected: s.rejected,
+        refused: s.refused,
+        internal,
         lifetime: lifetime(s),
         age: open.map(OpenConns::age),
         idle: open.and_then(OpenConns::idle),
@@ -827,6 +936,7 @@ mod tests {
             counters: KernelCounters {
                 lost_events: lost,
                 conn_insert_failed: 2,
+                synack_retransmits: 0,
                 accept_errors: vec![(libc::EAGAIN, 50_000), (libc::EMFILE, emfile)],
             },
         };
@@ -917,6 +1027,7 @@ mod tests {
                 counters: KernelCounters {
                     lost_events: 0,
                     conn_insert_failed: 0,
+                    synack_retransmits: 0,
                     accept_errors: vec![(libc::EMFILE, 812)],
                 },
             },
@@ -943,10 +1054,15 @@ mod tests {
         assert_eq!(rej["lifetime_ms"]["max"], 0.045);
         assert_eq!(rej["closed_by_server"], 1);
         assert_eq!(rej["bytes_out"], 36);
+        assert_eq!(
+            rej["rejected"], 1,
+            "read nothing, got 36 bytes, closed by the server at once"
+        );
+        assert_eq!(json["totals"]["rejected_by_reason"]["maxclients"], 1);
         assert!(rej["idle_s"].is_null());
 
         let text = crate::report::render_text(&r, 20, None);
-        let rows: Vec<&str> = text.lines().skip(4).collect();
+        let rows: Vec<&str> = text.lines().skip(5).collect();
         assert_eq!(rows.len(), 3, "{text}");
         assert!(rows[0].starts_with("10.0.0.3 "), "{text}");
         assert!(rows[0].contains("1.2KiB/55.5KiB"), "{text}");
@@ -954,6 +1070,135 @@ mod tests {
         assert!(rows[1].contains("≥5.0s"), "{text}");
         assert!(rows[2].contains("1 (1/0/0)"), "{text}");
         assert!(rows[2].contains("45µs/45µs"), "{text}");
-        assert!(text.contains("accept errors EMFILE 812"), "{text}");
+        assert!(text.contains("accept errors 0/s EMFILE 812"), "{text}");
+    }
+
+    fn closed_with(ts: Nanos, k: ConnKey, how: CloseKind, bytes_in: u64, bytes_out: u64) -> Event {
+        Event::Closed {
+            ts,
+            key: k,
+            how,
+            activity: Some(Activity {
+                bytes_in,
+                bytes_out,
+                last_active: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn rejections_are_counted_per_address_and_by_reason() {
+        let mut events = Vec::new();
+        // 127.0.0.2: three maxclients rejections (one a RST: it had sent data).
+        for (i, how) in [CloseKind::Server, CloseKind::Server, CloseKind::Reset]
+            .into_iter()
+            .enumerate()
+        {
+            let k = redis(&format!("127.0.0.2:{}", 40_000 + i));
+            events.push(opened(START, k));
+            events.push(closed_with(START + 200_000, k, how, 0, 36));
+        }
+        // 127.0.0.3: one protected-mode refusal, one normal QUIT.
+        let k = redis("127.0.0.3:40000");
+        events.push(opened(START, k));
+        events.push(closed_with(START + 300_000, k, CloseKind::Server, 0, 1040));
+        let k = redis("127.0.0.3:40001");
+        events.push(opened(START, k));
+        events.push(closed_with(START + SEC / 10, k, CloseKind::Server, 14, 5));
+        let r = tracker(&events).report(START + SEC, &clock());
+        assert_eq!(client(&r, "127.0.0.2").rejected, 3);
+        assert_eq!(client(&r, "127.0.0.2").closed, 3);
+        assert_eq!(client(&r, "127.0.0.3").rejected, 1);
+        assert_eq!(client(&r, "127.0.0.3").closed_by_server, 2);
+        assert_eq!(r.totals.rejected, 4);
+        assert_eq!(
+            r.totals.rejected_by_reason,
+            RejectCounts {
+                maxclients: 3,
+                protected_mode: 1,
+                unknown: 0
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_are_counted_per_address_on_watched_ports_only() {
+        let events = [
+            Event::Refused {
+                ts: START,
+                key: redis("127.0.0.4:5000"),
+            },
+            Event::Refused {
+                ts: START + 1,
+                key: redis("127.0.0.4:5001"),
+            },
+            Event::Refused {
+                ts: START + 2,
+                key: key("10.0.0.1:7000", "127.0.0.5:5000"),
+            },
+        ];
+        let r = tracker(&events).report(START + SEC, &clock());
+        assert_eq!(client(&r, "127.0.0.4").refused, 2);
+        assert!(r.clients.iter().all(|c| c.addr.to_string() != "127.0.0.5"));
+        assert_eq!(r.totals.refused, 2);
+    }
+
+    #[test]
+    fn accept_error_rate_between_counter_readings() {
+        let counters = |ts, emfile| Event::Counters {
+            ts,
+            counters: KernelCounters {
+                accept_errors: vec![(libc::EAGAIN, 9_999), (libc::EMFILE, emfile)],
+                ..KernelCounters::default()
+            },
+        };
+        let r = tracker(&[counters(START, 1_000), counters(START + 2 * SEC, 41_000)])
+            .report(START + 2 * SEC, &clock());
+        assert_eq!(r.totals.accept_errors_per_s, 20_000.0);
+    }
+
+    #[test]
+    fn redis_snapshot_marks_replicas_internal_and_ignores_the_agent() {
+        use crate::redis_info::{InfoFields, RedisSnapshot, RedisStatus};
+        let own = redis("127.0.0.1:50000");
+        let replica = redis("127.0.0.9:41000");
+        let snapshot = RedisSnapshot {
+            status: RedisStatus::Ok,
+            own_addr: Some("127.0.0.1:50000".parse().unwrap()),
+            info: Some(InfoFields {
+                connected_clients: Some(1),
+                connected_slaves: Some(1),
+                rejected_connections: Some(10),
+                replicas: vec!["127.0.0.9:6380".parse().unwrap()],
+                ..InfoFields::default()
+            }),
+            ..RedisSnapshot::disabled()
+        };
+        let events = [
+            opened(START, own),
+            opened(START, replica),
+            Event::Redis {
+                ts: START + 1,
+                snapshot: Box::new(snapshot.clone()),
+            },
+        ];
+        let mut t = tracker(&events);
+        let mut later = snapshot;
+        if let Some(info) = later.info.as_mut() {
+            info.rejected_connections = Some(14);
+        }
+        t.apply(&Event::Redis {
+            ts: START + 2,
+            snapshot: Box::new(later),
+        });
+        let r = t.report(START + SEC, &clock());
+        assert!(
+            r.clients.iter().all(|c| c.addr.to_string() != "127.0.0.1"),
+            "own connection ignored"
+        );
+        assert!(client(&r, "127.0.0.9").internal);
+        assert_eq!(r.totals.open, 1);
+        assert_eq!(r.redis.rejected_connections_delta, Some(4));
+        assert_eq!(r.capacity.used, 2);
     }
 }

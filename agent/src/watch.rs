@@ -20,9 +20,6 @@ use crate::probe::{self, Probe};
 use crate::tracker::Tracker;
 use crate::{host, sock_diag};
 
-/// Listener pids are looked up again this often, to follow a restarted Redis.
-const LISTENER_REFRESH: Duration = Duration::from_secs(5);
-
 pub const DEFAULT_PORT: u16 = 6379;
 
 pub fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
@@ -56,7 +53,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
     let mut tracker = Tracker::new(ports.clone());
-    refresh_listeners(&mut probe, &ports);
+    refresh_listeners(&mut probe, &host::listener_pids(&ports));
     seed(&mut tracker, &ports);
     log::info!("watching port(s) {ports:?}");
 
@@ -65,7 +62,6 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut ticks = tokio::time::interval_at(Instant::now() + args.interval, args.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| Instant::now() + d);
-    let mut last_refresh = Instant::now();
     let mut batch: Vec<Event> = Vec::with_capacity(1024);
 
     loop {
@@ -77,11 +73,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = ticks.tick() => {
-                if last_refresh.elapsed() >= LISTENER_REFRESH {
-                    refresh_listeners(&mut probe, &ports);
-                    last_refresh = Instant::now();
-                }
-                match emit(&mut tracker, &probe, &ports, &clock, &mut output) {
+                match emit(&mut tracker, &mut probe, &ports, &clock, &mut output) {
                     Ok(()) => {}
                     Err(OutputError::Closed) => return Ok(ExitCode::SUCCESS),
                     Err(e) => return Err(e.into()),
@@ -101,7 +93,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
             tracker.apply(&ev);
         }
     }
-    match emit(&mut tracker, &probe, &ports, &clock, &mut output) {
+    match emit(&mut tracker, &mut probe, &ports, &clock, &mut output) {
         Ok(()) | Err(OutputError::Closed) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
     }
@@ -114,15 +106,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Points the kernel's failed-accept counter at the processes owning the listeners.
-fn refresh_listeners(probe: &mut Probe, ports: &[u16]) {
-    let listeners = host::listener_pids(ports);
+/// Points the kernel's failed-accept counter at the processes owning the listeners
+/// (found again every interval, so a restarted Redis is followed).
+fn refresh_listeners(probe: &mut Probe, listeners: &[host::Listener]) {
     let pids: Vec<u32> = listeners
         .iter()
         .flat_map(|l| l.pids.iter().copied())
         .collect();
     if pids.is_empty() {
-        log::debug!("no process listens on {ports:?} yet");
+        log::debug!("no process listens on the watched ports");
     }
     if let Err(e) = probe.set_listener_pids(&pids) {
         log::warn!("{e:#}");
@@ -146,12 +138,18 @@ fn seed(tracker: &mut Tracker, ports: &[u16]) {
 /// Ends an interval: current activity and counters in, report out.
 fn emit(
     tracker: &mut Tracker,
-    probe: &Probe,
+    probe: &mut Probe,
     ports: &[u16],
     clock: &Clock,
     output: &mut Output,
 ) -> Result<(), OutputError> {
+    let snapshot = host::snapshot(ports);
+    refresh_listeners(probe, &snapshot.listeners);
     let now = monotonic_now();
+    tracker.apply(&Event::Host {
+        ts: now,
+        snapshot: Box::new(snapshot),
+    });
     tracker.apply(&Event::Activity {
         ts: now,
         conns: probe.activity(),

@@ -42,6 +42,7 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
     let ts = ev.ts_ns;
     let how = match ev.kind {
         event_kind::OPENED => return Some(Event::Opened { ts, key }),
+        event_kind::REFUSED => return Some(Event::Refused { ts, key }),
         event_kind::CLOSED_BY_SERVER => CloseKind::Server,
         event_kind::CLOSED_BY_CLIENT => CloseKind::Client,
         event_kind::RESET => CloseKind::Reset,

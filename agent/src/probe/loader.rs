@@ -22,6 +22,8 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("sock_send_length", "sock", "sock_send_length"),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
+    ("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
 ];
 
 /// The loaded and attached probes. Dropping it detaches everything: the links are
@@ -128,6 +130,7 @@ impl Probe {
         Ok(KernelCounters {
             lost_events: sum(&self.counters, counter::LOST_EVENTS)?,
             conn_insert_failed: sum(&self.counters, counter::CONN_INSERT_FAILED)?,
+            synack_retransmits: sum(&self.counters, counter::SYNACK_RETRANSMITS)?,
             accept_errors,
         })
     }

@@ -16,6 +16,8 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("sock", "sock_send_length"),
     ("syscalls", "sys_exit_accept4"),
     ("syscalls", "sys_exit_accept"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_retransmit_synack"),
 ];
 
 /// Mounts tracefs at [`TRACEFS`] unless it is already there, then checks that every

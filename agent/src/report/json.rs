@@ -21,7 +21,9 @@ pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{AcceptErrors, Age, Idle, Kind, Lifetime, Totals, tests::client};
+    use crate::report::{
+        AcceptErrors, Age, Idle, Kind, Lifetime, Limits, RedisReport, Totals, tests::client,
+    };
     use serde_json::{Value, json};
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -65,7 +67,11 @@ mod tests {
                 conn_insert_failed: 0,
                 accept_errors: AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]),
                 evicted_clients: 1,
+                ..Totals::default()
             },
+            redis: RedisReport::default(),
+            limits: Limits::default(),
+            capacity: crate::capacity::capacity(None, &Limits::default(), 3),
             clients: vec![busy, client("2001:db8::1", 0, 0, 0)],
         }
     }
@@ -100,6 +106,14 @@ mod tests {
             r#""conn_insert_failed""#,
             r#""accept_errors""#,
             r#""evicted_clients""#,
+            r#""rejected""#,
+            r#""rejected_by_reason""#,
+            r#""refused""#,
+            r#""accept_errors_per_s""#,
+            r#""synack_retransmits""#,
+            r#""redis":{"status""#,
+            r#""limits""#,
+            r#""capacity":{"source""#,
             r#""clients":[{"addr""#,
             r#""open""#,
             r#""seeded""#,
@@ -108,6 +122,9 @@ mod tests {
             r#""closed_by_server""#,
             r#""closed_by_client""#,
             r#""reset""#,
+            r#""rejected""#,
+            r#""refused""#,
+            r#""internal""#,
             r#""lifetime_ms""#,
             r#""age_s""#,
             r#""idle_s""#,
@@ -136,7 +153,9 @@ mod tests {
                 "open": 3, "opened": 10, "closed": 7, "closed_by_server": 1,
                 "closed_by_client": 5, "reset": 1, "clients": 2, "lost_events": 4,
                 "conn_insert_failed": 0, "accept_errors": {"EMFILE": 812},
-                "evicted_clients": 1
+                "evicted_clients": 1, "rejected": 0,
+                "rejected_by_reason": {"maxclients": 0, "protected_mode": 0, "unknown": 0},
+                "refused": 0, "accept_errors_per_s": 0.0, "synack_retransmits": 0
             })
         );
         assert_eq!(
@@ -144,6 +163,7 @@ mod tests {
             json!({
                 "addr": "10.1.2.3", "open": 3, "seeded": 1, "opened": 10, "closed": 7,
                 "closed_by_server": 1, "closed_by_client": 5, "reset": 1,
+                "rejected": 0, "refused": 0, "internal": false,
                 "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
                 "age_s": {"max": 310.0, "lower_bound": true},
                 "idle_s": {"p50": 3.2, "max": 310.0},
@@ -163,9 +183,16 @@ mod tests {
         assert!(quiet["lifetime_ms"].is_null());
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
-        assert_eq!(keys(quiet).len(), 13);
-        assert_eq!(keys(&v).len(), 6);
-        assert_eq!(keys(&v["totals"]).len(), 11);
+        assert_eq!(keys(quiet).len(), 16);
+        assert_eq!(keys(&v).len(), 9);
+        // listen_overflows, listen_drops and accept_queue are absent when unknown.
+        assert_eq!(keys(&v["totals"]).len(), 16);
+        assert!(v["totals"].get("accept_queue").is_none());
+        assert_eq!(
+            v["redis"],
+            json!({"status": "disabled", "config": "unknown"})
+        );
+        assert_eq!(v["limits"], json!({}));
     }
 
     #[test]

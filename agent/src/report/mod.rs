@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+pub use crate::capacity::{Capacity, Limits, RedisReport};
+use crate::reject::RejectCounts;
+
 pub use json::{render_json, write_line};
 pub use text::render_text;
 
@@ -39,11 +42,14 @@ pub struct Report {
     pub uptime: Duration,
     pub ports: Vec<u16>,
     pub totals: Totals,
+    pub redis: RedisReport,
+    pub limits: Limits,
+    pub capacity: Capacity,
     /// Sorted with [`worst_first`].
     pub clients: Vec<ClientReport>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Totals {
     /// Connections open now.
     pub open: u64,
@@ -65,6 +71,32 @@ pub struct Totals {
     pub accept_errors: AcceptErrors,
     /// Quiet client addresses dropped to bound memory.
     pub evicted_clients: u64,
+    /// Connections Redis accepted and closed at once without reading (maxclients,
+    /// protected mode), and by reason.
+    pub rejected: u64,
+    pub rejected_by_reason: RejectCounts,
+    /// Connection attempts the kernel refused because nothing listened.
+    pub refused: u64,
+    /// Failed accepts per second over the last interval (all errnos in `accept_errors`).
+    pub accept_errors_per_s: f64,
+    /// Growth of TcpExt ListenOverflows / ListenDrops since the agent started
+    /// (host-wide: every listener on the host counts); absent when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_drops: Option<u64>,
+    /// SYN-ACKs the watched listeners had to send again.
+    pub synack_retransmits: u64,
+    /// Connections waiting in the watched listeners' accept queues now, and the
+    /// queues' size; absent when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<AcceptQueue>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AcceptQueue {
+    pub depth: u64,
+    pub backlog: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -80,6 +112,12 @@ pub struct ClientReport {
     pub closed_by_server: u64,
     pub closed_by_client: u64,
     pub reset: u64,
+    /// Of `closed`, connections Redis turned away at once (maxclients, protected mode).
+    pub rejected: u64,
+    /// Attempts refused by the kernel: nothing listened on the port.
+    pub refused: u64,
+    /// A replica of this server (from INFO replication) or a cluster peer.
+    pub internal: bool,
     /// Lifetimes of closed connections whose open was seen; `None` if there are none.
     #[serde(rename = "lifetime_ms")]
     pub lifetime: Option<Lifetime>,
@@ -134,7 +172,9 @@ pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
 }
 
 fn lost(c: &ClientReport) -> u64 {
-    c.reset.saturating_add(c.closed_by_server)
+    c.reset
+        .saturating_add(c.closed_by_server)
+        .saturating_add(c.refused)
 }
 
 /// Failed accepts by errno, most frequent first; serialized as a JSON object
@@ -170,6 +210,11 @@ impl AcceptErrors {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// All failed accepts counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
     }
 
     /// `(name, count)`, most frequent first.
@@ -260,6 +305,9 @@ pub(crate) mod tests {
     /// A client row with counts only, for ordering and rendering tests.
     pub(crate) fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         ClientReport {
+            rejected: 0,
+            refused: 0,
+            internal: false,
             addr: addr.parse().unwrap(),
             open,
             seeded: 0,

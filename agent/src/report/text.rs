@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use super::{ClientReport, Report, format_ts};
 
-const HEADERS: [&str; 8] = [
+const COLUMNS: usize = 9;
+const HEADERS: [&str; COLUMNS] = [
     "ADDR",
     "OPEN",
     "OPENED",
     "CLOSED(srv/cli/rst)",
+    "REJ/REF",
     "LIFE p50/p99",
     "IDLE p50/max",
     "AGE max",
@@ -40,7 +42,12 @@ const NONE: &str = "-";
 /// `width`, longer lines are cut to it (ending in "…") so a refreshing screen
 /// never wraps.
 pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String {
-    let mut lines = vec![header_line(report), totals_line(report), String::new()];
+    let mut lines = vec![
+        header_line(report),
+        server_line(report),
+        totals_line(report),
+        String::new(),
+    ];
     let shown = report.clients.len().min(top);
     if report.clients.is_empty() {
         lines.push("no client connections seen".to_owned());
@@ -78,18 +85,77 @@ fn header_line(report: &Report) -> String {
     )
 }
 
+/// What Redis and the host say: status, capacity against the real limit, and why
+/// the real limit is lower than maxclients when it is.
+fn server_line(report: &Report) -> String {
+    let r = &report.redis;
+    let mut line = match (&r.error, r.version.as_deref()) {
+        (Some(err), _) => format!("redis {} ({err})", status_name(r)),
+        (None, Some(v)) => format!("redis {} {v}", status_name(r)),
+        (None, None) => format!("redis {}", status_name(r)),
+    };
+    let c = &report.capacity;
+    match (c.limit, c.ratio) {
+        (Some(limit), Some(ratio)) => {
+            let _ = write!(line, "  used {}/{limit} ({:.0}%)", c.used, ratio * 100.0);
+        }
+        _ => {
+            let _ = write!(line, "  used {}", c.used);
+        }
+    }
+    if let Some(blocked) = c.blocked_clients.filter(|&b| b > 0) {
+        let _ = write!(line, "  blocked {blocked}");
+    }
+    let l = &report.limits;
+    if let (Some(max), Some(eff)) = (l.maxclients, l.effective_maxclients)
+        && eff < max
+    {
+        let nofile = l
+            .nofile_soft
+            .map(|n| format!(" (ulimit -n {n})"))
+            .unwrap_or_default();
+        let _ = write!(line, "  maxclients {max} but effective {eff}{nofile}");
+    } else if let Some(max) = l.maxclients {
+        let _ = write!(line, "  maxclients {max}");
+    }
+    line
+}
+
+fn status_name(r: &super::RedisReport) -> String {
+    serde_json::to_value(r.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", r.status))
+}
+
 fn totals_line(report: &Report) -> String {
     let t = &report.totals;
     let mut line = format!(
         "open {}  opened/closed {}/{}  resets {}  lost events {}",
         t.open, t.opened, t.closed, t.reset, t.lost_events
     );
+    if t.rejected > 0 {
+        let _ = write!(line, "  rejected {}", t.rejected);
+    }
+    if t.refused > 0 {
+        let _ = write!(line, "  refused {}", t.refused);
+    }
+    if let Some(q) = t.accept_queue.filter(|q| q.depth > 0) {
+        let _ = write!(line, "  accept queue {}/{}", q.depth, q.backlog);
+    }
+    if t.listen_overflows.is_some_and(|n| n > 0) {
+        let _ = write!(
+            line,
+            "  listen overflows {}",
+            t.listen_overflows.unwrap_or(0)
+        );
+    }
     // Rare, and each means the figures above are incomplete: shown only when they happen.
     if t.conn_insert_failed > 0 {
         let _ = write!(line, "  untracked (map full) {}", t.conn_insert_failed);
     }
     if !t.accept_errors.is_empty() {
-        line.push_str("  accept errors");
+        let _ = write!(line, "  accept errors {}/s", t.accept_errors_per_s);
         for (name, n) in t.accept_errors.iter() {
             let _ = write!(line, " {name} {n}");
         }
@@ -99,10 +165,10 @@ fn totals_line(report: &Report) -> String {
 
 /// The header and one row per client, columns padded to their widest cell.
 fn table(clients: &[ClientReport]) -> Vec<String> {
-    let rows: Vec<[String; 8]> = std::iter::once(HEADERS.map(str::to_owned))
+    let rows: Vec<[String; COLUMNS]> = std::iter::once(HEADERS.map(str::to_owned))
         .chain(clients.iter().map(row))
         .collect();
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; COLUMNS];
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
@@ -111,7 +177,7 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
     rows.iter().map(|r| format_row(r, &widths)).collect()
 }
 
-fn format_row(cells: &[String; 8], widths: &[usize; 8]) -> String {
+fn format_row(cells: &[String; COLUMNS], widths: &[usize; COLUMNS]) -> String {
     let mut line = String::new();
     for (i, (cell, &w)) in cells.iter().zip(widths).enumerate() {
         if i > 0 {
@@ -131,7 +197,7 @@ fn format_row(cells: &[String; 8], widths: &[usize; 8]) -> String {
     line
 }
 
-fn row(c: &ClientReport) -> [String; 8] {
+fn row(c: &ClientReport) -> [String; COLUMNS] {
     [
         c.addr.to_string(),
         c.open.to_string(),
@@ -140,6 +206,7 @@ fn row(c: &ClientReport) -> [String; 8] {
             "{} ({}/{}/{})",
             c.closed, c.closed_by_server, c.closed_by_client, c.reset
         ),
+        pair(c.rejected.to_string(), c.refused.to_string()),
         c.lifetime.map_or_else(
             || NONE.to_owned(),
             |l| pair(human_duration(l.p50), human_duration(l.p99)),
@@ -249,6 +316,8 @@ mod tests {
     use crate::report::{AcceptErrors, Age, Idle, Kind, Lifetime, Totals};
     use std::time::UNIX_EPOCH;
 
+    use crate::capacity::{Limits, RedisReport};
+
     fn report(clients: Vec<ClientReport>) -> Report {
         Report {
             kind: Kind::Report,
@@ -267,7 +336,11 @@ mod tests {
                 conn_insert_failed: 0,
                 accept_errors: AcceptErrors::default(),
                 evicted_clients: 0,
+                ..Totals::default()
             },
+            redis: RedisReport::default(),
+            limits: Limits::default(),
+            capacity: crate::capacity::capacity(None, &Limits::default(), 3),
             clients,
         }
     }
@@ -306,24 +379,25 @@ mod tests {
             lines[0],
             "connwatch  2026-11-29T21:00:00.123Z  port 6379  up 5m10s  clients 2"
         );
+        assert_eq!(lines[1], "redis disabled  used 3");
         assert_eq!(
-            lines[1],
+            lines[2],
             "open 3  opened/closed 10/7  resets 1  lost events 0"
         );
-        assert_eq!(lines[2], "");
-        assert_eq!(
-            lines[3],
-            "ADDR         OPEN  OPENED  CLOSED(srv/cli/rst)  LIFE p50/p99  IDLE p50/max  AGE max    BYTES in/out"
-        );
+        assert_eq!(lines[3], "");
         assert_eq!(
             lines[4],
-            "10.1.2.3        3      10            7 (1/5/1)    850µs/1.5s    3.2s/5m10s   ≥5m10s  1.2KiB/55.5KiB"
+            "ADDR         OPEN  OPENED  CLOSED(srv/cli/rst)  REJ/REF  LIFE p50/p99  IDLE p50/max  AGE max    BYTES in/out"
         );
         assert_eq!(
             lines[5],
-            "2001:db8::1     0       2            0 (0/0/0)             -             -        -           0B/0B"
+            "10.1.2.3        3      10            7 (1/5/1)      0/0    850µs/1.5s    3.2s/5m10s   ≥5m10s  1.2KiB/55.5KiB"
         );
-        assert_eq!(lines.len(), 6);
+        assert_eq!(
+            lines[6],
+            "2001:db8::1     0       2            0 (0/0/0)      0/0             -             -        -           0B/0B"
+        );
+        assert_eq!(lines.len(), 7);
         assert!(text.ends_with('\n'));
     }
 
@@ -334,11 +408,17 @@ mod tests {
         r.totals.conn_insert_failed = 3;
         r.totals.accept_errors =
             AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::ENFILE, 4)]);
+        r.totals.accept_errors_per_s = 20_000.0;
+        r.totals.rejected = 5;
+        r.totals.accept_queue = Some(crate::report::AcceptQueue {
+            depth: 128,
+            backlog: 511,
+        });
         let text = render_text(&r, 20, None);
         assert_eq!(
-            text.lines().nth(1),
+            text.lines().nth(2),
             Some(
-                "open 3  opened/closed 10/7  resets 1  lost events 12  untracked (map full) 3  accept errors EMFILE 812 ENFILE 4"
+                "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  accept queue 128/511  untracked (map full) 3  accept errors 20000/s EMFILE 812 ENFILE 4"
             )
         );
     }
@@ -350,10 +430,10 @@ mod tests {
             .collect();
         let text = render_text(&report(clients), 2, None);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3 + 1 + 2 + 1);
-        assert!(lines[4].starts_with("10.0.0.1 "), "{}", lines[4]);
-        assert!(lines[5].starts_with("10.0.0.2 "), "{}", lines[5]);
-        assert_eq!(lines[6], "… and 3 more");
+        assert_eq!(lines.len(), 4 + 1 + 2 + 1);
+        assert!(lines[5].starts_with("10.0.0.1 "), "{}", lines[5]);
+        assert!(lines[6].starts_with("10.0.0.2 "), "{}", lines[6]);
+        assert_eq!(lines[7], "… and 3 more");
         assert!(!text.contains("10.0.0.3"));
     }
 
@@ -361,14 +441,14 @@ mod tests {
     fn top_zero_shows_only_the_count() {
         let text = render_text(&report(vec![busy()]), 0, None);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(lines[3], "… and 1 more");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[4], "… and 1 more");
     }
 
     #[test]
     fn empty_report_says_so() {
         let text = render_text(&report(Vec::new()), 20, None);
-        assert_eq!(text.lines().nth(3), Some("no client connections seen"));
+        assert_eq!(text.lines().nth(4), Some("no client connections seen"));
     }
 
     #[test]
@@ -377,9 +457,9 @@ mod tests {
         for line in text.lines() {
             assert!(line.chars().count() <= 30, "{line:?}");
         }
-        assert_eq!(text.lines().nth(4), Some("10.1.2.3     3      10       …"));
+        assert_eq!(text.lines().nth(5), Some("10.1.2.3     3      10       …"));
         // Lines that fit are left alone.
-        assert_eq!(text.lines().nth(2), Some(""));
+        assert_eq!(text.lines().nth(3), Some(""));
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! Telling a rejection from an ordinary close.
+//!
+//! When Redis turns a connection away (maxclients reached, protected mode) it has
+//! already accepted it: it writes one error line without reading anything, then
+//! closes. The kernel sees a server-side close (a FIN, or a RST when the client had
+//! already sent data that Redis never read) of a connection that read zero bytes and
+//! lived a moment. An ordinary server-side close of a connection that never sent a
+//! command (the `timeout` idle kill, CLIENT KILL) lives at least a second: Redis's
+//! smallest `timeout` is 1 s.
+
+use std::time::Duration;
+
+use crate::conn::{Closed, Origin};
+use crate::event::CloseKind;
+
+/// A server-side close faster than this, of a connection Redis never read from, is
+/// a rejection. Generous, because the kernel's ESTABLISHED time precedes Redis's
+/// accept() by however long the connection waited in the accept queue.
+pub const REJECT_MAX_LIFETIME: Duration = Duration::from_secs(1);
+
+/// `-ERR max number of clients reached\r\n`
+pub const MAXCLIENTS_REPLY: u64 = 36;
+/// The same error in cluster mode carries more text; protected mode's reply is ~1 KB.
+const MAXCLIENTS_REPLY_MAX: u64 = 64;
+const PROTECTED_MODE_REPLY_MIN: u64 = 512;
+
+/// Why Redis turned a connection away, told by the size of its one reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// `-ERR max number of clients reached` (36 bytes; longer in cluster mode).
+    MaxClients,
+    /// `-DENIED Redis is running in protected mode …` (about 1 KB).
+    ProtectedMode,
+    /// No reply (TLS, or the close raced the write) or an unknown one.
+    Unknown,
+}
+
+impl RejectReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::MaxClients => "maxclients",
+            RejectReason::ProtectedMode => "protected_mode",
+            RejectReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// Whether a closed connection was a rejection, and why.
+pub fn classify(closed: &Closed) -> Option<RejectReason> {
+    let conn = closed.conn.as_ref()?;
+    // Only connections seen opening: a seeded one predates us, its bytes are partial.
+    if conn.origin != Origin::Opened {
+        return None;
+    }
+    let lifetime = Duration::from_nanos(closed.lifetime?);
+    if lifetime > REJECT_MAX_LIFETIME || conn.bytes_in != 0 {
+        return None;
+    }
+    match closed.how? {
+        CloseKind::Server => {}
+        // A reset only counts when Redis wrote something first: a client that
+        // aborts right after connecting also resets a connection that read nothing.
+        CloseKind::Reset if conn.bytes_out > 0 => {}
+        CloseKind::Reset | CloseKind::Client => return None,
+    }
+    Some(match conn.bytes_out {
+        MAXCLIENTS_REPLY..=MAXCLIENTS_REPLY_MAX => RejectReason::MaxClients,
+        n if n >= PROTECTED_MODE_REPLY_MIN => RejectReason::ProtectedMode,
+        _ => RejectReason::Unknown,
+    })
+}
+
+/// Rejections counted by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RejectCounts {
+    pub maxclients: u64,
+    pub protected_mode: u64,
+    pub unknown: u64,
+}
+
+impl RejectCounts {
+    pub fn add(&mut self, reason: RejectReason) {
+        let slot = match reason {
+            RejectReason::MaxClients => &mut self.maxclients,
+            RejectReason::ProtectedMode => &mut self.protected_mode,
+            RejectReason::Unknown => &mut self.unknown,
+        };
+        *slot += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.maxclients + self.protected_mode + self.unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{ByteDelta, Conn};
+
+    fn closed(
+        how: CloseKind,
+        origin: Origin,
+        lifetime_ms: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> Closed {
+        Closed {
+            how: Some(how),
+            conn: Some(Conn {
+                origin,
+                since: 0,
+                last_active: None,
+                bytes_in,
+                bytes_out,
+            }),
+            lifetime: Some(lifetime_ms * 1_000_000),
+            delta: ByteDelta::default(),
+        }
+    }
+
+    #[test]
+    fn maxclients_rejection_is_a_fast_server_close_that_read_nothing() {
+        let c = closed(CloseKind::Server, Origin::Opened, 0, 0, 36);
+        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+        // The client had sent data: the close becomes a RST, still a rejection.
+        let c = closed(CloseKind::Reset, Origin::Opened, 0, 0, 36);
+        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+    }
+
+    #[test]
+    fn protected_mode_and_unknown_replies() {
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 1020)),
+            Some(RejectReason::ProtectedMode)
+        );
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 0)),
+            Some(RejectReason::Unknown)
+        );
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 200)),
+            Some(RejectReason::Unknown)
+        );
+    }
+
+    #[test]
+    fn ordinary_closes_are_not_rejections() {
+        // The client read and wrote: a normal QUIT.
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Opened, 1, 14, 5)),
+            None
+        );
+        // An idle connection killed by `timeout` lived for seconds.
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Opened, 5_000, 0, 0)),
+            None
+        );
+        // The client closed first.
+        assert_eq!(
+            classify(&closed(CloseKind::Client, Origin::Opened, 0, 0, 36)),
+            None
+        );
+        // A client abort before Redis wrote anything.
+        assert_eq!(
+            classify(&closed(CloseKind::Reset, Origin::Opened, 0, 0, 0)),
+            None
+        );
+        // A connection that predates the agent.
+        assert_eq!(
+            classify(&closed(CloseKind::Server, Origin::Seeded, 0, 0, 36)),
+            None
+        );
+        // Unknown to the table.
+        let unknown = Closed {
+            how: Some(CloseKind::Server),
+            conn: None,
+            lifetime: None,
+            delta: ByteDelta::default(),
+        };
+        assert_eq!(classify(&unknown), None);
+    }
+
+    #[test]
+    fn counts_by_reason() {
+        let mut counts = RejectCounts::default();
+        counts.add(RejectReason::MaxClients);
+        counts.add(RejectReason::MaxClients);
+        counts.add(RejectReason::Unknown);
+        assert_eq!(
+            counts,
+            RejectCounts {
+                maxclients: 2,
+                protected_mode: 0,
+                unknown: 1
+            }
+        );
+        assert_eq!(counts.total(), 3);
+    }
+}
