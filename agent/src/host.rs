@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::sock_diag::{self, StateMask};
+use crate::sock_diag::{self, DiagSocket, StateMask};
 
 /// A listening socket on a watched port and the processes holding it (several after
 /// a fork, or none that we can see — another PID namespace, or no permission).
@@ -39,14 +39,20 @@ pub fn listener_pids(ports: &[u16]) -> Vec<Listener> {
 /// [`listener_pids`], with the sock_diag error if the dump failed.
 pub fn try_listener_pids(ports: &[u16]) -> io::Result<Vec<Listener>> {
     let sockets = sock_diag::tcp_sockets(ports, StateMask::LISTEN)?;
-    let inodes: HashSet<u64> = sockets
-        .iter()
-        .map(|s| s.inode)
-        .filter(|&i| i != 0)
-        .collect();
-    let mut owners = pids_by_inode(Path::new("/proc"), &inodes);
-    let mut listeners: Vec<Listener> = sockets
-        .into_iter()
+    Ok(listeners_of(&sockets, Path::new("/proc")))
+}
+
+/// The LISTEN sockets among `sockets` (one sock_diag dump) with the pids under
+/// `proc_root` holding each, sorted by address.
+fn listeners_of(sockets: &[DiagSocket], proc_root: &Path) -> Vec<Listener> {
+    let listening = || {
+        sockets
+            .iter()
+            .filter(|s| s.state == sock_diag::state::LISTEN)
+    };
+    let inodes: HashSet<u64> = listening().map(|s| s.inode).filter(|&i| i != 0).collect();
+    let mut owners = pids_by_inode(proc_root, &inodes);
+    let mut listeners: Vec<Listener> = listening()
         .map(|s| Listener {
             port: s.local.port(),
             addr: s.local,
@@ -55,7 +61,7 @@ pub fn try_listener_pids(ports: &[u16]) -> io::Result<Vec<Listener>> {
         })
         .collect();
     listeners.sort_by_key(|l| l.addr);
-    Ok(listeners)
+    listeners
 }
 
 /// For each of `inodes`, the pids under `proc_root` with a file descriptor on that
@@ -167,10 +173,184 @@ fn with_path(err: io::Error, path: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{path}: {err}"))
 }
 
+/// Limits and queues of the host and of the process behind the watched listeners,
+/// read each interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSnapshot {
+    /// The watched listeners and their owners.
+    pub listeners: Vec<Listener>,
+    /// The process that owns the listeners (the lowest pid when several do).
+    pub pid: Option<u32>,
+    /// RLIMIT_NOFILE of `pid`; `None` when unknown or unlimited (see `nofile_unlimited`).
+    pub nofile_soft: Option<u64>,
+    pub nofile_hard: Option<u64>,
+    /// The limits were read and one of them is unlimited: that one is the `None`.
+    pub nofile_unlimited: bool,
+    /// Open file descriptors of `pid`.
+    pub open_fds: Option<u64>,
+    /// `/proc/sys/fs/file-nr`: allocated file handles and the system maximum.
+    pub file_nr: Option<(u64, u64)>,
+    pub somaxconn: Option<u32>,
+    /// Connections waiting in the watched listeners' accept queues (summed), and
+    /// the sum of their backlogs. `None` when the dump failed or nothing listens.
+    pub accept_queue: Option<(u64, u64)>,
+    /// TcpExt ListenOverflows / ListenDrops from /proc/net/netstat: host-wide
+    /// totals since boot (the tracker reports deltas).
+    pub listen_overflows: Option<u64>,
+    pub listen_drops: Option<u64>,
+}
+
+/// Reads everything a [`HostSnapshot`] holds. One sock_diag LISTEN dump serves the
+/// listeners, their pids and the accept queues. A source that fails (a process
+/// that just exited, a file we may not read) leaves its fields `None` and is
+/// logged at debug level: the next interval tries again.
+pub fn snapshot(ports: &[u16]) -> HostSnapshot {
+    let mut snap = HostSnapshot::default();
+
+    match sock_diag::tcp_sockets(ports, StateMask::LISTEN) {
+        Ok(sockets) => {
+            snap.listeners = listeners_of(&sockets, Path::new("/proc"));
+            snap.accept_queue = accept_queue(&sockets);
+        }
+        Err(e) => log::debug!("listing the listeners of ports {ports:?}: {e}"),
+    }
+
+    snap.pid = snap
+        .listeners
+        .iter()
+        .flat_map(|l| l.pids.iter().copied())
+        .min();
+    if let Some(pid) = snap.pid {
+        match nofile_limit(pid) {
+            Ok((soft, hard)) => {
+                snap.nofile_soft = soft;
+                snap.nofile_hard = hard;
+                snap.nofile_unlimited = soft.is_none() || hard.is_none();
+            }
+            Err(e) => log::debug!("{e}"),
+        }
+        match open_fds(pid) {
+            Ok(n) => snap.open_fds = Some(n as u64),
+            Err(e) => log::debug!("{e}"),
+        }
+    }
+
+    snap.file_nr = read_parsed(FILE_NR, parse_file_nr);
+    match somaxconn() {
+        Ok(n) => snap.somaxconn = Some(n),
+        Err(e) => log::debug!("{e}"),
+    }
+    if let Some((overflows, drops)) = read_parsed(NETSTAT, |t| Some(parse_listen_counters(t))) {
+        if overflows.is_none() || drops.is_none() {
+            log::debug!("{NETSTAT}: TcpExt ListenOverflows or ListenDrops missing or unreadable");
+        }
+        snap.listen_overflows = overflows;
+        snap.listen_drops = drops;
+    }
+    snap
+}
+
+const FILE_NR: &str = "/proc/sys/fs/file-nr";
+/// Per network namespace: the agent must run in the host's (or Redis's) namespace.
+const NETSTAT: &str = "/proc/net/netstat";
+
+/// `parse` applied to the text of `path`; `None`, logged, if either fails.
+fn read_parsed<T>(path: &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    let text = read(path).map_err(|e| log::debug!("{e}")).ok()?;
+    let parsed = parse(&text);
+    if parsed.is_none() {
+        log::debug!("{path}: unexpected contents: {:?}", text.trim());
+    }
+    parsed
+}
+
+/// Summed (queued connections, backlog) of the LISTEN sockets among `sockets`;
+/// `None` when there are none (no queue to speak of, rather than a backlog of 0).
+///
+/// For a LISTEN socket `idiag_rqueue` is the accept-queue depth and `idiag_wqueue`
+/// its backlog (already capped by somaxconn). A dual-stack setup has one listener
+/// per address, each with its own queue, hence the sums.
+fn accept_queue(sockets: &[DiagSocket]) -> Option<(u64, u64)> {
+    sockets
+        .iter()
+        .filter(|s| s.state == sock_diag::state::LISTEN)
+        .fold(None, |sum, s| {
+            let (queued, backlog) = sum.unwrap_or((0, 0));
+            Some((queued + u64::from(s.rqueue), backlog + u64::from(s.wqueue)))
+        })
+}
+
+/// `/proc/sys/fs/file-nr` — `allocated unused max`, e.g. `1696\t0\t9223372036854775807`
+/// — as (allocated, max). (`unused` has been 0 since Linux 2.6.)
+fn parse_file_nr(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    let allocated = fields.next()?.ok()?;
+    let _unused = fields.next()?.ok()?;
+    let max = fields.next()?.ok()?;
+    fields.next().is_none().then_some((allocated, max))
+}
+
+/// TcpExt `ListenOverflows` and `ListenDrops` of a `/proc/net/netstat` text, each
+/// `None` when missing or unreadable.
+fn parse_listen_counters(text: &str) -> (Option<u64>, Option<u64>) {
+    (
+        netstat_counter(text, "TcpExt", "ListenOverflows"),
+        netstat_counter(text, "TcpExt", "ListenDrops"),
+    )
+}
+
+/// Counter `name` of `group` in the `/proc/net/netstat` (or `/proc/net/snmp`)
+/// format: per group, a line of column names then a line of values, both starting
+/// with `Group:`. Columns are matched by name: kernels add, and sometimes reorder,
+/// them.
+fn netstat_counter(text: &str, group: &str, name: &str) -> Option<u64> {
+    let mut lines = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(group)?.strip_prefix(':'));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    // Misaligned columns would pair a name with another counter's value.
+    if names.len() != values.len() {
+        return None;
+    }
+    let column = names.iter().position(|&n| n == name)?;
+    values.get(column)?.parse().ok()
+}
+
+/// Descriptors Redis keeps for itself beyond its clients (`CONFIG_MIN_RESERVED_FDS`):
+/// it sizes its open-file limit as maxclients + 32.
+pub const REDIS_RESERVED_FDS: u64 = 32;
+
+/// How many clients Redis can really hold: `maxclients`, or fewer when its
+/// open-file limit (`nofile_soft`) leaves room for fewer, since each client is a
+/// descriptor and Redis keeps [`REDIS_RESERVED_FDS`] for itself. The second value
+/// explains, in one sentence, when the fd limit is what binds (including when
+/// maxclients is unknown); it is `None` when maxclients binds or nothing is known.
+pub fn effective_maxclients(
+    maxclients: Option<u64>,
+    nofile_soft: Option<u64>,
+) -> (Option<u64>, Option<String>) {
+    let Some(soft) = nofile_soft else {
+        return (maxclients, None);
+    };
+    let room = soft.saturating_sub(REDIS_RESERVED_FDS);
+    let limit = format!(
+        "the process's open-file limit (ulimit -n) is {soft}, which leaves room for {room} clients"
+    );
+    match maxclients {
+        Some(max) if max <= room => (Some(max), None),
+        Some(max) => (
+            Some(room),
+            Some(format!("{limit}, fewer than maxclients {max}")),
+        ),
+        None => (Some(room), Some(format!("maxclients is unknown; {limit}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::os::unix::fs::{MetadataExt, symlink};
     use std::os::unix::io::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -429,5 +609,392 @@ Max locked memory         8388608              8388608              bytes
         let port = s.local_addr().unwrap().as_socket().unwrap().port();
         let dump = sock_diag::tcp_sockets(&[port], StateMask::LISTEN).unwrap();
         assert_eq!(dump.iter().map(|l| l.wqueue).collect::<Vec<_>>(), vec![n]);
+    }
+
+    #[test]
+    fn file_nr_from_text() {
+        assert_eq!(
+            parse_file_nr("1696\t0\t9223372036854775807\n"),
+            Some((1696, 9_223_372_036_854_775_807))
+        );
+        assert_eq!(parse_file_nr("169\t0\t2466174\n"), Some((169, 2_466_174)));
+        assert_eq!(parse_file_nr(""), None);
+        assert_eq!(parse_file_nr("169\t0\n"), None);
+        assert_eq!(parse_file_nr("169\t0\t2466174\t7\n"), None);
+        assert_eq!(parse_file_nr("many\t0\t2466174\n"), None);
+        assert_eq!(parse_file_nr("-1\t0\t2466174\n"), None);
+    }
+
+    /// Shaped like a real /proc/net/netstat: MPTcpExt (which ends in "TcpExt:")
+    /// comes first here to catch a sloppy prefix match.
+    const NETSTAT_TEXT: &str = "\
+MPTcpExt: MPCapableSYNRX ListenOverflows ListenDrops
+MPTcpExt: 5 6 7
+TcpExt: SyncookiesSent SyncookiesRecv EmbryonicRsts PruneCalled DelayedACKs ListenOverflows ListenDrops TCPHPHits TCPTimeouts
+TcpExt: 0 0 12 0 4711 1234 1301 987654 3
+IpExt: InNoRoutes InTruncatedPkts InOctets OutOctets
+IpExt: 0 0 123456789 98765432
+";
+
+    #[test]
+    fn listen_counters_from_netstat() {
+        assert_eq!(
+            parse_listen_counters(NETSTAT_TEXT),
+            (Some(1234), Some(1301))
+        );
+        // Another column order: matched by name, not position.
+        let reordered = "\
+TcpExt: ListenDrops TCPHPHits ListenOverflows SyncookiesSent
+TcpExt: 88 5 77 0
+IpExt: InNoRoutes
+IpExt: 0
+";
+        assert_eq!(parse_listen_counters(reordered), (Some(77), Some(88)));
+        // An old or trimmed kernel without ListenDrops.
+        let missing = "\
+TcpExt: SyncookiesSent ListenOverflows TCPHPHits
+TcpExt: 0 42 9
+";
+        assert_eq!(parse_listen_counters(missing), (Some(42), None));
+        // The other groups are not TcpExt.
+        assert_eq!(
+            netstat_counter(NETSTAT_TEXT, "IpExt", "InOctets"),
+            Some(123456789)
+        );
+        assert_eq!(
+            netstat_counter(NETSTAT_TEXT, "MPTcpExt", "ListenDrops"),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn garbage_netstat_gives_nothing() {
+        for text in [
+            "",
+            "garbage\n",
+            "TcpExt: ListenOverflows ListenDrops\n", // no values line
+            "TcpExt: ListenOverflows ListenDrops\nTcpExt: 1\n", // misaligned
+            "TcpExt: ListenOverflows ListenDrops\nTcpExt: 1 2 3\n",
+            "TcpExt: ListenOverflows ListenDrops\nTcpExt: x -2\n",
+            "IpExt: ListenOverflows ListenDrops\nIpExt: 1 2\n",
+            "TcpExtra: ListenOverflows ListenDrops\nTcpExtra: 1 2\n",
+        ] {
+            assert_eq!(parse_listen_counters(text), (None, None), "{text:?}");
+        }
+        // One bad value spoils only its own column.
+        assert_eq!(
+            parse_listen_counters(
+                "TcpExt: ListenOverflows ListenDrops\nTcpExt: 18446744073709551616 2\n"
+            ),
+            (None, Some(2))
+        );
+    }
+
+    #[test]
+    fn fd_limit_binds_below_maxclients() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(4096)),
+            (
+                Some(4064),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 4096, which leaves room \
+                     for 4064 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn maxclients_binds_when_the_fd_limit_has_room() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(10032)),
+            (Some(10000), None)
+        );
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(1_048_576)),
+            (Some(10000), None)
+        );
+        // Exactly one short of room: the fd limit binds.
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(10031)),
+            (
+                Some(9999),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 10031, which leaves room \
+                     for 9999 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn effective_maxclients_with_unknowns() {
+        assert_eq!(effective_maxclients(Some(10000), None), (Some(10000), None));
+        assert_eq!(effective_maxclients(None, None), (None, None));
+        assert_eq!(
+            effective_maxclients(None, Some(1024)),
+            (
+                Some(992),
+                Some(
+                    "maxclients is unknown; the process's open-file limit (ulimit -n) is \
+                     1024, which leaves room for 992 clients"
+                        .to_string()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn tiny_fd_limit_leaves_no_room() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(20)),
+            (
+                Some(0),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 20, which leaves room \
+                     for 0 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+        assert_eq!(effective_maxclients(Some(0), Some(32)), (Some(0), None));
+        assert_eq!(effective_maxclients(None, Some(0)).0, Some(0));
+    }
+
+    fn diag(state: u8, local: &str, inode: u64, rqueue: u32, wqueue: u32) -> DiagSocket {
+        DiagSocket {
+            local: local.parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            state,
+            inode,
+            uid: 0,
+            rqueue,
+            wqueue,
+            last_data_recv_ms: None,
+            last_data_sent_ms: None,
+            bytes_received: None,
+            bytes_acked: None,
+        }
+    }
+
+    #[test]
+    fn accept_queue_sums_the_listeners() {
+        use sock_diag::state::{ESTABLISHED, LISTEN};
+        // Dual stack: one listener per address, each with its own queue.
+        let dump = [
+            diag(LISTEN, "0.0.0.0:6379", 11, 3, 511),
+            diag(LISTEN, "[::]:6379", 12, 2, 511),
+            diag(ESTABLISHED, "127.0.0.1:6379", 13, 100, 200), // not a listener
+        ];
+        assert_eq!(accept_queue(&dump), Some((5, 1022)));
+        assert_eq!(accept_queue(&dump[2..]), None);
+        assert_eq!(accept_queue(&[]), None);
+        assert_eq!(
+            accept_queue(&vec![
+                diag(LISTEN, "127.0.0.1:6379", 11, u32::MAX, u32::MAX);
+                2
+            ]),
+            Some((2 * u64::from(u32::MAX), 2 * u64::from(u32::MAX)))
+        );
+    }
+
+    #[test]
+    fn listeners_of_keeps_only_listen_sockets() {
+        use sock_diag::state::{ESTABLISHED, LISTEN};
+        let proc = TempDir::new("proc-listeners");
+        proc.fd("300", 4, "socket:[12]");
+        proc.fd("200", 3, "socket:[11]");
+        proc.fd("200", 5, "socket:[13]");
+        let dump = [
+            diag(LISTEN, "[::]:6379", 12, 0, 511),
+            diag(LISTEN, "0.0.0.0:6379", 11, 0, 511),
+            diag(ESTABLISHED, "127.0.0.1:6379", 13, 0, 0),
+        ];
+        let listener = |addr: &str, inode, pids| Listener {
+            port: 6379,
+            addr: addr.parse().unwrap(),
+            inode,
+            pids,
+        };
+        assert_eq!(
+            listeners_of(&dump, &proc.0),
+            vec![
+                listener("0.0.0.0:6379", 11, vec![200]),
+                listener("[::]:6379", 12, vec![300]),
+            ]
+        );
+        assert_eq!(listeners_of(&[], &proc.0), vec![]);
+    }
+
+    /// A listener on 127.0.0.1 with `backlog` and `clients` connected, none accepted.
+    fn listener_with_queue(backlog: i32, clients: usize) -> (socket2::Socket, Vec<TcpStream>) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(backlog).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        let conns = (0..clients)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        (s, conns)
+    }
+
+    /// Snapshots until `done` holds (the kernel finishes handshakes, and forked
+    /// children of other tests release our descriptors, a moment later), at most 3 s.
+    fn snapshot_until(port: u16, done: impl Fn(&HostSnapshot) -> bool) -> HostSnapshot {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let snap = snapshot(&[port]);
+            if done(&snap) || std::time::Instant::now() > deadline {
+                return snap;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn rlimit_nofile() -> (Option<u64>, Option<u64>) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let limit = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
+        (limit(lim.rlim_cur), limit(lim.rlim_max))
+    }
+
+    #[test]
+    fn snapshot_of_this_process() {
+        let _no_fork = fork_lock();
+        let me = std::process::id();
+        let (listener, _clients) = listener_with_queue(8, 3);
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let inode = fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let snap = snapshot_until(addr.port(), |s| {
+            s.accept_queue == Some((3, 8)) && s.listeners.iter().all(|l| l.pids == [me])
+        });
+        assert_eq!(
+            snap.listeners,
+            vec![Listener {
+                port: addr.port(),
+                addr,
+                inode,
+                pids: vec![me],
+            }]
+        );
+        assert_eq!(snap.pid, Some(me));
+        assert_eq!(snap.accept_queue, Some((3, 8)));
+        let (soft, hard) = rlimit_nofile();
+        assert_eq!((snap.nofile_soft, snap.nofile_hard), (soft, hard));
+        assert_eq!(snap.nofile_unlimited, soft.is_none() || hard.is_none());
+        assert!(snap.open_fds.is_some_and(|n| n > 0), "{snap:?}");
+        assert_eq!(snap.somaxconn, Some(somaxconn().unwrap()));
+        let (allocated, max) = snap.file_nr.unwrap();
+        assert!(allocated > 0 && max >= allocated, "{snap:?}");
+        assert!(snap.listen_overflows.is_some(), "{snap:?}");
+        assert!(snap.listen_drops.is_some(), "{snap:?}");
+    }
+
+    #[test]
+    fn snapshot_of_nothing_listening() {
+        // A port we held a moment ago: nothing listens there now.
+        let port = {
+            let (l, _) = listener_with_queue(1, 0);
+            l.local_addr().unwrap().as_socket().unwrap().port()
+        };
+        let snap = snapshot(&[port]);
+        assert_eq!(
+            (&snap.listeners, snap.pid, snap.accept_queue),
+            (&vec![], None, None)
+        );
+        assert_eq!(
+            (snap.nofile_soft, snap.nofile_hard, snap.open_fds),
+            (None, None, None)
+        );
+        assert!(!snap.nofile_unlimited);
+        // Host-wide figures are still there.
+        assert!(
+            snap.file_nr.is_some() && snap.somaxconn.is_some(),
+            "{snap:?}"
+        );
+        assert_eq!(snapshot(&[]).listeners, vec![]);
+    }
+
+    #[test]
+    fn snapshot_follows_the_process_holding_the_listener() {
+        let _no_fork = fork_lock();
+        let (listener, _clients) = listener_with_queue(5, 2);
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // dup2/fcntl/close_range system calls, which are async-signal-safe and touch
+        // no memory of ours. It moves the listener to descriptor 3 without
+        // close-on-exec (dup2 clears the flag on its copy; fcntl when it is already
+        // 3) and closes everything above.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 || libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = Sleeper(cmd.spawn().unwrap());
+        let pid = child.0.id();
+        let inode = fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+        drop(listener);
+
+        let lowered = libc::rlimit {
+            rlim_cur: 100,
+            rlim_max: 200,
+        };
+        // SAFETY: `lowered` is a valid rlimit that outlives the call; the old-limit
+        // pointer may be null. `pid` is our own child, still running (not yet waited).
+        let rc = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &lowered,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+
+        let snap = snapshot_until(addr.port(), |s| {
+            s.accept_queue == Some((2, 5)) && s.pid == Some(pid)
+        });
+        assert_eq!(
+            snap.listeners,
+            vec![Listener {
+                port: addr.port(),
+                addr,
+                inode,
+                pids: vec![pid],
+            }]
+        );
+        assert_eq!(snap.pid, Some(pid));
+        assert_eq!((snap.nofile_soft, snap.nofile_hard), (Some(100), Some(200)));
+        assert!(!snap.nofile_unlimited);
+        // stdin, stdout, stderr and the listener.
+        assert_eq!(snap.open_fds, Some(4));
+        assert_eq!(snap.accept_queue, Some((2, 5)));
+        assert_eq!(
+            effective_maxclients(Some(10000), snap.nofile_soft).0,
+            Some(68)
+        );
     }
 }
