@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::conn::{ByteDelta, Closed, Conn, Origin};
 use crate::event::{CloseKind, Nanos};
 use crate::histogram::Histogram;
+use crate::retry::RetryGaps;
 
 /// How long an address without open connections is kept after its last event.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
@@ -43,6 +44,8 @@ pub struct ClientStats {
     pub seeded_open: u64,
     /// Time of the last open, seed, close or traffic of this address.
     pub last_seen: Nanos,
+    /// Gaps between a failed attempt and the next one.
+    pub retry: RetryGaps,
 }
 
 impl ClientStats {
@@ -116,6 +119,12 @@ impl ClientTable {
         let stats = self.entry(ip, ts);
         stats.opened += 1;
         stats.open += 1;
+        stats.retry.on_attempt(ts);
+    }
+
+    /// An attempt from `ip` failed at `ts` (rejected, refused, reset).
+    pub fn on_failed_attempt(&mut self, ip: IpAddr, ts: Nanos) {
+        self.entry(ip, ts).retry.on_failure(ts);
     }
 
     /// A connection from `ip` was found open at the agent's start, with `bytes` so far.
@@ -144,9 +153,12 @@ impl ClientTable {
         self.entry(ip, ts).rejected += 1;
     }
 
-    /// An attempt from `ip` found nothing listening.
+    /// An attempt from `ip` found nothing listening: an attempt, and its failure.
     pub fn on_refused(&mut self, ip: IpAddr, ts: Nanos) {
-        self.entry(ip, ts).refused += 1;
+        let stats = self.entry(ip, ts);
+        stats.refused += 1;
+        stats.retry.on_attempt(ts);
+        stats.retry.on_failure(ts);
     }
 
     /// An open connection from `ip` moved more bytes.

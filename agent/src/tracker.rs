@@ -11,14 +11,15 @@ use std::time::{Duration, SystemTime};
 use crate::capacity::{self, Baselines, RedisReport};
 use crate::client::{ClientStats, ClientTable, DEFAULT_RETENTION};
 use crate::conn::{ByteDelta, Conn, ConnTable, Origin};
-use crate::event::{Activity, Clock, ConnKey, Event, KernelCounters, Nanos, normalize};
+use crate::diagnose::ClientVerdict;
+use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, Nanos, normalize};
 use crate::histogram::nearest_rank;
 use crate::host::HostSnapshot;
 use crate::redis_info::RedisSnapshot;
 use crate::reject::{self, RejectCounts};
 use crate::report::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Report, Totals, micros,
-    worst_first,
+    AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Report, RetryReport,
+    Totals, micros, worst_first,
 };
 
 /// Connections the tracker chose not to count.
@@ -142,9 +143,13 @@ impl Tracker {
                 if self.watches(key) {
                     let closed = self.conns.close(*ts, key, *how, activity.as_ref());
                     self.clients.on_closed(key.remote.ip(), *ts, &closed);
-                    if let Some(reason) = reject::classify(&closed) {
+                    let rejected = reject::classify(&closed);
+                    if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);
+                    }
+                    if rejected.is_some() || *how == CloseKind::Reset {
+                        self.clients.on_failed_attempt(key.remote.ip(), *ts);
                     }
                 }
             }
@@ -263,6 +268,7 @@ impl Tracker {
             redis,
             limits,
             capacity,
+            verdicts: Vec::new(),
             clients,
         }
     }
@@ -303,6 +309,29 @@ impl Tracker {
         base: Option<u64>,
     ) -> Option<u64> {
         Some(self.host.as_ref().and_then(now)?.saturating_sub(base?))
+    }
+
+    /// Open connections from `ip` idle at least `min_idle` at `now`, oldest (longest
+    /// idle) first: the candidates a person may close after a leak verdict.
+    pub fn stale_connections(
+        &self,
+        ip: IpAddr,
+        now: Nanos,
+        min_idle: Duration,
+    ) -> Vec<(SocketAddr, Duration)> {
+        let min = u64::try_from(min_idle.as_nanos()).unwrap_or(u64::MAX);
+        let mut stale: Vec<(SocketAddr, Nanos)> = self
+            .conns
+            .iter()
+            .filter(|(key, _)| key.remote.ip() == ip)
+            .map(|(key, conn)| (key.remote, conn.idle(now)))
+            .filter(|&(_, idle)| idle >= min)
+            .collect();
+        stale.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        stale
+            .into_iter()
+            .map(|(a, idle)| (a, Duration::from_nanos(idle)))
+            .collect()
     }
 
     /// The latest word from Redis, if any.
@@ -414,12 +443,24 @@ fn client_report(
         rejected: s.rejected,
         refused: s.refused,
         internal,
+        verdict: ClientVerdict::Healthy,
         lifetime: lifetime(s),
         age: open.map(OpenConns::age),
         idle: open.and_then(OpenConns::idle),
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,
+        retry: retry(s),
     }
+}
+
+fn retry(s: &ClientStats) -> Option<RetryReport> {
+    let r = &s.retry;
+    Some(RetryReport {
+        gaps: r.count(),
+        p50_ms: r.recent_median()? as f64 / 1e3,
+        last_ms: r.last()? as f64 / 1e3,
+        trend: r.trend(),
+    })
 }
 
 fn lifetime(s: &ClientStats) -> Option<Lifetime> {

@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cli::WatchArgs;
+use crate::diagnose::Diagnoser;
 use crate::event::{Clock, ConnKey, Event, monotonic_now};
 use crate::output::{Output, OutputError};
 use crate::probe::{self, Probe};
@@ -53,6 +54,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
     let mut tracker = Tracker::new(ports.clone());
+    let mut diagnoser = Diagnoser::new(args.thresholds.thresholds());
     refresh_listeners(&mut probe, &host::listener_pids(&ports));
     seed(&mut tracker, &ports);
     log::info!("watching port(s) {ports:?}");
@@ -73,7 +75,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = ticks.tick() => {
-                match emit(&mut tracker, &mut probe, &ports, &clock, &mut output) {
+                match emit(&mut tracker, &mut diagnoser, &mut probe, &ports, &clock, &mut output) {
                     Ok(()) => {}
                     Err(OutputError::Closed) => return Ok(ExitCode::SUCCESS),
                     Err(e) => return Err(e.into()),
@@ -93,7 +95,14 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
             tracker.apply(&ev);
         }
     }
-    match emit(&mut tracker, &mut probe, &ports, &clock, &mut output) {
+    match emit(
+        &mut tracker,
+        &mut diagnoser,
+        &mut probe,
+        &ports,
+        &clock,
+        &mut output,
+    ) {
         Ok(()) | Err(OutputError::Closed) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
     }
@@ -138,6 +147,7 @@ fn seed(tracker: &mut Tracker, ports: &[u16]) {
 /// Ends an interval: current activity and counters in, report out.
 fn emit(
     tracker: &mut Tracker,
+    diagnoser: &mut Diagnoser,
     probe: &mut Probe,
     ports: &[u16],
     clock: &Clock,
@@ -168,5 +178,9 @@ fn emit(
         Err(e) => log::warn!("{e:#}"),
     }
     tracker.apply(&Event::Tick { ts: now });
-    output.write(&tracker.report(now, clock))
+    let mut report = tracker.report(now, clock);
+    diagnoser.diagnose(now, &mut report, &|ip, idle| {
+        tracker.stale_connections(ip, now, idle)
+    });
+    output.write(&report)
 }

@@ -72,6 +72,7 @@ mod tests {
             redis: RedisReport::default(),
             limits: Limits::default(),
             capacity: crate::capacity::capacity(None, &Limits::default(), 3),
+            verdicts: Vec::new(),
             clients: vec![busy, client("2001:db8::1", 0, 0, 0)],
         }
     }
@@ -114,6 +115,7 @@ mod tests {
             r#""redis":{"status""#,
             r#""limits""#,
             r#""capacity":{"source""#,
+            r#""verdicts":[]"#,
             r#""clients":[{"addr""#,
             r#""open""#,
             r#""seeded""#,
@@ -125,11 +127,13 @@ mod tests {
             r#""rejected""#,
             r#""refused""#,
             r#""internal""#,
+            r#""verdict""#,
             r#""lifetime_ms""#,
             r#""age_s""#,
             r#""idle_s""#,
             r#""bytes_in""#,
             r#""bytes_out""#,
+            r#""retry""#,
         ];
         let mut from = 0;
         for key in order {
@@ -163,11 +167,11 @@ mod tests {
             json!({
                 "addr": "10.1.2.3", "open": 3, "seeded": 1, "opened": 10, "closed": 7,
                 "closed_by_server": 1, "closed_by_client": 5, "reset": 1,
-                "rejected": 0, "refused": 0, "internal": false,
+                "rejected": 0, "refused": 0, "internal": false, "verdict": "healthy",
                 "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
                 "age_s": {"max": 310.0, "lower_bound": true},
                 "idle_s": {"p50": 3.2, "max": 310.0},
-                "bytes_in": 1234, "bytes_out": 56789
+                "bytes_in": 1234, "bytes_out": 56789, "retry": null
             })
         );
         // Counts are integers, not floats.
@@ -183,8 +187,9 @@ mod tests {
         assert!(quiet["lifetime_ms"].is_null());
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
-        assert_eq!(keys(quiet).len(), 16);
-        assert_eq!(keys(&v).len(), 9);
+        assert_eq!(keys(quiet).len(), 18);
+        assert_eq!(keys(&v).len(), 10);
+        assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
         assert_eq!(keys(&v["totals"]).len(), 16);
         assert!(v["totals"].get("accept_queue").is_none());

@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 pub use crate::capacity::{Capacity, Limits, RedisReport};
+use crate::diagnose::{ClientVerdict, Verdict};
 use crate::reject::RejectCounts;
+use crate::retry::Trend;
 
 pub use json::{render_json, write_line};
 pub use text::render_text;
@@ -45,6 +47,8 @@ pub struct Report {
     pub redis: RedisReport,
     pub limits: Limits,
     pub capacity: Capacity,
+    /// Host-level verdicts, most severe first (see docs/DIAGNOSIS.md).
+    pub verdicts: Vec<Verdict>,
     /// Sorted with [`worst_first`].
     pub clients: Vec<ClientReport>,
 }
@@ -99,7 +103,7 @@ pub struct AcceptQueue {
     pub backlog: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClientReport {
     /// IPv4-mapped IPv6 addresses appear as IPv4.
     pub addr: IpAddr,
@@ -118,6 +122,8 @@ pub struct ClientReport {
     pub refused: u64,
     /// A replica of this server (from INFO replication) or a cluster peer.
     pub internal: bool,
+    /// What this address is doing: healthy, leak, retry_storm, backing_off, pool_heavy.
+    pub verdict: ClientVerdict,
     /// Lifetimes of closed connections whose open was seen; `None` if there are none.
     #[serde(rename = "lifetime_ms")]
     pub lifetime: Option<Lifetime>,
@@ -129,6 +135,19 @@ pub struct ClientReport {
     pub idle: Option<Idle>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Gaps between a failed attempt and the next one; `None` before any.
+    pub retry: Option<RetryReport>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RetryReport {
+    /// Gaps measured so far.
+    pub gaps: u64,
+    /// Median and last of the latest gaps, in ms.
+    pub p50_ms: f64,
+    pub last_ms: f64,
+    /// Whether successive gaps grow (backoff), stay flat, or shrink.
+    pub trend: Trend,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -308,6 +327,8 @@ pub(crate) mod tests {
             rejected: 0,
             refused: 0,
             internal: false,
+            verdict: ClientVerdict::Healthy,
+            retry: None,
             addr: addr.parse().unwrap(),
             open,
             seeded: 0,

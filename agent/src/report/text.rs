@@ -20,10 +20,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{ClientReport, Report, format_ts};
+use crate::diagnose::{ClientVerdict, Severity};
 
-const COLUMNS: usize = 9;
+const COLUMNS: usize = 10;
 const HEADERS: [&str; COLUMNS] = [
     "ADDR",
+    "VERDICT",
     "OPEN",
     "OPENED",
     "CLOSED(srv/cli/rst)",
@@ -48,6 +50,10 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
         totals_line(report),
         String::new(),
     ];
+    if !report.verdicts.is_empty() {
+        lines.extend(verdict_lines(report));
+        lines.push(String::new());
+    }
     let shown = report.clients.len().min(top);
     if report.clients.is_empty() {
         lines.push("no client connections seen".to_owned());
@@ -121,6 +127,49 @@ fn server_line(report: &Report) -> String {
     line
 }
 
+/// Stale connections named under a leak in the terminal (the JSON has up to 20).
+const STALE_SHOWN: usize = 5;
+
+/// Each verdict: severity, kind and its sentence, then the first thing to do.
+fn verdict_lines(report: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    for v in &report.verdicts {
+        let severity = match v.severity {
+            Severity::Critical => "CRITICAL",
+            Severity::Warning => "WARNING ",
+        };
+        let kind = serde_json::to_value(v.kind)
+            .ok()
+            .and_then(|k| k.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        lines.push(format!("{severity} {kind}: {}", v.summary));
+        let first = v.action.lines().next().unwrap_or_default();
+        lines.push(format!("         → {first}"));
+        for s in v.stale_connections.iter().take(STALE_SHOWN) {
+            lines.push(format!(
+                "           {}   # idle {}",
+                s.command,
+                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
+            ));
+        }
+        let more = v.stale_connections.len().saturating_sub(STALE_SHOWN);
+        if more > 0 {
+            lines.push(format!("           … {more} more in the JSON report"));
+        }
+    }
+    lines
+}
+
+fn verdict_name(v: ClientVerdict) -> &'static str {
+    match v {
+        ClientVerdict::Healthy => "healthy",
+        ClientVerdict::Leak => "LEAK",
+        ClientVerdict::RetryStorm => "STORM",
+        ClientVerdict::BackingOff => "backing-off",
+        ClientVerdict::PoolHeavy => "pool-heavy",
+    }
+}
+
 fn status_name(r: &super::RedisReport) -> String {
     serde_json::to_value(r.status)
         .ok()
@@ -184,8 +233,8 @@ fn format_row(cells: &[String; COLUMNS], widths: &[usize; COLUMNS]) -> String {
             line.push_str(GAP);
         }
         let pad = w - cell.chars().count();
-        // The address reads left to right; figures line up on the right.
-        if i == 0 {
+        // The address and verdict read left to right; figures line up on the right.
+        if i <= 1 {
             line.push_str(cell);
             line.extend(std::iter::repeat_n(' ', pad));
         } else {
@@ -200,6 +249,7 @@ fn format_row(cells: &[String; COLUMNS], widths: &[usize; COLUMNS]) -> String {
 fn row(c: &ClientReport) -> [String; COLUMNS] {
     [
         c.addr.to_string(),
+        verdict_name(c.verdict).to_owned(),
         c.open.to_string(),
         c.opened.to_string(),
         format!(
@@ -341,6 +391,7 @@ mod tests {
             redis: RedisReport::default(),
             limits: Limits::default(),
             capacity: crate::capacity::capacity(None, &Limits::default(), 3),
+            verdicts: Vec::new(),
             clients,
         }
     }
@@ -387,15 +438,15 @@ mod tests {
         assert_eq!(lines[3], "");
         assert_eq!(
             lines[4],
-            "ADDR         OPEN  OPENED  CLOSED(srv/cli/rst)  REJ/REF  LIFE p50/p99  IDLE p50/max  AGE max    BYTES in/out"
+            "ADDR         VERDICT  OPEN  OPENED  CLOSED(srv/cli/rst)  REJ/REF  LIFE p50/p99  IDLE p50/max  AGE max    BYTES in/out"
         );
         assert_eq!(
             lines[5],
-            "10.1.2.3        3      10            7 (1/5/1)      0/0    850µs/1.5s    3.2s/5m10s   ≥5m10s  1.2KiB/55.5KiB"
+            "10.1.2.3     healthy     3      10            7 (1/5/1)      0/0    850µs/1.5s    3.2s/5m10s   ≥5m10s  1.2KiB/55.5KiB"
         );
         assert_eq!(
             lines[6],
-            "2001:db8::1     0       2            0 (0/0/0)      0/0             -             -        -           0B/0B"
+            "2001:db8::1  healthy     0       2            0 (0/0/0)      0/0             -             -        -           0B/0B"
         );
         assert_eq!(lines.len(), 7);
         assert!(text.ends_with('\n'));
@@ -457,7 +508,7 @@ mod tests {
         for line in text.lines() {
             assert!(line.chars().count() <= 30, "{line:?}");
         }
-        assert_eq!(text.lines().nth(5), Some("10.1.2.3     3      10       …"));
+        assert_eq!(text.lines().nth(5), Some("10.1.2.3  healthy     3      …"));
         // Lines that fit are left alone.
         assert_eq!(text.lines().nth(3), Some(""));
     }
