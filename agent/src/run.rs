@@ -4,12 +4,14 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::probe::MissingPrivileges;
+use crate::redis_info::RedisArgError;
 
 /// Exit codes, documented in README.md.
 pub mod exit {
-    /// A runtime failure (Redis port unusable, kernel refused a program, I/O error).
+    /// A runtime failure (kernel refused a program, I/O error).
     pub const FAILURE: u8 = 1;
-    // 2 is clap's: bad command-line usage.
+    /// Bad command-line usage (clap's code too).
+    pub const USAGE: u8 = 2;
     /// Not enough privileges to load the probes.
     pub const NO_PRIVILEGES: u8 = 3;
 }
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<MissingPrivileges>().is_some() {
         exit::NO_PRIVILEGES
+    } else if err.downcast_ref::<RedisArgError>().is_some() {
+        exit::USAGE
     } else {
         exit::FAILURE
     }

@@ -18,6 +18,9 @@ use crate::diagnose::Diagnoser;
 use crate::event::{Clock, ConnKey, Event, monotonic_now};
 use crate::output::{Output, OutputError};
 use crate::probe::{self, Probe};
+use crate::redis_info::{
+    Password, RedisArgError, RedisSnapshot, RedisStatus, RedisTarget, load_password, spawn_poller,
+};
 use crate::tracker::Tracker;
 use crate::{host, sock_diag};
 
@@ -42,8 +45,26 @@ fn watched_ports(args: &WatchArgs) -> Vec<u16> {
     ports
 }
 
+/// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
+/// usage errors, found before anything is loaded.
+fn redis_target(
+    args: &WatchArgs,
+    ports: &[u16],
+) -> Result<Option<(RedisTarget, Option<Password>)>, RedisArgError> {
+    if args.no_redis {
+        return Ok(None);
+    }
+    let target = match &args.redis {
+        Some(url) => RedisTarget::parse(url)?,
+        None => RedisTarget::new("127.0.0.1", ports.first().copied().unwrap_or(DEFAULT_PORT)),
+    };
+    let password = load_password(args.password_file.as_deref())?;
+    Ok(Some((target, password)))
+}
+
 async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let ports = watched_ports(&args);
+    let redis = redis_target(&args, &ports)?;
     let mut output = Output::open(args.format, args.output.as_deref(), args.top)?;
 
     probe::check_privileges()?;
@@ -58,6 +79,18 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     refresh_listeners(&mut probe, &host::listener_pids(&ports));
     seed(&mut tracker, &ports);
     log::info!("watching port(s) {ports:?}");
+
+    // One persistent connection to Redis, polled on its own thread so a slow or
+    // unreachable server never delays the kernel's events.
+    let mut redis_rx = match redis {
+        Some((target, password)) => {
+            let (rx, _thread) = spawn_poller(target, password, args.interval)
+                .context("starting the Redis poller thread")?;
+            Some(rx)
+        }
+        None => None,
+    };
+    let mut redis_status = None;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -80,6 +113,10 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
                     Err(OutputError::Closed) => return Ok(ExitCode::SUCCESS),
                     Err(e) => return Err(e.into()),
                 }
+            }
+            Some(snapshot) = recv_redis(&mut redis_rx) => {
+                log_status_change(&mut redis_status, &snapshot);
+                tracker.apply(&Event::Redis { ts: monotonic_now(), snapshot: Box::new(snapshot) });
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -105,6 +142,32 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     ) {
         Ok(()) | Err(OutputError::Closed) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The next Redis snapshot; never resolves without a poller.
+async fn recv_redis(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<RedisSnapshot>>,
+) -> Option<RedisSnapshot> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One log line per change of the Redis connection's status, not one per poll.
+fn log_status_change(last: &mut Option<RedisStatus>, snapshot: &RedisSnapshot) {
+    if *last == Some(snapshot.status) {
+        return;
+    }
+    *last = Some(snapshot.status);
+    let target = snapshot.target.map(|t| t.to_string()).unwrap_or_default();
+    match (snapshot.status, &snapshot.error) {
+        (RedisStatus::Ok, _) => log::info!("redis {target}: INFO joined"),
+        (status, Some(err)) => {
+            log::warn!("redis {target}: {status:?}: {err}; reporting from kernel data")
+        }
+        (status, None) => log::warn!("redis {target}: {status:?}; reporting from kernel data"),
     }
 }
 
