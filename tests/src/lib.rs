@@ -5,8 +5,9 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -88,9 +89,11 @@ impl Redis {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // Ready when it answers; with requirepass the answer is -NOAUTH.
             if let Ok(mut c) =
                 Client::try_connect(None, SocketAddr::new([127, 0, 0, 1].into(), port))
-                && c.try_ping()
+                && c.command(&["PING"])
+                    .is_ok_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
             {
                 break;
             }
@@ -105,6 +108,12 @@ impl Redis {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the server (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -165,6 +174,36 @@ impl Client {
             .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
         c.ping();
         c
+    }
+
+    /// Tries to connect from `source` and run a PING: tells whether Redis served the
+    /// connection, turned it away, or nothing listened.
+    pub fn attempt(source: &str, server: SocketAddr) -> Attempt {
+        let ip: IpAddr = source.parse().expect("source address");
+        let mut c = match Client::try_connect(Some(ip), server) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Attempt::Refused,
+            Err(e) => panic!("connect from {source} to {server}: {e}"),
+        };
+        match c.command(&["PING"]) {
+            Ok(reply) if reply == "+PONG\r\n" => Attempt::Served(c),
+            // "-ERR max number of clients reached", or the RST/EOF that replaces it
+            // when Redis closed with our PING unread.
+            Ok(_) | Err(_) => Attempt::Rejected,
+        }
+    }
+
+    /// Many connections that authenticate with `password` first.
+    pub fn many_authed(source: &str, server: SocketAddr, n: usize, password: &str) -> Vec<Client> {
+        (0..n)
+            .map(|_| {
+                let ip: IpAddr = source.parse().expect("source address");
+                let mut c = Client::try_connect(Some(ip), server).expect("connect");
+                assert_eq!(c.command(&["AUTH", password]).expect("AUTH"), "+OK\r\n");
+                c.ping();
+                c
+            })
+            .collect()
     }
 
     /// Many connections from one source address, each answered.
@@ -228,6 +267,13 @@ impl Client {
     }
 }
 
+/// What became of one connection attempt.
+pub enum Attempt {
+    Served(Client),
+    Rejected,
+    Refused,
+}
+
 /// The real `connwatch watch --format json` running with its probes, its reports
 /// collected as they come.
 pub struct Agent {
@@ -242,10 +288,20 @@ impl Agent {
     /// Starts watching `ports` and waits for the first report, so the probes are
     /// attached when this returns.
     pub fn watch(ports: &[u16]) -> Agent {
+        Agent::watch_with(ports, &[], &[])
+    }
+
+    /// [`Agent::watch`] with more arguments and environment variables.
+    pub fn watch_with(ports: &[u16], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(connwatch_bin());
         cmd.args(["watch", "--format", "json", "--interval", AGENT_INTERVAL]);
         for p in ports {
             cmd.args(["--port", &p.to_string()]);
+        }
+        cmd.args(args);
+        cmd.env_remove("REDISCLI_AUTH");
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -328,6 +384,16 @@ impl Agent {
         self.stderr.lock().expect("stderr lock").clone()
     }
 
+    /// How many reports have come so far.
+    pub fn report_count(&self) -> usize {
+        self.reports.lock().expect("reports lock").len()
+    }
+
+    /// Every report so far, oldest first.
+    pub fn reports(&self) -> Vec<Value> {
+        self.reports.lock().expect("reports lock").clone()
+    }
+
     /// SIGTERM, then the exit status and every report.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>) {
         // SAFETY: kill with a pid we spawned and still own (not yet reaped).
@@ -372,4 +438,157 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     require_root();
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Debian's interpreter, which has `python3-redis`; a `python3` earlier on PATH
+/// (pyenv) may not.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// A client program running beside the test (a script from tests/clients/ or a
+/// tool such as redis-benchmark) in its own process group, killed with all its
+/// children on drop. Its stdout lines are collected as they come.
+pub struct Background {
+    name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Background {
+    /// Runs `tests/clients/<script>` with Debian's python3 and `python3-redis`.
+    pub fn python(script: &str, args: &[&str]) -> Background {
+        let path = workspace_root().join("tests").join("clients").join(script);
+        assert!(path.exists(), "{} does not exist", path.display());
+        assert!(
+            std::path::Path::new(PYTHON).exists(),
+            "{PYTHON} is missing: cargo xtask setup installs python3 and python3-redis"
+        );
+        let mut cmd = Command::new(PYTHON);
+        // -u: lines as they come; -B: no __pycache__ in the source tree.
+        cmd.args(["-u", "-B"]).arg(&path).args(args);
+        Background::spawn(script, cmd)
+    }
+
+    /// Runs `program` with `args`.
+    pub fn command(program: &str, args: &[&str]) -> Background {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Background::spawn(program, cmd)
+    }
+
+    fn spawn(name: &str, mut cmd: Command) -> Background {
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lines lock").push(line);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let err_sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(err).read_to_string(&mut text);
+            err_sink.lock().expect("stderr lock").push_str(&text);
+        });
+        Background {
+            name: name.to_owned(),
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines lock").clone()
+    }
+
+    /// Waits until a stdout line equals `line` (e.g. "started"). Panics with the
+    /// program's stderr if it exits first or `timeout` passes.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.lines().iter().any(|l| l == line) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                pause(100); // let the readers drain
+                if self.lines().iter().any(|l| l == line) {
+                    return;
+                }
+                panic!(
+                    "{} exited ({status}) before printing {line:?}; stdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.lines().join("\n"),
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {line:?} within {timeout:?}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Panics (with its stderr) if the program has exited with a failure; a program
+    /// that failed early would leave a test watching no load at all.
+    pub fn assert_ok(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            assert!(
+                status.success(),
+                "{} failed ({status}); stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+        }
+    }
+
+    /// Whether the program still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the program to end by itself, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                pause(100); // let the readers drain
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {timeout:?}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // SAFETY: kill with the process group of a child we spawned as its leader
+        // (process_group(0)) and have not reaped yet, so the group id is still ours.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }
