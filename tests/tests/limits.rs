@@ -89,7 +89,7 @@ fn accept_failures_from_a_lowered_fd_limit_are_reported_while_info_counts_nothin
         })
         .collect();
 
-    // All five wait, and the report's depth is the kernel's (`ss`, the listener's Recv-Q).
+    // All five wait, and the report's depth is the kernel's (/proc/net/tcp's rx_queue of the listener).
     let report = agent.wait_for("EMFILE failures with connections queued", WAIT, |r| {
         r["totals"]["accept_errors"]["EMFILE"].as_u64().unwrap_or(0) > 0
             && r["totals"]["accept_errors_per_s"].as_f64().unwrap_or(0.0) > 0.0
@@ -134,16 +134,22 @@ fn accept_failures_from_a_lowered_fd_limit_are_reported_while_info_counts_nothin
     drop(waiting);
 }
 
-/// Connections waiting in the accept queues of `port`'s listeners, from `ss`.
+/// Connections waiting in the accept queues of `port`'s listeners, as the kernel
+/// shows them in /proc/net/tcp{,6}: a LISTEN row's rx_queue is its queue depth.
 fn listen_queue_depth(port: u16) -> u64 {
-    let out = Command::new("ss")
-        .args(["-Hltn", &format!("sport = :{port}")])
-        .output()
-        .expect("ss (iproute2)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
+    let mut depth = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols[1].rsplit(':').next().unwrap();
+            let (_, rx_queue) = cols[4].split_once(':').unwrap();
+            if cols[3] == "0A" && u16::from_str_radix(local_port, 16).unwrap() == port {
+                depth += u64::from_str_radix(rx_queue, 16).unwrap();
+            }
+        }
+    }
+    depth
 }
 
 #[test]
