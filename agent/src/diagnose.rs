@@ -419,7 +419,13 @@ impl Diagnoser {
         let third = self.client_sample_at(c.addr, now, self.window_ns() / 3)?;
         let growth = c.open.saturating_sub(start.open);
         let span = now.saturating_sub(start.ts);
-        if growth < self.cfg.leak_min_growth || c.open <= third.open || span == 0 {
+        // Still growing — or held at the limit: a leak that filled the server can
+        // grow no more, and its new attempts are turned away instead.
+        let failed_lately = c.rejected + c.refused + c.reset > start.failures;
+        if growth < self.cfg.leak_min_growth
+            || (c.open <= third.open && !failed_lately)
+            || span == 0
+        {
             return None;
         }
         let idle = stale(c.addr, self.cfg.leak_idle);
@@ -1049,6 +1055,33 @@ mod tests {
         for r in &reports[60..] {
             assert_eq!(kinds(r), []);
             assert_eq!(client_verdict(r, LEAKER), ClientVerdict::Healthy);
+        }
+    }
+
+    #[test]
+    fn a_leak_that_filled_the_server_stays_a_leak_while_its_attempts_are_turned_away() {
+        const LEAKER: &str = "10.0.0.66";
+        let mut ev = Vec::new();
+        // One connection a second for 40 s, never used again; from then on the
+        // server is full and each new attempt, every 2 s, is rejected.
+        for k in 0..40u16 {
+            ev.push(opened(
+                START + u64::from(k) * SEC + 500 * MS,
+                conn(LEAKER, 40_000 + k),
+            ));
+        }
+        for k in 0..20u16 {
+            let at = START + 40 * SEC + u64::from(k) * 2 * SEC + 300 * MS;
+            rejected(&mut ev, at, conn(LEAKER, 50_000 + k));
+        }
+        let reports = Sim::new(ev).run(80);
+        // Growth stopped at 40 s; a third of the window later it still is a leak.
+        for t in [45usize, 60, 79] {
+            assert_eq!(
+                client_verdict(&reports[t - 1], LEAKER),
+                ClientVerdict::Leak,
+                "t={t}"
+            );
         }
     }
 

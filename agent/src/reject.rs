@@ -4,7 +4,8 @@
 //! already accepted it: it writes one error line without reading anything, then
 //! closes. The kernel sees a server-side close (a FIN, or a RST when the client had
 //! already sent data that Redis never read) of a connection that read zero bytes and
-//! lived a moment. An ordinary server-side close of a connection that never sent a
+//! lived a moment — or a client-side close, when a fast client read the error and
+//! closed before Redis's close landed; Redis wrote to it without being asked. An ordinary server-side close of a connection that never sent a
 //! command (the `timeout` idle kill, CLIENT KILL) lives at least a second: Redis's
 //! smallest `timeout` is 1 s.
 
@@ -58,9 +59,11 @@ pub fn classify(closed: &Closed) -> Option<RejectReason> {
     }
     match closed.how? {
         CloseKind::Server => {}
-        // A reset only counts when Redis wrote something first: a client that
-        // aborts right after connecting also resets a connection that read nothing.
-        CloseKind::Reset if conn.bytes_out > 0 => {}
+        // A client close or a reset only counts when Redis wrote something first:
+        // Redis never speaks before a command, except to turn a connection away,
+        // and a fast client may read that error and close before Redis's own close
+        // lands. A client that simply connects and leaves has received nothing.
+        CloseKind::Reset | CloseKind::Client if conn.bytes_out > 0 => {}
         CloseKind::Reset | CloseKind::Client => return None,
     }
     Some(match conn.bytes_out {
@@ -129,6 +132,17 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_reads_the_error_and_closes_first_was_still_rejected() {
+        let c = closed(CloseKind::Client, Origin::Opened, 0, 0, 36);
+        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+        // …but not one that sent a command and got its reply.
+        assert_eq!(
+            classify(&closed(CloseKind::Client, Origin::Opened, 0, 14, 7)),
+            None
+        );
+    }
+
+    #[test]
     fn protected_mode_and_unknown_replies() {
         assert_eq!(
             classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 1020)),
@@ -156,9 +170,9 @@ mod tests {
             classify(&closed(CloseKind::Server, Origin::Opened, 5_000, 0, 0)),
             None
         );
-        // The client closed first.
+        // The client closed first without having been sent anything.
         assert_eq!(
-            classify(&closed(CloseKind::Client, Origin::Opened, 0, 0, 36)),
+            classify(&closed(CloseKind::Client, Origin::Opened, 0, 0, 0)),
             None
         );
         // A client abort before Redis wrote anything.

@@ -98,7 +98,7 @@ pub fn build_agent(release: bool) -> anyhow::Result<()> {
         cmd.arg("--release");
     }
     let shown = display(&cmd);
-    println!("build: {shown}");
+    eprintln!("build: {shown}");
     run_checked(&mut cmd).with_context(|| format!("build failed: {shown}"))
 }
 

@@ -11,8 +11,15 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::process::{self, display, query, run_checked};
 
-/// Debian packages: LLVM 22 for bpf-linker, redis-server/redis-cli for the demo and tests.
-pub const APT_PACKAGES: [&str; 3] = ["llvm-22-dev", "redis-server", "redis-tools"];
+/// Debian packages: LLVM 22 for bpf-linker, redis-server/redis-cli/redis-benchmark for
+/// the demo and tests, and the Python Redis client (redis-py, run with Debian's
+/// /usr/bin/python3) that drives the diagnosis tests' clients in tests/clients/.
+pub const APT_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "redis-server",
+    "redis-tools",
+    "python3-redis",
+];
 /// The bpf-linker that matches the pinned aya set and LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -93,7 +100,7 @@ fn step<T>(name: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
 }
 
 fn say(message: &str) {
-    println!("setup: {message}");
+    eprintln!("setup: {message}");
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -330,6 +337,7 @@ mod tests {
             ("llvm-22-dev", Some("install ok installed")),
             ("redis-server", Some("install ok installed")),
             ("redis-tools", Some("install ok installed")),
+            ("python3-redis", Some("install ok installed")),
         ];
         assert!(missing_packages(&all_there).is_empty());
 
@@ -339,6 +347,7 @@ mod tests {
             ("redis-server", Some("deinstall ok config-files")),
             // dpkg-query failed: never heard of it
             ("redis-tools", None),
+            ("python3-redis", Some("install ok installed")),
         ];
         assert_eq!(
             missing_packages(&some_missing),
