@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: connwatch watching a scratch redis-server while a
-//! recognizable traffic mix runs against it (see traffic.rs).
+//! traffic mix runs against it that first leaks the server full, then storms it,
+//! then runs it out of file descriptors (see traffic.rs).
 
+use std::io::IsTerminal as _;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::process::{self, describe_status};
 use crate::redis::ScratchRedis;
-use crate::traffic::{self, Report};
+use crate::traffic::{self, Plan, Report, Target};
 
 /// Time for connwatch to load and attach its probes before the traffic starts.
 const START_DELAY: Duration = Duration::from_millis(1500);
@@ -20,6 +22,28 @@ const START_DELAY: Duration = Duration::from_millis(1500);
 const EXIT_GRACE: Duration = Duration::from_secs(30);
 /// How long connwatch may take to exit after Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// Redis's maxclients in the demo: small, so the leak fills it within seconds.
+const MAXCLIENTS: u32 = 60;
+/// Diagnosis thresholds shortened for the demo, with connwatch's defaults.
+/// Only the leak's idle time needs it: by default a connection counts as stale
+/// after 30 s, longer than the whole leak phase. The window stays at its 60 s
+/// default: the leak rule wants the open count still growing over its last third,
+/// and a shorter window would drop the leak verdict soon after the server is full.
+const DEMO_THRESHOLDS: &[(&str, &str, &str)] = &[("--leak-idle", "5s", "30s")];
+const WINDOW_DEFAULT: &str = "60s";
+
+/// Demo messages go to standard output on a terminal, else to standard error, so
+/// `cargo xtask demo > reports.ndjson` keeps connwatch's reports apart.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if std::io::stdout().is_terminal() {
+            println!($($arg)*);
+        } else {
+            eprintln!($($arg)*);
+        }
+    };
+}
 
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     process::catch_interrupts()?;
@@ -31,24 +55,49 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     // Drop order on every exit path (also errors and Ctrl-C): connwatch is
     // killed if still running, the traffic stops, then redis-server is killed
     // and its temp dir removed.
-    let redis = ScratchRedis::start().context("starting the scratch redis-server")?;
+    let redis = ScratchRedis::start_with(&["--maxclients", &MAXCLIENTS.to_string()])
+        .context("starting the scratch redis-server")?;
     let port = redis.port();
-    println!(
-        "demo: scratch redis-server on 127.0.0.1:{port} (dir {}); traffic from \
-         127.0.0.2-127.0.0.7 starts in {:.1} s; connwatch watches for {seconds} s (Ctrl-C stops early)",
+    let duration = Duration::from_secs(seconds);
+    let plan = Plan::demo(duration.saturating_sub(START_DELAY));
+    say!(
+        "demo: scratch redis-server (pid {}) on 127.0.0.1:{port} with maxclients {MAXCLIENTS} (dir {}); \
+         connwatch watches for {seconds} s (Ctrl-C stops early)",
+        redis.pid(),
         redis.dir().display(),
-        START_DELAY.as_secs_f64()
+    );
+    let at = |d: Duration| format!("{:.0} s", (d + START_DELAY).as_secs_f64());
+    say!(
+        "demo: 0-{}: healthy baseline (127.0.0.2 pool, 127.0.0.4 calm short-lived, 127.0.0.7 idle); \
+         from {}: 127.0.0.3 leaks a connection every 400 ms until maxclients is reached; \
+         once full (by {} at the latest): 127.0.0.8 retry storm, 127.0.0.9 backs off; \
+         from {}: open-file limit lowered (prlimit), 127.0.0.10 waits in the accept queue",
+        at(plan.leak_from),
+        at(plan.leak_from),
+        at(plan.storm_by),
+        at(plan.fd_from),
+    );
+    if seconds < 45 {
+        say!(
+            "demo: the whole story needs about 45 s (the default); with {seconds} s some phases are short or missing"
+        );
+    }
+    let shortened: Vec<String> = DEMO_THRESHOLDS
+        .iter()
+        .map(|(flag, value, default)| format!("{flag} {value} (default {default})"))
+        .collect();
+    say!(
+        "demo: diagnosis thresholds shortened for the demo: {}; the rest are connwatch's defaults (--window {WINDOW_DEFAULT}, --short-window 3s, …; see connwatch watch --help)",
+        shortened.join(", ")
     );
 
-    let duration = Duration::from_secs(seconds);
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = traffic::spawn(
+    let target = Target {
         port,
-        START_DELAY,
-        duration + Duration::from_secs(5),
-        Arc::clone(&stop),
-    )
-    .context("starting the traffic thread")?;
+        pid: redis.pid(),
+    };
+    let handle = traffic::spawn(target, plan, START_DELAY, Arc::clone(&stop))
+        .context("starting the traffic thread")?;
     let traffic = TrafficGuard {
         stop,
         handle: Some(handle),
@@ -57,7 +106,10 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let mut watch = Command::new(&bin);
     watch.args(["watch", "--port", &port.to_string(), "--interval", "1s"]);
     watch.args(["--duration", &format!("{seconds}s")]);
-    println!("demo: {}", process::display(&watch));
+    for (flag, value, _) in DEMO_THRESHOLDS {
+        watch.args([flag, value]);
+    }
+    say!("demo: {}", process::display(&watch));
     // Inherits stdio: on a terminal connwatch draws its refreshing table.
     let child = watch
         .spawn()
@@ -73,11 +125,18 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
             describe_status(status)
         );
     }
-    println!();
+    say!();
     if process::interrupted() {
-        println!("demo: stopped early by Ctrl-C");
+        say!("demo: stopped early by Ctrl-C");
     }
-    println!("{}", traffic::explain(&report));
+    let leak_idle = DEMO_THRESHOLDS
+        .iter()
+        .find(|(flag, ..)| *flag == "--leak-idle")
+        .map_or("30s", |(_, value, _)| value);
+    say!(
+        "{}",
+        traffic::explain(&report, MAXCLIENTS, leak_idle, WINDOW_DEFAULT, START_DELAY)
+    );
     Ok(())
 }
 

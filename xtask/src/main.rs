@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, nightly rust-src, bpf-linker 0.13.0.
+    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, nightly rust-src, bpf-linker 0.13.0.
     Setup,
     /// Setup, then build the connwatch agent (and its BPF programs).
     Build {
@@ -38,7 +38,7 @@ enum Command {
     /// Setup, build, then watch a scratch redis-server while a traffic mix runs against it (needs root).
     Demo {
         /// How long connwatch watches, in seconds.
-        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
     },
 }

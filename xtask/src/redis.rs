@@ -41,6 +41,12 @@ pub fn command(port: u16, args: &[&str]) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    command_on(&mut stream, args)
+}
+
+/// Sends one command on an open connection (which should have timeouts) and reads
+/// its reply, as [`command`] does. No pipelining: one reply is all there is to read.
+pub fn command_on(stream: &mut TcpStream, args: &[&str]) -> anyhow::Result<String> {
     stream.write_all(&encode_command(args))?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -62,6 +68,13 @@ pub fn command(port: u16, args: &[&str]) -> anyhow::Result<String> {
     }
 }
 
+/// A numeric field of an INFO reply (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A redis-server child in its own temp dir; killed and removed on drop (so also
 /// on errors and after Ctrl-C, which the demo catches).
 pub struct ScratchRedis {
@@ -72,11 +85,18 @@ pub struct ScratchRedis {
 
 impl ScratchRedis {
     /// Starts redis-server on a free loopback port and waits until it answers PING.
+    #[cfg(test)]
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// As [`ScratchRedis::start`], with more configuration arguments, e.g.
+    /// `["--maxclients", "60"]`.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let mut last_error = None;
         // The free port can be taken between our check and redis' bind; try again then.
         for _ in 0..3 {
-            match Self::start_once() {
+            match Self::start_once(extra) {
                 Ok(redis) => return Ok(redis),
                 Err(e) => last_error = Some(e),
             }
@@ -84,7 +104,7 @@ impl ScratchRedis {
         Err(last_error.unwrap_or_else(|| anyhow!("redis-server did not start")))
     }
 
-    fn start_once() -> anyhow::Result<Self> {
+    fn start_once(extra: &[&str]) -> anyhow::Result<Self> {
         let dir = make_temp_dir("connwatch-redis")?;
         // From here on, `dir` is removed on every path (the guard owns it until the
         // server runs and `ScratchRedis` takes over).
@@ -101,6 +121,7 @@ impl ScratchRedis {
             .arg("--dir")
             .arg(&dir)
             .args(["--daemonize", "no"])
+            .args(extra)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -131,6 +152,11 @@ impl ScratchRedis {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The redis-server process id (for `/proc/PID/fd` and `prlimit`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Polls PING until +PONG, the server exits, or `timeout` passes.
@@ -227,6 +253,15 @@ mod tests {
     }
 
     #[test]
+    fn info_fields_are_read_by_exact_name() {
+        let info = "# Stats\r\nrejected_connections:7\r\nrejected_connections_x:9\r\nname:abc\r\n";
+        assert_eq!(info_field(info, "rejected_connections"), Some(7));
+        assert_eq!(info_field(info, "name"), None);
+        assert_eq!(info_field(info, "missing"), None);
+        assert_eq!(info_field("", "rejected_connections"), None);
+    }
+
+    #[test]
     fn free_port_is_bindable() {
         let port = free_port().unwrap();
         assert_ne!(port, 0);
@@ -240,6 +275,7 @@ mod tests {
         assert_eq!(command(redis.port(), &["PING"]).unwrap(), "PONG");
         assert_eq!(command(redis.port(), &["ECHO", "hi"]).unwrap(), "hi");
         assert!(command(redis.port(), &["NOSUCHCOMMAND"]).is_err());
+        assert!(redis.pid() > 1);
         let port = redis.port();
         drop(redis);
         assert!(!dir.exists());
