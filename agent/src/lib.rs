@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod host;
 pub mod output;
 pub mod probe;
+pub mod rates;
 pub mod redis_info;
 pub mod reject;
 pub mod report;

@@ -450,6 +450,7 @@ fn client_report(
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,
         retry: retry(s),
+        rates: None,
     }
 }
 

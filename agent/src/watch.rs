@@ -18,6 +18,7 @@ use crate::diagnose::Diagnoser;
 use crate::event::{Clock, ConnKey, Event, monotonic_now};
 use crate::output::{Output, OutputError};
 use crate::probe::{self, Probe};
+use crate::rates::RateMeter;
 use crate::redis_info::{
     Password, RedisArgError, RedisSnapshot, RedisStatus, RedisTarget, load_password, spawn_poller,
 };
@@ -76,6 +77,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let clock = Clock::now();
     let mut tracker = Tracker::new(ports.clone());
     let mut diagnoser = Diagnoser::new(args.thresholds.thresholds());
+    let mut rates = RateMeter::default();
     refresh_listeners(&mut probe, &host::listener_pids(&ports));
     seed(&mut tracker, &ports);
     log::info!("watching port(s) {ports:?}");
@@ -108,7 +110,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = ticks.tick() => {
-                match emit(&mut tracker, &mut diagnoser, &mut probe, &ports, &clock, &mut output) {
+                match emit(&mut tracker, &mut diagnoser, &mut rates, &mut probe, &ports, &clock, &mut output) {
                     Ok(()) => {}
                     Err(OutputError::Closed) => return Ok(ExitCode::SUCCESS),
                     Err(e) => return Err(e.into()),
@@ -135,6 +137,7 @@ async fn watch_async(args: WatchArgs) -> anyhow::Result<ExitCode> {
     match emit(
         &mut tracker,
         &mut diagnoser,
+        &mut rates,
         &mut probe,
         &ports,
         &clock,
@@ -211,6 +214,7 @@ fn seed(tracker: &mut Tracker, ports: &[u16]) {
 fn emit(
     tracker: &mut Tracker,
     diagnoser: &mut Diagnoser,
+    rates: &mut RateMeter,
     probe: &mut Probe,
     ports: &[u16],
     clock: &Clock,
@@ -242,6 +246,7 @@ fn emit(
     }
     tracker.apply(&Event::Tick { ts: now });
     let mut report = tracker.report(now, clock);
+    rates.fill(now, &mut report);
     diagnoser.diagnose(now, &mut report, &|ip, idle| {
         tracker.stale_connections(ip, now, idle)
     });

@@ -134,6 +134,7 @@ mod tests {
             r#""bytes_in""#,
             r#""bytes_out""#,
             r#""retry""#,
+            r#""rates""#,
         ];
         let mut from = 0;
         for key in order {
@@ -171,7 +172,7 @@ mod tests {
                 "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
                 "age_s": {"max": 310.0, "lower_bound": true},
                 "idle_s": {"p50": 3.2, "max": 310.0},
-                "bytes_in": 1234, "bytes_out": 56789, "retry": null
+                "bytes_in": 1234, "bytes_out": 56789, "retry": null, "rates": null
             })
         );
         // Counts are integers, not floats.
@@ -187,7 +188,7 @@ mod tests {
         assert!(quiet["lifetime_ms"].is_null());
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
-        assert_eq!(keys(quiet).len(), 18);
+        assert_eq!(keys(quiet).len(), 19);
         assert_eq!(keys(&v).len(), 10);
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.

@@ -18,6 +18,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 pub use crate::capacity::{Capacity, Limits, RedisReport};
 use crate::diagnose::{ClientVerdict, Verdict};
+use crate::rates::Rates;
 use crate::reject::RejectCounts;
 use crate::retry::Trend;
 
@@ -137,6 +138,9 @@ pub struct ClientReport {
     pub bytes_out: u64,
     /// Gaps between a failed attempt and the next one; `None` before any.
     pub retry: Option<RetryReport>,
+    /// Opens, closes, rejections and refusals per second over the last interval;
+    /// `None` the first time an address appears.
+    pub rates: Option<Rates>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -329,6 +333,7 @@ pub(crate) mod tests {
             internal: false,
             verdict: ClientVerdict::Healthy,
             retry: None,
+            rates: None,
             addr: addr.parse().unwrap(),
             open,
             seeded: 0,
