@@ -12,8 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Tells why Redis is out of connections, from kernel facts",
     long_about = "connwatch watches every connection to a Redis port from the kernel \
 (eBPF tracepoints): who opens, holds, closes and resets connections, per client address, \
-with lifetimes and idle times, without running CLIENT LIST. It needs root \
-(or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN to mount tracefs)."
+with lifetimes and idle times, without running CLIENT LIST. It needs root, or \
+CAP_BPF and CAP_PERFMON (plus CAP_SYS_ADMIN only if tracefs is not mounted; \
+PRIVILEGES in connwatch(1) lists what a non-root user needs). \
+Start with `connwatch watch --help`."
 )]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
@@ -28,30 +30,39 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Watch connections to one or more ports live and report per client address.
+    /// Watch connections to one or more ports live and report per client address,
+    /// with verdicts (leak, retry storm, limits …) and the first thing to do.
     Watch(WatchArgs),
+    /// Record the raw event stream to a file during an incident, to analyze later
+    /// (here or elsewhere) with `connwatch analyze`.
+    Capture(CaptureArgs),
+    /// Replay a capture file through the same pipeline as `watch`: the same counts,
+    /// the same verdicts; as a table, NDJSON, or a self-contained HTML report.
+    Analyze(AnalyzeArgs),
+    /// The runbook's quick checks from a short live sample, without CLIENT LIST:
+    /// exit 0 ok, 1 warning, 2 critical, 3 could not check.
+    Check(CheckArgs),
+    /// Print a shell completion script (packaging/completions/ has them generated).
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
 }
 
+/// What a live run watches and asks: shared by `watch` and `capture`.
 #[derive(Debug, Args)]
-pub struct WatchArgs {
+pub struct LiveArgs {
     /// Local TCP port to watch (repeat for several). Default: 6379.
     #[arg(short, long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
     /// Time between reports, e.g. 1s, 500ms, 1m.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Output format. Default: text on a terminal, json otherwise.
-    #[arg(short, long, value_enum)]
-    pub format: Option<Format>,
-    /// Stop after this long (e.g. 30s) and print a last report. Default: run until SIGINT/SIGTERM.
-    #[arg(short, long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Write reports to this file instead of standard output (appends).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Show at most this many client addresses in the text view (json has them all).
-    #[arg(long, default_value_t = 20)]
-    pub top: usize,
     /// The Redis server to ask for INFO/CONFIG through one persistent connection:
     /// redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>.
     /// The password comes from --password-file or REDISCLI_AUTH, never from the URL.
@@ -71,51 +82,135 @@ pub struct WatchArgs {
     pub max_conns: u32,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Output format. Default: text on a terminal, json otherwise.
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Stop after this long (e.g. 30s) and print a last report. Default: run until SIGINT/SIGTERM.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write reports to this file instead of standard output (appends).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Show at most this many client addresses in the text view and as Prometheus
+    /// series (the rest are summed as addr="other"); json has them all.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187. Give a
+    /// loopback address unless the metrics must be reachable from other hosts.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// The capture file to create (mode 0600; never overwritten).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this long, e.g. 5m. Default: until SIGINT/SIGTERM or --max-size.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop when the file reaches this size (compressed), e.g. 100M, 2G.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Replace client addresses with stable pseudonyms (198.18.x.y, 2001:db8::n),
+    /// so the file can be shared outside the team.
+    #[arg(long)]
+    pub redact: bool,
+    /// Format of the summary printed at the end. Default: text on a terminal, json otherwise.
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The capture file (from `connwatch capture`).
+    pub file: PathBuf,
+    /// text: the last report and every verdict seen; json: every interval's report
+    /// as NDJSON (as `watch` printed it); html: a self-contained report with charts.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: AnalyzeFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace client addresses with stable pseudonyms in the output.
+    #[arg(long)]
+    pub redact: bool,
+    /// Client addresses shown in the text view.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// How long to sample before judging.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub sample: Duration,
+    /// Output format. Default: text on a terminal, json otherwise.
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnalyzeFormat {
+    Text,
+    Json,
+    Html,
+}
+
 /// Diagnosis thresholds; defaults and meaning in docs/DIAGNOSIS.md.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Diagnosis thresholds")]
 pub struct ThresholdArgs {
     /// How far back trends (leaks, pools, fan-out) look.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "60s", value_parser = parse_duration)]
     pub window: Duration,
     /// Leak: growth of one address's open connections over the window.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 10)]
     pub leak_min_growth: u64,
     /// Leak: a connection idle this long is stale.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "30s", value_parser = parse_duration)]
     pub leak_idle: Duration,
     /// Leak: at least this many stale connections.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 5)]
     pub leak_min_stale: u64,
     /// Retry storm: at least this many failed attempts in the short window.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 10)]
     pub storm_min_failures: u64,
     /// Retry storm: median gap between a failure and the next attempt below this.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "100ms", value_parser = parse_duration)]
     pub storm_max_gap: Duration,
     /// How far back "happening now" looks (storms, rejections, accept failures).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "3s", value_parser = parse_duration)]
     pub short_window: Duration,
     /// Instance fan-out: at least this many addresses with one or two short-lived connections.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 100)]
     pub fanout_min_addresses: usize,
     /// Pool oversize: at least this many client addresses with similar steady pools…
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 3)]
     pub pool_min_instances: usize,
     /// …holding together this share of the real limit.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.7)]
     pub pool_share: f64,
     /// Slots to keep free for replicas, cluster bus and sentinels.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 100)]
     pub internal_reserve: u64,
     /// Blocked clients holding this share of the limit.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.3)]
     pub blocked_share: f64,
     /// Capacity warning above this ratio of the real limit…
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.8)]
     pub capacity_warning: f64,
     /// …and critical from this ratio.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.9)]
     pub capacity_critical: f64,
 }
 
@@ -149,6 +244,34 @@ pub enum Format {
     Json,
 }
 
+/// A size with an optional K/M/G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 100M, 2G)"))?;
+    let factor: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("unknown unit in {s:?} (use K, M, G)")),
+    };
+    n.checked_mul(factor)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1s, 500ms, 2m)"))?;
     if d.is_zero() {
@@ -168,11 +291,18 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn watch_args(argv: &[&str]) -> WatchArgs {
+        match Cli::parse_from(argv).command {
+            Command::Watch(args) => args,
+            other => panic!("not watch: {other:?}"),
+        }
+    }
+
     #[test]
     fn threshold_flag_defaults_are_the_documented_defaults() {
-        let Command::Watch(args) = Cli::parse_from(["connwatch", "watch"]).command;
+        let args = watch_args(&["connwatch", "watch"]);
         assert_eq!(
-            args.thresholds.thresholds(),
+            args.live.thresholds.thresholds(),
             crate::diagnose::Thresholds::default()
         );
     }
@@ -181,7 +311,7 @@ mod tests {
     fn durations_must_be_positive_and_readable() {
         assert!(Cli::try_parse_from(["connwatch", "watch", "--interval", "0s"]).is_err());
         assert!(Cli::try_parse_from(["connwatch", "watch", "--interval", "soon"]).is_err());
-        let Command::Watch(args) = Cli::parse_from([
+        let args = watch_args(&[
             "connwatch",
             "watch",
             "--interval",
@@ -190,9 +320,38 @@ mod tests {
             "6379",
             "-p",
             "6380",
+        ]);
+        assert_eq!(args.live.interval, Duration::from_millis(250));
+        assert_eq!(args.live.ports, vec![6379, 6380]);
+    }
+
+    #[test]
+    fn capture_needs_a_file_and_reads_sizes() {
+        assert!(Cli::try_parse_from(["connwatch", "capture"]).is_err());
+        match Cli::parse_from([
+            "connwatch",
+            "capture",
+            "-o",
+            "x.cwcap",
+            "--max-size",
+            "100M",
         ])
-        .command;
-        assert_eq!(args.interval, Duration::from_millis(250));
-        assert_eq!(args.ports, vec![6379, 6380]);
+        .command
+        {
+            Command::Capture(args) => assert_eq!(args.max_size, 100 << 20),
+            other => panic!("not capture: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -12,6 +12,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 /// Nanoseconds of CLOCK_MONOTONIC.
 pub type Nanos = u64;
 
@@ -19,7 +21,7 @@ pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// One server-side TCP connection: the listener's address and the client's.
 /// IPv4-mapped IPv6 addresses are stored as IPv4 (see [`normalize`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -46,7 +48,8 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Who ended an established connection first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CloseKind {
     /// The server (Redis) closed first: ESTABLISHED → FIN_WAIT1.
     Server,
@@ -57,7 +60,7 @@ pub enum CloseKind {
 }
 
 /// What the kernel knows of one connection's traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -66,7 +69,7 @@ pub struct Activity {
 }
 
 /// Counters the kernel keeps in maps, read as totals since the probes were attached.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelCounters {
     /// Ring-buffer records that could not be reserved.
     pub lost_events: u64,
@@ -80,7 +83,8 @@ pub struct KernelCounters {
     pub accept_errors: Vec<(i32, u64)>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
     /// A client connection reached ESTABLISHED on a watched port.
     Opened { ts: Nanos, key: ConnKey },

@@ -15,7 +15,7 @@ use crate::sock_diag::{self, DiagSocket, StateMask};
 
 /// A listening socket on a watched port and the processes holding it (several after
 /// a fork, or none that we can see — another PID namespace, or no permission).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listener {
     pub port: u16,
     pub addr: SocketAddr,
@@ -175,7 +175,7 @@ fn with_path(err: io::Error, path: &str) -> io::Error {
 
 /// Limits and queues of the host and of the process behind the watched listeners,
 /// read each interval.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostSnapshot {
     /// The watched listeners and their owners.
     pub listeners: Vec<Listener>,

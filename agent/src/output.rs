@@ -2,12 +2,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal as _, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::cli::Format;
 use crate::report::{self, Report};
+use crate::transitions::Transitions;
 
 #[derive(Debug)]
 pub enum OutputError {
@@ -39,24 +40,30 @@ impl From<io::Error> for OutputError {
 
 pub struct Output {
     sink: Box<dyn Write>,
+    /// The file reports are appended to, reopened on SIGHUP (logrotate).
+    path: Option<PathBuf>,
     format: Format,
     /// Redraw in place (a terminal) rather than append.
     redraw: bool,
     top: usize,
+    /// NDJSON: verdict changes go out as their own lines before each report.
+    transitions: Transitions,
+}
+
+fn open_append(path: &Path) -> anyhow::Result<Box<dyn Write>> {
+    let file: File = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open output file {}", path.display()))?;
+    Ok(Box::new(io::BufWriter::new(file)))
 }
 
 impl Output {
     /// Text by default on a terminal, NDJSON otherwise; `path` appends to a file.
     pub fn open(format: Option<Format>, path: Option<&Path>, top: usize) -> anyhow::Result<Output> {
         let (sink, tty): (Box<dyn Write>, bool) = match path {
-            Some(path) => {
-                let file: File = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open output file {}", path.display()))?;
-                (Box::new(io::BufWriter::new(file)), false)
-            }
+            Some(path) => (open_append(path)?, false),
             None => {
                 let stdout = io::stdout();
                 let tty = stdout.is_terminal();
@@ -66,15 +73,33 @@ impl Output {
         let format = format.unwrap_or(if tty { Format::Text } else { Format::Json });
         Ok(Output {
             sink,
+            path: path.map(Path::to_path_buf),
             format,
             redraw: tty && format == Format::Text,
             top,
+            transitions: Transitions::default(),
         })
+    }
+
+    /// Reopens the output file (after logrotate moved it away); standard output
+    /// stays as it is. What was buffered goes to the old file first.
+    pub fn reopen(&mut self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        self.sink.flush().context("flushing the old output file")?;
+        self.sink = open_append(path)?;
+        log::info!("reopened {}", path.display());
+        Ok(())
     }
 
     pub fn write(&mut self, report: &Report) -> Result<(), OutputError> {
         match self.format {
             Format::Json => {
+                for line in self.transitions.update(report) {
+                    serde_json::to_writer(&mut self.sink, &line).map_err(io::Error::other)?;
+                    self.sink.write_all(b"\n")?;
+                }
                 report::json::write_line(&mut self.sink, report)?;
             }
             Format::Text => {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use crate::event::{Nanos, monotonic_now, normalize};
 
 /// How the agent's connection to Redis stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisStatus {
     /// INFO answered on the last poll.
@@ -61,7 +61,7 @@ pub enum RedisStatus {
 }
 
 /// `CONFIG GET` can be renamed away or denied by ACL: the agent then degrades.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigStatus {
     Ok,
@@ -74,7 +74,7 @@ pub enum ConfigStatus {
 
 /// The INFO fields connwatch uses. Every field a server version lacks is `None`,
 /// never 0.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InfoFields {
     /// `redis_version` (Valkey also reports `valkey_version`, preferred when present).
     pub version: Option<String>,
@@ -101,7 +101,7 @@ pub struct InfoFields {
 }
 
 /// `CONFIG GET maxclients timeout`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisConfig {
     pub maxclients: Option<u64>,
     /// Idle timeout in seconds (0: never).
@@ -109,7 +109,7 @@ pub struct RedisConfig {
 }
 
 /// One poll's outcome.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisSnapshot {
     pub status: RedisStatus,
     /// One line saying what went wrong; never contains the password.

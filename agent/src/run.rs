@@ -33,6 +33,13 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Watch(args) => crate::watch::watch(args),
+        Command::Capture(args) => crate::record::capture(args),
+        Command::Analyze(args) => crate::analyze::analyze(args),
+        Command::Check(args) => Ok(crate::check::check(args)),
+        Command::Completions { shell } => {
+            crate::docs_gen::print_completions(shell).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Man => crate::docs_gen::print_man().map(|()| ExitCode::SUCCESS),
     }
 }
 

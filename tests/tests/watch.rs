@@ -257,3 +257,58 @@ fn bad_usage_and_missing_privileges_are_one_clear_line() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
 }
+
+#[test]
+fn sighup_reopens_the_output_file_for_logrotate() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let dir = connwatch_tests::TempDir::new("rotate");
+    let file = dir.0.join("connwatch.ndjson");
+    let rotated = dir.0.join("connwatch.ndjson.1");
+    let mut child = std::process::Command::new(connwatch_bin())
+        .args([
+            "watch",
+            "--no-redis",
+            "--interval",
+            "100ms",
+            "--port",
+            &redis.port.to_string(),
+            "-o",
+        ])
+        .arg(&file)
+        .spawn()
+        .expect("start connwatch");
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while lines(&file) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reports in {}",
+            file.display()
+        );
+        pause(50);
+    }
+    std::fs::rename(&file, &rotated).unwrap();
+    // SAFETY: a pid we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    while lines(&file) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reports after SIGHUP"
+        );
+        pause(50);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    for path in [&rotated, &file] {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["type"], "report");
+        }
+    }
+}

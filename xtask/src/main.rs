@@ -4,8 +4,10 @@
 //! - `build`: setup, then builds the agent (agent/build.rs builds the BPF object).
 //! - `test`: setup, then the unit tests and the root integration tests.
 //! - `demo`: setup, build, a scratch redis-server, `connwatch watch` and a traffic mix.
+//! - `dist`: setup, release build, then regenerates the man page and completions in packaging/.
 
 mod demo;
+mod dist;
 mod process;
 mod redis;
 mod setup;
@@ -25,7 +27,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, nightly rust-src, bpf-linker 0.13.0.
+    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, prometheus, chromium, nightly rust-src, bpf-linker 0.13.0.
     Setup,
     /// Setup, then build the connwatch agent (and its BPF programs).
     Build {
@@ -41,6 +43,8 @@ enum Command {
         #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
     },
+    /// Setup, release build, then regenerate packaging/connwatch.1 and packaging/completions/ from the binary.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             setup::run()?;
             process::build_agent(false)?;
             demo::run(seconds)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dist => {
+            setup::run()?;
+            dist::run()?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -13,13 +13,24 @@ use crate::process::{self, display, query, run_checked};
 
 /// Debian packages: LLVM 22 for bpf-linker, redis-server/redis-cli/redis-benchmark for
 /// the demo and tests, and the Python Redis client (redis-py, run with Debian's
-/// /usr/bin/python3) that drives the diagnosis tests' clients in tests/clients/.
-pub const APT_PACKAGES: [&str; 4] = [
+/// /usr/bin/python3) that drives the diagnosis tests' clients in tests/clients/, and
+/// Prometheus (`prometheus` and `promtool`) that validates and scrapes `--metrics`, and
+/// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs.
+pub const APT_PACKAGES: [&str; 6] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
     "python3-redis",
+    "prometheus",
+    "chromium",
 ];
+/// Packages whose maintainer scripts start a system service nothing here needs.
+const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];
+
+/// Whether installing `missing` would start a system service (see [`apt_packages`]).
+pub fn starts_a_service(missing: &[&str]) -> bool {
+    missing.iter().any(|p| STARTS_A_SERVICE.contains(p))
+}
 /// The bpf-linker that matches the pinned aya set and LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -146,12 +157,13 @@ fn apt_packages() -> anyhow::Result<()> {
     }
 
     // The redis-server package starts a system Redis on 6379 from its maintainer
-    // script. Nothing here needs it (the demo and tests start their own servers
-    // on free ports), so forbid service starts during the install with Debian's
-    // policy-rc.d hook (exit 101 = "action forbidden"), honoured by invoke-rc.d
-    // and deb-systemd-invoke. A policy-rc.d that already exists (Docker images
-    // ship one) is left alone; ours is removed afterwards.
-    let _policy = if missing.contains(&"redis-server") {
+    // script, and the prometheus package a Prometheus server on 9090. Nothing here
+    // needs them (the demo and tests start their own servers on free ports), so
+    // forbid service starts during the install with Debian's policy-rc.d hook
+    // (exit 101 = "action forbidden"), honoured by invoke-rc.d and
+    // deb-systemd-invoke. A policy-rc.d that already exists (Docker images ship
+    // one) is left alone; ours is removed afterwards.
+    let _policy = if starts_a_service(&missing) {
         step("write policy-rc.d", PolicyRcD::forbid_service_starts())?
     } else {
         None
@@ -185,7 +197,7 @@ impl PolicyRcD {
             return Ok(None);
         }
         say(&format!(
-            "writing a temporary {POLICY_RC_D} so installing redis-server starts no system Redis"
+            "writing a temporary {POLICY_RC_D} so the install starts no system Redis or Prometheus"
         ));
         std::fs::write(
             path,
@@ -338,6 +350,8 @@ mod tests {
             ("redis-server", Some("install ok installed")),
             ("redis-tools", Some("install ok installed")),
             ("python3-redis", Some("install ok installed")),
+            ("prometheus", Some("install ok installed")),
+            ("chromium", Some("install ok installed")),
         ];
         assert!(missing_packages(&all_there).is_empty());
 
@@ -348,11 +362,33 @@ mod tests {
             // dpkg-query failed: never heard of it
             ("redis-tools", None),
             ("python3-redis", Some("install ok installed")),
+            ("prometheus", None),
+            ("chromium", Some("unknown ok not-installed")),
         ];
         assert_eq!(
             missing_packages(&some_missing),
-            ["redis-server", "redis-tools"]
+            ["redis-server", "redis-tools", "prometheus", "chromium"]
         );
+    }
+
+    #[test]
+    fn every_package_is_checked() {
+        for package in ["redis-server", "python3-redis", "prometheus", "chromium"] {
+            assert!(APT_PACKAGES.contains(&package), "{package}");
+        }
+    }
+
+    #[test]
+    fn service_starts_are_forbidden_only_for_packages_that_start_one() {
+        assert!(starts_a_service(&["redis-tools", "redis-server"]));
+        assert!(starts_a_service(&["prometheus"]));
+        assert!(!starts_a_service(&[
+            "llvm-22-dev",
+            "redis-tools",
+            "python3-redis",
+            "chromium"
+        ]));
+        assert!(!starts_a_service(&[]));
     }
 
     #[test]

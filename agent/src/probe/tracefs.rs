@@ -26,6 +26,12 @@ pub fn ensure_tracefs() -> anyhow::Result<bool> {
     let root = Path::new(TRACEFS);
     let mounted = if is_populated(root) {
         false
+    } else if is_mounted(root) {
+        return Err(super::MissingPrivileges(format!(
+            "tracefs is mounted at {} but this user cannot read it (it is mode 0700): run as root or with CAP_DAC_READ_SEARCH",
+            root.display()
+        ))
+        .into());
     } else {
         mount_tracefs(root)?;
         true
@@ -40,6 +46,22 @@ pub fn ensure_tracefs() -> anyhow::Result<bool> {
         }
     }
     Ok(mounted)
+}
+
+/// Whether /proc/self/mounts lists a tracefs at `root` (readable by anyone, unlike
+/// tracefs itself).
+fn is_mounted(root: &Path) -> bool {
+    let Some(root) = root.to_str() else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let mut f = l.split_whitespace().skip(1);
+                (f.next(), f.next()) == (Some(root), Some("tracefs"))
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn is_populated(root: &Path) -> bool {

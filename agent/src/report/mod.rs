@@ -5,6 +5,7 @@
 //! [`Duration`]s truncated to microseconds and written as floats in the unit
 //! their JSON key names (`lifetime_ms`, `idle_s`).
 
+pub mod html;
 pub mod json;
 pub mod text;
 

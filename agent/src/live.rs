@@ -1,0 +1,280 @@
+//! The live source: kernel probes, the Redis poller and the /proc pollers feeding
+//! the [`Pipeline`], until `--duration`, SIGINT or SIGTERM. `watch` and `capture`
+//! differ only in their [`Sink`].
+//!
+//! Order matters at start-up: the probes are attached *before* existing connections
+//! are seeded from sock_diag, so a connection opened in between is seen by both
+//! (the tracker merges the two) rather than by neither.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::cli::LiveArgs;
+use crate::event::{Clock, ConnKey, Event, monotonic_now};
+use crate::pipeline::Pipeline;
+use crate::probe::{self, Probe};
+use crate::redis_info::{
+    Password, RedisArgError, RedisSnapshot, RedisStatus, RedisTarget, load_password, spawn_poller,
+};
+use crate::report::Report;
+use crate::{host, sock_diag};
+
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// Where a live run's events and reports go.
+pub trait Sink {
+    /// Called once the probes are attached, before the first event.
+    fn start(&mut self, _ports: &[u16], _clock: &Clock) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Every event, in the order the pipeline applies it.
+    fn event(&mut self, _ev: &Event) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The report of an interval; `Ok(false)` ends the run.
+    fn report(&mut self, report: &Report) -> anyhow::Result<bool>;
+    /// SIGHUP: reopen output files (logrotate).
+    fn hangup(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The watched ports: the flags', sorted and deduplicated, or 6379.
+pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
+    let mut ports = if args.ports.is_empty() {
+        vec![DEFAULT_PORT]
+    } else {
+        args.ports.clone()
+    };
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
+/// usage errors, found before anything is loaded.
+pub fn redis_target(
+    args: &LiveArgs,
+    ports: &[u16],
+) -> Result<Option<(RedisTarget, Option<Password>)>, RedisArgError> {
+    if args.no_redis {
+        return Ok(None);
+    }
+    let target = match &args.redis {
+        Some(url) => RedisTarget::parse(url)?,
+        None => RedisTarget::new("127.0.0.1", ports.first().copied().unwrap_or(DEFAULT_PORT)),
+    };
+    let password = load_password(args.password_file.as_deref())?;
+    Ok(Some((target, password)))
+}
+
+/// Runs the live source into `sink` on a current-thread runtime.
+pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    runtime.block_on(run_async(args, duration, sink))
+}
+
+/// The live source's state between events.
+struct Live<'a> {
+    probe: Probe,
+    ports: Vec<u16>,
+    pipeline: Pipeline,
+    sink: &'a mut dyn Sink,
+}
+
+impl Live<'_> {
+    /// One event through the sink (recording) and the pipeline.
+    fn feed(&mut self, ev: &Event) -> anyhow::Result<Option<Report>> {
+        self.sink.event(ev)?;
+        Ok(self.pipeline.apply(ev))
+    }
+
+    /// Ends an interval: current host figures, activity and counters in, the
+    /// report out to the sink. Returns whether to go on.
+    fn end_interval(&mut self) -> anyhow::Result<bool> {
+        let snapshot = host::snapshot(&self.ports);
+        refresh_listeners(&mut self.probe, &snapshot.listeners);
+        let now = monotonic_now();
+        self.feed(&Event::Host {
+            ts: now,
+            snapshot: Box::new(snapshot),
+        })?;
+        self.feed(&Event::Activity {
+            ts: now,
+            conns: self.probe.activity(),
+        })?;
+        // Connections that predate the agent are not in the kernel map: their idle
+        // time comes from sock_diag, only while some are still open.
+        let seeded: HashSet<ConnKey> = self.pipeline.seeded_keys();
+        if !seeded.is_empty() {
+            match sock_diag::activity_event(&self.ports, &seeded, now) {
+                Ok(ev) => {
+                    self.feed(&ev)?;
+                }
+                Err(e) => log::debug!("sock_diag refresh failed: {e}"),
+            }
+        }
+        match self.probe.counters() {
+            Ok(counters) => {
+                self.feed(&Event::Counters { ts: now, counters })?;
+            }
+            Err(e) => log::warn!("{e:#}"),
+        }
+        match self.feed(&Event::Tick { ts: now })? {
+            Some(report) => self.sink.report(&report),
+            None => Ok(true),
+        }
+    }
+}
+
+async fn run_async(
+    args: &LiveArgs,
+    duration: Option<Duration>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    let ports = watched_ports(args);
+    let redis = redis_target(args, &ports)?;
+
+    probe::check_privileges()?;
+    if probe::ensure_tracefs()? {
+        log::info!("mounted tracefs at {}", probe::TRACEFS);
+    }
+    let mut probe = Probe::load(&ports, args.max_conns)?;
+    let mut reader = probe.take_events()?;
+    let clock = Clock::now();
+    refresh_listeners(&mut probe, &host::listener_pids(&ports));
+    sink.start(&ports, &clock)?;
+    let mut live = Live {
+        probe,
+        pipeline: Pipeline::new(ports.clone(), args.thresholds.thresholds(), clock),
+        ports: ports.clone(),
+        sink,
+    };
+    seed(&mut live)?;
+    log::info!("watching port(s) {ports:?}");
+
+    // One persistent connection to Redis, polled on its own thread so a slow or
+    // unreachable server never delays the kernel's events.
+    let mut redis_rx = match redis {
+        Some((target, password)) => {
+            let (rx, _thread) = spawn_poller(target, password, args.interval)
+                .context("starting the Redis poller thread")?;
+            Some(rx)
+        }
+        None => None,
+    };
+    let mut redis_status = None;
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut ticks = tokio::time::interval_at(Instant::now() + args.interval, args.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut batch: Vec<Event> = Vec::with_capacity(1024);
+
+    loop {
+        tokio::select! {
+            read = reader.read(&mut batch) => {
+                read?;
+                for ev in batch.drain(..) {
+                    live.feed(&ev)?;
+                }
+            }
+            _ = ticks.tick() => {
+                if !live.end_interval()? {
+                    return Ok(());
+                }
+            }
+            Some(snapshot) = recv_redis(&mut redis_rx) => {
+                log_status_change(&mut redis_status, &snapshot);
+                live.feed(&Event::Redis { ts: monotonic_now(), snapshot: Box::new(snapshot) })?;
+            }
+            _ = sighup.recv() => live.sink.hangup()?,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sleep_until(deadline) => break,
+        }
+    }
+
+    // Take what the ring buffer still holds, then a last report.
+    if let Ok(read) = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut batch)).await
+    {
+        read?;
+        for ev in batch.drain(..) {
+            live.feed(&ev)?;
+        }
+    }
+    live.end_interval()?;
+    Ok(())
+}
+
+/// The next Redis snapshot; never resolves without a poller.
+async fn recv_redis(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<RedisSnapshot>>,
+) -> Option<RedisSnapshot> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One log line per change of the Redis connection's status, not one per poll.
+fn log_status_change(last: &mut Option<RedisStatus>, snapshot: &RedisSnapshot) {
+    if *last == Some(snapshot.status) {
+        return;
+    }
+    *last = Some(snapshot.status);
+    let target = snapshot.target.map(|t| t.to_string()).unwrap_or_default();
+    match (snapshot.status, &snapshot.error) {
+        (RedisStatus::Ok, _) => log::info!("redis {target}: INFO joined"),
+        (status, Some(err)) => {
+            log::warn!("redis {target}: {status:?}: {err}; reporting from kernel data")
+        }
+        (status, None) => log::warn!("redis {target}: {status:?}; reporting from kernel data"),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Points the kernel's failed-accept counter at the processes owning the listeners
+/// (found again every interval, so a restarted Redis is followed).
+fn refresh_listeners(probe: &mut Probe, listeners: &[host::Listener]) {
+    let pids: Vec<u32> = listeners
+        .iter()
+        .flat_map(|l| l.pids.iter().copied())
+        .collect();
+    if pids.is_empty() {
+        log::debug!("no process listens on the watched ports");
+    }
+    if let Err(e) = probe.set_listener_pids(&pids) {
+        log::warn!("{e:#}");
+    }
+}
+
+/// Seeds the connections that exist already, so an agent started in the middle of an
+/// outage sees them all.
+fn seed(live: &mut Live<'_>) -> anyhow::Result<()> {
+    match sock_diag::seed_events(&live.ports, monotonic_now()) {
+        Ok(events) => {
+            log::info!("seeded {} existing connection(s)", events.len());
+            for ev in &events {
+                live.feed(ev)?;
+            }
+        }
+        Err(e) => log::warn!("could not list existing connections (sock_diag): {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! The one pipeline every source feeds: events in, a diagnosed report out at the
+//! end of each interval (an [`Event::Tick`]).
+//!
+//! `watch` and `capture` feed it live events; `analyze` feeds it the events of a
+//! capture file. Because a capture records every event the live pipeline saw —
+//! ticks included — a replay reaches the same reports and the same verdicts.
+
+use std::collections::HashSet;
+
+use crate::diagnose::{Diagnoser, Thresholds};
+use crate::event::{Clock, ConnKey, Event};
+use crate::rates::RateMeter;
+use crate::report::Report;
+use crate::tracker::Tracker;
+
+pub struct Pipeline {
+    tracker: Tracker,
+    diagnoser: Diagnoser,
+    rates: RateMeter,
+    clock: Clock,
+}
+
+impl Pipeline {
+    /// `clock` maps the event stream's monotonic time to wall-clock time; its
+    /// `mono` is the start of the run (for `uptime_s`).
+    pub fn new(ports: Vec<u16>, thresholds: Thresholds, clock: Clock) -> Self {
+        Pipeline {
+            tracker: Tracker::new(ports),
+            diagnoser: Diagnoser::new(thresholds),
+            rates: RateMeter::default(),
+            clock,
+        }
+    }
+
+    /// Applies one event. A tick ends an interval and returns its report.
+    pub fn apply(&mut self, ev: &Event) -> Option<Report> {
+        self.tracker.apply(ev);
+        let Event::Tick { ts } = ev else {
+            return None;
+        };
+        let now = *ts;
+        let mut report = self.tracker.report(now, &self.clock);
+        self.rates.fill(now, &mut report);
+        let tracker = &self.tracker;
+        self.diagnoser.diagnose(now, &mut report, &|ip, idle| {
+            tracker.stale_connections(ip, now, idle)
+        });
+        Some(report)
+    }
+
+    /// Open connections that predate the agent (their activity comes from sock_diag).
+    pub fn seeded_keys(&self) -> HashSet<ConnKey> {
+        self.tracker.seeded_keys()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}

@@ -1,0 +1,1026 @@
+//! docs/report.schema.json is the contract of the NDJSON output: every line the
+//! library renders and every line the real agent prints must validate, and the
+//! schema must be strict enough to catch a stray key or a count sent as text.
+//!
+//! The synthetic reports are built from the library's own pieces (the capacity
+//! join, the rate meter, the diagnoser) over a minute of simulated intervals, so
+//! the verdict evidence validated is what the code really writes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, UNIX_EPOCH};
+
+use connwatch::capacity::{self, Baselines};
+use connwatch::diagnose::{ClientVerdict, Diagnoser, Thresholds, Verdict};
+use connwatch::host::HostSnapshot;
+use connwatch::rates::RateMeter;
+use connwatch::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+use connwatch::reject::RejectCounts;
+use connwatch::report::{
+    AcceptErrors, Age, Idle, Kind, Lifetime, RedisReport, Report, RetryReport, Totals, render_json,
+};
+use connwatch::retry::Trend;
+use connwatch_tests::{Client, Redis, connwatch_bin, serial};
+use jsonschema::Validator;
+use serde_json::{Value, json};
+
+const SEC: u64 = 1_000_000_000;
+/// Monotonic time of the first simulated report.
+const T0: u64 = 1_000 * SEC;
+
+// ---------------------------------------------------------------------------
+// The schema and its validators
+
+fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
+    })
+}
+
+fn build(schema: &Value) -> Validator {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .unwrap_or_else(|e| panic!("the schema does not compile: {e}"))
+}
+
+/// The whole schema: `oneOf` report / verdict transition.
+fn line_validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| build(schema()))
+}
+
+/// One definition of the schema alone, for errors that name the failing key (a
+/// failed `oneOf` only says that no branch matched).
+fn def_validator(name: &str) -> Validator {
+    build(&json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": schema()["$defs"],
+        "$ref": format!("#/$defs/{name}"),
+    }))
+}
+
+/// The schema's complaints about one line, as `path: message`; empty when valid.
+fn errors(line: &Value) -> Vec<String> {
+    if line_validator().is_valid(line) {
+        return Vec::new();
+    }
+    let branch = match line["type"].as_str() {
+        Some("report") => Some(def_validator("report")),
+        Some("verdict") => Some(def_validator("verdict_event")),
+        _ => None,
+    };
+    let validator = branch.as_ref().unwrap_or(line_validator());
+    let mut found: Vec<String> = validator
+        .iter_errors(line)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if found.is_empty() {
+        found.push("invalid against the whole schema".to_owned());
+    }
+    found
+}
+
+fn assert_valid_text(text: &str) {
+    let line: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"));
+    let errs = errors(&line);
+    assert!(
+        errs.is_empty(),
+        "line does not validate:\n  {}\n{text}",
+        errs.join("\n  ")
+    );
+}
+
+fn assert_invalid_at(line: &Value, path: &str) {
+    let errs = errors(line);
+    assert!(!errs.is_empty(), "the schema accepted {line}");
+    assert!(
+        errs.iter().any(|e| e.starts_with(&format!("{path}: "))),
+        "expected an error at {path}, got {errs:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic reports from the library
+
+fn row(addr: &str) -> connwatch::report::ClientReport {
+    connwatch::report::ClientReport {
+        addr: addr.parse().expect("address"),
+        open: 0,
+        seeded: 0,
+        opened: 0,
+        closed: 0,
+        closed_by_server: 0,
+        closed_by_client: 0,
+        reset: 0,
+        rejected: 0,
+        refused: 0,
+        internal: false,
+        verdict: ClientVerdict::Healthy,
+        lifetime: None,
+        age: None,
+        idle: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        retry: None,
+        rates: None,
+    }
+}
+
+fn lifetime(p50_us: u64) -> Option<Lifetime> {
+    Some(Lifetime {
+        p50: Duration::from_micros(p50_us),
+        p90: Duration::from_micros(p50_us * 2),
+        p99: Duration::from_micros(p50_us * 3),
+        max: Duration::from_micros(p50_us * 3 + 17),
+    })
+}
+
+fn held(secs: u64, lower_bound: bool) -> (Option<Age>, Option<Idle>) {
+    (
+        Some(Age {
+            max: Duration::from_secs(secs),
+            lower_bound,
+        }),
+        Some(Idle {
+            p50: Duration::from_millis(secs * 500),
+            max: Duration::from_secs(secs),
+        }),
+    )
+}
+
+fn retry(gaps: u64, p50_ms: f64, trend: Trend) -> Option<RetryReport> {
+    Some(RetryReport {
+        gaps,
+        p50_ms,
+        last_ms: p50_ms * 1.25,
+        trend,
+    })
+}
+
+fn redis_ok(info: InfoFields, maxclients: u64, timeout: u64) -> RedisSnapshot {
+    RedisSnapshot {
+        status: RedisStatus::Ok,
+        error: None,
+        config_status: ConfigStatus::Ok,
+        info: Some(InfoFields {
+            version: Some("7.2.4".into()),
+            server: Some("redis".into()),
+            process_id: Some(4242),
+            tcp_port: Some(6379),
+            role: Some("master".into()),
+            cluster_enabled: Some(false),
+            ..info
+        }),
+        config: Some(RedisConfig {
+            maxclients: Some(maxclients),
+            timeout: Some(timeout),
+        }),
+        own_addr: Some("127.0.0.1:50000".parse().expect("addr")),
+        target: Some("127.0.0.1:6379".parse().expect("addr")),
+    }
+}
+
+/// What one simulated interval looks like to the library.
+struct Interval {
+    redis: RedisSnapshot,
+    host: HostSnapshot,
+    totals: Totals,
+    clients: Vec<connwatch::report::ClientReport>,
+}
+
+/// Runs reports 0..=`last`, one per second, through the capacity join, the rate
+/// meter and the diagnoser as `watch` does; returns every report. `stale(i, ip,
+/// idle)` lists `ip`'s connections idle at least `idle` at second `i`.
+fn simulate(
+    last: u64,
+    interval: impl Fn(u64) -> Interval,
+    stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+) -> Vec<Report> {
+    let mut base = Baselines::default();
+    let mut meter = RateMeter::default();
+    let mut diagnoser = Diagnoser::new(Thresholds::default());
+    let mut reports = Vec::new();
+    for i in 0..=last {
+        let now = T0 + i * SEC;
+        let Interval {
+            redis,
+            host,
+            mut totals,
+            clients,
+        } = interval(i);
+        base.observe(Some(&redis), Some(&host));
+        totals.open = clients.iter().map(|c| c.open).sum();
+        totals.clients = clients.len() as u64;
+        let limits = capacity::limits(Some(&redis), Some(&host));
+        let capacity = capacity::capacity(Some(&redis), &limits, totals.open);
+        let mut report = Report {
+            kind: Kind::Report,
+            ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + i * 1_000),
+            uptime: Duration::from_micros(i * 1_000_000 + 1_234),
+            ports: vec![6379],
+            totals,
+            redis: RedisReport::from_snapshot(&redis, Some(&base)),
+            limits,
+            capacity,
+            verdicts: Vec::new(),
+            clients,
+        };
+        meter.fill(now, &mut report);
+        diagnoser.diagnose(now, &mut report, &|ip, idle| stale(i, ip, idle));
+        reports.push(report);
+    }
+    reports
+}
+
+/// A leak (10.0.0.66, one more idle connection a second) beside a retry storm
+/// (10.0.0.77, 50 rejections a second retried after 2.5 ms), a client that
+/// predates the agent over IPv6, one that came and went, and one new this interval.
+fn leak_and_storm() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut leak = row("10.0.0.66");
+        leak.open = i;
+        leak.opened = i;
+        (leak.age, leak.idle) = if i > 0 { held(i, false) } else { (None, None) };
+        leak.bytes_in = 14;
+        leak.bytes_out = 7;
+
+        let mut storm = row("10.0.0.77");
+        storm.opened = 50 * i;
+        storm.closed = 50 * i;
+        storm.closed_by_server = 50 * i;
+        storm.rejected = 50 * i;
+        storm.bytes_out = 36 * 50 * i;
+        storm.lifetime = lifetime(80);
+        storm.retry = if i > 0 {
+            retry(50 * i - 1, 2.5, Trend::Flat)
+        } else {
+            None
+        };
+
+        let mut seeded = row("2001:db8::7");
+        seeded.open = 2;
+        seeded.seeded = 2;
+        (seeded.age, seeded.idle) = held(90 + i, true);
+        seeded.bytes_in = 1_000 + i;
+        seeded.bytes_out = 2_000 + i;
+
+        let mut gone = row("10.0.0.9");
+        gone.opened = 5;
+        gone.closed = 5;
+        gone.closed_by_client = 5;
+        gone.lifetime = lifetime(412);
+
+        let mut clients = vec![leak, seeded, storm, gone];
+        if i == 61 {
+            let mut new = row("10.0.0.200");
+            new.open = 1;
+            new.opened = 1;
+            (new.age, new.idle) = held(0, false);
+            clients.push(new);
+        }
+        clients.sort_by(connwatch::report::worst_first);
+        let open: u64 = clients.iter().map(|c| c.open).sum();
+        Interval {
+            redis: redis_ok(
+                InfoFields {
+                    connected_clients: Some(open),
+                    blocked_clients: Some(0),
+                    maxclients: Some(1_000),
+                    cluster_connections: Some(0),
+                    connected_slaves: Some(0),
+                    rejected_connections: Some(100 + 50 * i),
+                    total_connections_received: Some(5_000 + 51 * i),
+                    ..InfoFields::default()
+                },
+                1_000,
+                0,
+            ),
+            host: HostSnapshot {
+                pid: Some(4242),
+                nofile_soft: Some(100_000),
+                nofile_hard: Some(100_000),
+                open_fds: Some(40 + open),
+                file_nr: Some((3_000, 9_223_372_036_854_775_807)),
+                somaxconn: Some(4_096),
+                accept_queue: Some((0, 511)),
+                listen_overflows: Some(17),
+                listen_drops: Some(17 + i),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 51 * i + 5,
+                closed: 50 * i + 5,
+                closed_by_server: 50 * i,
+                closed_by_client: 5,
+                rejected: 50 * i,
+                rejected_by_reason: RejectCounts {
+                    maxclients: 50 * i,
+                    protected_mode: 0,
+                    unknown: 0,
+                },
+                accept_errors: AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)]),
+                listen_overflows: Some(0),
+                listen_drops: Some(i),
+                accept_queue: Some(connwatch::report::AcceptQueue {
+                    depth: 0,
+                    backlog: 511,
+                }),
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    // The leak's connections idle 30 s or more, oldest first: the one opened at
+    // second k is idle (i − k) s at second i.
+    let stale = |i: u64, ip: IpAddr, idle: Duration| -> Vec<(SocketAddr, Duration)> {
+        if ip != "10.0.0.66".parse::<IpAddr>().expect("ip") {
+            return Vec::new();
+        }
+        (0..i)
+            .map(|k| {
+                (
+                    SocketAddr::new(ip, 40_000 + k as u16),
+                    Duration::from_secs(i - k),
+                )
+            })
+            .filter(|&(_, d)| d >= idle)
+            .collect()
+    };
+    simulate(61, interval, stale)
+}
+
+fn no_stale(_: u64, _: IpAddr, _: Duration) -> Vec<(SocketAddr, Duration)> {
+    Vec::new()
+}
+
+/// Redis at its fd limit: maxclients 10000 but RLIMIT_NOFILE 4096, EMFILE on
+/// every accept, five fixed pools filling the server, a replica, blocked
+/// consumers, a client that backs off and one whose retries speed up.
+fn host_limits() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut clients = Vec::new();
+        for (n, open) in [(1, 800), (2, 800), (3, 800), (4, 800), (5, 1_100)] {
+            let mut pool = row(&format!("10.0.1.{n}"));
+            pool.open = open;
+            pool.seeded = open;
+            (pool.age, pool.idle) = held(600 + i, true);
+            clients.push(pool);
+        }
+        let mut replica = row("10.0.0.2");
+        replica.open = 1;
+        replica.opened = 1;
+        replica.internal = true;
+        (replica.age, replica.idle) = held(i, false);
+        clients.push(replica);
+
+        let mut backoff = row("10.0.0.30");
+        backoff.refused = i / 2;
+        backoff.retry = if i >= 2 {
+            retry(i / 2 - 1, 1_500.0, Trend::Growing)
+        } else {
+            None
+        };
+        clients.push(backoff);
+
+        let mut faster = row("10.0.0.88");
+        faster.opened = 2;
+        faster.closed = 2;
+        faster.reset = 1;
+        faster.closed_by_client = 1;
+        faster.lifetime = lifetime(20_000);
+        faster.retry = retry(1, 300.0, Trend::Shrinking);
+        clients.push(faster);
+        clients.sort_by(connwatch::report::worst_first);
+
+        Interval {
+            redis: redis_ok(
+                InfoFields {
+                    connected_clients: Some(4_300),
+                    blocked_clients: Some(1_500),
+                    maxclients: Some(10_000),
+                    cluster_connections: Some(0),
+                    connected_slaves: Some(2),
+                    rejected_connections: Some(5 * i),
+                    total_connections_received: Some(9_000 + 5 * i),
+                    replicas: vec!["10.0.0.2:6379".parse().expect("addr")],
+                    ..InfoFields::default()
+                },
+                10_000,
+                300,
+            ),
+            host: HostSnapshot {
+                pid: Some(777),
+                nofile_soft: Some(4_096),
+                nofile_hard: Some(4_096),
+                open_fds: Some(4_096),
+                file_nr: Some((12_000, 400_000)),
+                somaxconn: Some(4_096),
+                accept_queue: Some((511, 511)),
+                listen_overflows: Some(1_000 + 10 * i),
+                listen_drops: Some(1_000 + 10 * i),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 2 + 5 * i,
+                closed: 2 + 5 * i,
+                closed_by_server: 5 * i,
+                closed_by_client: 1,
+                reset: 1,
+                rejected: 5 * i,
+                rejected_by_reason: RejectCounts {
+                    maxclients: 5 * i - i / 2,
+                    protected_mode: 0,
+                    unknown: i / 2,
+                },
+                refused: i / 2,
+                accept_errors: AcceptErrors::from_kernel(&[
+                    (libc::EMFILE, 2_000 * i),
+                    (libc::ENFILE, i),
+                    (libc::EAGAIN, 5),
+                ]),
+                accept_errors_per_s: if i > 0 { 2_001.0 } else { 0.0 },
+                listen_overflows: Some(10 * i),
+                listen_drops: Some(10 * i),
+                synack_retransmits: i,
+                accept_queue: Some(connwatch::report::AcceptQueue {
+                    depth: 511,
+                    backlog: 511,
+                }),
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    simulate(61, interval, no_stale)
+}
+
+/// Redis unreachable (CONFIG's last answer kept), capacity from the kernel, an
+/// unlimited hard fd limit, 120 addresses with one short connection each, and
+/// one address holding most of the limit.
+fn unreachable_fanout() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut heavy = row("10.0.2.1");
+        heavy.open = 850;
+        heavy.opened = 850;
+        (heavy.age, heavy.idle) = held(30 + i, false);
+        let mut clients = vec![heavy];
+        for n in 1..=120 {
+            let mut one = row(&format!("10.0.3.{n}"));
+            one.opened = 1;
+            one.closed = 1;
+            one.closed_by_client = 1;
+            one.lifetime = lifetime(2_000);
+            clients.push(one);
+        }
+        let mut unsure = row("10.0.2.9");
+        unsure.opened = 2;
+        unsure.closed = 2;
+        unsure.reset = 2;
+        unsure.lifetime = lifetime(700);
+        unsure.retry = retry(1, 40.0, Trend::Unknown);
+        clients.push(unsure);
+        clients.sort_by(connwatch::report::worst_first);
+        Interval {
+            redis: RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("connect to 127.0.0.1:6379: Connection refused (os error 111)".into()),
+                config_status: ConfigStatus::Ok,
+                info: None,
+                config: Some(RedisConfig {
+                    maxclients: Some(1_000),
+                    timeout: Some(300),
+                }),
+                own_addr: None,
+                target: Some("[::1]:6379".parse().expect("addr")),
+            },
+            host: HostSnapshot {
+                pid: Some(4243),
+                nofile_soft: Some(1_000),
+                nofile_hard: None,
+                nofile_unlimited: true,
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 972,
+                closed: 122,
+                closed_by_client: 120,
+                reset: 2,
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    simulate(3, interval, no_stale)
+}
+
+/// `--no-redis`, nothing read from /proc, no client yet.
+fn bare() -> Vec<Report> {
+    let interval = |_| Interval {
+        redis: RedisSnapshot::disabled(),
+        host: HostSnapshot::default(),
+        totals: Totals::default(),
+        clients: Vec::new(),
+    };
+    simulate(0, interval, no_stale)
+}
+
+fn kinds(r: &Report) -> Vec<(String, String)> {
+    r.verdicts
+        .iter()
+        .map(|v| {
+            let v = serde_json::to_value(v).expect("verdict");
+            (
+                v["kind"].as_str().unwrap_or("").to_owned(),
+                v["severity"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn client_verdicts(r: &Report) -> Vec<(String, String)> {
+    r.clients
+        .iter()
+        .filter(|c| c.verdict != ClientVerdict::Healthy)
+        .map(|c| {
+            (
+                c.addr.to_string(),
+                serde_json::to_value(c.verdict)
+                    .expect("verdict")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// A `"type":"verdict"` transition line for a library verdict.
+fn transition(event: &str, ts: &str, v: &Verdict) -> Value {
+    let mut line = json!({
+        "type": "verdict",
+        "ts": ts,
+        "event": event,
+        "kind": v.kind,
+        "severity": v.severity,
+        "summary": v.summary,
+    });
+    if let Some(addr) = v.addr {
+        line["addr"] = json!(addr);
+    }
+    line
+}
+
+#[test]
+fn the_schema_is_valid_draft_2020_12() {
+    jsonschema::meta::validate(schema())
+        .unwrap_or_else(|e| panic!("docs/report.schema.json is not a valid schema: {e}"));
+    assert_eq!(
+        schema()["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+}
+
+#[test]
+fn synthetic_reports_of_every_shape_validate() {
+    let storm = leak_and_storm();
+    let limits = host_limits();
+    let fanout = unreachable_fanout();
+    let bare = bare();
+
+    // The scenarios reach the verdicts they were built for.
+    let last = storm.last().expect("report");
+    assert_eq!(
+        kinds(last),
+        pairs(&[
+            ("retry_storm", "critical"),
+            ("capacity_critical", "critical"),
+            ("leak", "warning"),
+        ])
+    );
+    assert_eq!(
+        client_verdicts(last),
+        pairs(&[("10.0.0.66", "leak"), ("10.0.0.77", "retry_storm")])
+    );
+    let leak = last.verdicts.last().expect("leak");
+    assert_eq!(leak.stale_connections.len(), 20);
+    assert_eq!(
+        leak.stale_connections[0].command,
+        "CLIENT KILL ADDR 10.0.0.66:40000"
+    );
+    let last = limits.last().expect("report");
+    assert_eq!(
+        kinds(last),
+        pairs(&[
+            ("pool_oversize", "critical"),
+            ("maxclients_too_low", "critical"),
+            ("fd_limit", "critical"),
+            ("capacity_critical", "critical"),
+            ("internal_headroom", "warning"),
+            ("blocked_clients", "warning"),
+        ])
+    );
+    assert_eq!(
+        client_verdicts(last),
+        pairs(&[("10.0.1.5", "pool_heavy"), ("10.0.0.30", "backing_off")])
+    );
+    assert_eq!(last.capacity.headroom, Some(-238));
+    let last = fanout.last().expect("report");
+    assert_eq!(
+        kinds(last),
+        pairs(&[
+            ("fd_limit", "warning"),
+            ("instance_fanout", "warning"),
+            ("capacity_warning", "warning"),
+        ])
+    );
+    assert_eq!(client_verdicts(last), pairs(&[("10.0.2.1", "pool_heavy")]));
+    assert_eq!(kinds(&bare[0]), pairs(&[]));
+
+    // Every line of every scenario validates.
+    let all: Vec<&Report> = storm
+        .iter()
+        .chain(&limits)
+        .chain(&fanout)
+        .chain(&bare)
+        .collect();
+    assert_eq!(all.len(), 62 + 62 + 4 + 1);
+    let mut lines = Vec::new();
+    for r in &all {
+        let text = render_json(r).expect("render");
+        assert_valid_text(&text);
+        lines.push(serde_json::from_str::<Value>(&text).expect("json"));
+    }
+
+    // …and between them they hold every optional part of the schema.
+    let present = |pointer: &str, want: Value| {
+        assert!(
+            lines.iter().any(|l| l.pointer(pointer) == Some(&want)),
+            "no synthetic line has {pointer} = {want}"
+        );
+    };
+    for (status, config) in [("ok", "ok"), ("unreachable", "ok"), ("disabled", "unknown")] {
+        present("/redis/status", json!(status));
+        present("/redis/config", json!(config));
+    }
+    present("/capacity/source", json!("info"));
+    present("/capacity/source", json!("kernel"));
+    present("/limits/nofile_unlimited", json!(true));
+    present("/limits", json!({}));
+    present("/totals/accept_errors", json!({}));
+    present(
+        "/totals/accept_errors",
+        json!({"EMFILE": 122_000, "ENFILE": 61}),
+    );
+    present("/redis/target", json!("[::1]:6379"));
+    present("/clients", json!([]));
+    present("/verdicts", json!([]));
+    let keys_seen = |section: &str| -> Vec<String> {
+        let mut keys: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l[section].as_object())
+            .flat_map(|o| o.keys().cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    };
+    let def_keys = |def: &str| -> Vec<String> {
+        let mut keys: Vec<String> = schema()["$defs"][def]["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    for section in ["totals", "redis", "limits", "capacity"] {
+        assert_eq!(keys_seen(section), def_keys(section), "keys of {section}");
+    }
+    let verdict_keys: Vec<String> = {
+        let mut k: Vec<String> = lines
+            .iter()
+            .flat_map(|l| l["verdicts"].as_array().cloned().unwrap_or_default())
+            .flat_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+            .flatten()
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    assert_eq!(verdict_keys, def_keys("verdict"));
+    let values_at = |f: &dyn Fn(&Value) -> Vec<Value>| -> Vec<String> {
+        let mut seen: Vec<String> = lines
+            .iter()
+            .flat_map(f)
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    let enum_of = |def: &str| -> Vec<String> {
+        let mut e: Vec<String> = schema()["$defs"][def]["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        e.sort();
+        e
+    };
+    let each = |l: &Value, list: &str, key: &str| -> Vec<Value> {
+        l[list]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.pointer(key).cloned().unwrap_or(Value::Null))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        values_at(&|l| each(l, "verdicts", "/kind")),
+        enum_of("verdict_kind")
+    );
+    assert_eq!(
+        values_at(&|l| each(l, "verdicts", "/severity")),
+        enum_of("severity")
+    );
+    assert_eq!(
+        values_at(&|l| each(l, "clients", "/verdict")),
+        enum_of("client_verdict")
+    );
+    assert_eq!(
+        values_at(&|l| each(l, "clients", "/retry/trend")),
+        enum_of("trend")
+    );
+    // Each nullable client object is seen both null and filled.
+    for key in ["lifetime_ms", "age_s", "idle_s", "retry", "rates"] {
+        let kinds: Vec<bool> = lines
+            .iter()
+            .flat_map(|l| each(l, "clients", &format!("/{key}")))
+            .map(|v| v.is_null())
+            .collect();
+        assert!(kinds.contains(&true), "{key} never null");
+        assert!(kinds.contains(&false), "{key} never filled");
+    }
+}
+
+#[test]
+fn verdict_transition_lines_validate() {
+    let storm = leak_and_storm();
+    let limits = host_limits();
+    let fanout = unreachable_fanout();
+    let mut checked = 0;
+    for r in [&storm, &limits, &fanout].map(|s| s.last().expect("report")) {
+        let ts = serde_json::to_value(r).expect("report")["ts"].clone();
+        let ts = ts.as_str().expect("ts");
+        for v in &r.verdicts {
+            for event in ["raised", "cleared"] {
+                let line = transition(event, ts, v);
+                assert_valid_text(&serde_json::to_string(&line).expect("json"));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * (3 + 6 + 3));
+}
+
+#[test]
+fn the_schema_rejects_what_the_code_never_writes() {
+    let report = serde_json::to_value(host_limits().last().expect("report")).expect("json");
+    assert!(errors(&report).is_empty(), "{:?}", errors(&report));
+
+    // The report with the key at `pointer` set (added if absent).
+    let with = |pointer: &str, value: Value| {
+        let mut line = report.clone();
+        let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+        line.pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("no object at {parent}"))
+            .insert(key.to_owned(), value);
+        line
+    };
+    // An unknown top-level key.
+    assert_invalid_at(&with("/extra", json!(1)), "");
+    // A count sent as a string.
+    assert_invalid_at(&with("/totals/open", json!("4303")), "/totals/open");
+    // …and a few more a careless change could introduce.
+    assert_invalid_at(&with("/clients/0/open_now", json!(1)), "/clients/0");
+    assert_invalid_at(&with("/clients/0/open", json!(-1)), "/clients/0/open");
+    assert_invalid_at(
+        &with("/clients/0/verdict", json!("angry")),
+        "/clients/0/verdict",
+    );
+    assert_invalid_at(
+        &with("/clients/0/lifetime_ms", json!(0)),
+        "/clients/0/lifetime_ms",
+    );
+    assert_invalid_at(&with("/ts", json!("2026-11-29T21:00:00Z")), "/ts");
+    assert_invalid_at(&with("/redis/status", json!("down")), "/redis/status");
+    // INFO figures under a kernel count.
+    assert_invalid_at(
+        &with("/capacity/source", json!("kernel")),
+        "/capacity/connected_clients",
+    );
+    assert_invalid_at(&with("/verdicts/0/kind", json!("doom")), "/verdicts/0/kind");
+    assert_invalid_at(
+        &with("/verdicts/0/evidence/instances", json!("5")),
+        "/verdicts/0/evidence/instances",
+    );
+    assert_invalid_at(
+        &with("/verdicts/0/addr", json!("10.0.0.1")),
+        "/verdicts/0/addr",
+    );
+    assert_invalid_at(
+        &with("/totals/accept_errors/EMFILE", json!(0)),
+        "/totals/accept_errors/EMFILE",
+    );
+    let mut missing = report.clone();
+    missing["totals"]
+        .as_object_mut()
+        .expect("totals")
+        .remove("refused");
+    assert_invalid_at(&missing, "/totals");
+
+    let raised = json!({
+        "type": "verdict", "ts": "2026-11-29T21:14:11.412Z", "event": "raised",
+        "kind": "retry_storm", "severity": "critical", "addr": "10.0.0.77",
+        "summary": "10.0.0.77 retries every 2.5ms with no backoff",
+    });
+    assert!(errors(&raised).is_empty(), "{:?}", errors(&raised));
+    let mut bad = raised.clone();
+    bad["event"] = json!("started");
+    assert_invalid_at(&bad, "/event");
+    let mut bad = raised.clone();
+    bad["evidence"] = json!({});
+    assert_invalid_at(&bad, "");
+    let mut bad = raised.clone();
+    bad["type"] = json!("alert");
+    assert!(!errors(&bad).is_empty());
+}
+
+#[test]
+fn the_examples_in_report_md_validate() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/REPORT.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| rest.split("\n```").next().unwrap_or(""))
+        .collect();
+    let types: Vec<Value> = blocks
+        .iter()
+        .map(|block| {
+            // Wrapped for reading: one JSON value over several lines.
+            let line: Value = serde_json::from_str(block)
+                .unwrap_or_else(|e| panic!("example is not JSON ({e}):\n{block}"));
+            assert_valid_text(&line.to_string());
+            line["type"].clone()
+        })
+        .collect();
+    assert_eq!(types, [json!("report"), json!("verdict")]);
+}
+
+// ---------------------------------------------------------------------------
+// The real agent
+
+/// Runs `connwatch watch --format json --duration 3s` with `args`; `during` runs
+/// once the first line is out (the probes are attached). Returns every stdout line.
+fn run_agent(port: u16, args: &[&str], during: impl FnOnce()) -> Vec<String> {
+    let mut child = Command::new(connwatch_bin())
+        .args(["watch", "--format", "json", "--duration", "3s"])
+        .args(["--interval", "200ms", "--port", &port.to_string()])
+        .args(args)
+        .env_remove("REDISCLI_AUTH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start connwatch");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(());
+            lines.push(line);
+        }
+        lines
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("connwatch printed its first line within 20 s");
+    during();
+    let output = child.wait_with_output().expect("wait for connwatch");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "connwatch exited with {}; stderr:\n{stderr}",
+        output.status
+    );
+    reader.join().expect("reader thread")
+}
+
+fn check_every_line(lines: &[String]) -> Vec<Value> {
+    // 3 s at 200 ms: about 15 interval reports and the last one.
+    assert!(lines.len() >= 10, "only {} lines: {lines:?}", lines.len());
+    for line in lines {
+        assert!(
+            line.starts_with(r#"{"type":""#),
+            "type is not first: {line}"
+        );
+        assert_valid_text(line);
+    }
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+fn last_report(lines: &[Value]) -> &Value {
+    lines
+        .iter()
+        .rev()
+        .find(|l| l["type"] == "report")
+        .expect("a report line")
+}
+
+#[test]
+fn every_line_of_a_real_run_validates() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let mut held = Vec::new();
+    let lines = run_agent(redis.port, &[], || {
+        held = Client::many("127.0.0.2", redis.addr(), 3);
+        for _ in 0..20 {
+            let mut c = Client::connect("127.0.0.3", redis.addr());
+            c.ping();
+            c.close();
+        }
+        let mut reset = Client::connect("127.0.0.4", redis.addr());
+        reset.ping();
+        reset.reset();
+    });
+    let lines = check_every_line(&lines);
+    let last = last_report(&lines);
+    assert_eq!(last["redis"]["status"], "ok");
+    assert_eq!(last["capacity"]["source"], "info");
+    let row = |addr: &str| {
+        last["clients"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["addr"] == addr))
+            .unwrap_or_else(|| panic!("{addr} missing from {last}"))
+            .clone()
+    };
+    let holder = row("127.0.0.2");
+    assert_eq!(
+        (holder["open"].clone(), holder["opened"].clone()),
+        (json!(3), json!(3))
+    );
+    let churn = row("127.0.0.3");
+    assert_eq!(
+        (
+            churn["opened"].clone(),
+            churn["closed_by_client"].clone(),
+            churn["open"].clone()
+        ),
+        (json!(20), json!(20), json!(0))
+    );
+    assert_eq!(row("127.0.0.4")["reset"], 1);
+    drop(held);
+}
+
+#[test]
+fn every_line_of_a_run_without_redis_validates() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let mut held = Vec::new();
+    let lines = run_agent(redis.port, &["--no-redis"], || {
+        held = Client::many("127.0.0.5", redis.addr(), 2);
+    });
+    let lines = check_every_line(&lines);
+    let last = last_report(&lines);
+    assert_eq!(
+        last["redis"],
+        json!({"status": "disabled", "config": "unknown"})
+    );
+    assert_eq!(last["capacity"]["source"], "kernel");
+    assert_eq!(last["capacity"]["used"], 2);
+    drop(held);
+}
