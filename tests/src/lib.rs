@@ -110,6 +110,29 @@ impl Redis {
         self.child.id()
     }
 
+    /// Leaves the server no file descriptor to accept with, and returns the limit set.
+    /// RLIMIT_NOFILE bounds descriptor *numbers* and the kernel hands out the lowest
+    /// free one; Redis may hold a high one besides 0..N (inherited here), so the
+    /// count of its descriptors would leave a number free. The lowest free number
+    /// itself leaves none.
+    pub fn leave_no_free_descriptor(&self) -> u64 {
+        let taken: std::collections::BTreeSet<u64> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .expect("read the server's fd directory")
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+        let limit = (0..)
+            .find(|n| !taken.contains(n))
+            .expect("a free descriptor number");
+        let status = Command::new("prlimit")
+            .arg(format!("--pid={}", self.pid()))
+            .arg(format!("--nofile={limit}:{limit}"))
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(status.success(), "prlimit failed");
+        limit
+    }
+
     /// Stops the server (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

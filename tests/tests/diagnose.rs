@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use connwatch_tests::{Agent, Attempt, Background, Client, Redis, client, count, pause, serial};
@@ -563,21 +562,7 @@ fn a_lowered_fd_limit_is_a_critical_fd_limit_verdict() {
     let mut agent = Agent::watch_with(&[redis.port], &["--no-redis"], &[]);
     let _app = pool(redis.port, "127.0.0.41", 10, 40);
 
-    // The kernel gives out the lowest free descriptor number and refuses any number
-    // at or above RLIMIT_NOFILE. Redis holds a high one (251 here) besides 0..N, so
-    // the count of its descriptors would leave the lowest free number usable; the
-    // lowest free number itself leaves none.
-    let used: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{}/fd", redis.pid()))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-        .collect();
-    let fds = (0..).find(|n| !used.contains(n)).unwrap();
-    let status = Command::new("prlimit")
-        .arg(format!("--pid={}", redis.pid()))
-        .arg(format!("--nofile={fds}:{fds}"))
-        .status()
-        .expect("prlimit (util-linux)");
-    assert!(status.success());
+    let fds = redis.leave_no_free_descriptor();
     // A client that times out on PING (its connection waits in the accept queue) and
     // retries with backoff.
     let mut waiting = reconnect(

@@ -2,7 +2,6 @@
 //! /proc, against a real redis-server, real probes and real clients.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use connwatch_tests::{Agent, Attempt, Client, Redis, TempDir, client, count, pause, serial};
@@ -61,20 +60,7 @@ fn accept_failures_from_a_lowered_fd_limit_are_reported_while_info_counts_nothin
     let mut agent = Agent::watch(&[redis.port]);
     agent.wait_for("INFO joined", WAIT, |r| r["redis"]["status"] == "ok");
 
-    // Leave Redis no room for one more descriptor. RLIMIT_NOFILE bounds descriptor
-    // *numbers*, so the limit is the lowest free number: every number below is taken.
-    let taken: std::collections::BTreeSet<u64> =
-        std::fs::read_dir(format!("/proc/{}/fd", redis.pid()))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-    let limit = (0..).find(|n| !taken.contains(n)).unwrap();
-    let status = Command::new("prlimit")
-        .arg(format!("--pid={}", redis.pid()))
-        .arg(format!("--nofile={limit}:{limit}"))
-        .status()
-        .expect("prlimit (util-linux)");
-    assert!(status.success());
+    let limit = redis.leave_no_free_descriptor();
 
     // Five connections the kernel completes but Redis cannot accept: they wait.
     let server = redis.addr();
