@@ -69,7 +69,12 @@ impl Redis {
     }
 
     pub fn start_with(extra: &[&str]) -> Redis {
-        let port = free_port();
+        Redis::start_on(free_port(), extra)
+    }
+
+    /// A redis-server on `port` (e.g. the port of one that was just killed: a
+    /// restart with a new pid and a new listener).
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1 ::1"])
@@ -411,6 +416,17 @@ impl Agent {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the agent gets no chance to clean up; waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// How many reports have come so far.

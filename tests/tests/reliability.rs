@@ -1,0 +1,453 @@
+//! Reliability: Redis restarting under the agent, the agent killed and restarted,
+//! several ports and several agents on one host, and a flood of connections from
+//! many addresses — against real redis-servers, the real agent and real clients.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use connwatch_tests::{Agent, Attempt, Client, Redis, client, count, pause, serial};
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn redis_restarted_on_the_same_port_is_followed_and_refusals_show_while_it_is_down() {
+    let _serial = serial();
+    let mut old = Redis::start();
+    let (port, server, old_pid) = (old.port, old.addr(), old.pid());
+    let mut agent = Agent::watch(&[port]);
+    let before = Client::many("127.0.0.31", server, 3);
+    let report = agent.wait_for("INFO joined, 3 open", WAIT, |r| {
+        r["redis"]["status"] == "ok" && count(r, "127.0.0.31", "open") == 3
+    });
+    assert_eq!(report["limits"]["pid"], old_pid);
+    assert_eq!(report["redis"]["pid"], old_pid);
+
+    old.kill();
+    // Nothing listens now: every attempt is answered with a RST.
+    for _ in 0..6 {
+        assert!(matches!(
+            Client::attempt("127.0.0.33", server),
+            Attempt::Refused
+        ));
+    }
+    // Keep the outage short: the poller's backoff starts at 500 ms (full jitter) and
+    // its breaker opens for 60 s after 5 consecutive failures, so restart as soon as
+    // the agent has noticed.
+    let down = agent.wait_for("Redis unreachable", WAIT, |r| {
+        r["redis"]["status"] == "unreachable"
+    });
+    let outage = Instant::now();
+    let new = Redis::start_on(port, &[]);
+    let new_pid = new.pid();
+    assert_ne!(new_pid, old_pid, "a new process");
+    assert!(
+        down["limits"]["pid"].is_null(),
+        "no process listens while Redis is down: {}",
+        down["limits"]
+    );
+
+    let after_a = Client::many("127.0.0.32", server, 4);
+    let after_b = Client::many("127.0.0.31", server, 2);
+    let report = agent.wait_for("INFO again from the new pid", WAIT, |r| {
+        r["redis"]["status"] == "ok"
+            && r["limits"]["pid"] == new_pid
+            && count(r, "127.0.0.32", "open") == 4
+            && count(r, "127.0.0.31", "open") == 2
+            && count(r, "127.0.0.33", "refused") == 6
+    });
+    assert!(
+        outage.elapsed() < Duration::from_secs(5),
+        "INFO answered again {:?} after the restart",
+        outage.elapsed()
+    );
+    assert_eq!(report["redis"]["pid"], new_pid);
+
+    // The three connections the old server held were closed by it when it died
+    // (FIN from the server); the new ones are counted on top.
+    let old_client = client(&report, "127.0.0.31").expect("127.0.0.31");
+    assert_eq!(old_client["opened"], 5);
+    assert_eq!(old_client["closed"], 3);
+    assert_eq!(old_client["closed_by_server"], 3);
+    assert_eq!(old_client["open"], 2);
+    assert_eq!(count(&report, "127.0.0.32", "opened"), 4);
+    assert_eq!(count(&report, "127.0.0.32", "closed"), 0);
+    assert_eq!(count(&report, "127.0.0.33", "refused"), 6);
+    assert_eq!(count(&report, "127.0.0.33", "opened"), 0);
+
+    // The statuses went ok → unreachable → ok, in that order.
+    let statuses: Vec<String> = agent
+        .reports()
+        .iter()
+        .filter_map(|r| r["redis"]["status"].as_str().map(str::to_owned))
+        .collect();
+    let first_down = statuses
+        .iter()
+        .position(|s| s == "unreachable")
+        .expect("an unreachable report");
+    assert!(
+        statuses[..first_down].iter().any(|s| s == "ok"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[first_down..]
+            .iter()
+            .all(|s| s == "unreachable" || s == "ok"),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last().map(String::as_str), Some("ok"));
+
+    let (status, _) = agent.stop();
+    assert!(status.success(), "the agent kept running: {status}");
+    drop((before, after_a, after_b));
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_leaves_nothing_attached_and_seeds_again_when_restarted() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let server = redis.addr();
+    let mut held_a = Client::many("127.0.0.41", server, 5);
+    let _held_b = Client::many("127.0.0.42", server, 3);
+    let mut agent = Agent::watch_with(&[redis.port], &["--no-redis"], &[]);
+    let report = agent.wait_for("5 + 3 seeded", WAIT, |r| {
+        count(r, "127.0.0.41", "seeded") == 5 && count(r, "127.0.0.42", "seeded") == 3
+    });
+    assert_eq!(count(&report, "127.0.0.41", "opened"), 0);
+
+    let objects = BpfObjects::of(agent.pid());
+    assert_eq!(
+        objects.progs.len(),
+        7,
+        "one program per tracepoint: {objects:?}"
+    );
+    assert!(!objects.maps.is_empty(), "{objects:?}");
+    assert_eq!(objects.alive(), objects.count(), "all loaded: {objects:?}");
+
+    agent.kill();
+    // The kernel frees programs, maps and links once their last reference (the
+    // process's descriptors) is gone; the release may take an RCU grace period.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while objects.alive() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} BPF object(s) of the killed agent are still loaded: {objects:?}",
+            objects.alive()
+        );
+        pause(50);
+    }
+
+    // While no agent runs: two connections end, two begin.
+    for c in held_a.drain(..2) {
+        c.close();
+    }
+    let _held_c = Client::many("127.0.0.43", server, 2);
+    pause(100); // Redis has read the EOFs and closed its side
+
+    let mut again = Agent::watch_with(&[redis.port], &["--no-redis"], &[]);
+    let fresh = BpfObjects::of(again.pid());
+    assert!(
+        fresh.progs.is_disjoint(&objects.progs),
+        "new programs, not the old ones"
+    );
+    let _new = Client::many("127.0.0.44", server, 1);
+    let report = again.wait_for("the existing connections seeded again", WAIT, |r| {
+        count(r, "127.0.0.41", "seeded") == 3
+            && count(r, "127.0.0.42", "seeded") == 3
+            && count(r, "127.0.0.43", "seeded") == 2
+            && count(r, "127.0.0.44", "opened") == 1
+    });
+    for (addr, n) in [("127.0.0.41", 3), ("127.0.0.42", 3), ("127.0.0.43", 2)] {
+        assert_eq!(count(&report, addr, "open"), n, "{addr} open");
+        assert_eq!(count(&report, addr, "opened"), 0, "{addr} opened");
+        assert_eq!(count(&report, addr, "closed"), 0, "{addr} closed");
+    }
+    assert_eq!(count(&report, "127.0.0.44", "seeded"), 0);
+    assert_eq!(count(&report, "127.0.0.44", "open"), 1);
+    assert_eq!(report["totals"]["open"], 9);
+}
+
+#[test]
+fn two_ports_are_accounted_separately_by_one_agent_and_by_two() {
+    let _serial = serial();
+    let a = Redis::start();
+    let b = Redis::start();
+    let mut both = Agent::watch_with(&[a.port, b.port], &["--no-redis"], &[]);
+    let mut only_a = Agent::watch_with(&[a.port], &["--no-redis"], &[]);
+    let mut only_b = Agent::watch_with(&[b.port], &["--no-redis"], &[]);
+
+    let _x = Client::many("127.0.0.51", a.addr(), 3);
+    let _y = Client::many("127.0.0.51", b.addr(), 4);
+    let _z = Client::many("127.0.0.52", b.addr(), 2);
+    for _ in 0..10 {
+        Client::connect("127.0.0.53", a.addr()).close();
+    }
+    for _ in 0..5 {
+        Client::connect("127.0.0.53", b.addr()).close();
+    }
+
+    let settled = |open51: u64, open52: u64, closed53: u64| {
+        move |r: &Value| {
+            count(r, "127.0.0.51", "open") == open51
+                && count(r, "127.0.0.52", "open") == open52
+                && count(r, "127.0.0.53", "closed") == closed53
+        }
+    };
+    let ra = only_a.wait_for("port A: 3, 0, 10", WAIT, settled(3, 0, 10));
+    let rb = only_b.wait_for("port B: 4, 2, 5", WAIT, settled(4, 2, 5));
+    let rab = both.wait_for("both ports: 7, 2, 15", WAIT, settled(7, 2, 15));
+
+    let mut ports = vec![a.port, b.port];
+    ports.sort_unstable();
+    assert_eq!(rab["ports"], serde_json::json!(ports));
+    assert_eq!(ra["ports"], serde_json::json!([a.port]));
+    assert!(
+        client(&ra, "127.0.0.52").is_none(),
+        "127.0.0.52 never used A"
+    );
+
+    for addr in ["127.0.0.51", "127.0.0.52", "127.0.0.53"] {
+        for field in [
+            "open",
+            "opened",
+            "closed",
+            "closed_by_client",
+            "closed_by_server",
+        ] {
+            assert_eq!(
+                count(&rab, addr, field),
+                count(&ra, addr, field) + count(&rb, addr, field),
+                "{addr} {field}: one agent on both ports = the sum of one agent per port"
+            );
+        }
+    }
+    assert_eq!(count(&ra, "127.0.0.53", "opened"), 10);
+    assert_eq!(count(&rb, "127.0.0.53", "opened"), 5);
+    for (r, opened, open) in [(&ra, 13, 3), (&rb, 11, 6), (&rab, 24, 9)] {
+        assert_eq!(r["totals"]["opened"], opened, "{}", r["ports"]);
+        assert_eq!(r["totals"]["open"], open, "{}", r["ports"]);
+    }
+}
+
+/// Connection attempts of the flood, and over how many source addresses.
+const FLOOD_ATTEMPTS: usize = 5_000;
+const FLOOD_ADDRESSES: usize = 2_000;
+/// How many of the attempts stay open together: more than the kernel map holds.
+const FLOOD_HELD: usize = 1_500;
+const MAX_CONNS: &str = "1024";
+const RSS_BOUND_KIB: u64 = 100 * 1024;
+
+/// The `i`-th flood address: 127.10.x.y, y never 0.
+fn flood_addr(i: usize) -> IpAddr {
+    let i = i % FLOOD_ADDRESSES;
+    IpAddr::V4(Ipv4Addr::new(127, 10, (i / 200) as u8, (i % 200 + 1) as u8))
+}
+
+fn connect_from(source: IpAddr, server: SocketAddr) -> Socket {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the source address");
+    socket
+        .connect_timeout(&server.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    socket
+}
+
+#[test]
+fn a_flood_from_many_addresses_stays_bounded_and_accounts_for_what_it_drops() {
+    let _serial = serial();
+    raise_nofile(8_192); // the held connections, here and in Redis
+    let redis = Redis::start();
+    let server = redis.addr();
+    let mut agent = Agent::watch_with(
+        &[redis.port],
+        &["--no-redis", "--max-conns", MAX_CONNS],
+        &[],
+    );
+
+    let started = Instant::now();
+    // Short connections, each closed at once by the client.
+    for i in 0..FLOOD_ATTEMPTS - FLOOD_HELD {
+        drop(connect_from(flood_addr(i), server));
+    }
+    // Then more open at once than the kernel's map holds, closed together.
+    let held: Vec<Socket> = (0..FLOOD_HELD)
+        .map(|i| connect_from(flood_addr(i), server))
+        .collect();
+    pause(300);
+    drop(held);
+    let load = started.elapsed();
+    assert!(load < Duration::from_secs(20), "the flood took {load:?}");
+
+    let attempts = FLOOD_ATTEMPTS as u64;
+    let report = agent.wait_for("every attempt opened or lost, all closed", WAIT, |r| {
+        let t = &r["totals"];
+        let opened = t["opened"].as_u64().unwrap_or(0);
+        let lost = t["lost_events"].as_u64().unwrap_or(0);
+        opened + lost >= attempts && t["open"] == 0
+    });
+    let totals = &report["totals"];
+    let opened = totals["opened"].as_u64().expect("totals.opened");
+    let closed = totals["closed"].as_u64().expect("totals.closed");
+    let lost = totals["lost_events"]
+        .as_u64()
+        .expect("totals.lost_events is reported");
+    let insert_failed = totals["conn_insert_failed"]
+        .as_u64()
+        .expect("totals.conn_insert_failed is reported");
+    assert!(opened <= attempts, "opened {opened} of {attempts} attempts");
+    if lost == 0 {
+        assert_eq!(opened, attempts, "nothing lost: every attempt opened");
+        assert_eq!(closed, opened, "nothing lost: every connection closed");
+        assert_eq!(totals["closed_by_client"], attempts);
+    } else {
+        assert!(closed <= opened && closed + lost >= opened, "{totals}");
+    }
+    // An LRU map evicts the oldest entry instead of failing an insert.
+    assert_eq!(insert_failed, 0, "{totals}");
+
+    let flood: Vec<&Value> = report["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter(|c| c["addr"].as_str().is_some_and(|a| a.starts_with("127.10.")))
+        .collect();
+    let per_client: u64 = flood.iter().map(|c| c["opened"].as_u64().unwrap()).sum();
+    assert_eq!(
+        per_client, opened,
+        "the clients' opened add up to the total"
+    );
+    let expected_addresses = (0..FLOOD_ADDRESSES)
+        .map(flood_addr)
+        .collect::<BTreeSet<_>>()
+        .len();
+    assert_eq!(expected_addresses, FLOOD_ADDRESSES);
+    if lost == 0 {
+        assert_eq!(flood.len(), FLOOD_ADDRESSES);
+        // Address 0: short attempts 0 and 2000, and held 0. Address 1999: short
+        // attempt 1999 only (3999 is past the 3,500 short ones; held are 0..1500).
+        assert_eq!(count(&report, "127.10.0.1", "opened"), 3);
+        assert_eq!(count(&report, "127.10.9.200", "opened"), 1);
+    }
+
+    let peak = vm_kib(agent.pid(), "VmHWM");
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "the agent's peak RSS {peak} KiB is over {RSS_BOUND_KIB} KiB"
+    );
+    let (status, _) = agent.stop();
+    assert!(status.success(), "the agent survived the flood: {status}");
+}
+
+/// A `VmXxx:` line of /proc/PID/status, in KiB.
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Raises this process's RLIMIT_NOFILE to at least `n` (root may raise the hard limit).
+fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < n {
+            lim.rlim_cur = n;
+            lim.rlim_max = lim.rlim_max.max(n);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+/// The BPF programs, maps and links a process holds, by kernel id, read from
+/// /proc/PID/fdinfo (no bpftool needed). The kernel allocates these ids
+/// cyclically, so an id that no longer resolves is an object that was freed.
+#[derive(Debug, Default)]
+struct BpfObjects {
+    progs: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+}
+
+impl BpfObjects {
+    fn of(pid: u32) -> BpfObjects {
+        let mut objects = BpfObjects::default();
+        let dir = format!("/proc/{pid}/fdinfo");
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+            let Ok(text) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else {
+                continue;
+            };
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse::<u32>().ok())
+            };
+            // A link's fdinfo names its program too: look at link_id first.
+            if let Some(id) = field("link_id:") {
+                objects.links.insert(id);
+            } else if let Some(id) = field("map_id:") {
+                objects.maps.insert(id);
+            } else if let Some(id) = field("prog_id:") {
+                objects.progs.insert(id);
+            }
+        }
+        objects
+    }
+
+    fn count(&self) -> usize {
+        self.progs.len() + self.maps.len() + self.links.len()
+    }
+
+    /// How many of them the kernel still has.
+    fn alive(&self) -> usize {
+        const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+        const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+        const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+        let by_kind = [
+            (BPF_PROG_GET_FD_BY_ID, &self.progs),
+            (BPF_MAP_GET_FD_BY_ID, &self.maps),
+            (BPF_LINK_GET_FD_BY_ID, &self.links),
+        ];
+        by_kind
+            .iter()
+            .flat_map(|(cmd, ids)| ids.iter().map(move |id| (*cmd, *id)))
+            .filter(|&(cmd, id)| bpf_fd_by_id(cmd, id))
+            .count()
+    }
+}
+
+/// Whether the kernel still has the object `id` (BPF_*_GET_FD_BY_ID succeeds).
+fn bpf_fd_by_id(cmd: libc::c_long, id: u32) -> bool {
+    // union bpf_attr for the GET_FD_BY_ID commands: { id, next_id, open_flags }.
+    let attr: [u32; 3] = [id, 0, 0];
+    // SAFETY: the bpf syscall reads `size_of_val(&attr)` bytes from a valid local.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the syscall just returned to us.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    let err = std::io::Error::last_os_error();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOENT),
+        "BPF get-fd-by-id {cmd} for id {id}: {err}"
+    );
+    false
+}
