@@ -687,14 +687,16 @@ impl RedisTarget {
             }
             None => s,
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
+        // Check for a password before any message that could echo the input: the
+        // userinfo ends at the last '@' of the whole remainder, so a password holding
+        // a raw '/' is still recognised as one (and never quoted as a "path").
+        let (userinfo, after_user) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
         };
-        // Check for a password before any message that could echo the input.
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
+        let (hostport, path) = match after_user.find('/') {
+            Some(i) => after_user.split_at(i),
+            None => (after_user, ""),
         };
         let username = match userinfo {
             Some(u) if u.contains(':') => {
@@ -804,9 +806,11 @@ impl fmt::Display for RedisTarget {
 fn parse_port(p: &str) -> Result<u16, RedisArgError> {
     match p.parse::<u16>() {
         Ok(port) if port != 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
-        _ => Err(arg_err(format!(
-            "invalid port {p:?} in the Redis address (expected 1-65535)"
-        ))),
+        // The value is not quoted: `redis://user:secret` (a forgotten '@host')
+        // would put a password here.
+        _ => Err(arg_err(
+            "invalid port in the Redis address (expected redis://[user@]host:port with a port of 1-65535)",
+        )),
     }
 }
 
@@ -2164,7 +2168,7 @@ mod tests {
             ("rediss://h:6379", "TLS (rediss://) is not supported yet"),
             ("http://h:6379", "unsupported scheme 'http://'"),
             ("unix:///tmp/redis.sock", "unsupported scheme 'unix://'"),
-            ("redis://h:0", "invalid port \"0\""),
+            ("redis://h:0", "invalid port"),
             ("redis://h:65536", "invalid port"),
             ("redis://h:+5", "invalid port"),
             ("redis://h:", "invalid port"),
