@@ -4,8 +4,10 @@
 //! - `build`: setup, then builds the agent (agent/build.rs builds the BPF object).
 //! - `test`: setup, then the unit tests and the root integration tests.
 //! - `demo`: setup, build, a scratch redis-server, `connwatch watch` and a traffic mix.
+//! - `bench`: release build, then connwatch's cost to Redis measured side by side (docs/PERFORMANCE.md).
 //! - `dist`: setup, release build, then regenerates the man page and completions in packaging/.
 
+mod bench;
 mod demo;
 mod dist;
 mod process;
@@ -43,6 +45,15 @@ enum Command {
         #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
     },
+    /// Setup, release build, then measure connwatch's cost to a scratch redis-server (needs root; writes docs/PERFORMANCE.md).
+    Bench {
+        /// Rounds per condition (attached/detached; none/poller/connwatch).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
+        /// Idle-connection levels for the CLIENT LIST comparison, e.g. 5000,10000.
+        #[arg(long, value_delimiter = ',', default_values_t = [5000u64, 10000], value_parser = clap::value_parser!(u64).range(1..=15000))]
+        idle: Vec<u64>,
+    },
     /// Setup, release build, then regenerate packaging/connwatch.1 and packaging/completions/ from the binary.
     Dist,
 }
@@ -79,6 +90,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             setup::run()?;
             process::build_agent(false)?;
             demo::run(seconds)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { rounds, idle } => {
+            setup::run()?;
+            bench::run(&bench::Options {
+                rounds: usize::try_from(rounds)?,
+                idle: idle
+                    .into_iter()
+                    .map(usize::try_from)
+                    .collect::<Result<_, _>>()?,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dist => {
