@@ -355,7 +355,11 @@ impl Diagnoser {
         // Retry storm: many failures just now, retried at once, gaps not growing.
         if recent_failures >= self.cfg.storm_min_failures
             && gap.is_some_and(|g| g < self.cfg.storm_max_gap)
-            && trend != Trend::Growing
+            // "Not growing" must be known from enough gaps: the first retries of a
+            // client that backs off are short, and full jitter can make a handful of
+            // them look flat. A storm makes ten gaps in a fraction of a second.
+            && c.retry.as_ref().is_some_and(|r| r.gaps >= self.cfg.storm_min_failures)
+            && matches!(trend, Trend::Flat | Trend::Shrinking)
         {
             return (
                 ClientVerdict::RetryStorm,
