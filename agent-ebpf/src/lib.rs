@@ -40,44 +40,58 @@ pub mod event_kind {
     pub const REFUSED: u8 = 5;
 }
 
-/// `ConnInfo::flags`: the connection was opened while the probes were attached, so
-/// `opened_ns`, the byte counts and the activity times are complete.
-pub const CONN_TRACKED: u8 = 1;
+/// `ConnEvent::flags`: `bytes_in`/`bytes_out` were read from the socket. Unset when
+/// userspace could not find `struct tcp_sock`'s fields in the kernel's BTF, or the
+/// kernel refused a read.
+pub const BYTES_KNOWN: u8 = 1;
 
 /// Indexes into the `COUNTERS` per-CPU array.
 pub mod counter {
     /// Ring-buffer records that could not be reserved (the reader fell behind).
     pub const LOST_EVENTS: u32 = 0;
-    /// New connections that could not be inserted into `CONNS`.
-    pub const CONN_INSERT_FAILED: u32 = 1;
-    /// Close transitions of connections `CONNS` did not hold (opened before the
-    /// agent started, or evicted from the LRU map).
-    pub const CLOSED_UNTRACKED: u32 = 2;
     /// SYN-ACKs retransmitted by listeners on watched ports.
-    pub const SYNACK_RETRANSMITS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    pub const SYNACK_RETRANSMITS: u32 = 1;
+    /// Closes whose byte counts could not be read from the socket.
+    pub const BYTES_UNREADABLE: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Capacity of the map of watched local ports.
 pub const MAX_WATCHED_PORTS: u32 = 64;
 /// Capacity of the map of pids whose failed accepts are counted.
 pub const MAX_LISTENER_PIDS: u32 = 64;
-/// Default capacity of the per-connection LRU map; userspace may change it at load time.
-pub const DEFAULT_MAX_CONNS: u32 = 65_536;
 /// Failed accepts are counted per errno below this bound; larger errnos go to slot 0.
 pub const MAX_ERRNO: u32 = 256;
 
-/// Per-connection state the kernel keeps, keyed by the socket's address.
+/// Byte offsets of the `struct tcp_sock` fields read when a connection closes,
+/// found by userspace in the running kernel's BTF and set as a global before the
+/// programs load (the programs are not CO-RE). A zero `bytes_received` means
+/// "unknown": the programs then send no byte counts.
+///
+/// From them the kernel computes what the *application* moved, which is what
+/// tells a rejection (Redis read nothing, wrote one error line):
+/// read = `bytes_received - (rcv_nxt - copied_seq)` (received minus still unread),
+/// written = `bytes_acked + (write_seq - snd_una)` (acknowledged plus still queued).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnInfo {
-    /// `bpf_ktime_get_ns()` when the connection reached ESTABLISHED.
-    pub opened_ns: u64,
-    /// Last time the server read data from the client (0: never).
-    pub last_recv_ns: u64,
-    /// Last time the server wrote data to the client (0: never).
-    pub last_send_ns: u64,
-    /// Bytes the server read from / wrote to this connection.
+pub struct TcpSockOffsets {
+    pub bytes_received: u32,
+    pub bytes_acked: u32,
+    pub rcv_nxt: u32,
+    pub copied_seq: u32,
+    pub write_seq: u32,
+    pub snd_una: u32,
+}
+
+/// One ring-buffer record: a connection opened or began to close, or an attempt
+/// was refused. Addresses and ports are the server's (local) and the client's (remote).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// `bpf_ktime_get_ns()` of the transition (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Bytes the server application read from / wrote to the connection, at its
+    /// close; valid when `flags` has [`BYTES_KNOWN`].
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub raddr: [u8; 16],
@@ -85,33 +99,18 @@ pub struct ConnInfo {
     pub rport: u16,
     pub lport: u16,
     pub family: u16,
-    pub flags: u8,
-    pub _pad: [u8; 1],
-}
-
-/// One ring-buffer record: a connection opened or began to close.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnEvent {
-    /// `bpf_ktime_get_ns()` of the transition (CLOCK_MONOTONIC).
-    pub ts_ns: u64,
-    /// Kernel address of the socket; identifies the connection while it lives.
-    pub sk: u64,
     /// One of [`event_kind`].
     pub kind: u8,
-    pub _pad: [u8; 7],
-    /// The connection's state. For a close of an untracked connection only the
-    /// addresses, ports and family are set and `flags` lacks [`CONN_TRACKED`].
-    pub info: ConnInfo,
+    pub flags: u8,
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both types are #[repr(C)], Copy, made only of integers and byte arrays,
-    // with explicit padding, so every bit pattern is a valid value.
-    unsafe impl aya::Pod for super::ConnInfo {}
-    // SAFETY: as above.
+    // SAFETY: both types are #[repr(C)], Copy, made only of integers and byte arrays
+    // with no implicit padding (tested below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ConnEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TcpSockOffsets {}
 }
 
 #[cfg(test)]
@@ -120,10 +119,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ConnInfo>(), 5 * 8 + 32 + 8);
-        assert_eq!(
-            core::mem::size_of::<ConnEvent>(),
-            8 + 8 + 8 + core::mem::size_of::<ConnInfo>()
-        );
+        assert_eq!(core::mem::size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2);
+        assert_eq!(core::mem::size_of::<TcpSockOffsets>(), 6 * 4);
     }
 }

@@ -2,10 +2,12 @@
 //! we run on and fentry is refused, and tracepoints are a stable ABI besides.
 //!
 //! The kernel side stays small and dumb: it filters early (watched ports and pids
-//! live in maps userspace fills), keeps per-connection byte counts and activity
-//! times in an LRU map, counts floods (failed accepts) in per-CPU arrays, and sends
-//! one compact record per connection transition through a ring buffer. All judgment
-//! happens in userspace, where it can be tested.
+//! live in maps userspace fills), counts floods (failed accepts) in per-CPU arrays,
+//! and sends one compact record per connection transition through a ring buffer.
+//! It keeps no per-connection state and runs nothing per message: a connection
+//! costs two records (open, close), and its byte counts are read from the socket
+//! once, at the close. Idle times of open connections come from sock_diag in
+//! userspace. All judgment happens in userspace, where it can be tested.
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
 //! (kernel 6.18); they are part of the tracepoints' ABI. `sport`/`dport` there are
@@ -14,19 +16,29 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use connwatch_ebpf::{
-    AF_INET, AF_INET6, CONN_TRACKED, ConnEvent, ConnInfo, DEFAULT_MAX_CONNS, MAX_ERRNO,
-    MAX_LISTENER_PIDS, MAX_WATCHED_PORTS, counter, event_kind, tcp_state,
+    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, MAX_WATCHED_PORTS,
+    TcpSockOffsets, counter, event_kind, tcp_state,
 };
 
 const IPPROTO_TCP: u16 = 6;
-/// `MSG_PEEK`: a peek does not consume data, so it is not activity.
-const MSG_PEEK: i32 = 2;
+
+/// Where the byte counters live in this kernel's `struct tcp_sock`; set by userspace
+/// at load time (all zero: unknown).
+#[unsafe(no_mangle)]
+static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets {
+    bytes_received: 0,
+    bytes_acked: 0,
+    rcv_nxt: 0,
+    copied_seq: 0,
+    write_seq: 0,
+    snd_una: 0,
+};
 
 /// Local ports whose server-side connections are observed (value unused).
 #[map]
@@ -35,11 +47,6 @@ static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCHED_P
 /// Processes (tgid) that own a watched listener: their failed accepts are counted.
 #[map]
 static LISTENER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LISTENER_PIDS, 0);
-
-/// Open connections on watched ports, keyed by the socket's kernel address. LRU so a
-/// lost close can never fill it; userspace may resize it at load time.
-#[map]
-static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNS, 0);
 
 /// Failed accept()/accept4() of listener processes, per errno (slot 0: errno ≥ MAX_ERRNO).
 #[map]
@@ -127,73 +134,86 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
         _ => return None,
     };
-    let sk: u64 = field(ctx, set_state::SKADDR)?;
     let now = ktime_ns();
-
-    let info = if kind == event_kind::OPENED {
-        let info = read_tuple(ctx, sport, now)?;
-        if CONNS.insert(sk, info, 0).is_err() {
-            bump(&COUNTERS, counter::CONN_INSERT_FAILED);
-        }
-        info
-    } else {
-        // SAFETY: the value is copied out at once; a concurrent delete of the same
-        // socket cannot happen because its state transitions are serialized.
-        match unsafe { CONNS.get(sk) } {
-            Some(info) => {
-                let info = *info;
-                let _ = CONNS.remove(sk);
-                info
+    let mut ev = read_tuple(ctx, sport, kind, now)?;
+    if kind != event_kind::OPENED {
+        let sk: u64 = field(ctx, set_state::SKADDR)?;
+        match app_bytes(sk) {
+            Some((read, written)) => {
+                ev.bytes_in = read;
+                ev.bytes_out = written;
+                ev.flags = BYTES_KNOWN;
             }
-            None => {
-                bump(&COUNTERS, counter::CLOSED_UNTRACKED);
-                let mut info = read_tuple(ctx, sport, 0)?;
-                info.flags = 0;
-                info
-            }
+            None => bump(&COUNTERS, counter::BYTES_UNREADABLE),
         }
-    };
-    send(sk, kind, now, &info);
+    }
+    send(&ev);
     Some(())
 }
 
-/// The connection's addresses from the tracepoint record, as a fresh `ConnInfo`.
+/// Reads a `T` at `offset` bytes into the kernel object at `base`.
 #[inline(always)]
-fn read_tuple(ctx: &TracePointContext, sport: u16, opened_ns: u64) -> Option<ConnInfo> {
+fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails (we return None)
+    // instead of faulting; `base` is a live socket during its state change, and
+    // `offset` comes from the kernel's BTF for `struct tcp_sock`.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+/// What the server application read and wrote on the socket at `sk`, from
+/// `struct tcp_sock` (see [`TcpSockOffsets`]). `None` when the offsets are unknown
+/// or a read fails. Runs once per connection, at its close.
+#[inline(always)]
+fn app_bytes(sk: u64) -> Option<(u64, u64)> {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the all-zero initializer into the code.
+    let off: TcpSockOffsets = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
+    if off.bytes_received == 0 || sk == 0 {
+        return None;
+    }
+    let received: u64 = kernel_read(sk, off.bytes_received)?;
+    let acked: u64 = kernel_read(sk, off.bytes_acked)?;
+    let rcv_nxt: u32 = kernel_read(sk, off.rcv_nxt)?;
+    let copied_seq: u32 = kernel_read(sk, off.copied_seq)?;
+    let write_seq: u32 = kernel_read(sk, off.write_seq)?;
+    let snd_una: u32 = kernel_read(sk, off.snd_una)?;
+    // Sequence numbers wrap: their differences are taken modulo 2^32.
+    let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
+    let queued = write_seq.wrapping_sub(snd_una) as u64;
+    Some((received.saturating_sub(unread), acked + queued))
+}
+
+/// The connection's addresses from the tracepoint record, as a fresh event.
+#[inline(always)]
+fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Option<ConnEvent> {
     let family: u16 = field(ctx, set_state::FAMILY)?;
-    let mut info = ConnInfo {
-        opened_ns,
+    let mut ev = ConnEvent {
+        ts_ns,
         lport: sport,
         rport: field(ctx, set_state::DPORT)?,
         family,
-        flags: CONN_TRACKED,
-        ..ConnInfo::default()
+        kind,
+        ..ConnEvent::default()
     };
     if family == AF_INET {
         let l: [u8; 4] = field(ctx, set_state::SADDR)?;
         let r: [u8; 4] = field(ctx, set_state::DADDR)?;
-        info.laddr[..4].copy_from_slice(&l);
-        info.raddr[..4].copy_from_slice(&r);
+        ev.laddr[..4].copy_from_slice(&l);
+        ev.raddr[..4].copy_from_slice(&r);
     } else if family == AF_INET6 {
-        info.laddr = field(ctx, set_state::SADDR_V6)?;
-        info.raddr = field(ctx, set_state::DADDR_V6)?;
+        ev.laddr = field(ctx, set_state::SADDR_V6)?;
+        ev.raddr = field(ctx, set_state::DADDR_V6)?;
     } else {
         return None;
     }
-    Some(info)
+    Some(ev)
 }
 
 #[inline(always)]
-fn send(sk: u64, kind: u8, ts_ns: u64, info: &ConnInfo) {
+fn send(ev: &ConnEvent) {
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
-            entry.write(ConnEvent {
-                ts_ns,
-                sk,
-                kind,
-                _pad: [0; 7],
-                info: *info,
-            });
+            entry.write(*ev);
             entry.submit(0);
         }
         None => bump(&COUNTERS, counter::LOST_EVENTS),
@@ -231,24 +251,26 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: a read-only lookup; the value is not dereferenced.
     unsafe { WATCHED_PORTS.get(lport) }?;
     let family: u16 = field(ctx, send_reset::SADDR)?;
-    let mut info = ConnInfo {
+    let mut ev = ConnEvent {
+        ts_ns: ktime_ns(),
         lport,
         rport: u16::from_be(field(ctx, send_reset::DADDR + send_reset::SIN_PORT)?),
         family,
-        ..ConnInfo::default()
+        kind: event_kind::REFUSED,
+        ..ConnEvent::default()
     };
     if family == AF_INET {
         let l: [u8; 4] = field(ctx, send_reset::SADDR + send_reset::SIN_ADDR)?;
         let r: [u8; 4] = field(ctx, send_reset::DADDR + send_reset::SIN_ADDR)?;
-        info.laddr[..4].copy_from_slice(&l);
-        info.raddr[..4].copy_from_slice(&r);
+        ev.laddr[..4].copy_from_slice(&l);
+        ev.raddr[..4].copy_from_slice(&r);
     } else if family == AF_INET6 {
-        info.laddr = field(ctx, send_reset::SADDR + send_reset::SIN6_ADDR)?;
-        info.raddr = field(ctx, send_reset::DADDR + send_reset::SIN6_ADDR)?;
+        ev.laddr = field(ctx, send_reset::SADDR + send_reset::SIN6_ADDR)?;
+        ev.raddr = field(ctx, send_reset::DADDR + send_reset::SIN6_ADDR)?;
     } else {
         return None;
     }
-    send(0, event_kind::REFUSED, ktime_ns(), &info);
+    send(&ev);
     Some(())
 }
 
@@ -269,60 +291,6 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
         }
     }
     0
-}
-
-// ---------------------------------------------------------------------------------
-// sock:sock_recv_length / sock:sock_send_length
-//   TP_PROTO(struct sock *sk, int ret, int flags)
-//   sk@8 family@16 protocol@18 ret@20 flags@24
-// Fired for every socket read/write on the host: one hash lookup decides, nothing
-// else happens for sockets we do not track.
-// ---------------------------------------------------------------------------------
-mod length {
-    pub const SK: usize = 8;
-    pub const PROTOCOL: usize = 18;
-    pub const RET: usize = 20;
-    pub const FLAGS: usize = 24;
-}
-
-#[tracepoint(category = "sock", name = "sock_recv_length")]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = account(&ctx, true);
-    0
-}
-
-#[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = account(&ctx, false);
-    0
-}
-
-fn account(ctx: &TracePointContext, inbound: bool) -> Option<()> {
-    if field::<u16>(ctx, length::PROTOCOL)? != IPPROTO_TCP {
-        return None;
-    }
-    let ret: i32 = field(ctx, length::RET)?;
-    if ret <= 0 || field::<i32>(ctx, length::FLAGS)? & MSG_PEEK != 0 {
-        return None;
-    }
-    let sk: u64 = field(ctx, length::SK)?;
-    let info = CONNS.get_ptr_mut(sk)?;
-    let now = ktime_ns();
-    // SAFETY: `info` points into a live, aligned CONNS value. The counters are updated
-    // with plain adds: the BPF target has no atomic read-modify-write in `core`, and
-    // a socket's reads (and its writes) come from one Redis I/O thread at a time, so
-    // two CPUs racing on the same counter is rare and would lose one increment, never
-    // corrupt memory. The activity time is a plain store; the last writer wins.
-    unsafe {
-        if inbound {
-            (*info).bytes_in += ret as u64;
-            (*info).last_recv_ns = now;
-        } else {
-            (*info).bytes_out += ret as u64;
-            (*info).last_send_ns = now;
-        }
-    }
-    Some(())
 }
 
 // ---------------------------------------------------------------------------------

@@ -368,8 +368,11 @@ impl Redactor {
             | Event::Closed { key, .. } => {
                 *key = self.key(key);
             }
-            Event::Activity { conns, .. } => {
+            Event::Activity { conns, gone, .. } => {
                 for (key, _) in conns.iter_mut() {
+                    *key = self.key(key);
+                }
+                for key in gone.iter_mut() {
                     *key = self.key(key);
                 }
             }

@@ -76,10 +76,6 @@ pub struct LiveArgs {
     pub no_redis: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
-    /// Capacity of the kernel's per-connection map (LRU); raise it for hosts with
-    /// more open connections than this.
-    #[arg(long, default_value_t = connwatch_ebpf::DEFAULT_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
-    pub max_conns: u32,
 }
 
 #[derive(Debug, Args)]

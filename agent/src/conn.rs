@@ -139,6 +139,9 @@ pub struct ConnCounts {
     /// Entries replaced by a new connection on the same addresses: their close was
     /// lost, so they count as closed, by nobody in particular.
     pub replaced: u64,
+    /// Entries the interval's sock_diag scan no longer found: their close record was
+    /// lost, so they count as closed, by nobody in particular.
+    pub vanished: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -214,6 +217,21 @@ impl ConnTable {
                 }
             }
         }
+    }
+
+    /// A connection the kernel no longer holds although its close was never seen
+    /// (its record was lost). Returned as closed like a replaced entry; `None` when
+    /// the table did not hold it.
+    pub fn vanish(&mut self, key: &ConnKey) -> Option<Closed> {
+        let conn = self.conns.remove(key)?;
+        self.counts.closed += 1;
+        self.counts.vanished += 1;
+        Some(Closed {
+            how: None,
+            conn: Some(conn),
+            lifetime: None,
+            delta: ByteDelta::default(),
+        })
     }
 
     /// Newer traffic figures of an open connection. `None` when the table does not
@@ -506,5 +524,23 @@ mod tests {
             t.close(5 * SEC, &k, CloseKind::Client, None).lifetime,
             Some(0)
         );
+    }
+
+    #[test]
+    fn a_vanished_connection_counts_as_closed_by_nobody() {
+        let mut t = ConnTable::new();
+        let k = key("10.0.0.2:40000");
+        t.open(SEC, k);
+        let closed = t.vanish(&k).unwrap();
+        assert_eq!((closed.how, closed.lifetime), (None, None));
+        assert_eq!(closed.conn.map(|c| c.since), Some(SEC));
+        assert!(t.is_empty());
+        let c = t.counts();
+        assert_eq!(
+            (c.opened, c.closed, c.vanished, c.closed_untracked),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(t.vanish(&k), None, "only once");
+        assert_eq!(t.counts().closed, 1);
     }
 }

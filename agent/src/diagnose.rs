@@ -898,6 +898,7 @@ mod tests {
                         (k, a)
                     })
                     .collect(),
+                gone: Vec::new(),
             });
         }
     }
@@ -1110,7 +1111,11 @@ mod tests {
                     (conn(GROWING, 40_000 + k), a)
                 })
                 .collect();
-            ev.push(Event::Activity { ts, conns });
+            ev.push(Event::Activity {
+                ts,
+                conns,
+                gone: Vec::new(),
+            });
         }
         let reports = Sim::new(ev).run(60);
         for r in &reports {

@@ -73,8 +73,9 @@ pub struct Activity {
 pub struct KernelCounters {
     /// Ring-buffer records that could not be reserved.
     pub lost_events: u64,
-    /// Connections the per-connection map could not hold.
-    pub conn_insert_failed: u64,
+    /// Closes whose byte counts the kernel could not read from the socket.
+    #[serde(default)]
+    pub bytes_unreadable: u64,
     /// SYN-ACKs retransmitted by watched listeners (the handshake is not completing:
     /// a full accept queue, or a lossy path).
     pub synack_retransmits: u64,
@@ -103,10 +104,14 @@ pub enum Event {
         key: ConnKey,
         activity: Activity,
     },
-    /// Current traffic figures of open connections (from the kernel map or sock_diag).
+    /// The interval's sock_diag scan of the open connections: the figures of those
+    /// whose traffic changed, and the connections the table held that the scan no
+    /// longer found although they opened before it (their close record was lost).
     Activity {
         ts: Nanos,
         conns: Vec<(ConnKey, Activity)>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gone: Vec<ConnKey>,
     },
     /// The kernel answered a connection attempt to a watched port with a RST because
     /// nothing listened there (Redis down or restarting). `key.local` is the port

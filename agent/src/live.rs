@@ -6,7 +6,6 @@
 //! are seeded from sock_diag, so a connection opened in between is seen by both
 //! (the tracker merges the two) rather than by neither.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,9 +13,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cli::LiveArgs;
-use crate::event::{Clock, ConnKey, Event, monotonic_now};
+use crate::event::{Clock, Event, monotonic_now};
 use crate::pipeline::Pipeline;
-use crate::probe::{self, Probe};
+use crate::probe::{self, EventReader, Probe};
 use crate::redis_info::{
     Password, RedisArgError, RedisSnapshot, RedisStatus, RedisTarget, load_password, spawn_poller,
 };
@@ -96,9 +95,19 @@ impl Live<'_> {
         Ok(self.pipeline.apply(ev))
     }
 
+    /// Applies every kernel record queued now, without waiting.
+    fn drain(&mut self, reader: &mut EventReader) -> anyhow::Result<()> {
+        let mut batch = Vec::new();
+        reader.drain(&mut batch);
+        for ev in &batch {
+            self.feed(ev)?;
+        }
+        Ok(())
+    }
+
     /// Ends an interval: current host figures, activity and counters in, the
     /// report out to the sink. Returns whether to go on.
-    fn end_interval(&mut self) -> anyhow::Result<bool> {
+    fn end_interval(&mut self, reader: &mut EventReader) -> anyhow::Result<bool> {
         let snapshot = host::snapshot(&self.ports);
         refresh_listeners(&mut self.probe, &snapshot.listeners);
         let now = monotonic_now();
@@ -106,20 +115,17 @@ impl Live<'_> {
             ts: now,
             snapshot: Box::new(snapshot),
         })?;
-        self.feed(&Event::Activity {
-            ts: now,
-            conns: self.probe.activity(),
-        })?;
-        // Connections that predate the agent are not in the kernel map: their idle
-        // time comes from sock_diag, only while some are still open.
-        let seeded: HashSet<ConnKey> = self.pipeline.seeded_keys();
-        if !seeded.is_empty() {
-            match sock_diag::activity_event(&self.ports, &seeded, now) {
-                Ok(ev) => {
-                    self.feed(&ev)?;
-                }
-                Err(e) => log::debug!("sock_diag refresh failed: {e}"),
+        // Traffic and idle times of the open connections come from one sock_diag
+        // scan: the kernel keeps them per socket already, so the probes need not
+        // run on every message. Closes recorded before the scan are applied first,
+        // so what the scan misses was really lost.
+        match sock_diag::open_connections(&self.ports, now) {
+            Ok(scan) => {
+                self.drain(reader)?;
+                let ev = self.pipeline.activity_from_scan(now, &scan);
+                self.feed(&ev)?;
             }
+            Err(e) => log::warn!("sock_diag scan of open connections failed: {e}"),
         }
         match self.probe.counters() {
             Ok(counters) => {
@@ -146,7 +152,7 @@ async fn run_async(
     if probe::ensure_tracefs()? {
         log::info!("mounted tracefs at {}", probe::TRACEFS);
     }
-    let mut probe = Probe::load(&ports, args.max_conns)?;
+    let mut probe = Probe::load(&ports)?;
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
     refresh_listeners(&mut probe, &host::listener_pids(&ports));
@@ -189,7 +195,7 @@ async fn run_async(
                 }
             }
             _ = ticks.tick() => {
-                if !live.end_interval()? {
+                if !live.end_interval(&mut reader)? {
                     return Ok(());
                 }
             }
@@ -212,7 +218,7 @@ async fn run_async(
             live.feed(&ev)?;
         }
     }
-    live.end_interval()?;
+    live.end_interval(&mut reader)?;
     Ok(())
 }
 

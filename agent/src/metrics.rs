@@ -455,9 +455,16 @@ fn connection_families(x: &mut Exposition, r: &Report) {
         Some(t.lost_events),
     );
     x.counter(
-        "connwatch_conn_insert_failures_total",
-        "Connections the kernel's per-connection map could not hold (raise --max-conns).",
-        Some(t.conn_insert_failed),
+        "connwatch_vanished_connections_total",
+        "Connections whose close record was lost, found gone by the interval's \
+         sock_diag scan and counted as closed then.",
+        Some(t.vanished),
+    );
+    x.counter(
+        "connwatch_closes_without_bytes_total",
+        "Closes whose byte counts the kernel could not read (they cannot be told to \
+         be rejections).",
+        Some(t.closes_without_bytes),
     );
     x.counter(
         "connwatch_evicted_clients_total",
@@ -1203,7 +1210,8 @@ mod tests {
                 reset: 58,
                 clients: 4,
                 lost_events: 3,
-                conn_insert_failed: 0,
+                vanished: 0,
+                closes_without_bytes: 0,
                 accept_errors: AcceptErrors::from_kernel(&[
                     (libc::EMFILE, 812),
                     (libc::ECONNABORTED, 2),

@@ -5,10 +5,8 @@
 //! capture file. Because a capture records every event the live pipeline saw —
 //! ticks included — a replay reaches the same reports and the same verdicts.
 
-use std::collections::HashSet;
-
 use crate::diagnose::{Diagnoser, Thresholds};
-use crate::event::{Clock, ConnKey, Event};
+use crate::event::{Activity, Clock, ConnKey, Event, Nanos};
 use crate::rates::RateMeter;
 use crate::report::Report;
 use crate::tracker::Tracker;
@@ -48,9 +46,10 @@ impl Pipeline {
         Some(report)
     }
 
-    /// Open connections that predate the agent (their activity comes from sock_diag).
-    pub fn seeded_keys(&self) -> HashSet<ConnKey> {
-        self.tracker.seeded_keys()
+    /// The interval's [`Event::Activity`] from a sock_diag scan of the open
+    /// connections (see [`Tracker::activity_from_scan`]).
+    pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
+        self.tracker.activity_from_scan(ts, scan)
     }
 
     pub fn clock(&self) -> &Clock {

@@ -7,7 +7,8 @@
 //!
 //! - connections that existed before the agent started, with their traffic totals
 //!   and idle times (`struct tcp_info`), turned into [`Event::Seeded`];
-//! - idle times of those connections each interval ([`activity_event`]);
+//! - traffic and idle times of every open connection each interval
+//!   ([`open_connections`]): the probes do not run per message;
 //! - the accept-queue depth and backlog of a listener (`idiag_rqueue`/`idiag_wqueue`
 //!   of a LISTEN socket) and its inode, which [`crate::host`] maps to a pid.
 //!
@@ -18,7 +19,6 @@
 //! Parsing is separate from the syscalls and works on byte slices: every length is
 //! checked, and a malformed reply is an `InvalidData` error, never a panic.
 
-use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::BitOr;
@@ -118,7 +118,10 @@ impl DiagSocket {
 
     /// The traffic figures of this connection as of `now`.
     ///
-    /// `last_active` is the later of the last receive and the last send. For a
+    /// The byte counts are what the server *application* moved, as the close
+    /// record counts them: received minus still unread (`idiag_rqueue`), and
+    /// acknowledged plus still queued (`idiag_wqueue`). `last_active` is the later
+    /// of the last receive and the last send. For a
     /// connection that never carried data the kernel's clocks start when it was
     /// established, so `last_active` is then the time it opened: the start of its
     /// idleness, which is what the core measures. Totals missing from an old
@@ -129,8 +132,11 @@ impl DiagSocket {
             (r, s) => r.or(s),
         };
         Activity {
-            bytes_in: self.bytes_received.unwrap_or(0),
-            bytes_out: self.bytes_acked.unwrap_or(0),
+            bytes_in: self
+                .bytes_received
+                .unwrap_or(0)
+                .saturating_sub(u64::from(self.rqueue)),
+            bytes_out: self.bytes_acked.unwrap_or(0) + u64::from(self.wqueue),
             last_active: idle_ms.map(|ms| now.saturating_sub(u64::from(ms) * 1_000_000)),
         }
     }
@@ -167,33 +173,25 @@ pub fn tcp_sockets(ports: &[u16], states: StateMask) -> io::Result<Vec<DiagSocke
 /// client socket that happens to use a watched port as its *source* port is not a
 /// connection to Redis.
 pub fn seed_events(ports: &[u16], now: Nanos) -> io::Result<Vec<Event>> {
+    let seeded = open_connections(ports, now)?
+        .into_iter()
+        .map(|(key, activity)| Event::Seeded {
+            ts: now,
+            key,
+            activity,
+        });
+    Ok(seeded.collect())
+}
+
+/// Every open server-side connection on `ports` with its traffic figures as of
+/// `now`, sorted by key: the interval's scan (see `Tracker::activity_from_scan`).
+pub fn open_connections(ports: &[u16], now: Nanos) -> io::Result<Vec<(ConnKey, Activity)>> {
     let sockets = tcp_sockets(ports, OPEN | StateMask::LISTEN)?;
     let mut conns: Vec<(ConnKey, Activity)> = server_side(&sockets)
         .map(|s| (s.key(), s.activity(now)))
         .collect();
     conns.sort_by_key(|(key, _)| *key);
-    let seeded = conns.into_iter().map(|(key, activity)| Event::Seeded {
-        ts: now,
-        key,
-        activity,
-    });
-    Ok(seeded.collect())
-}
-
-/// The current [`Activity`] of those open connections on `ports` that are in
-/// `keys`, sorted by key. Connections that are gone are simply absent.
-pub fn activity_event(ports: &[u16], keys: &HashSet<ConnKey>, now: Nanos) -> io::Result<Event> {
-    let mut conns = Vec::new();
-    if !keys.is_empty() {
-        for s in tcp_sockets(ports, OPEN)? {
-            let key = s.key();
-            if keys.contains(&key) {
-                conns.push((key, s.activity(now)));
-            }
-        }
-    }
-    conns.sort_by_key(|(key, _)| *key);
-    Ok(Event::Activity { ts: now, conns })
+    Ok(conns)
 }
 
 /// The open connections among `sockets` whose local address is held by one of the
@@ -1555,6 +1553,8 @@ mod tests {
                 clients[1].write_all(b"1234567").unwrap();
                 let (mut accepted, peer) = listener.accept().unwrap();
                 assert_eq!(peer, clients[0].local_addr().unwrap(), "accept is FIFO");
+                // The server reads 3 of the 5 bytes: 2 stay unread.
+                accepted.read_exact(&mut [0u8; 3]).unwrap();
                 accepted.write_all(b"hello world").unwrap();
                 let mut reply = [0u8; 11];
                 clients[0].read_exact(&mut reply).unwrap();
@@ -1598,8 +1598,8 @@ mod tests {
                     )
                 };
                 let mut conns = vec![
-                    // Accepted, its 5 bytes unread, its reply acknowledged.
-                    conn(0, (5, 0), inode_of(&self.accepted), 5, 11),
+                    // Accepted, 2 of its 5 bytes unread, its reply acknowledged.
+                    conn(0, (2, 0), inode_of(&self.accepted), 5, 11),
                     // Still in the accept queue: no file, so no inode.
                     conn(1, (7, 0), 0, 7, 0),
                     conn(2, (0, 0), 0, 0, 0),
@@ -1793,7 +1793,9 @@ mod tests {
             let now = crate::event::monotonic_now();
             let events = seed_events(&[f.port], now).unwrap();
             let mut want: Vec<(ConnKey, u64, u64)> =
-                vec![(f.key(0), 5, 11), (f.key(1), 7, 0), (f.key(2), 0, 0)];
+                // What the server application read and wrote: 3 of 5 bytes read;
+                // the accept-queued one received 7 that nobody read.
+                vec![(f.key(0), 3, 11), (f.key(1), 0, 0), (f.key(2), 0, 0)];
             want.sort();
             assert_eq!(events.len(), 3, "{events:?}");
             for (event, (key, bytes_in, bytes_out)) in events.iter().zip(want) {
@@ -1818,34 +1820,26 @@ mod tests {
         }
 
         #[test]
-        fn activity_event_reports_only_the_keys_asked_for() {
+        fn open_connections_are_every_server_side_one_with_its_figures() {
             let f = V4::new();
             dump_until(&[f.port], StateMask::ESTABLISHED, |got| {
                 got.iter().any(|s| s.bytes_received == Some(7))
+                    && got.iter().any(|s| s.bytes_acked == Some(11))
             });
-            let unknown = ConnKey::new(f.addr(), "127.0.0.9:1".parse().unwrap());
-            let keys: HashSet<ConnKey> = [f.key(1), unknown].into_iter().collect();
             let now = crate::event::monotonic_now();
-            let Event::Activity { ts, conns } = activity_event(&[f.port], &keys, now).unwrap()
-            else {
-                panic!("not an Activity event")
-            };
-            assert_eq!(ts, now);
-            assert_eq!(conns.len(), 1, "{conns:?}");
-            assert_eq!(
-                (conns[0].0, conns[0].1.bytes_in, conns[0].1.bytes_out),
-                (f.key(1), 7, 0)
+            let scan = open_connections(&[f.port], now).unwrap();
+            let got: Vec<(ConnKey, u64, u64)> = scan
+                .iter()
+                .map(|(k, a)| (*k, a.bytes_in, a.bytes_out))
+                .collect();
+            let mut want = vec![(f.key(0), 3, 11), (f.key(1), 0, 0), (f.key(2), 0, 0)];
+            want.sort();
+            assert_eq!(got, want);
+            assert!(
+                scan.iter()
+                    .all(|(_, a)| a.last_active.is_some_and(|t| t <= now))
             );
-            assert!(conns[0].1.last_active.is_some_and(|t| t <= now));
-
-            let none = activity_event(&[f.port], &HashSet::new(), now).unwrap();
-            assert_eq!(
-                none,
-                Event::Activity {
-                    ts: now,
-                    conns: vec![]
-                }
-            );
+            assert_eq!(open_connections(&[], now).unwrap(), vec![]);
         }
     }
 }

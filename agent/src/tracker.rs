@@ -153,10 +153,15 @@ impl Tracker {
                     }
                 }
             }
-            Event::Activity { ts, conns } => {
+            Event::Activity { ts, conns, gone } => {
                 for (key, activity) in conns {
                     if self.watches(key) {
                         self.on_activity(*ts, key, activity);
+                    }
+                }
+                for key in gone {
+                    if let Some(closed) = self.conns.vanish(key) {
+                        self.clients.on_closed(key.remote.ip(), *ts, &closed);
                     }
                 }
             }
@@ -284,7 +289,8 @@ impl Tracker {
             reset: c.reset,
             clients: self.clients.len() as u64,
             lost_events: self.counters.lost_events,
-            conn_insert_failed: self.counters.conn_insert_failed,
+            vanished: c.vanished,
+            closes_without_bytes: self.counters.bytes_unreadable,
             accept_errors: AcceptErrors::from_kernel(&self.counters.accept_errors),
             evicted_clients: self.clients.evicted(),
             rejected: self.rejected.total(),
@@ -351,14 +357,35 @@ impl Tracker {
         by_ip
     }
 
-    /// Open connections that predate the agent: the kernel does not track their
-    /// traffic, so their activity has to come from sock_diag.
-    pub fn seeded_keys(&self) -> HashSet<ConnKey> {
-        self.conns
+    /// Turns a sock_diag scan of every open connection on the watched ports,
+    /// begun at `ts`, into the interval's [`Event::Activity`]: the figures of the
+    /// connections the table holds whose traffic moved (so idle connections cost
+    /// nothing in a capture), and the connections the table holds that opened
+    /// before the scan but are not in it — their close record was lost.
+    ///
+    /// The caller applies every kernel record queued before the scan first, so a
+    /// connection closed just before it is closed in the table, not gone.
+    pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
+        let mut conns = Vec::new();
+        let mut found = HashSet::with_capacity(scan.len());
+        for (key, activity) in scan {
+            let key = ConnKey::new(key.local, key.remote);
+            found.insert(key);
+            if let Some(conn) = self.conns.get(&key)
+                && moved(conn, activity)
+            {
+                conns.push((key, *activity));
+            }
+        }
+        let mut gone: Vec<ConnKey> = self
+            .conns
             .iter()
-            .filter(|(_, conn)| conn.origin == Origin::Seeded)
+            .filter(|(key, conn)| conn.since < ts && !found.contains(key))
             .map(|(key, _)| *key)
-            .collect()
+            .collect();
+        conns.sort_by_key(|(key, _)| *key);
+        gone.sort_unstable();
+        Event::Activity { ts, conns, gone }
     }
 
     /// Connections open now.
@@ -418,6 +445,21 @@ impl OpenConns {
             max: micros(max),
         })
     }
+}
+
+/// sock_diag times data movement in jiffies (up to 10 ms) and reports it as "ms
+/// ago", so one instant read twice can differ by this much.
+const ACTIVITY_JITTER: Nanos = 10_000_000;
+
+/// Whether `activity` says more than the table knows of `conn`.
+fn moved(conn: &Conn, activity: &Activity) -> bool {
+    activity.bytes_in > conn.bytes_in
+        || activity.bytes_out > conn.bytes_out
+        || match (activity.last_active, conn.last_active) {
+            (Some(new), Some(old)) => new > old + ACTIVITY_JITTER,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
 }
 
 fn nearest_rank_index(q: f64, len: usize) -> Option<usize> {
@@ -557,6 +599,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            gone: Vec::new(),
         }
     }
 
@@ -735,17 +778,69 @@ mod tests {
         assert_eq!(r.totals.opened, 1);
     }
 
+    fn figures(bytes_in: u64, bytes_out: u64, last_active: Option<Nanos>) -> Activity {
+        Activity {
+            bytes_in,
+            bytes_out,
+            last_active,
+        }
+    }
+
     #[test]
-    fn seeded_keys_lists_only_open_seeded_connections() {
-        let old = redis("10.0.0.2:1");
-        let gone = redis("10.0.0.2:2");
-        let t = tracker(&[
-            seeded(START, old, None),
-            seeded(START, gone, None),
-            opened(START, redis("10.0.0.2:3")),
-            closed(START + SEC, gone, CloseKind::Client),
+    fn a_scan_keeps_what_moved_and_finds_what_vanished() {
+        let (idle, busy, lost) = (
+            redis("10.0.0.2:1"),
+            redis("10.0.0.2:2"),
+            redis("10.0.0.3:3"),
+        );
+        let (young, stranger) = (redis("10.0.0.2:4"), redis("10.0.0.9:9"));
+        let mut t = tracker(&[
+            opened(START, idle),
+            opened(START, busy),
+            opened(START, lost),
+            activity(START + SEC, &[(idle, 5, 9, Some(START + SEC))]),
         ]);
-        assert_eq!(t.seeded_keys(), HashSet::from([old]));
+        let scan_at = START + 2 * SEC;
+        // Opened after the scan began: its absence from the scan means nothing.
+        t.apply(&opened(scan_at + 1, young));
+        let scan = [
+            // Read again with sock_diag's jitter: nothing new.
+            (idle, figures(5, 9, Some(START + SEC + 3_000_000))),
+            (busy, figures(10, 20, Some(scan_at))),
+            // Not ours: no figures for it.
+            (stranger, figures(1, 1, Some(scan_at))),
+        ];
+        let ev = t.activity_from_scan(scan_at, &scan);
+        assert_eq!(
+            ev,
+            Event::Activity {
+                ts: scan_at,
+                conns: vec![(busy, figures(10, 20, Some(scan_at)))],
+                gone: vec![lost],
+            }
+        );
+        t.apply(&ev);
+        let c = t.conns().counts();
+        assert_eq!((c.closed, c.vanished), (1, 1));
+        let r = t.report(scan_at, &clock());
+        assert_eq!(
+            (r.totals.open, r.totals.closed, r.totals.vanished),
+            (3, 1, 1)
+        );
+        let row = client(&r, "10.0.0.3");
+        assert_eq!((row.open, row.closed), (0, 1));
+        // The same figures again change nothing.
+        let mut scan = scan.to_vec();
+        scan.push((young, figures(0, 0, None)));
+        let again = t.activity_from_scan(scan_at + SEC, &scan);
+        assert_eq!(
+            again,
+            Event::Activity {
+                ts: scan_at + SEC,
+                conns: vec![],
+                gone: vec![],
+            }
+        );
     }
 
     #[test]
@@ -977,7 +1072,7 @@ mod tests {
             ts: START,
             counters: KernelCounters {
                 lost_events: lost,
-                conn_insert_failed: 2,
+                bytes_unreadable: 2,
                 synack_retransmits: 0,
                 accept_errors: vec![(libc::EAGAIN, 50_000), (libc::EMFILE, emfile)],
             },
@@ -986,7 +1081,7 @@ mod tests {
         t.apply(&counters(5, 812));
         let r = t.report(START + SEC, &clock());
         assert_eq!(r.totals.lost_events, 5);
-        assert_eq!(r.totals.conn_insert_failed, 2);
+        assert_eq!(r.totals.closes_without_bytes, 2);
         let errors: Vec<(&str, u64)> = r.totals.accept_errors.iter().collect();
         assert_eq!(errors, [("EMFILE", 812)]);
     }
@@ -1068,7 +1163,7 @@ mod tests {
                 ts: START + 3 * SEC,
                 counters: KernelCounters {
                     lost_events: 0,
-                    conn_insert_failed: 0,
+                    bytes_unreadable: 0,
                     synack_retransmits: 0,
                     accept_errors: vec![(libc::EMFILE, 812)],
                 },

@@ -919,8 +919,12 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(ts, key, how, activity)| Event::Closed { ts, key, how, activity }),
         1 => (any::<u64>(), conn_key(), activity())
             .prop_map(|(ts, key, activity)| Event::Seeded { ts, key, activity }),
-        1 => (any::<u64>(), prop::collection::vec((conn_key(), activity()), 0..4))
-            .prop_map(|(ts, conns)| Event::Activity { ts, conns }),
+        1 => (
+            any::<u64>(),
+            prop::collection::vec((conn_key(), activity()), 0..4),
+            prop::collection::vec(conn_key(), 0..3),
+        )
+            .prop_map(|(ts, conns, gone)| Event::Activity { ts, conns, gone }),
         2 => (any::<u64>(), conn_key()).prop_map(|(ts, key)| Event::Refused { ts, key }),
         1 => (any::<u64>(), redis_snapshot())
             .prop_map(|(ts, s)| Event::Redis { ts, snapshot: Box::new(s) }),

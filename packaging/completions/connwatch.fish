@@ -53,7 +53,6 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l internal-r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l capacity-critical -d '…and critical from this ratio' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l max-conns -d 'Capacity of the kernel\'s per-connection map (LRU); raise it for hosts with more open connections than this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s f -l format -d 'Output format. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s d -l duration -d 'Stop after this long (e.g. 30s) and print a last report. Default: run until SIGINT/SIGTERM' -r
@@ -82,7 +81,6 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l internal
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l capacity-critical -d '…and critical from this ratio' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l max-conns -d 'Capacity of the kernel\'s per-connection map (LRU); raise it for hosts with more open connections than this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s o -l output -d 'The capture file to create (mode 0600; never overwritten)' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s d -l duration -d 'Stop after this long, e.g. 5m. Default: until SIGINT/SIGTERM or --max-size' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l max-size -d 'Stop when the file reaches this size (compressed), e.g. 100M, 2G' -r
@@ -134,7 +132,6 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l internal-r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-critical -d '…and critical from this ratio' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l max-conns -d 'Capacity of the kernel\'s per-connection map (LRU); raise it for hosts with more open connections than this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sample -d 'How long to sample before judging' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s f -l format -d 'Output format. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"

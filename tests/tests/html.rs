@@ -64,6 +64,7 @@ fn incident() -> Vec<Event> {
         ev.push(Event::Activity {
             ts,
             conns: pool.iter().map(busy).collect(),
+            gone: Vec::new(),
         });
         ev.push(Event::Redis {
             ts: ts - 10 * MS,

@@ -6,11 +6,12 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use connwatch_ebpf::{ConnEvent, ConnInfo, MAX_ERRNO, MAX_LISTENER_PIDS, counter};
+use connwatch_ebpf::{ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter};
 use tokio::io::unix::AsyncFd;
 
-use super::decode::{activity_of, decode, key_of};
-use crate::event::{Activity, ConnKey, Event, KernelCounters};
+use super::btf::{VMLINUX_BTF, tcp_sock_offsets};
+use super::decode::decode;
+use crate::event::{Event, KernelCounters};
 
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connwatch"));
@@ -18,13 +19,29 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 /// (program, tracepoint category, tracepoint name)
 const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
-    ("sock_send_length", "sock", "sock_send_length"),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
     ("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
 ];
+
+/// Where this kernel keeps the byte counters the close record reads. Without BTF
+/// the programs still run, and closes carry no byte counts (rejections cannot be
+/// told from closes then): said once, not fatal.
+fn tcp_offsets() -> TcpSockOffsets {
+    let found = std::fs::read(VMLINUX_BTF)
+        .map_err(|e| e.to_string())
+        .and_then(|blob| tcp_sock_offsets(&blob).map_err(|e| e.to_string()));
+    match found {
+        Ok(offsets) => offsets,
+        Err(e) => {
+            log::warn!(
+                "cannot locate struct tcp_sock's byte counters ({VMLINUX_BTF}: {e}); closes will carry no byte counts and rejections cannot be told apart"
+            );
+            TcpSockOffsets::default()
+        }
+    }
+}
 
 /// The loaded and attached probes. Dropping it detaches everything: the links are
 /// owned by this process, so nothing stays attached if the agent dies.
@@ -32,7 +49,6 @@ pub struct Probe {
     // Owns the programs and their links; must outlive the maps' use.
     _ebpf: Ebpf,
     pids: HashMap<MapData, u32, u8>,
-    conns: HashMap<MapData, u64, ConnInfo>,
     accept_errors: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
@@ -42,15 +58,16 @@ pub struct Probe {
 impl Probe {
     /// Loads the programs, fills the watched ports, and attaches the tracepoints.
     /// tracefs must be mounted (see [`super::ensure_tracefs`]).
-    pub fn load(ports: &[u16], max_conns: u32) -> anyhow::Result<Probe> {
+    pub fn load(ports: &[u16]) -> anyhow::Result<Probe> {
         if PROGRAMS.is_empty() {
             bail!(
                 "this connwatch was built without its BPF programs (AYA_BUILD_SKIP); rebuild it with `cargo xtask build`"
             );
         }
         raise_memlock_limit();
+        let offsets = tcp_offsets();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("CONNS", max_conns)
+            .override_global("TCP_SOCK_OFFSETS", &offsets, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
 
@@ -77,7 +94,6 @@ impl Probe {
 
         Ok(Probe {
             pids: take(&mut ebpf, "LISTENER_PIDS")?,
-            conns: take(&mut ebpf, "CONNS")?,
             accept_errors: take(&mut ebpf, "ACCEPT_ERRORS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             events: Some(take(&mut ebpf, "EVENTS")?),
@@ -129,21 +145,10 @@ impl Probe {
         }
         Ok(KernelCounters {
             lost_events: sum(&self.counters, counter::LOST_EVENTS)?,
-            conn_insert_failed: sum(&self.counters, counter::CONN_INSERT_FAILED)?,
+            bytes_unreadable: sum(&self.counters, counter::BYTES_UNREADABLE)?,
             synack_retransmits: sum(&self.counters, counter::SYNACK_RETRANSMITS)?,
             accept_errors,
         })
-    }
-
-    /// Bytes and last activity of every connection the kernel tracks.
-    pub fn activity(&self) -> Vec<(ConnKey, Activity)> {
-        // Entries can vanish while we iterate (connections closing); such errors
-        // only mean that entry is gone, so they are skipped.
-        self.conns
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(_, info)| Some((key_of(&info)?, activity_of(&info)?)))
-            .collect()
     }
 
     /// Hands out the ring-buffer reader (once).
@@ -210,6 +215,17 @@ impl EventReader {
         }
         guard.clear_ready();
         Ok(())
+    }
+
+    /// Appends the records queued now, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        let ring = self.fd.get_mut();
+        while let Some(item) = ring.next() {
+            match parse_record(&item) {
+                Some(ev) => out.push(ev),
+                None => self.undecodable += 1,
+            }
+        }
     }
 
     /// Records that could not be interpreted (should stay 0).

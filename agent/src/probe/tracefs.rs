@@ -12,8 +12,6 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// The tracepoints the probes attach to, as (category, name).
 pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("sock", "inet_sock_set_state"),
-    ("sock", "sock_recv_length"),
-    ("sock", "sock_send_length"),
     ("syscalls", "sys_exit_accept4"),
     ("syscalls", "sys_exit_accept"),
     ("tcp", "tcp_send_reset"),

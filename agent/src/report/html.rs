@@ -2014,6 +2014,7 @@ mod tests {
                         (k, a)
                     })
                     .collect(),
+                gone: Vec::new(),
             });
             let leaked = i.min(seconds);
             ev.push(Event::Redis {

@@ -64,7 +64,8 @@ mod tests {
                 reset: 1,
                 clients: 2,
                 lost_events: 4,
-                conn_insert_failed: 0,
+                vanished: 0,
+                closes_without_bytes: 0,
                 accept_errors: AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]),
                 evicted_clients: 1,
                 ..Totals::default()
@@ -104,7 +105,8 @@ mod tests {
             r#""reset""#,
             r#""clients""#,
             r#""lost_events""#,
-            r#""conn_insert_failed""#,
+            r#""vanished""#,
+            r#""closes_without_bytes""#,
             r#""accept_errors""#,
             r#""evicted_clients""#,
             r#""rejected""#,
@@ -157,7 +159,7 @@ mod tests {
             json!({
                 "open": 3, "opened": 10, "closed": 7, "closed_by_server": 1,
                 "closed_by_client": 5, "reset": 1, "clients": 2, "lost_events": 4,
-                "conn_insert_failed": 0, "accept_errors": {"EMFILE": 812},
+                "vanished": 0, "closes_without_bytes": 0, "accept_errors": {"EMFILE": 812},
                 "evicted_clients": 1, "rejected": 0,
                 "rejected_by_reason": {"maxclients": 0, "protected_mode": 0, "unknown": 0},
                 "refused": 0, "accept_errors_per_s": 0.0, "synack_retransmits": 0
@@ -192,7 +194,7 @@ mod tests {
         assert_eq!(keys(&v).len(), 10);
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
-        assert_eq!(keys(&v["totals"]).len(), 16);
+        assert_eq!(keys(&v["totals"]).len(), 17);
         assert!(v["totals"].get("accept_queue").is_none());
         assert_eq!(
             v["redis"],

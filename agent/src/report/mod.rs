@@ -71,8 +71,12 @@ pub struct Totals {
     pub clients: u64,
     /// Kernel events lost (the ring buffer was full): the figures are incomplete.
     pub lost_events: u64,
-    /// Connections the kernel's per-connection map could not hold.
-    pub conn_insert_failed: u64,
+    /// Connections whose close record was lost (the ring buffer was full), found
+    /// gone by the interval's sock_diag scan and counted as closed then.
+    pub vanished: u64,
+    /// Closes whose byte counts the kernel could not read: such a close cannot be
+    /// told to be a rejection.
+    pub closes_without_bytes: u64,
     /// Failed accepts of the listeners, by errno name.
     pub accept_errors: AcceptErrors,
     /// Quiet client addresses dropped to bound memory.

@@ -200,8 +200,11 @@ fn totals_line(report: &Report) -> String {
         );
     }
     // Rare, and each means the figures above are incomplete: shown only when they happen.
-    if t.conn_insert_failed > 0 {
-        let _ = write!(line, "  untracked (map full) {}", t.conn_insert_failed);
+    if t.vanished > 0 {
+        let _ = write!(line, "  closes lost {}", t.vanished);
+    }
+    if t.closes_without_bytes > 0 {
+        let _ = write!(line, "  closes without bytes {}", t.closes_without_bytes);
     }
     if !t.accept_errors.is_empty() {
         let _ = write!(line, "  accept errors {}/s", t.accept_errors_per_s);
@@ -383,7 +386,8 @@ mod tests {
                 reset: 1,
                 clients: clients.len() as u64,
                 lost_events: 0,
-                conn_insert_failed: 0,
+                vanished: 0,
+                closes_without_bytes: 0,
                 accept_errors: AcceptErrors::default(),
                 evicted_clients: 0,
                 ..Totals::default()
@@ -456,7 +460,8 @@ mod tests {
     fn shows_accept_errors_and_map_failures_only_when_present() {
         let mut r = report(vec![busy()]);
         r.totals.lost_events = 12;
-        r.totals.conn_insert_failed = 3;
+        r.totals.vanished = 3;
+        r.totals.closes_without_bytes = 2;
         r.totals.accept_errors =
             AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::ENFILE, 4)]);
         r.totals.accept_errors_per_s = 20_000.0;
@@ -469,7 +474,7 @@ mod tests {
         assert_eq!(
             text.lines().nth(2),
             Some(
-                "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  accept queue 128/511  untracked (map full) 3  accept errors 20000/s EMFILE 812 ENFILE 4"
+                "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  accept queue 128/511  closes lost 3  closes without bytes 2  accept errors 20000/s EMFILE 812 ENFILE 4"
             )
         );
     }
