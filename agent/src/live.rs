@@ -156,6 +156,15 @@ async fn run_async(
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
     refresh_listeners(&mut probe, &host::listener_pids(&ports));
+    // Attached: what loading took is no longer needed. Before any thread starts,
+    // since capabilities are per thread.
+    match probe::drop_capabilities() {
+        Ok(kept) => log::info!(
+            "dropped capabilities; kept: {}",
+            probe::kept_names(kept).join(", ")
+        ),
+        Err(e) => log::warn!("could not drop capabilities: {e}"),
+    }
     sink.start(&ports, &clock)?;
     let mut live = Live {
         probe,

@@ -2,7 +2,8 @@
 //! logs (even at trace level, even when Redis refuses it), not in a report, not in
 //! a capture file, not in the Prometheus text. A password in a `--redis` URL is
 //! refused without being echoed. Captures are 0600; the metrics endpoint has no
-//! default address. Real agent, real redis-server with `--requirepass`.
+//! default address. Once its programs are attached the agent keeps only the
+//! capabilities it still uses. Real agent, real redis-server with `--requirepass`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -349,4 +350,49 @@ fn metrics_need_an_explicit_address_and_the_help_says_loopback() {
     // A host name is not an address either (nothing is resolved to decide where to listen).
     let out = run(&["watch", "-p", "6379", "--metrics", "localhost:9187"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A `Cap…:` mask of /proc/PID/status.
+fn cap_mask(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    u64::from_str_radix(hex.trim(), 16).expect("a hex mask")
+}
+
+#[test]
+fn once_attached_the_agent_keeps_only_the_capabilities_it_still_needs() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let mut agent = Agent::watch(&[redis.port]);
+    agent.wait_for("INFO joined", WAIT, |r| r["redis"]["status"] == "ok");
+    // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): Redis's /proc entries.
+    let kept = (1u64 << 2) | (1u64 << 19);
+    let pid = agent.pid();
+    assert_eq!(cap_mask(pid, "CapEff"), kept, "effective");
+    assert_eq!(cap_mask(pid, "CapPrm"), kept, "permitted");
+    assert_eq!(cap_mask(pid, "CapAmb"), 0, "ambient");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // Every thread, the Redis poller's included.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let eff = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        assert!(
+            eff.contains("CapEff:\t0000000000080004"),
+            "thread {tid}: {eff}"
+        );
+    }
+
+    // And it still does its work: new connections, Redis's fd count from /proc,
+    // the listener pid (whose failed accepts are counted) through its maps.
+    let _clients = Client::many("127.0.0.4", redis.addr(), 3);
+    let report = agent.wait_for("three connections and the fd count", WAIT, |r| {
+        r["totals"]["open"] == 3 && r["limits"]["open_fds"].as_u64().is_some_and(|n| n >= 4)
+    });
+    assert_eq!(report["limits"]["pid"], redis.pid());
+    let (status, _) = agent.stop();
+    assert!(status.success(), "{status}");
 }

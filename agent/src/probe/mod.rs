@@ -12,5 +12,5 @@ mod tracefs;
 pub use btf::{BtfError, tcp_sock_offsets};
 pub use decode::decode;
 pub use loader::{EventReader, Probe};
-pub use privileges::{MissingPrivileges, check_privileges};
+pub use privileges::{MissingPrivileges, check_privileges, drop_capabilities, kept_names};
 pub use tracefs::{TRACEFS, ensure_tracefs};

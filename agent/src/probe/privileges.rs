@@ -1,12 +1,95 @@
 //! Up-front check of the privileges loading the probes needs, so a user without
-//! them reads one clear line instead of an EPERM from deep inside the loader.
+//! them reads one clear line instead of an EPERM from deep inside the loader; and
+//! giving them up once the probes are attached.
 
 use std::fmt;
+use std::io;
 
 /// CAP_PERFMON and CAP_BPF, numbered as in `linux/capability.h`.
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 const CAP_SYS_ADMIN: u32 = 21;
+/// Kept after loading: reading another user's /proc/PID/fd and limits (Redis's).
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+/// The capabilities a running agent keeps.
+pub const KEPT_CAPS: u64 = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_PTRACE);
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`; version 3 takes two (capabilities 0–31, 32–63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Gives up every capability but [`KEPT_CAPS`] once the programs are loaded and
+/// attached: the maps are used through file descriptors the agent already holds,
+/// and sock_diag needs no privilege, so what stays is only what reading Redis's
+/// /proc entries takes. Also sets no_new_privs, so nothing can regain them.
+///
+/// Capabilities are per thread: call it before any other thread starts (threads
+/// started later inherit the reduced set). Returns the permitted set kept.
+pub fn drop_capabilities() -> io::Result<u64> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData (version 3) into `data`, which holds exactly
+    // two, and reads the header we own.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let kept = permitted & KEPT_CAPS;
+    let set = [kept as u32, (kept >> 32) as u32];
+    for (d, bits) in data.iter_mut().zip(set) {
+        *d = CapData {
+            effective: bits,
+            permitted: bits,
+            inheritable: 0,
+        };
+    }
+    // SAFETY: as above; capset only reads the header and the two CapData.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only; failure is reported, not fatal.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    Ok(kept)
+}
+
+/// Names of the capabilities in `mask` that a running agent keeps.
+pub fn kept_names(mask: u64) -> Vec<&'static str> {
+    [
+        (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| mask & (1 << cap) != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
 
 #[derive(Debug)]
 pub struct MissingPrivileges(pub String);
@@ -53,6 +136,15 @@ mod tests {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
         assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
         assert_eq!(effective_caps("Name: x\n"), None);
+    }
+
+    #[test]
+    fn kept_capabilities_are_named() {
+        assert_eq!(
+            kept_names(KEPT_CAPS | (1 << CAP_BPF)),
+            ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"]
+        );
+        assert!(kept_names(0).is_empty());
     }
 
     #[test]
