@@ -4,7 +4,8 @@
 //! The table is fed the outcomes of [`crate::conn::ConnTable`] changes. It stays
 //! bounded: an address with open connections is always kept; one without that has
 //! been quiet for longer than the retention window can be evicted
-//! ([`ClientTable::evict_quiet`]), and evictions are counted.
+//! ([`ClientTable::evict_quiet`]), and so can the longest-quiet ones when a flood
+//! of new addresses reaches [`MAX_ADDRESSES`]. Evictions are counted.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -18,6 +19,12 @@ use crate::retry::RetryGaps;
 
 /// How long an address without open connections is kept after its last event.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
+
+/// At most this many addresses are kept: more than a Redis host has clients, few
+/// enough that a flood of attempts from new addresses (a scan, a spoofed storm)
+/// cannot grow the agent without bound. Addresses holding connections are kept
+/// beyond it: they are bounded by the connections themselves.
+pub const MAX_ADDRESSES: usize = 20_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -90,6 +97,7 @@ impl ClientStats {
 pub struct ClientTable {
     clients: HashMap<IpAddr, ClientStats>,
     retention: Nanos,
+    max_addresses: usize,
     evicted: u64,
 }
 
@@ -101,14 +109,24 @@ impl Default for ClientTable {
 
 impl ClientTable {
     pub fn new(retention: Duration) -> Self {
+        Self::with_max_addresses(retention, MAX_ADDRESSES)
+    }
+
+    /// A table that keeps at most `max_addresses` (at least 8) addresses without
+    /// open connections.
+    pub fn with_max_addresses(retention: Duration, max_addresses: usize) -> Self {
         ClientTable {
             clients: HashMap::new(),
             retention: u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX),
+            max_addresses: max_addresses.max(8),
             evicted: 0,
         }
     }
 
     fn entry(&mut self, ip: IpAddr, ts: Nanos) -> &mut ClientStats {
+        if self.clients.len() >= self.max_addresses && !self.clients.contains_key(&ip) {
+            self.make_room();
+        }
         let stats = self.clients.entry(ip).or_default();
         stats.touch(ts);
         stats
@@ -197,6 +215,31 @@ impl ClientTable {
         let evicted = (before - self.clients.len()) as u64;
         self.evicted += evicted;
         evicted
+    }
+
+    /// The table is full: forgets the longest-quiet addresses without open
+    /// connections, down to 7/8 of the limit, so the sort is paid once per
+    /// limit/8 new addresses, not once per address.
+    fn make_room(&mut self) {
+        let keep = self.max_addresses - self.max_addresses / 8;
+        let excess = self.clients.len().saturating_sub(keep);
+        let mut quiet: Vec<(Nanos, IpAddr)> = self
+            .clients
+            .iter()
+            .filter(|(_, s)| s.open == 0)
+            .map(|(ip, s)| (s.last_seen, *ip))
+            .collect();
+        if excess == 0 || quiet.is_empty() {
+            return;
+        }
+        if quiet.len() > excess {
+            quiet.select_nth_unstable(excess - 1);
+            quiet.truncate(excess);
+        }
+        for (_, ip) in quiet {
+            self.clients.remove(&ip);
+            self.evicted += 1;
+        }
     }
 
     pub fn get(&self, ip: &IpAddr) -> Option<&ClientStats> {
@@ -411,6 +454,42 @@ mod tests {
         assert_eq!(f.clients.len(), 1);
         assert_eq!(f.stats("10.0.0.3").open, 1);
         assert_eq!(f.clients.evicted(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_evicts_the_longest_quiet_ones() {
+        let mut t = ClientTable::with_max_addresses(Duration::from_secs(600), 16);
+        let ip = |i: u32| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+        // Address 0 holds a connection: never evicted.
+        t.on_opened(ip(0), 0);
+        for i in 1..16 {
+            t.on_refused(ip(i), u64::from(i) * SEC);
+        }
+        assert_eq!((t.len(), t.evicted()), (16, 0));
+        // The 17th: down to 14 (7/8 of 16), the two quietest without connections go.
+        t.on_refused(ip(100), 100 * SEC);
+        assert_eq!((t.len(), t.evicted()), (15, 2));
+        assert!(t.get(&ip(1)).is_none() && t.get(&ip(2)).is_none());
+        assert!(t.get(&ip(0)).is_some() && t.get(&ip(3)).is_some());
+        // Known addresses never evict anything.
+        t.on_refused(ip(3), 101 * SEC);
+        assert_eq!((t.len(), t.evicted()), (15, 2));
+        // A flood of 1,000 more stays bounded, every eviction counted.
+        for i in 1_000..2_000 {
+            t.on_refused(ip(i), u64::from(i) * SEC);
+        }
+        assert!(t.len() <= 16, "{}", t.len());
+        assert_eq!(t.len() as u64 + t.evicted(), 1 + 15 + 1 + 1_000);
+        assert_eq!(t.get(&ip(0)).map(|s| s.open), Some(1));
+    }
+
+    #[test]
+    fn when_every_address_holds_connections_none_is_evicted() {
+        let mut t = ClientTable::with_max_addresses(Duration::from_secs(600), 8);
+        for i in 0..12u8 {
+            t.on_opened(IpAddr::from([10, 0, 0, i]), 0);
+        }
+        assert_eq!((t.len(), t.evicted()), (12, 0));
     }
 
     #[test]

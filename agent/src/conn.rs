@@ -74,10 +74,9 @@ impl Conn {
 
     /// Takes newer traffic figures and returns by how much the byte counts grew.
     ///
-    /// Counts only grow: the kernel's figures are totals, and a smaller one means a
-    /// different source saw less of the connection (the kernel map only counts
-    /// since the probes attached, sock_diag counts its whole life). Keeping the
-    /// larger figure never counts a byte twice.
+    /// Counts only grow: the kernel's figures are totals of the connection's whole
+    /// life (sock_diag scans, the socket's counters at close), so a smaller one is
+    /// an older reading. Keeping the larger figure never counts a byte twice.
     fn absorb(&mut self, activity: &Activity) -> ByteDelta {
         let delta = ByteDelta {
             bytes_in: activity.bytes_in.saturating_sub(self.bytes_in),

@@ -654,6 +654,14 @@ impl Diagnoser {
         let mut evidence = Map::new();
         evidence.insert("addresses".into(), json!(n));
         evidence.insert("opened".into(), json!(opened));
+        // A fan-out past the client table's limit: the forgotten addresses are
+        // not in `addresses`.
+        if r.totals.evicted_clients > 0 {
+            evidence.insert(
+                "addresses_forgotten".into(),
+                json!(r.totals.evicted_clients),
+            );
+        }
         Some(Verdict {
             kind: VerdictKind::InstanceFanout,
             severity: Severity::Warning,
@@ -1703,10 +1711,18 @@ mod tests {
         assert_eq!(sim.diagnoser.clients.len(), 51);
         let reports = sim.run(6);
         let last = &reports[5];
-        assert_eq!(last.clients.len(), 100_001);
+        // The client table keeps at most MAX_ADDRESSES; the rest are counted.
+        let kept = last.clients.len();
+        assert!(kept <= crate::client::MAX_ADDRESSES, "{kept}");
+        assert_eq!(kept as u64 + last.totals.evicted_clients, 100_001);
+        assert!(last.clients.iter().any(|c| c.addr == ip("192.168.0.1")));
         assert_eq!(
             evidence(verdict(last, K::InstanceFanout), "addresses"),
-            100_000
+            kept as u64 - 1
+        );
+        assert_eq!(
+            evidence(verdict(last, K::InstanceFanout), "addresses_forgotten"),
+            last.totals.evicted_clients
         );
         // Only the one holding a connection has a history.
         let kept: Vec<IpAddr> = sim.diagnoser.clients.keys().copied().collect();

@@ -15,14 +15,16 @@ use crate::process::{self, display, query, run_checked};
 /// the demo and tests, and the Python Redis client (redis-py, run with Debian's
 /// /usr/bin/python3) that drives the diagnosis tests' clients in tests/clients/, and
 /// Prometheus (`prometheus` and `promtool`) that validates and scrapes `--metrics`, and
-/// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs.
-pub const APT_PACKAGES: [&str; 6] = [
+/// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs, and
+/// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with.
+pub const APT_PACKAGES: [&str; 7] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
     "python3-redis",
     "prometheus",
     "chromium",
+    "bpftrace",
 ];
 /// Packages whose maintainer scripts start a system service nothing here needs.
 const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];

@@ -91,6 +91,7 @@ impl Probe {
         }
         // The ports map stays referenced by the programs; our handle is not needed.
         drop(watched);
+        release_load_memory();
 
         Ok(Probe {
             pids: take(&mut ebpf, "LISTENER_PIDS")?,
@@ -173,6 +174,18 @@ where
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the BPF object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Loading parses the kernel's BTF (megabytes, twice: aya and [`tcp_offsets`]); once
+/// loaded, that memory is free but glibc keeps it in the heap, where it would count
+/// in the agent's RSS for its whole run. Hands it back to the system.
+fn release_load_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it has no
+    // preconditions and does not touch live allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it where we can.
