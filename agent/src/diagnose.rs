@@ -243,7 +243,7 @@ impl Diagnoser {
         // At most ~120 samples per address whatever the interval: bounded memory.
         let min_step = self.window_ns() / 120;
         for c in &report.clients {
-            let failures = c.rejected + c.refused + c.reset;
+            let failures = c.failed;
             // Addresses with nothing open and no failures cannot be a leak or storm:
             // no history for them (and none kept once they are back to that), so a
             // fan-out of 100k addresses stays cheap. Should one come back, the
@@ -338,7 +338,7 @@ impl Diagnoser {
         if c.internal {
             return (ClientVerdict::Healthy, None);
         }
-        let failures = c.rejected + c.refused + c.reset;
+        let failures = c.failed;
         let short = nanos(self.cfg.short_window);
         let recent_failures = self
             .client_sample_at(c.addr, now, short)
@@ -425,7 +425,7 @@ impl Diagnoser {
         let span = now.saturating_sub(start.ts);
         // Still growing — or held at the limit: a leak that filled the server can
         // grow no more, and its new attempts are turned away instead.
-        let failed_lately = c.rejected + c.refused + c.reset > start.failures;
+        let failed_lately = c.failed > start.failures;
         if growth < self.cfg.leak_min_growth
             || (c.open <= third.open && !failed_lately)
             || span == 0

@@ -45,13 +45,23 @@ pub fn try_listener_pids(ports: &[u16]) -> io::Result<Vec<Listener>> {
 /// The LISTEN sockets among `sockets` (one sock_diag dump) with the pids under
 /// `proc_root` holding each, sorted by address.
 fn listeners_of(sockets: &[DiagSocket], proc_root: &Path) -> Vec<Listener> {
+    listeners_cached(sockets, proc_root, &mut OwnerCache::default())
+}
+
+/// [`listeners_of`], reusing the owners `cache` found before while they still hold
+/// their sockets.
+fn listeners_cached(
+    sockets: &[DiagSocket],
+    proc_root: &Path,
+    cache: &mut OwnerCache,
+) -> Vec<Listener> {
     let listening = || {
         sockets
             .iter()
             .filter(|s| s.state == sock_diag::state::LISTEN)
     };
     let inodes: HashSet<u64> = listening().map(|s| s.inode).filter(|&i| i != 0).collect();
-    let mut owners = pids_by_inode(proc_root, &inodes);
+    let mut owners = cache.pids(proc_root, &inodes);
     let mut listeners: Vec<Listener> = listening()
         .map(|s| Listener {
             port: s.local.port(),
@@ -66,8 +76,78 @@ fn listeners_of(sockets: &[DiagSocket], proc_root: &Path) -> Vec<Listener> {
 
 /// For each of `inodes`, the pids under `proc_root` with a file descriptor on that
 /// socket. Each process's fd directory is read once, for all inodes together.
+#[cfg(test)]
 fn pids_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<u32>> {
-    let mut owners: HashMap<u64, Vec<u32>> = HashMap::new();
+    owners_by_inode(proc_root, inodes)
+        .into_iter()
+        .map(|(inode, owners)| {
+            let mut pids: Vec<u32> = owners.iter().map(|&(pid, _)| pid).collect();
+            pids.dedup();
+            (inode, pids)
+        })
+        .collect()
+}
+
+/// The listeners' owners found by the last full scan of /proc, reused while each
+/// still holds its socket: a full scan reads the link of every descriptor of every
+/// process — tens of thousands on a busy Redis host, every interval — where
+/// checking a known owner is one readlink.
+#[derive(Debug, Default)]
+pub struct OwnerCache {
+    /// inode → (pid, fd) holding it, as of `scanned_at`.
+    owners: HashMap<u64, Vec<(u32, u32)>>,
+    scanned_at: Option<std::time::Instant>,
+    /// Full scans done (for tests and debugging).
+    scans: u64,
+}
+
+impl OwnerCache {
+    /// Past this, a full scan runs anyway, to find processes that began to share a
+    /// listener (a fork) since the last one.
+    const RESCAN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// The pids under `proc_root` holding each of `inodes`, sorted.
+    fn pids(&mut self, proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<u32>> {
+        let fresh = self
+            .scanned_at
+            .is_some_and(|at| at.elapsed() < Self::RESCAN_AFTER);
+        let same_set =
+            inodes.len() == self.owners.len() && inodes.iter().all(|i| self.owners.contains_key(i));
+        let still_held = || {
+            self.owners.iter().all(|(inode, owners)| {
+                owners.iter().all(|&(pid, fd)| {
+                    let link = proc_root
+                        .join(pid.to_string())
+                        .join("fd")
+                        .join(fd.to_string());
+                    fs::read_link(link).ok().and_then(|t| socket_inode(&t)) == Some(*inode)
+                })
+            })
+        };
+        if !(fresh && same_set && still_held()) {
+            self.owners = owners_by_inode(proc_root, inodes);
+            for inode in inodes {
+                self.owners.entry(*inode).or_default();
+            }
+            self.scanned_at = Some(std::time::Instant::now());
+            self.scans += 1;
+        }
+        self.owners
+            .iter()
+            .filter(|(_, owners)| !owners.is_empty())
+            .map(|(inode, owners)| {
+                let mut pids: Vec<u32> = owners.iter().map(|&(pid, _)| pid).collect();
+                pids.dedup();
+                (*inode, pids)
+            })
+            .collect()
+    }
+}
+
+/// For each of `inodes`, the (pid, fd) pairs under `proc_root` holding that socket,
+/// one per process (its lowest fd), sorted by pid.
+fn owners_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<(u32, u32)>> {
+    let mut owners: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
     if inodes.is_empty() {
         return owners;
     }
@@ -82,20 +162,23 @@ fn pids_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<u3
         let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
             continue;
         };
-        let mut held: Vec<u64> = fds
+        let mut held: Vec<(u64, u32)> = fds
             .flatten()
-            .filter_map(|fd| socket_inode(&fs::read_link(fd.path()).ok()?))
-            .filter(|inode| inodes.contains(inode))
+            .filter_map(|fd| {
+                let n: u32 = fd.file_name().to_str()?.parse().ok()?;
+                let inode = socket_inode(&fs::read_link(fd.path()).ok()?)?;
+                inodes.contains(&inode).then_some((inode, n))
+            })
             .collect();
         // A process holding the same socket twice (dup) is one owner.
         held.sort_unstable();
-        held.dedup();
-        for inode in held {
-            owners.entry(inode).or_default().push(pid);
+        held.dedup_by_key(|(inode, _)| *inode);
+        for (inode, fd) in held {
+            owners.entry(inode).or_default().push((pid, fd));
         }
     }
-    for pids in owners.values_mut() {
-        pids.sort_unstable();
+    for list in owners.values_mut() {
+        list.sort_unstable();
     }
     owners
 }
@@ -142,8 +225,16 @@ fn parse_nofile_limit(text: &str) -> Result<(Option<u64>, Option<u64>), String> 
 }
 
 /// How many file descriptors process `pid` has open.
+///
+/// Linux 6.2 and later report the count as the size of `/proc/PID/fd`: one stat
+/// instead of listing tens of thousands of entries every interval. Older kernels
+/// report 0 there, and the directory is counted.
 pub fn open_fds(pid: u32) -> io::Result<usize> {
     let path = format!("/proc/{pid}/fd");
+    let size = fs::metadata(&path).map_err(|e| with_path(e, &path))?.len();
+    if size > 0 {
+        return usize::try_from(size).map_err(|_| io::Error::other("fd count out of range"));
+    }
     let entries = fs::read_dir(&path).map_err(|e| with_path(e, &path))?;
     let mut count = 0;
     for entry in entries {
@@ -204,12 +295,12 @@ pub struct HostSnapshot {
 /// listeners, their pids and the accept queues. A source that fails (a process
 /// that just exited, a file we may not read) leaves its fields `None` and is
 /// logged at debug level: the next interval tries again.
-pub fn snapshot(ports: &[u16]) -> HostSnapshot {
+pub fn snapshot(ports: &[u16], owners: &mut OwnerCache) -> HostSnapshot {
     let mut snap = HostSnapshot::default();
 
     match sock_diag::tcp_sockets(ports, StateMask::LISTEN) {
         Ok(sockets) => {
-            snap.listeners = listeners_of(&sockets, Path::new("/proc"));
+            snap.listeners = listeners_cached(&sockets, Path::new("/proc"), owners);
             snap.accept_queue = accept_queue(&sockets);
         }
         Err(e) => log::debug!("listing the listeners of ports {ports:?}: {e}"),
@@ -455,6 +546,36 @@ Max locked memory         8388608              8388608              bytes
 
         assert!(pids_by_inode(&proc.0, &HashSet::new()).is_empty());
         assert!(pids_by_inode(&proc.0.join("missing"), &inodes).is_empty());
+    }
+
+    #[test]
+    fn known_owners_are_checked_not_searched_for_again() {
+        let proc = TempDir::new("proc-cache");
+        proc.fd("100", 3, "socket:[42]");
+        proc.fd("100", 8, "socket:[42]"); // a dup: the lowest fd is remembered
+        proc.fd("20", 9, "socket:[42]");
+        proc.fd("300", 1, "socket:[7]");
+        let mut cache = OwnerCache::default();
+        let inodes: HashSet<u64> = [42, 7, 5].into_iter().collect();
+        let want: HashMap<u64, Vec<u32>> =
+            [(42, vec![20, 100]), (7, vec![300])].into_iter().collect();
+        assert_eq!(cache.pids(&proc.0, &inodes), want);
+        assert_eq!(cache.scans, 1);
+        // Nothing moved: answered from the cache.
+        assert_eq!(cache.pids(&proc.0, &inodes), want);
+        assert_eq!(cache.scans, 1);
+        // Pid 20 let go of the socket (Redis restarted): found out, searched again.
+        fs::remove_file(proc.0.join("20/fd/9")).unwrap();
+        let want: HashMap<u64, Vec<u32>> = [(42, vec![100]), (7, vec![300])].into_iter().collect();
+        assert_eq!(cache.pids(&proc.0, &inodes), want);
+        assert_eq!(cache.scans, 2);
+        // A different set of listeners: searched again.
+        let fewer: HashSet<u64> = [42].into_iter().collect();
+        assert_eq!(
+            cache.pids(&proc.0, &fewer),
+            [(42, vec![100])].into_iter().collect()
+        );
+        assert_eq!(cache.scans, 3);
     }
 
     #[test]
@@ -860,7 +981,7 @@ TcpExt: 0 42 9
     fn snapshot_until(port: u16, done: impl Fn(&HostSnapshot) -> bool) -> HostSnapshot {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
-            let snap = snapshot(&[port]);
+            let snap = snapshot(&[port], &mut OwnerCache::default());
             if done(&snap) || std::time::Instant::now() > deadline {
                 return snap;
             }
@@ -920,7 +1041,7 @@ TcpExt: 0 42 9
             let (l, _) = listener_with_queue(1, 0);
             l.local_addr().unwrap().as_socket().unwrap().port()
         };
-        let snap = snapshot(&[port]);
+        let snap = snapshot(&[port], &mut OwnerCache::default());
         assert_eq!(
             (&snap.listeners, snap.pid, snap.accept_queue),
             (&vec![], None, None)
@@ -935,7 +1056,7 @@ TcpExt: 0 42 9
             snap.file_nr.is_some() && snap.somaxconn.is_some(),
             "{snap:?}"
         );
-        assert_eq!(snapshot(&[]).listeners, vec![]);
+        assert_eq!(snapshot(&[], &mut OwnerCache::default()).listeners, vec![]);
     }
 
     #[test]

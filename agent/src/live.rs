@@ -90,6 +90,7 @@ pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> 
 struct Live<'a> {
     probe: Probe,
     ports: Vec<u16>,
+    owners: host::OwnerCache,
     pipeline: Pipeline,
     sink: &'a mut dyn Sink,
 }
@@ -114,7 +115,7 @@ impl Live<'_> {
     /// Ends an interval: current host figures, activity and counters in, the
     /// report out to the sink. Returns whether to go on.
     fn end_interval(&mut self, reader: &mut EventReader) -> anyhow::Result<bool> {
-        let snapshot = host::snapshot(&self.ports);
+        let snapshot = host::snapshot(&self.ports, &mut self.owners);
         refresh_listeners(&mut self.probe, &snapshot.listeners);
         let now = monotonic_now();
         self.feed(&Event::Host {
@@ -176,6 +177,7 @@ async fn run_async(
         probe,
         pipeline: Pipeline::new(ports.clone(), args.thresholds.thresholds(), clock),
         ports: ports.clone(),
+        owners: host::OwnerCache::default(),
         sink,
     };
     seed(&mut live)?;

@@ -484,6 +484,7 @@ fn client_report(
         reset: s.reset,
         rejected: s.rejected,
         refused: s.refused,
+        failed: s.retry.failures(),
         internal,
         verdict: ClientVerdict::Healthy,
         lifetime: lifetime(s),
@@ -1245,6 +1246,10 @@ mod tests {
         let r = tracker(&events).report(START + SEC, &clock());
         assert_eq!(client(&r, "127.0.0.2").rejected, 3);
         assert_eq!(client(&r, "127.0.0.2").closed, 3);
+        // The RST one is both a rejection and a reset, but one failed attempt.
+        assert_eq!(client(&r, "127.0.0.2").reset, 1);
+        assert_eq!(client(&r, "127.0.0.2").failed, 3);
+        assert_eq!(client(&r, "127.0.0.3").failed, 1);
         assert_eq!(client(&r, "127.0.0.3").rejected, 1);
         assert_eq!(client(&r, "127.0.0.3").closed_by_server, 2);
         assert_eq!(r.totals.rejected, 4);

@@ -15,6 +15,19 @@ fn run(args: &[&str]) -> Output {
         .expect("run connwatch")
 }
 
+/// `connwatch capture -p PORT ARGS… -o FILE`, its output piped.
+fn spawn_capture(port: u16, args: &[&str], file: &std::path::Path) -> std::process::Child {
+    Command::new(connwatch_bin())
+        .args(["capture", "-p", &port.to_string()])
+        .args(args)
+        .arg("-o")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start connwatch capture")
+}
+
 fn last_json(out: &[u8]) -> Value {
     let text = String::from_utf8_lossy(out);
     let line = text
@@ -71,25 +84,11 @@ fn a_replay_reaches_the_same_counts_and_verdicts_as_the_live_capture() {
     pause(200);
     let dir = TempDir::new("capture");
     let file = dir.0.join("incident.cwcap");
-    let port = redis.port.to_string();
-    let child = Command::new(connwatch_bin())
-        .args([
-            "capture",
-            "-p",
-            &port,
-            "--interval",
-            "200ms",
-            "--duration",
-            "3s",
-            "--format",
-            "json",
-            "-o",
-        ])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start capture");
+    let child = spawn_capture(
+        redis.port,
+        &["--interval", "200ms", "--duration", "3s", "--format", "json"],
+        &file,
+    );
     pause(1000); // the probes are attached
     let _held = traffic(&redis);
     let out = child.wait_with_output().unwrap();
@@ -126,7 +125,7 @@ fn a_replay_reaches_the_same_counts_and_verdicts_as_the_live_capture() {
     assert!(text.status.success());
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("127.0.0.50"), "{text}");
-    assert!(text.contains(&format!("ports [{port}]")), "{text}");
+    assert!(text.contains(&format!("ports [{}]", redis.port)), "{text}");
 }
 
 #[test]
@@ -135,24 +134,11 @@ fn damaged_truncated_and_foreign_files_are_clear_errors_and_what_came_before_is_
     let redis = Redis::start();
     let dir = TempDir::new("damaged");
     let file = dir.0.join("good.cwcap");
-    let port = redis.port.to_string();
-    let child = Command::new(connwatch_bin())
-        .args([
-            "capture",
-            "-p",
-            &port,
-            "--no-redis",
-            "--interval",
-            "100ms",
-            "--duration",
-            "2s",
-            "-o",
-        ])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_capture(
+        redis.port,
+        &["--no-redis", "--interval", "100ms", "--duration", "2s"],
+        &file,
+    );
     pause(700);
     let _c = Client::many("127.0.0.52", redis.addr(), 3);
     assert!(child.wait_with_output().unwrap().status.success());
@@ -190,7 +176,7 @@ fn damaged_truncated_and_foreign_files_are_clear_errors_and_what_came_before_is_
     let again = run(&[
         "capture",
         "-p",
-        &port,
+        &redis.port.to_string(),
         "--no-redis",
         "--duration",
         "1s",
@@ -207,23 +193,11 @@ fn a_redacted_capture_holds_no_client_address_and_sigint_leaves_a_whole_file() {
     let redis = Redis::start();
     let dir = TempDir::new("redact");
     let file = dir.0.join("shared.cwcap");
-    let port = redis.port.to_string();
-    let child = Command::new(connwatch_bin())
-        .args([
-            "capture",
-            "-p",
-            &port,
-            "--no-redis",
-            "--redact",
-            "--interval",
-            "100ms",
-            "-o",
-        ])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_capture(
+        redis.port,
+        &["--no-redis", "--redact", "--interval", "100ms"],
+        &file,
+    );
     pause(700);
     let _c = Client::many("127.0.0.53", redis.addr(), 4);
     pause(500);

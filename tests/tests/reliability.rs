@@ -361,6 +361,84 @@ fn a_flood_from_many_addresses_stays_bounded_and_accounts_for_what_it_drops() {
     assert!(status.success(), "the agent survived the flood: {status}");
 }
 
+/// Connections made while the agent is stopped: twice what its ring buffer holds
+/// (4 MiB of 64-byte records, two records per connection), so records are lost.
+const STOPPED_CONNECTIONS: u32 = 60_000;
+const STOPPED_THREADS: u32 = 4;
+
+/// The `i`-th address of the stopped-agent load: 127.12+t.x.y, y never 0.
+fn stopped_addr(thread: u32, i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        12 + thread as u8,
+        (i / 250 % 250) as u8,
+        (i % 250 + 1) as u8,
+    ))
+}
+
+#[test]
+fn records_lost_while_the_agent_stalls_are_counted_and_its_table_heals() {
+    let _serial = serial();
+    raise_nofile(4_096);
+    let redis = Redis::start();
+    let server = redis.addr();
+    let mut agent = Agent::watch_with(&[redis.port], &["--no-redis"], &[]);
+    let mut held = Client::many("127.0.0.51", server, 20);
+    agent.wait_for("20 open", WAIT, |r| count(r, "127.0.0.51", "open") == 20);
+
+    // The agent stops reading; the kernel goes on recording until its ring is full.
+    let pid = agent.pid() as libc::pid_t;
+    // SAFETY: kill(2) on the agent's pid, our own child, still running.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..STOPPED_THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let per_thread = STOPPED_CONNECTIONS / STOPPED_THREADS;
+                for i in 0..per_thread {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        return i;
+                    }
+                    drop(connect_from(stopped_addr(t, i), server));
+                }
+                per_thread
+            })
+        })
+        .collect();
+    let made: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(made, STOPPED_CONNECTIONS, "the load finished in time");
+    // Half the held connections close now: their close records are lost too.
+    held.truncate(10);
+    pause(200);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+
+    // The scan after the stall finds what the lost records would have said.
+    let report = agent.wait_for("the table healed: 10 open", WAIT, |r| {
+        r["totals"]["lost_events"].as_u64().unwrap_or(0) > 0 && r["totals"]["open"] == 10
+    });
+    let totals = &report["totals"];
+    let lost = totals["lost_events"].as_u64().unwrap();
+    let vanished = totals["vanished"].as_u64().unwrap();
+    assert!(vanished > 0, "{totals}");
+    // A connection whose open and close were both lost leaves no trace; one whose
+    // open was kept and close lost vanished; every other close was seen.
+    assert!(vanished <= lost, "{totals}");
+    assert_eq!(count(&report, "127.0.0.51", "open"), 10);
+    // No entry of the stall is left open, though many of their closes were lost.
+    let stale: Vec<&Value> = report["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter(|c| c["addr"] != "127.0.0.51" && c["open"] != 0)
+        .collect();
+    assert!(stale.is_empty(), "{stale:?}");
+    let opened = totals["opened"].as_u64().unwrap();
+    assert!((20..=20 + u64::from(made)).contains(&opened), "{totals}");
+    let (status, _) = agent.stop();
+    assert!(status.success(), "{status}");
+}
+
 /// A `VmXxx:` line of /proc/PID/status, in KiB.
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

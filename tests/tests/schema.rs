@@ -122,6 +122,7 @@ fn row(addr: &str) -> connwatch::report::ClientReport {
         reset: 0,
         rejected: 0,
         refused: 0,
+        failed: 0,
         internal: false,
         verdict: ClientVerdict::Healthy,
         lifetime: None,

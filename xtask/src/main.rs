@@ -50,8 +50,8 @@ enum Command {
         /// Rounds per condition (attached/detached; none/poller/connwatch).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
         rounds: u64,
-        /// Idle-connection levels for the CLIENT LIST comparison, e.g. 5000,10000.
-        #[arg(long, value_delimiter = ',', default_values_t = [5000u64, 10000], value_parser = clap::value_parser!(u64).range(1..=15000))]
+        /// Idle-connection levels for the CLIENT LIST comparison and memory, e.g. 5000,10000.
+        #[arg(long, value_delimiter = ',', default_values_t = [5000u64, 10000, 15000], value_parser = clap::value_parser!(u64).range(1..=15000))]
         idle: Vec<u64>,
     },
     /// Setup, release build, then regenerate packaging/connwatch.1 and packaging/completions/ from the binary.

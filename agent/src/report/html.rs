@@ -1927,11 +1927,11 @@ const SCRIPT: &str = r#"(function () {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::{Diagnoser, Thresholds};
+    use crate::diagnose::Thresholds;
     use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
     use crate::host::HostSnapshot;
+    use crate::pipeline::Pipeline;
     use crate::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
-    use crate::tracker::Tracker;
     use std::net::SocketAddr;
 
     const US: Nanos = 1_000;
@@ -1942,31 +1942,25 @@ mod tests {
     const STORM: &str = "10.0.0.20";
     const POOL: &str = "10.0.0.10";
 
-    /// Events → 1 s intervals → diagnosed reports, as `watch` and `analyze` do.
+    /// Events → 1 s intervals → diagnosed reports, through the pipeline `watch`
+    /// and `analyze` use.
     fn simulate(mut events: Vec<Event>, intervals: u64) -> Vec<Report> {
         events.sort_by_key(Event::ts);
-        let mut tracker = Tracker::new(vec![6379]);
-        let mut diagnoser = Diagnoser::new(Thresholds::default());
         let clock = Clock {
             mono: START,
             wall: UNIX_EPOCH + Duration::from_secs(1_795_986_000),
         };
+        let mut pipeline = Pipeline::new(vec![6379], Thresholds::default(), clock);
         let mut next = events.iter().peekable();
-        let mut reports = Vec::new();
-        for i in 1..=intervals {
-            let now = START + i * SEC;
-            while let Some(ev) = next.next_if(|e| e.ts() <= now) {
-                tracker.apply(ev);
-            }
-            tracker.apply(&Event::Tick { ts: now });
-            let mut report = tracker.report(now, &clock);
-            let t = &tracker;
-            diagnoser.diagnose(now, &mut report, &|ip, idle| {
-                t.stale_connections(ip, now, idle)
-            });
-            reports.push(report);
-        }
-        reports
+        (1..=intervals)
+            .filter_map(|i| {
+                let now = START + i * SEC;
+                while let Some(ev) = next.next_if(|e| e.ts() <= now) {
+                    pipeline.apply(ev);
+                }
+                pipeline.apply(&Event::Tick { ts: now })
+            })
+            .collect()
     }
 
     fn conn(addr: &str, port: u16) -> ConnKey {

@@ -21,9 +21,8 @@ pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{
-        AcceptErrors, Age, Idle, Kind, Lifetime, Limits, RedisReport, Totals, tests::client,
-    };
+    use crate::report::tests::{client, report_with};
+    use crate::report::{AcceptErrors, Age, Idle, Lifetime};
     use serde_json::{Value, json};
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -50,32 +49,15 @@ mod tests {
         });
         busy.bytes_in = 1_234;
         busy.bytes_out = 56_789;
-        Report {
-            kind: Kind::Report,
-            ts: UNIX_EPOCH + Duration::from_nanos(1_795_986_000_123_900_000),
-            uptime: Duration::from_micros(42_500_000),
-            ports: vec![6379, 6380],
-            totals: Totals {
-                open: 3,
-                opened: 10,
-                closed: 7,
-                closed_by_server: 1,
-                closed_by_client: 5,
-                reset: 1,
-                clients: 2,
-                lost_events: 4,
-                vanished: 0,
-                closes_without_bytes: 0,
-                accept_errors: AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]),
-                evicted_clients: 1,
-                ..Totals::default()
-            },
-            redis: RedisReport::default(),
-            limits: Limits::default(),
-            capacity: crate::capacity::capacity(None, &Limits::default(), 3),
-            verdicts: Vec::new(),
-            clients: vec![busy, client("2001:db8::1", 0, 0, 0)],
-        }
+        let mut r = report_with(vec![busy, client("2001:db8::1", 0, 0, 0)]);
+        r.ts = UNIX_EPOCH + Duration::from_nanos(1_795_986_000_123_900_000);
+        r.uptime = Duration::from_micros(42_500_000);
+        r.ports = vec![6379, 6380];
+        r.totals.lost_events = 4;
+        r.totals.accept_errors =
+            AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]);
+        r.totals.evicted_clients = 1;
+        r
     }
 
     fn keys(v: &Value) -> Vec<&str> {

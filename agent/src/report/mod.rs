@@ -126,6 +126,10 @@ pub struct ClientReport {
     pub rejected: u64,
     /// Attempts refused by the kernel: nothing listened on the port.
     pub refused: u64,
+    /// Failed attempts, each counted once: rejected, refused or reset (a rejection
+    /// Redis's close turned into a reset is one failure, not two). For diagnosis.
+    #[serde(skip)]
+    pub failed: u64,
     /// A replica of this server (from INFO replication) or a cluster peer.
     pub internal: bool,
     /// What this address is doing: healthy, leak, retry_storm, backing_off, pool_heavy.
@@ -330,11 +334,37 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A report of `clients` with plausible totals, for rendering tests.
+    pub(crate) fn report_with(clients: Vec<ClientReport>) -> Report {
+        Report {
+            kind: Kind::Report,
+            ts: std::time::UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
+            uptime: Duration::from_secs(310),
+            ports: vec![6379],
+            totals: Totals {
+                open: 3,
+                opened: 10,
+                closed: 7,
+                closed_by_server: 1,
+                closed_by_client: 5,
+                reset: 1,
+                clients: clients.len() as u64,
+                ..Totals::default()
+            },
+            redis: RedisReport::default(),
+            limits: Limits::default(),
+            capacity: crate::capacity::capacity(None, &Limits::default(), 3),
+            verdicts: Vec::new(),
+            clients,
+        }
+    }
+
     /// A client row with counts only, for ordering and rendering tests.
     pub(crate) fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         ClientReport {
             rejected: 0,
             refused: 0,
+            failed: 0,
             internal: false,
             verdict: ClientVerdict::Healthy,
             retry: None,

@@ -365,39 +365,13 @@ fn rounded_div_u128(n: u128, d: u128) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::client;
-    use crate::report::{AcceptErrors, Age, Idle, Kind, Lifetime, Totals};
-    use std::time::UNIX_EPOCH;
+    use crate::report::tests::{client, report_with};
+    use crate::report::{AcceptErrors, Age, Idle, Lifetime};
 
     use crate::capacity::{Limits, RedisReport};
 
     fn report(clients: Vec<ClientReport>) -> Report {
-        Report {
-            kind: Kind::Report,
-            ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
-            uptime: Duration::from_secs(310),
-            ports: vec![6379],
-            totals: Totals {
-                open: 3,
-                opened: 10,
-                closed: 7,
-                closed_by_server: 1,
-                closed_by_client: 5,
-                reset: 1,
-                clients: clients.len() as u64,
-                lost_events: 0,
-                vanished: 0,
-                closes_without_bytes: 0,
-                accept_errors: AcceptErrors::default(),
-                evicted_clients: 0,
-                ..Totals::default()
-            },
-            redis: RedisReport::default(),
-            limits: Limits::default(),
-            capacity: crate::capacity::capacity(None, &Limits::default(), 3),
-            verdicts: Vec::new(),
-            clients,
-        }
+        report_with(clients)
     }
 
     fn busy() -> ClientReport {
