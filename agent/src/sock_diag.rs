@@ -149,12 +149,7 @@ const OPEN: StateMask = StateMask::ESTABLISHED.union(StateMask::CLOSE_WAIT);
 /// TCP sockets of both address families whose local port is in `ports` and whose
 /// state is in `states`, in the kernel's order (IPv4 first).
 pub fn tcp_sockets(ports: &[u16], states: StateMask) -> io::Result<Vec<DiagSocket>> {
-    let ports: Vec<u16> = {
-        let mut p = ports.to_vec();
-        p.sort_unstable();
-        p.dedup();
-        p
-    };
+    let ports = sorted(ports);
     if ports.is_empty() || states == StateMask::NONE {
         return Ok(Vec::new());
     }
@@ -164,6 +159,14 @@ pub fn tcp_sockets(ports: &[u16], states: StateMask) -> io::Result<Vec<DiagSocke
         sock.dump(family, &ports, states, &mut out)?;
     }
     Ok(out)
+}
+
+/// `ports` sorted and deduplicated, as the dump's filter wants them.
+fn sorted(ports: &[u16]) -> Vec<u16> {
+    let mut p = ports.to_vec();
+    p.sort_unstable();
+    p.dedup();
+    p
 }
 
 /// One [`Event::Seeded`] per open server-side connection on `ports`, at time `now`,
@@ -185,8 +188,24 @@ pub fn seed_events(ports: &[u16], now: Nanos) -> io::Result<Vec<Event>> {
 
 /// Every open server-side connection on `ports` with its traffic figures as of
 /// `now`, sorted by key: the interval's scan (see `Tracker::activity_from_scan`).
+///
+/// Each family's dump of open sockets walks every established socket of the host
+/// (the port filter runs per socket), so a family is dumped only when one of its
+/// sockets listens on a watched port — found first from the listening table, which
+/// is cheap. An IPv4-only Redis costs one walk, not two.
 pub fn open_connections(ports: &[u16], now: Nanos) -> io::Result<Vec<(ConnKey, Activity)>> {
-    let sockets = tcp_sockets(ports, OPEN | StateMask::LISTEN)?;
+    let ports = sorted(ports);
+    let mut sockets = Vec::new();
+    if !ports.is_empty() {
+        let mut sock = NetlinkSocket::open()?;
+        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+            let before = sockets.len();
+            sock.dump(family, &ports, StateMask::LISTEN, &mut sockets)?;
+            if sockets.len() > before {
+                sock.dump(family, &ports, OPEN, &mut sockets)?;
+            }
+        }
+    }
     let mut conns: Vec<(ConnKey, Activity)> = server_side(&sockets)
         .map(|s| (s.key(), s.activity(now)))
         .collect();

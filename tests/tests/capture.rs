@@ -86,7 +86,14 @@ fn a_replay_reaches_the_same_counts_and_verdicts_as_the_live_capture() {
     let file = dir.0.join("incident.cwcap");
     let child = spawn_capture(
         redis.port,
-        &["--interval", "200ms", "--duration", "3s", "--format", "json"],
+        &[
+            "--interval",
+            "200ms",
+            "--duration",
+            "3s",
+            "--format",
+            "json",
+        ],
         &file,
     );
     pause(1000); // the probes are attached

@@ -258,6 +258,7 @@ fn leak_and_storm() -> Vec<Report> {
         storm.closed = 50 * i;
         storm.closed_by_server = 50 * i;
         storm.rejected = 50 * i;
+        storm.failed = 50 * i;
         storm.bytes_out = 36 * 50 * i;
         storm.lifetime = lifetime(80);
         storm.retry = if i > 0 {
@@ -384,6 +385,7 @@ fn host_limits() -> Vec<Report> {
 
         let mut backoff = row("10.0.0.30");
         backoff.refused = i / 2;
+        backoff.failed = i / 2;
         backoff.retry = if i >= 2 {
             retry(i / 2 - 1, 1_500.0, Trend::Growing)
         } else {

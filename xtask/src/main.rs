@@ -48,7 +48,7 @@ enum Command {
     /// Setup, release build, then measure connwatch's cost to a scratch redis-server (needs root; writes docs/PERFORMANCE.md).
     Bench {
         /// Rounds per condition (attached/detached; none/poller/connwatch).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=20))]
         rounds: u64,
         /// Idle-connection levels for the CLIENT LIST comparison and memory, e.g. 5000,10000.
         #[arg(long, value_delimiter = ',', default_values_t = [5000u64, 10000, 15000], value_parser = clap::value_parser!(u64).range(1..=15000))]

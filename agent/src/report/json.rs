@@ -22,7 +22,7 @@ pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::report::tests::{client, report_with};
-    use crate::report::{AcceptErrors, Age, Idle, Lifetime};
+    use crate::report::{AcceptErrors, Age, Idle, Lifetime, Totals};
     use serde_json::{Value, json};
     use std::time::{Duration, UNIX_EPOCH};
 

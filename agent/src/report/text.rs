@@ -368,8 +368,6 @@ mod tests {
     use crate::report::tests::{client, report_with};
     use crate::report::{AcceptErrors, Age, Idle, Lifetime};
 
-    use crate::capacity::{Limits, RedisReport};
-
     fn report(clients: Vec<ClientReport>) -> Report {
         report_with(clients)
     }
