@@ -30,6 +30,23 @@ pub const DEFAULT_PORT: u16 = 6379;
 /// and saves a wakeup per connection event.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 
+/// The sock_diag scan of open connections costs in proportion to them (each one's
+/// `tcp_info`, and a walk of the host's sockets): past this many per scan, it runs
+/// every few intervals instead of every one…
+const SCAN_CONNS_PER_INTERVAL: usize = 2_000;
+/// …but at least this often. Idle thresholds are tens of seconds.
+const SCAN_MAX_PERIOD: Duration = Duration::from_secs(10);
+
+/// How many intervals apart the scans run with `open` connections open.
+pub fn scan_stride(open: usize, interval: Duration) -> u32 {
+    let most = SCAN_MAX_PERIOD.as_nanos() / interval.as_nanos().max(1);
+    let most = u32::try_from(most).unwrap_or(u32::MAX).max(1);
+    u32::try_from(open / SCAN_CONNS_PER_INTERVAL)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+        .min(most)
+}
+
 /// Where a live run's events and reports go.
 pub trait Sink {
     /// Called once the probes are attached, before the first event.
@@ -91,6 +108,9 @@ struct Live<'a> {
     probe: Probe,
     ports: Vec<u16>,
     owners: host::OwnerCache,
+    interval: Duration,
+    /// Intervals ended since the last sock_diag scan.
+    since_scan: u32,
     pipeline: Pipeline,
     sink: &'a mut dyn Sink,
 }
@@ -126,14 +146,19 @@ impl Live<'_> {
         // scan: the kernel keeps them per socket already, so the probes need not
         // run on every message. Closes recorded before the scan are applied first,
         // so what the scan misses was really lost.
-        match sock_diag::open_connections(&self.ports, now) {
-            Ok(scan) => {
-                self.drain(reader)?;
-                let ev = self.pipeline.activity_from_scan(now, &scan);
-                self.feed(&ev)?;
+        self.since_scan += 1;
+        if self.since_scan >= scan_stride(self.pipeline.open_connections(), self.interval) {
+            self.since_scan = 0;
+            match sock_diag::open_connections(&self.ports, now) {
+                Ok(scan) => {
+                    self.drain(reader)?;
+                    let ev = self.pipeline.activity_from_scan(now, &scan);
+                    self.feed(&ev)?;
+                }
+                Err(e) => log::warn!("sock_diag scan of open connections failed: {e}"),
             }
-            Err(e) => log::warn!("sock_diag scan of open connections failed: {e}"),
         }
+        self.drain(reader)?;
         match self.probe.counters() {
             Ok(counters) => {
                 self.feed(&Event::Counters { ts: now, counters })?;
@@ -178,6 +203,8 @@ async fn run_async(
         pipeline: Pipeline::new(ports.clone(), args.thresholds.thresholds(), clock),
         ports: ports.clone(),
         owners: host::OwnerCache::default(),
+        interval: args.interval,
+        since_scan: 0,
         sink,
     };
     seed(&mut live)?;
@@ -296,4 +323,24 @@ fn seed(live: &mut Live<'_>) -> anyhow::Result<()> {
         Err(e) => log::warn!("could not list existing connections (sock_diag): {e}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_connections_are_scanned_every_few_intervals_at_most_ten_seconds_apart() {
+        let second = Duration::from_secs(1);
+        assert_eq!(scan_stride(0, second), 1);
+        assert_eq!(scan_stride(1_999, second), 1);
+        assert_eq!(scan_stride(2_000, second), 2);
+        assert_eq!(scan_stride(15_000, second), 8);
+        assert_eq!(scan_stride(1_000_000, second), 10);
+        assert_eq!(scan_stride(15_000, Duration::from_millis(200)), 8);
+        assert_eq!(scan_stride(100_000, Duration::from_millis(200)), 50);
+        assert_eq!(scan_stride(15_000, Duration::from_secs(5)), 2);
+        assert_eq!(scan_stride(15_000, Duration::from_secs(30)), 1);
+        assert_eq!(scan_stride(15_000, Duration::ZERO), 8);
+    }
 }

@@ -52,6 +52,11 @@ impl Pipeline {
         self.tracker.activity_from_scan(ts, scan)
     }
 
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.tracker.open()
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.clock
     }

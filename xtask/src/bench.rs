@@ -298,6 +298,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         let ticks1 = agent.as_ref().and_then(|a| cpu_ticks(a.pid()));
         let rate = ok as f64 / secs;
+        let time_wait = fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|t| sockstat_time_wait(&t));
         if let Some(agent) = agent {
             // One more report after the churn, so the totals cover all of it.
             std::thread::sleep(Duration::from_millis(1500));
@@ -308,6 +311,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 lost: max_field(&ndjson, "lost_events"),
                 opened: max_field(&ndjson, "opened"),
                 connections: ok,
+                time_wait,
                 cpu: ticks0
                     .zip(ticks1)
                     .map(|(a, b)| (b.saturating_sub(a)) as f64 / clock_ticks() / secs),
@@ -726,6 +730,8 @@ struct ChurnResult {
     connections: u64,
     lost: Option<u64>,
     opened: Option<u64>,
+    /// TIME_WAIT sockets on the host at the end (/proc/net/sockstat).
+    time_wait: Option<u64>,
     /// CPU seconds per second of wall time.
     cpu: Option<f64>,
 }
@@ -880,6 +886,26 @@ impl Results {
                 }
             }
             s.push('\n');
+        }
+        if misses.iter().any(|m| !m.keepalive) {
+            let tw = self
+                .churn_attached
+                .as_ref()
+                .and_then(|c| c.time_wait)
+                .map_or_else(|| "n/a".to_owned(), |n| n.to_string());
+            let _ = writeln!(
+                s,
+                "\n**Plan for churn.** (1) The peer shows the floor here: tracing every connection's \
+                 state changes costs this much on two cores that Redis, the load generator and the \
+                 programs share (the programs run on the CPUs where the connections change state). \
+                 Measure with the load coming from another machine, as it does in production, before \
+                 optimizing further. (2) connwatch's own share is its process (section 3), and most of \
+                 that is the sock_diag scan each interval, which walks every socket of the host — the \
+                 load generator's TIME_WAIT sockets too ({tw} at the end of section 3's churn). On a \
+                 Redis host those sit on the client machines; to make the scan independent of them, \
+                 look up the known connections exactly (a sock_diag request per connection) or walk \
+                 only the watched ports with a BPF socket iterator."
+            );
         }
         if let Some(b) = &self.bpf {
             let _ = writeln!(
@@ -1081,6 +1107,26 @@ impl Results {
                 num(max("none"), 3),
                 num(max("poller"), 3),
                 num(max("connwatch"), 3)
+            );
+        }
+        let costlier: Vec<String> = self
+            .idle
+            .iter()
+            .filter(|l| {
+                let p99 = |c: &str| l.runs.get(c).and_then(|r| r.p99("ping", "PING_MBULK"));
+                matches!((p99("connwatch"), p99("poller")), (Some(c), Some(p)) if c > p)
+            })
+            .map(|l| l.conns.to_string())
+            .collect();
+        if !costlier.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nAt {} idle connections connwatch's p99 is above the poller's, while its maximum stays \
+                 near none's: its cost is spread over every interval, not a stall — one sock_diag scan \
+                 reading `tcp_info` of every connection, and the report. Plan: read idle times on a \
+                 slower cadence than reports when connections are many (idle thresholds are tens of \
+                 seconds), and the exact lookups of section 1's plan.",
+                costlier.join(" and ")
             );
         }
         for l in &self.idle {
@@ -1431,6 +1477,18 @@ impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = fs::write(BPF_STATS, &self.0);
     }
+}
+
+/// The `tw` figure of the `TCP:` line of /proc/net/sockstat.
+pub fn sockstat_time_wait(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "tw" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
 }
 
 /// (run_time_ns, run_cnt) of one BPF program from the text of /proc/PID/fdinfo/FD.
@@ -1807,6 +1865,14 @@ mod tests {
             format!("{head}_{tail}")
         });
         assert!(client.contains(&want), "{want}");
+    }
+
+    #[test]
+    fn sockstat_time_wait_count() {
+        let text =
+            "sockets: used 11\nTCP: inuse 1 orphan 0 tw 1993 alloc 1 mem 15\nUDP: inuse 0 mem 0\n";
+        assert_eq!(sockstat_time_wait(text), Some(1993));
+        assert_eq!(sockstat_time_wait("TCP: inuse 1\n"), None);
     }
 
     #[test]
