@@ -1174,7 +1174,7 @@ impl Results {
                 self.idle
                     .iter()
                     .map(|l| format!(
-                        "{} at {}",
+                        "{} % at {}",
                         num(median(&l.agent_cpu).map(|c| c * 100.0), 1),
                         l.conns
                     ))
