@@ -74,20 +74,6 @@ fn listeners_cached(
     listeners
 }
 
-/// For each of `inodes`, the pids under `proc_root` with a file descriptor on that
-/// socket. Each process's fd directory is read once, for all inodes together.
-#[cfg(test)]
-fn pids_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<u32>> {
-    owners_by_inode(proc_root, inodes)
-        .into_iter()
-        .map(|(inode, owners)| {
-            let mut pids: Vec<u32> = owners.iter().map(|&(pid, _)| pid).collect();
-            pids.dedup();
-            (inode, pids)
-        })
-        .collect()
-}
-
 /// The listeners' owners found by the last full scan of /proc, reused while each
 /// still holds its socket: a full scan reads the link of every descriptor of every
 /// process — tens of thousands on a busy Redis host, every interval — where
@@ -106,7 +92,8 @@ impl OwnerCache {
     /// listener (a fork) since the last one.
     const RESCAN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-    /// The pids under `proc_root` holding each of `inodes`, sorted.
+    /// The pids under `proc_root` holding each of `inodes`, sorted; inodes nobody
+    /// holds are left out.
     fn pids(&mut self, proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<u32>> {
         let fresh = self
             .scanned_at
@@ -135,17 +122,14 @@ impl OwnerCache {
         self.owners
             .iter()
             .filter(|(_, owners)| !owners.is_empty())
-            .map(|(inode, owners)| {
-                let mut pids: Vec<u32> = owners.iter().map(|&(pid, _)| pid).collect();
-                pids.dedup();
-                (*inode, pids)
-            })
+            .map(|(inode, owners)| (*inode, owners.iter().map(|&(pid, _)| pid).collect()))
             .collect()
     }
 }
 
 /// For each of `inodes`, the (pid, fd) pairs under `proc_root` holding that socket,
-/// one per process (its lowest fd), sorted by pid.
+/// one per process (its lowest fd), sorted by pid. Each process's fd directory is
+/// read once, for all inodes together.
 fn owners_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<(u32, u32)>> {
     let mut owners: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
     if inodes.is_empty() {
@@ -526,7 +510,7 @@ Max locked memory         8388608              8388608              bytes
     }
 
     #[test]
-    fn pids_by_inode_reads_a_proc_tree() {
+    fn owners_are_found_in_a_proc_tree() {
         let proc = TempDir::new("proc");
         proc.fd("100", 0, "/dev/null");
         proc.fd("100", 3, "socket:[42]");
@@ -539,13 +523,21 @@ Max locked memory         8388608              8388608              bytes
         fs::write(proc.0.join("500"), "").unwrap(); // not even a directory
 
         let inodes: HashSet<u64> = [42, 7, 8].into_iter().collect();
-        let owners = pids_by_inode(&proc.0, &inodes);
+        let owners = OwnerCache::default().pids(&proc.0, &inodes);
         let expected: HashMap<u64, Vec<u32>> =
             [(42, vec![20, 100]), (7, vec![100])].into_iter().collect();
         assert_eq!(owners, expected);
 
-        assert!(pids_by_inode(&proc.0, &HashSet::new()).is_empty());
-        assert!(pids_by_inode(&proc.0.join("missing"), &inodes).is_empty());
+        assert!(
+            OwnerCache::default()
+                .pids(&proc.0, &HashSet::new())
+                .is_empty()
+        );
+        assert!(
+            OwnerCache::default()
+                .pids(&proc.0.join("missing"), &inodes)
+                .is_empty()
+        );
     }
 
     #[test]

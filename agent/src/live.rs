@@ -147,18 +147,20 @@ impl Live<'_> {
         // run on every message. Closes recorded before the scan are applied first,
         // so what the scan misses was really lost.
         self.since_scan += 1;
-        if self.since_scan >= scan_stride(self.pipeline.open_connections(), self.interval) {
-            self.since_scan = 0;
-            match sock_diag::open_connections(&self.ports, now) {
-                Ok(scan) => {
-                    self.drain(reader)?;
-                    let ev = self.pipeline.activity_from_scan(now, &scan);
-                    self.feed(&ev)?;
-                }
-                Err(e) => log::warn!("sock_diag scan of open connections failed: {e}"),
-            }
-        }
+        let scan =
+            if self.since_scan >= scan_stride(self.pipeline.open_connections(), self.interval) {
+                self.since_scan = 0;
+                sock_diag::open_connections(&self.ports, now)
+                    .inspect_err(|e| log::warn!("sock_diag scan of open connections failed: {e}"))
+                    .ok()
+            } else {
+                None
+            };
         self.drain(reader)?;
+        if let Some(scan) = scan {
+            let ev = self.pipeline.activity_from_scan(now, &scan);
+            self.feed(&ev)?;
+        }
         match self.probe.counters() {
             Ok(counters) => {
                 self.feed(&Event::Counters { ts: now, counters })?;

@@ -291,17 +291,6 @@ fn client_verdict_name(v: ClientVerdict) -> &'static str {
     }
 }
 
-const REDIS_STATUSES: [RedisStatus; 8] = [
-    RedisStatus::Ok,
-    RedisStatus::Connecting,
-    RedisStatus::Unreachable,
-    RedisStatus::AuthFailed,
-    RedisStatus::NoAuth,
-    RedisStatus::Rejected,
-    RedisStatus::Disabled,
-    RedisStatus::Error,
-];
-
 fn redis_status_name(s: RedisStatus) -> &'static str {
     match s {
         RedisStatus::Ok => "ok",
@@ -591,7 +580,7 @@ fn redis_families(x: &mut Exposition, r: &Report) {
         MetricType::Gauge,
         "The agent's connection to Redis: 1 for the current status, 0 for the others.",
     );
-    for status in REDIS_STATUSES {
+    for status in RedisStatus::ALL {
         f.sample(
             &[("status", redis_status_name(status))],
             redis.status == status,
@@ -1486,7 +1475,7 @@ mod tests {
         for v in CLIENT_VERDICTS {
             assert_eq!(serde_json::to_value(v).unwrap(), client_verdict_name(v));
         }
-        for s in REDIS_STATUSES {
+        for s in RedisStatus::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), redis_status_name(s));
         }
         for s in CONFIG_STATUSES {

@@ -60,6 +60,20 @@ pub enum RedisStatus {
     Error,
 }
 
+impl RedisStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RedisStatus; 8] = [
+        RedisStatus::Ok,
+        RedisStatus::Connecting,
+        RedisStatus::Unreachable,
+        RedisStatus::AuthFailed,
+        RedisStatus::NoAuth,
+        RedisStatus::Rejected,
+        RedisStatus::Disabled,
+        RedisStatus::Error,
+    ];
+}
+
 /// `CONFIG GET` can be renamed away or denied by ACL: the agent then degrades.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

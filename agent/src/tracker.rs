@@ -357,8 +357,8 @@ impl Tracker {
         by_ip
     }
 
-    /// Turns a sock_diag scan of every open connection on the watched ports,
-    /// begun at `ts`, into the interval's [`Event::Activity`]: the figures of the
+    /// Turns a sock_diag scan of every open connection on the watched ports (keys
+    /// normalized, as sock_diag gives them), begun at `ts`, into the interval's [`Event::Activity`]: the figures of the
     /// connections the table holds whose traffic moved (so idle connections cost
     /// nothing in a capture), and the connections the table holds that opened
     /// before the scan but are not in it — their close record was lost.
@@ -369,12 +369,11 @@ impl Tracker {
         let mut conns = Vec::new();
         let mut found = HashSet::with_capacity(scan.len());
         for (key, activity) in scan {
-            let key = ConnKey::new(key.local, key.remote);
-            found.insert(key);
-            if let Some(conn) = self.conns.get(&key)
+            found.insert(*key);
+            if let Some(conn) = self.conns.get(key)
                 && moved(conn, activity)
             {
-                conns.push((key, *activity));
+                conns.push((*key, *activity));
             }
         }
         let mut gone: Vec<ConnKey> = self

@@ -861,16 +861,7 @@ fn activity() -> impl Strategy<Value = Activity> {
 }
 
 fn redis_snapshot() -> impl Strategy<Value = RedisSnapshot> {
-    let status = prop::sample::select(vec![
-        RedisStatus::Ok,
-        RedisStatus::Connecting,
-        RedisStatus::Unreachable,
-        RedisStatus::AuthFailed,
-        RedisStatus::NoAuth,
-        RedisStatus::Rejected,
-        RedisStatus::Disabled,
-        RedisStatus::Error,
-    ]);
+    let status = prop::sample::select(RedisStatus::ALL.to_vec());
     let info = (
         any::<Option<u64>>(),
         any::<Option<u64>>(),

@@ -16,8 +16,8 @@ use crate::event::{Event, KernelCounters};
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connwatch"));
 
-/// (program, tracepoint category, tracepoint name)
-const ATTACHMENTS: &[(&str, &str, &str)] = &[
+/// (program, tracepoint category, tracepoint name); tracefs checks that each exists.
+pub(super) const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
@@ -219,26 +219,14 @@ impl EventReader {
             .readable_mut()
             .await
             .context("waiting on the ring buffer")?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match parse_record(&item) {
-                Some(ev) => out.push(ev),
-                None => self.undecodable += 1,
-            }
-        }
+        drain_ring(guard.get_inner_mut(), out, &mut self.undecodable);
         guard.clear_ready();
         Ok(())
     }
 
     /// Appends the records queued now, without waiting.
     pub fn drain(&mut self, out: &mut Vec<Event>) {
-        let ring = self.fd.get_mut();
-        while let Some(item) = ring.next() {
-            match parse_record(&item) {
-                Some(ev) => out.push(ev),
-                None => self.undecodable += 1,
-            }
-        }
+        drain_ring(self.fd.get_mut(), out, &mut self.undecodable);
     }
 
     /// Records that could not be interpreted (should stay 0).
@@ -248,6 +236,16 @@ impl EventReader {
 
     pub fn raw_fd(&self) -> i32 {
         self.fd.get_ref().as_raw_fd()
+    }
+}
+
+/// Every record in `ring` as an event, counting those that cannot be interpreted.
+fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>, undecodable: &mut u64) {
+    while let Some(item) = ring.next() {
+        match parse_record(&item) {
+            Some(ev) => out.push(ev),
+            None => *undecodable += 1,
+        }
     }
 }
 

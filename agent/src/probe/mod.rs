@@ -9,7 +9,6 @@ mod loader;
 mod privileges;
 mod tracefs;
 
-pub use btf::{BtfError, tcp_sock_offsets};
 pub use decode::decode;
 pub use loader::{EventReader, Probe};
 pub use privileges::{MissingPrivileges, check_privileges, drop_capabilities, kept_names};

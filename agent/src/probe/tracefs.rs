@@ -9,15 +9,6 @@ use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// The tracepoints the probes attach to, as (category, name).
-pub const TRACEPOINTS: &[(&str, &str)] = &[
-    ("sock", "inet_sock_set_state"),
-    ("syscalls", "sys_exit_accept4"),
-    ("syscalls", "sys_exit_accept"),
-    ("tcp", "tcp_send_reset"),
-    ("tcp", "tcp_retransmit_synack"),
-];
-
 /// Mounts tracefs at [`TRACEFS`] unless it is already there, then checks that every
 /// tracepoint we need exists. Returns whether it mounted it.
 pub fn ensure_tracefs() -> anyhow::Result<bool> {
@@ -34,7 +25,7 @@ pub fn ensure_tracefs() -> anyhow::Result<bool> {
         mount_tracefs(root)?;
         true
     };
-    for (category, name) in TRACEPOINTS {
+    for (_, category, name) in super::loader::ATTACHMENTS {
         let dir = root.join("events").join(category).join(name);
         if !dir.join("id").exists() {
             bail!(
