@@ -1,35 +1,27 @@
 //! connwatch: tells why Redis is out of connections, from kernel facts.
 //!
-//! One event stream ([`event`]) — from the kernel probe ([`probe`]) and the host
-//! pollers ([`sock_diag`], [`host`]) — flows through a pure core ([`conn`],
-//! [`client`], [`tracker`]) into reports ([`report`]). `main.rs` is thin glue over
-//! [`run`].
+//! The layers, each importing only those listed before it (docs/ARCHITECTURE.md
+//! draws the picture; `tests/layers.rs` enforces it):
+//!
+//! - [`model`]: plain types: time, connection keys, the event stream, snapshots,
+//!   verdicts, the report schema, formatting.
+//! - [`source`]: where events come from: the kernel probe, sock_diag, `/proc`,
+//!   Redis INFO, capture files.
+//! - [`core`]: the pure, deterministic state machine: connections, per-address
+//!   statistics, retry gaps, rejections, rates, capacity.
+//! - [`diagnose`]: verdicts from the core's state, and the pipeline that live
+//!   runs and replays share.
+//! - [`report`]: renderers: text, NDJSON, Prometheus, HTML.
+//! - [`cmd`]: the command line: one module per subcommand, outputs, exit codes.
+//!
+//! `main.rs` is thin glue over [`cmd::run`].
 
-pub mod analyze;
-pub mod capacity;
-pub mod capture;
-pub mod check;
-pub mod cli;
-pub mod client;
-pub mod conn;
+pub mod cmd;
+pub mod core;
 pub mod diagnose;
-pub mod docs_gen;
-pub mod event;
-pub mod histogram;
-pub mod host;
-pub mod live;
-pub mod metrics;
-pub mod output;
-pub mod pipeline;
-pub mod probe;
-pub mod rates;
-pub mod record;
-pub mod redis_info;
-pub mod reject;
+pub mod model;
 pub mod report;
-pub mod retry;
-pub mod run;
-pub mod sock_diag;
-pub mod tracker;
-pub mod transitions;
-pub mod watch;
+pub mod source;
+
+#[cfg(test)]
+mod testing;

@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = connwatch::cli::Cli::parse();
-    connwatch::run::init_logging(cli.verbose, cli.quiet);
-    match connwatch::run::run(cli) {
+    let cli = connwatch::cmd::cli::Cli::parse();
+    connwatch::cmd::run::init_logging(cli.verbose, cli.quiet);
+    match connwatch::cmd::run::run(cli) {
         Ok(code) => code,
         Err(err) => {
             // One line: the outermost context and its causes, joined.
             eprintln!("connwatch: error: {err:#}");
-            ExitCode::from(connwatch::run::exit_code_for(&err))
+            ExitCode::from(connwatch::cmd::run::exit_code_for(&err))
         }
     }
 }

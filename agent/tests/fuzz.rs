@@ -18,13 +18,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use connwatch::capture::{self, Header, ReadError, Reader, Writer};
-use connwatch::event::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, normalize};
-use connwatch::host::HostSnapshot;
-use connwatch::redis_info::{
-    ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, RespLimits, RespValue,
-    parse_info, parse_resp,
+use connwatch::model::{
+    Activity, Clock, CloseKind, ConfigStatus, ConnKey, Event, HostSnapshot, InfoFields,
+    KernelCounters, RedisConfig, RedisSnapshot, RedisStatus, normalize,
 };
+use connwatch::source::capture::{self, Header, ReadError, Reader, Writer};
+use connwatch::source::redis_info::{RespLimits, RespValue, parse_info, parse_resp};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use proptest::prelude::*;

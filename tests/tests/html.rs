@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, UNIX_EPOCH};
 
+use connwatch::core::tracker::Tracker;
 use connwatch::diagnose::{Diagnoser, Thresholds};
-use connwatch::event::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
-use connwatch::host::HostSnapshot;
-use connwatch::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+use connwatch::model::{
+    Activity, Clock, CloseKind, ConfigStatus, ConnKey, Event, HostSnapshot, InfoFields, Nanos,
+    RedisConfig, RedisSnapshot, RedisStatus, Report, Totals,
+};
 use connwatch::report::html::render_html;
-use connwatch::report::{Report, Totals};
-use connwatch::tracker::Tracker;
 use connwatch_tests::TempDir;
 
 const MS: Nanos = 1_000_000;

@@ -13,16 +13,15 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
 
-use connwatch::capacity::{self, Baselines};
-use connwatch::diagnose::{ClientVerdict, Diagnoser, Thresholds, Verdict};
-use connwatch::host::HostSnapshot;
-use connwatch::rates::RateMeter;
-use connwatch::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
-use connwatch::reject::RejectCounts;
-use connwatch::report::{
-    AcceptErrors, Age, Idle, Kind, Lifetime, RedisReport, Report, RetryReport, Totals, render_json,
+use connwatch::core::capacity::{self, Baselines};
+use connwatch::core::rates::RateMeter;
+use connwatch::diagnose::{Diagnoser, Thresholds};
+use connwatch::model::{
+    AcceptErrors, Age, ClientVerdict, ConfigStatus, HostSnapshot, Idle, InfoFields, Kind, Lifetime,
+    RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report, RetryReport,
+    Totals, Trend, Verdict,
 };
-use connwatch::retry::Trend;
+use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
 use jsonschema::Validator;
 use serde_json::{Value, json};
@@ -110,8 +109,8 @@ fn assert_invalid_at(line: &Value, path: &str) {
 // ---------------------------------------------------------------------------
 // Synthetic reports from the library
 
-fn row(addr: &str) -> connwatch::report::ClientReport {
-    connwatch::report::ClientReport {
+fn row(addr: &str) -> connwatch::model::ClientReport {
+    connwatch::model::ClientReport {
         addr: addr.parse().expect("address"),
         open: 0,
         seeded: 0,
@@ -194,7 +193,7 @@ struct Interval {
     redis: RedisSnapshot,
     host: HostSnapshot,
     totals: Totals,
-    clients: Vec<connwatch::report::ClientReport>,
+    clients: Vec<connwatch::model::ClientReport>,
 }
 
 /// Runs reports 0..=`last`, one per second, through the capacity join, the rate
@@ -288,7 +287,7 @@ fn leak_and_storm() -> Vec<Report> {
             (new.age, new.idle) = held(0, false);
             clients.push(new);
         }
-        clients.sort_by(connwatch::report::worst_first);
+        clients.sort_by(connwatch::model::worst_first);
         let open: u64 = clients.iter().map(|c| c.open).sum();
         Interval {
             redis: redis_ok(
@@ -331,7 +330,7 @@ fn leak_and_storm() -> Vec<Report> {
                 accept_errors: AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)]),
                 listen_overflows: Some(0),
                 listen_drops: Some(i),
-                accept_queue: Some(connwatch::report::AcceptQueue {
+                accept_queue: Some(connwatch::model::AcceptQueue {
                     depth: 0,
                     backlog: 511,
                 }),
@@ -401,7 +400,7 @@ fn host_limits() -> Vec<Report> {
         faster.lifetime = lifetime(20_000);
         faster.retry = retry(1, 300.0, Trend::Shrinking);
         clients.push(faster);
-        clients.sort_by(connwatch::report::worst_first);
+        clients.sort_by(connwatch::model::worst_first);
 
         Interval {
             redis: redis_ok(
@@ -453,7 +452,7 @@ fn host_limits() -> Vec<Report> {
                 listen_overflows: Some(10 * i),
                 listen_drops: Some(10 * i),
                 synack_retransmits: i,
-                accept_queue: Some(connwatch::report::AcceptQueue {
+                accept_queue: Some(connwatch::model::AcceptQueue {
                     depth: 511,
                     backlog: 511,
                 }),
@@ -490,7 +489,7 @@ fn unreachable_fanout() -> Vec<Report> {
         unsure.lifetime = lifetime(700);
         unsure.retry = retry(1, 40.0, Trend::Unknown);
         clients.push(unsure);
-        clients.sort_by(connwatch::report::worst_first);
+        clients.sort_by(connwatch::model::worst_first);
         Interval {
             redis: RedisSnapshot {
                 status: RedisStatus::Unreachable,

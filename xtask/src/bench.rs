@@ -1931,7 +1931,7 @@ mod tests {
 
     #[test]
     fn the_address_limit_quoted_is_connwatchs() {
-        let client = include_str!("../../agent/src/client.rs");
+        let client = include_str!("../../agent/src/core/client.rs");
         let want = format!("pub const MAX_ADDRESSES: usize = {};", {
             let n = MAX_ADDRESSES_DOC.to_string();
             // 20000 → 20_000

@@ -5,7 +5,7 @@
 //! toolchain exists, since `setup` installs that toolchain), so it runs the
 //! binary's hidden generators instead: `connwatch man` and
 //! `connwatch completions <shell>`. The generated files are committed; a unit
-//! test in agent/src/docs_gen.rs fails when they no longer match the clap
+//! test in agent/src/cmd/docs_gen.rs fails when they no longer match the clap
 //! definitions, and names this command as the fix.
 
 use std::fs;
@@ -18,7 +18,7 @@ use crate::process;
 
 /// Each generated file, relative to the repository root, and the arguments of
 /// `connwatch` that print it. Keep in step with `GENERATED_FILES` in
-/// agent/src/docs_gen.rs; the test below checks the two lists agree.
+/// agent/src/cmd/docs_gen.rs; the test below checks the two lists agree.
 pub const GENERATED_FILES: [(&str, &[&str]); 4] = [
     ("packaging/connwatch.1", &["man"]),
     (
@@ -88,8 +88,8 @@ mod tests {
     /// and rustfmt's trailing commas are ignored.
     #[test]
     fn same_files_as_the_agent_generates() {
-        let source = fs::read_to_string(process::repo_root().join("agent/src/docs_gen.rs"))
-            .expect("agent/src/docs_gen.rs");
+        let source = fs::read_to_string(process::repo_root().join("agent/src/cmd/docs_gen.rs"))
+            .expect("agent/src/cmd/docs_gen.rs");
         let source: String = source
             .split_whitespace()
             .collect::<String>()
@@ -99,13 +99,13 @@ mod tests {
             let entry = format!("(\"{path}\",&[{}])", args.join(","));
             assert!(
                 source.contains(&entry),
-                "{entry} is not in agent/src/docs_gen.rs"
+                "{entry} is not in agent/src/cmd/docs_gen.rs"
             );
         }
         assert_eq!(
             source.matches("(\"packaging/").count(),
             GENERATED_FILES.len(),
-            "agent/src/docs_gen.rs generates files xtask dist does not write"
+            "agent/src/cmd/docs_gen.rs generates files xtask dist does not write"
         );
     }
 

@@ -19,6 +19,10 @@
 //! Pure and total: no reports, one report, or reports with unknown limits all
 //! give a readable page.
 
+use crate::model::{
+    ClientReport, ClientVerdict, Report, Severity, Verdict, VerdictKind, format_ts, human_bytes,
+    human_duration,
+};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -26,10 +30,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-
-use super::text::{human_bytes, human_duration};
-use super::{ClientReport, Report, format_ts};
-use crate::diagnose::{ClientVerdict, Severity, Verdict, VerdictKind};
 
 /// Addresses drawn in the open-connections chart.
 const TOP_ADDRESSES: usize = 8;
@@ -1928,10 +1928,9 @@ const SCRIPT: &str = r#"(function () {
 mod tests {
     use super::*;
     use crate::diagnose::Thresholds;
-    use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
-    use crate::host::HostSnapshot;
-    use crate::pipeline::Pipeline;
-    use crate::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+    use crate::diagnose::pipeline::Pipeline;
+    use crate::model::*;
+    use crate::model::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
     use std::net::SocketAddr;
 
     const US: Nanos = 1_000;

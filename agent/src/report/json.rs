@@ -3,9 +3,8 @@
 //! The line's shape is [`Report`]'s serde derive: keys in declaration order,
 //! counts as integers, durations as floats in the unit the key names.
 
+use crate::model::Report;
 use std::io::{self, Write};
-
-use super::Report;
 
 /// The report as one JSON object, without the trailing newline.
 pub fn render_json(report: &Report) -> serde_json::Result<String> {
@@ -21,8 +20,8 @@ pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{client, report_with};
-    use crate::report::{AcceptErrors, Age, Idle, Lifetime, Totals};
+    use crate::model::*;
+    use crate::testing::{client, report_with};
     use serde_json::{Value, json};
     use std::time::{Duration, UNIX_EPOCH};
 

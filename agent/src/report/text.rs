@@ -16,11 +16,11 @@
 //!
 //! Pure: the caller decides whether to clear the screen first.
 
+use crate::model::{
+    ClientReport, ClientVerdict, Report, Severity, format_ts, human_bytes, human_duration,
+};
 use std::fmt::Write as _;
 use std::time::Duration;
-
-use super::{ClientReport, Report, format_ts};
-use crate::diagnose::{ClientVerdict, Severity};
 
 const COLUMNS: usize = 10;
 const HEADERS: [&str; COLUMNS] = [
@@ -170,7 +170,7 @@ fn verdict_name(v: ClientVerdict) -> &'static str {
     }
 }
 
-fn status_name(r: &super::RedisReport) -> String {
+fn status_name(r: &crate::model::RedisReport) -> String {
     serde_json::to_value(r.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -295,78 +295,11 @@ fn cut(line: &str, width: usize) -> String {
     out
 }
 
-/// A duration in the largest unit that keeps it short: `850µs`, `1.5ms`, `12ms`,
-/// `3.2s`, `42s`, `5m10s`, `2h05m`, `3d04h`. One decimal below 10 of a unit,
-/// rounded to the nearest shown digit.
-pub fn human_duration(d: Duration) -> String {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    if us < 1_000 {
-        return format!("{us}µs");
-    }
-    // Each step is chosen by the rounded figure, so 999.7ms shows as 1.0s, not 1000ms.
-    let ms_tenths = rounded_div(us, 100);
-    if ms_tenths < 100 {
-        return format!("{}.{}ms", ms_tenths / 10, ms_tenths % 10);
-    }
-    let ms = rounded_div(us, 1_000);
-    if ms < 1_000 {
-        return format!("{ms}ms");
-    }
-    let s_tenths = rounded_div(us, 100_000);
-    if s_tenths < 100 {
-        return format!("{}.{}s", s_tenths / 10, s_tenths % 10);
-    }
-    let s = rounded_div(us, 1_000_000);
-    if s < 60 {
-        return format!("{s}s");
-    }
-    if s < 3_600 {
-        return format!("{}m{:02}s", s / 60, s % 60);
-    }
-    let m = rounded_div(s, 60);
-    if m < 24 * 60 {
-        return format!("{}h{:02}m", m / 60, m % 60);
-    }
-    let h = rounded_div(m, 60);
-    format!("{}d{:02}h", h / 24, h % 24)
-}
-
-/// A byte count in binary units: `512B`, `1.2KiB`, `30.5MiB`, `512KiB`. One decimal
-/// below 100 of a unit.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n}B");
-    }
-    let mut scale: u128 = 1;
-    for unit in UNITS {
-        scale *= 1024;
-        let tenths = rounded_div_u128(u128::from(n) * 10, scale);
-        if tenths < 1_000 {
-            return format!("{}.{}{unit}", tenths / 10, tenths % 10);
-        }
-        let whole = rounded_div_u128(u128::from(n), scale);
-        if whole < 1024 {
-            return format!("{whole}{unit}");
-        }
-    }
-    // Unreachable: u64::MAX is 16 EiB.
-    format!("{n}B")
-}
-
-fn rounded_div(n: u64, d: u64) -> u64 {
-    n / d + u64::from(n % d >= d.div_ceil(2))
-}
-
-fn rounded_div_u128(n: u128, d: u128) -> u128 {
-    n / d + u128::from(n % d >= d.div_ceil(2))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{client, report_with};
-    use crate::report::{AcceptErrors, Age, Idle, Lifetime};
+    use crate::model::*;
+    use crate::testing::{client, report_with};
 
     fn report(clients: Vec<ClientReport>) -> Report {
         report_with(clients)
@@ -438,7 +371,7 @@ mod tests {
             AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::ENFILE, 4)]);
         r.totals.accept_errors_per_s = 20_000.0;
         r.totals.rejected = 5;
-        r.totals.accept_queue = Some(crate::report::AcceptQueue {
+        r.totals.accept_queue = Some(AcceptQueue {
             depth: 128,
             backlog: 511,
         });

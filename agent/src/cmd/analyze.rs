@@ -1,0 +1,158 @@
+//! `connwatch analyze`: replays a capture through the same pipeline as `watch`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+
+use crate::cmd::cli::{AnalyzeArgs, AnalyzeFormat};
+use crate::diagnose::pipeline::Pipeline;
+use crate::model::{Report, Severity, VerdictKind};
+use crate::report::{self};
+use crate::source::capture::Reader;
+
+/// A verdict as it appeared over the capture.
+struct Seen {
+    severity: Severity,
+    first: SystemTime,
+    last: SystemTime,
+    summary: String,
+}
+
+pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let mut reader = Reader::open(&args.file, args.redact)?;
+    let header = reader.header.clone();
+    let mut pipeline = Pipeline::new(
+        header.ports.clone(),
+        args.thresholds.thresholds(),
+        header.clock.clock(),
+    );
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+
+    let mut reports: Vec<Report> = Vec::new();
+    let mut last: Option<Report> = None;
+    let mut seen: BTreeMap<(VerdictKind, Option<IpAddr>), Seen> = BTreeMap::new();
+    let mut damage = None;
+    loop {
+        let ev = match reader.next_event() {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(e) => {
+                damage = Some(e);
+                break;
+            }
+        };
+        let Some(report) = pipeline.apply(&ev) else {
+            continue;
+        };
+        for v in &report.verdicts {
+            seen.entry((v.kind, v.addr))
+                .and_modify(|s| {
+                    s.last = report.ts;
+                    s.severity = s.severity.max(v.severity);
+                    s.summary.clone_from(&v.summary);
+                })
+                .or_insert(Seen {
+                    severity: v.severity,
+                    first: report.ts,
+                    last: report.ts,
+                    summary: v.summary.clone(),
+                });
+        }
+        match args.format {
+            AnalyzeFormat::Json => report::json::write_line(&mut out, &report)?,
+            AnalyzeFormat::Html => reports.push(report.clone()),
+            AnalyzeFormat::Text => {}
+        }
+        last = Some(report);
+    }
+
+    match args.format {
+        AnalyzeFormat::Json => {}
+        AnalyzeFormat::Html => {
+            let title = format!("connwatch — {} ({})", header.host, args.file.display());
+            out.write_all(report::html::render_html(&reports, &title).as_bytes())?;
+        }
+        AnalyzeFormat::Text => {
+            out.write_all(summary(&header, &seen).as_bytes())?;
+            match &last {
+                Some(r) => {
+                    out.write_all(report::text::render_text(r, args.top, None).as_bytes())?
+                }
+                None => writeln!(out, "the capture holds no complete interval")?,
+            }
+        }
+    }
+    out.flush()?;
+
+    if let Some(e) = damage {
+        // The analysis above covers what came before the damage.
+        eprintln!(
+            "connwatch: {}: {e}; analysed what came before it",
+            args.file.display()
+        );
+        return Ok(ExitCode::from(crate::cmd::run::exit::FAILURE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The capture's header and every verdict seen during it, with when.
+fn summary(
+    header: &crate::source::capture::Header,
+    seen: &BTreeMap<(VerdictKind, Option<IpAddr>), Seen>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "capture of {} (kernel {}), ports {:?}, started {}{}",
+        header.host,
+        header.kernel,
+        header.ports,
+        header.started_at,
+        if header.redacted {
+            ", client addresses redacted"
+        } else {
+            ""
+        }
+    );
+    if seen.is_empty() {
+        let _ = writeln!(s, "no verdict during the capture\n");
+        return s;
+    }
+    let _ = writeln!(s, "verdicts during the capture:");
+    let mut rows: Vec<_> = seen.iter().collect();
+    rows.sort_by(|a, b| {
+        b.1.severity
+            .cmp(&a.1.severity)
+            .then(a.1.first.cmp(&b.1.first))
+    });
+    for ((kind, _), v) in rows {
+        let kind = serde_json::to_value(kind)
+            .ok()
+            .and_then(|k| k.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let severity = match v.severity {
+            Severity::Critical => "CRITICAL",
+            Severity::Warning => "WARNING ",
+        };
+        let _ = writeln!(
+            s,
+            "  {severity} {kind}  {} → {}  {}",
+            crate::model::format_ts(v.first),
+            crate::model::format_ts(v.last),
+            v.summary
+        );
+    }
+    s.push('\n');
+    s
+}

@@ -1,0 +1,264 @@
+//! `connwatch check`: the runbook's quick checks in one command, from a short live
+//! sample — never `CLIENT LIST`. Exit code 0 ok, 1 warning, 2 critical, 3 could not
+//! check, so it fits a cron job, a Nagios-style probe or a shell `if`.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cmd::cli::{CheckArgs, Format};
+use crate::cmd::live::{self, Sink};
+use crate::model::{Report, Severity, format_ts, human_duration};
+
+/// The exit codes of `check`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const WARNING: u8 = 1;
+    pub const CRITICAL: u8 = 2;
+    pub const UNKNOWN: u8 = 3;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    fn of(report: &Report) -> Status {
+        match report.verdicts.iter().map(|v| v.severity).max() {
+            Some(Severity::Critical) => Status::Critical,
+            Some(Severity::Warning) => Status::Warning,
+            None => Status::Ok,
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            Status::Ok => exit::OK,
+            Status::Warning => exit::WARNING,
+            Status::Critical => exit::CRITICAL,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckLine<'a> {
+    #[serde(rename = "type")]
+    line_type: &'static str,
+    status: Status,
+    exit_code: u8,
+    sample_s: f64,
+    report: &'a Report,
+}
+
+#[derive(Default)]
+struct LastReport(Option<Report>);
+
+impl Sink for LastReport {
+    fn report(&mut self, report: &Report) -> anyhow::Result<bool> {
+        self.0 = Some(report.clone());
+        Ok(true)
+    }
+}
+
+pub fn check(args: CheckArgs) -> ExitCode {
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("connwatch: could not check: {e:#}");
+            ExitCode::from(exit::UNKNOWN)
+        }
+    }
+}
+
+fn run(args: &CheckArgs) -> anyhow::Result<u8> {
+    live::redis_target(&args.live, &live::watched_ports(&args.live))?;
+    let mut sink = LastReport::default();
+    live::run(&args.live, Some(args.sample), &mut sink)?;
+    let report = sink
+        .0
+        .ok_or_else(|| anyhow::anyhow!("the sample produced no report"))?;
+    let status = Status::of(&report);
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Text
+    } else {
+        Format::Json
+    });
+    let text = match format {
+        Format::Json => {
+            let line = CheckLine {
+                line_type: "check",
+                status,
+                exit_code: status.exit_code(),
+                sample_s: args.sample.as_secs_f64(),
+                report: &report,
+            };
+            serde_json::to_string(&line)? + "\n"
+        }
+        Format::Text => render(&report, status, args.sample),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(status.exit_code())
+}
+
+/// The checks a person runs by hand in an incident, one line each.
+fn render(r: &Report, status: Status, sample: Duration) -> String {
+    let mut s = String::new();
+    let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        s,
+        "connwatch check  {}  port {}  ({} sample, redis {})",
+        format_ts(r.ts),
+        ports.join(","),
+        human_duration(sample),
+        serde_json::to_value(r.redis.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
+    let c = &r.capacity;
+    let capacity = match (c.limit, c.ratio) {
+        (Some(limit), Some(ratio)) => format!("used {} of {limit} ({:.0}%)", c.used, ratio * 100.0),
+        _ => format!("used {} (limit unknown)", c.used),
+    };
+    let _ = writeln!(s, "  capacity          {capacity}");
+    let t = &r.totals;
+    let _ = writeln!(
+        s,
+        "  rejections        {} rejected, {} refused in the sample",
+        t.rejected, t.refused
+    );
+    let (opened, closed): (f64, f64) = r
+        .clients
+        .iter()
+        .filter_map(|c| c.rates)
+        .fold((0.0, 0.0), |(o, cl), x| {
+            (o + x.opened_per_s, cl + x.closed_per_s)
+        });
+    let _ = writeln!(
+        s,
+        "  churn             {opened:.1} opened/s, {closed:.1} closed/s"
+    );
+    let l = &r.limits;
+    let fd = match (l.maxclients, l.effective_maxclients, l.nofile_soft) {
+        (Some(m), Some(e), Some(n)) if e < m => {
+            format!("maxclients {m} but only {e} fit under ulimit -n {n}")
+        }
+        (_, Some(e), Some(n)) => format!("ulimit -n {n}: room for {e} clients"),
+        _ => "unknown".to_owned(),
+    };
+    let _ = writeln!(s, "  fd limit          {fd}");
+    if !t.accept_errors.is_empty() {
+        let _ = writeln!(s, "  accept failures   {}/s", t.accept_errors_per_s);
+    }
+    if let Some(b) = c.blocked_clients {
+        let _ = writeln!(s, "  blocked clients   {b}");
+    }
+    let idle = r
+        .clients
+        .iter()
+        .filter(|c| c.open > 0)
+        .max_by_key(|c| c.idle.map(|i| i.max))
+        .map(|c| {
+            format!(
+                "{} holds {} open, idle up to {}",
+                c.addr,
+                c.open,
+                c.idle
+                    .map_or_else(|| "?".to_owned(), |i| human_duration(i.max))
+            )
+        })
+        .unwrap_or_else(|| "no open connection".to_owned());
+    let _ = writeln!(s, "  idle connections  {idle}");
+    let _ = writeln!(
+        s,
+        "  listen overflows  {}",
+        t.listen_overflows
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+    );
+    for v in &r.verdicts {
+        let sev = match v.severity {
+            Severity::Critical => "CRITICAL",
+            Severity::Warning => "WARNING ",
+        };
+        let _ = writeln!(s, "{sev} {}", v.summary);
+        let _ = writeln!(
+            s,
+            "         → {}",
+            v.action.lines().next().unwrap_or_default()
+        );
+    }
+    let word = match status {
+        Status::Ok => "OK",
+        Status::Warning => "WARNING",
+        Status::Critical => "CRITICAL",
+    };
+    let _ = writeln!(s, "result: {word} (exit {})", status.exit_code());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn report(severities: &[Severity]) -> Report {
+        let mut r = crate::core::tracker::Tracker::new(vec![6379]).report(
+            1,
+            &crate::model::Clock {
+                mono: 0,
+                wall: std::time::UNIX_EPOCH,
+            },
+        );
+        r.verdicts = severities
+            .iter()
+            .map(|&severity| Verdict {
+                kind: VerdictKind::CapacityWarning,
+                severity,
+                addr: None,
+                summary: "s".into(),
+                evidence: serde_json::Map::new(),
+                action: "a".into(),
+                stale_connections: Vec::new(),
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn the_worst_verdict_sets_the_exit_code() {
+        assert_eq!(Status::of(&report(&[])).exit_code(), 0);
+        assert_eq!(Status::of(&report(&[Severity::Warning])).exit_code(), 1);
+        assert_eq!(
+            Status::of(&report(&[Severity::Warning, Severity::Critical])).exit_code(),
+            2
+        );
+    }
+
+    #[test]
+    fn text_lists_the_checks_and_the_result() {
+        let text = render(
+            &report(&[Severity::Critical]),
+            Status::Critical,
+            Duration::from_secs(3),
+        );
+        for needle in [
+            "capacity",
+            "rejections",
+            "churn",
+            "fd limit",
+            "idle connections",
+            "listen overflows",
+            "CRITICAL s",
+            "result: CRITICAL (exit 2)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The command line: clap definitions ([`cli`]), one module per subcommand
+//! ([`watch`], [`record`] for `capture`, [`analyze`], [`check`], [`docs_gen`]),
+//! the live loop they share ([`live`]), output sinks ([`output`]) and exit codes
+//! ([`run`]). Thin glue: the judgment lives in the layers below.
+
+pub mod analyze;
+pub mod check;
+pub mod cli;
+pub mod docs_gen;
+pub mod live;
+pub mod output;
+pub mod record;
+pub mod run;
+pub mod watch;

@@ -1,0 +1,54 @@
+//! What the binary runs: logging set-up, command dispatch, exit codes.
+
+use std::process::ExitCode;
+
+use crate::cmd::cli::{Cli, Command};
+use crate::source::probe::MissingPrivileges;
+use crate::source::redis_info::RedisArgError;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    /// A runtime failure (kernel refused a program, I/O error).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's code too).
+    pub const USAGE: u8 = 2;
+    /// Not enough privileges to load the probes.
+    pub const NO_PRIVILEGES: u8 = 3;
+}
+
+/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Watch(args) => crate::cmd::watch::watch(args),
+        Command::Capture(args) => crate::cmd::record::capture(args),
+        Command::Analyze(args) => crate::cmd::analyze::analyze(args),
+        Command::Check(args) => Ok(crate::cmd::check::check(args)),
+        Command::Completions { shell } => {
+            crate::cmd::docs_gen::print_completions(shell).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Man => crate::cmd::docs_gen::print_man().map(|()| ExitCode::SUCCESS),
+    }
+}
+
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<MissingPrivileges>().is_some() {
+        exit::NO_PRIVILEGES
+    } else if err.downcast_ref::<RedisArgError>().is_some() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    }
+}

@@ -1,0 +1,61 @@
+//! `connwatch watch`: the live pipeline's reports on a terminal, as NDJSON, or to a file.
+
+use std::process::ExitCode;
+
+use crate::cmd::cli::WatchArgs;
+use crate::cmd::live::{self, Sink};
+use crate::cmd::output::{Output, OutputError};
+use crate::model::Clock;
+use crate::model::Report;
+use crate::report::prometheus::{MetricsListener, MetricsServer};
+
+struct WatchSink {
+    output: Output,
+    top: usize,
+    /// Bound before the probes load (a busy address fails early), served once the
+    /// event loop runs.
+    metrics_listener: Option<MetricsListener>,
+    metrics: Option<MetricsServer>,
+}
+
+impl Sink for WatchSink {
+    fn start(&mut self, _ports: &[u16], _clock: &Clock) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics_listener.take() {
+            let (server, _task) = listener.serve()?;
+            log::info!("serving metrics at http://{}/metrics", server.local_addr());
+            self.metrics = Some(server);
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, report: &Report) -> anyhow::Result<bool> {
+        if let Some(m) = &self.metrics {
+            m.publish_report(report, self.top);
+        }
+        match self.output.write(report) {
+            Ok(()) => Ok(true),
+            // The reader went away (a closed pipe): stop quietly.
+            Err(OutputError::Closed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn hangup(&mut self) -> anyhow::Result<()> {
+        self.output.reopen()
+    }
+}
+
+pub fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    // Usage errors first, before anything is loaded.
+    live::redis_target(&args.live, &live::watched_ports(&args.live))?;
+    let output = Output::open(args.format, args.output.as_deref(), args.top)?;
+    let metrics_listener = args.metrics.map(MetricsListener::bind).transpose()?;
+    let mut sink = WatchSink {
+        output,
+        top: args.top,
+        metrics_listener,
+        metrics: None,
+    };
+    live::run(&args.live, args.duration, &mut sink)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,63 @@
+//! The one pipeline every source feeds: events in, a diagnosed report out at the
+//! end of each interval (an [`Event::Tick`]).
+//!
+//! `watch` and `capture` feed it live events; `analyze` feeds it the events of a
+//! capture file. Because a capture records every event the live pipeline saw —
+//! ticks included — a replay reaches the same reports and the same verdicts.
+
+use crate::core::rates::RateMeter;
+use crate::core::tracker::Tracker;
+use crate::diagnose::{Diagnoser, Thresholds};
+use crate::model::Report;
+use crate::model::{Activity, Clock, ConnKey, Event, Nanos};
+
+pub struct Pipeline {
+    tracker: Tracker,
+    diagnoser: Diagnoser,
+    rates: RateMeter,
+    clock: Clock,
+}
+
+impl Pipeline {
+    /// `clock` maps the event stream's monotonic time to wall-clock time; its
+    /// `mono` is the start of the run (for `uptime_s`).
+    pub fn new(ports: Vec<u16>, thresholds: Thresholds, clock: Clock) -> Self {
+        Pipeline {
+            tracker: Tracker::new(ports),
+            diagnoser: Diagnoser::new(thresholds),
+            rates: RateMeter::default(),
+            clock,
+        }
+    }
+
+    /// Applies one event. A tick ends an interval and returns its report.
+    pub fn apply(&mut self, ev: &Event) -> Option<Report> {
+        self.tracker.apply(ev);
+        let Event::Tick { ts } = ev else {
+            return None;
+        };
+        let now = *ts;
+        let mut report = self.tracker.report(now, &self.clock);
+        self.rates.fill(now, &mut report);
+        let tracker = &self.tracker;
+        self.diagnoser.diagnose(now, &mut report, &|ip, idle| {
+            tracker.stale_connections(ip, now, idle)
+        });
+        Some(report)
+    }
+
+    /// The interval's [`Event::Activity`] from a sock_diag scan of the open
+    /// connections (see [`Tracker::activity_from_scan`]).
+    pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
+        self.tracker.activity_from_scan(ts, scan)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.tracker.open()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}

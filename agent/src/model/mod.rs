@@ -1,0 +1,31 @@
+//! Plain types every layer shares: time, connection keys, the event stream, the
+//! Redis and host snapshots, verdicts and the report schema, plus the formatting
+//! every output uses. This layer imports nothing else of ours.
+//!
+//! Every enum whose name appears in an output has one name per variant, its serde
+//! name, available as `as_str()`, and the list of its variants as `ALL` (see
+//! [`named`]); renderers use those instead of keeping their own tables.
+
+#[macro_use]
+mod named;
+pub mod capacity;
+pub mod event;
+pub mod format;
+pub mod host;
+pub mod redis;
+pub mod report;
+pub mod verdict;
+
+pub use capacity::{Capacity, CapacitySource, FileNr, Limits, RedisReport};
+pub use event::{
+    Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, NANOS_PER_SEC, Nanos,
+    monotonic_now, normalize,
+};
+pub use format::{format_ts, human_bytes, human_duration, micros};
+pub use host::{HostSnapshot, Listener};
+pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+pub use report::{
+    AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Rates, RejectCounts,
+    RejectReason, Report, RetryReport, Totals, Trend, errno_name, worst_first,
+};
+pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

@@ -1,0 +1,464 @@
+//! What a report says, independent of how it is shown.
+//!
+//! [`Report`] serializes (serde) to exactly one NDJSON line (`report::json`);
+//! `report::text` renders the same value as a table for a terminal. Durations are held as
+//! [`Duration`]s truncated to microseconds and written as floats in the unit
+//! their JSON key names (`lifetime_ms`, `idle_s`).
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use super::capacity::{Capacity, Limits, RedisReport};
+use super::format::{as_millis, as_secs, rfc3339_millis};
+use super::verdict::{ClientVerdict, Verdict};
+
+/// The `"type"` tag that leads every NDJSON line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Report,
+}
+
+/// One report: totals and per-client rows, worst client first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Wall-clock time of the report.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub ts: SystemTime,
+    /// Time since the agent started.
+    #[serde(rename = "uptime_s", serialize_with = "as_secs")]
+    pub uptime: Duration,
+    pub ports: Vec<u16>,
+    pub totals: Totals,
+    pub redis: RedisReport,
+    pub limits: Limits,
+    pub capacity: Capacity,
+    /// Host-level verdicts, most severe first (see docs/DIAGNOSIS.md).
+    pub verdicts: Vec<Verdict>,
+    /// Sorted with [`worst_first`].
+    pub clients: Vec<ClientReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections seen opening since the agent started.
+    pub opened: u64,
+    /// Connections closed since the agent started (including those whose open
+    /// was not seen, and those whose close was lost and inferred).
+    pub closed: u64,
+    pub closed_by_server: u64,
+    pub closed_by_client: u64,
+    pub reset: u64,
+    /// Distinct client addresses known now.
+    pub clients: u64,
+    /// Kernel events lost (the ring buffer was full): the figures are incomplete.
+    pub lost_events: u64,
+    /// Connections whose close record was lost (the ring buffer was full), found
+    /// gone by the interval's sock_diag scan and counted as closed then.
+    pub vanished: u64,
+    /// Closes whose byte counts the kernel could not read: such a close cannot be
+    /// told to be a rejection.
+    pub closes_without_bytes: u64,
+    /// Failed accepts of the listeners, by errno name.
+    pub accept_errors: AcceptErrors,
+    /// Quiet client addresses dropped to bound memory.
+    pub evicted_clients: u64,
+    /// Connections Redis accepted and closed at once without reading (maxclients,
+    /// protected mode), and by reason.
+    pub rejected: u64,
+    pub rejected_by_reason: RejectCounts,
+    /// Connection attempts the kernel refused because nothing listened.
+    pub refused: u64,
+    /// Failed accepts per second over the last interval (all errnos in `accept_errors`).
+    pub accept_errors_per_s: f64,
+    /// Growth of TcpExt ListenOverflows / ListenDrops since the agent started
+    /// (host-wide: every listener on the host counts); absent when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_drops: Option<u64>,
+    /// SYN-ACKs the watched listeners had to send again.
+    pub synack_retransmits: u64,
+    /// Connections waiting in the watched listeners' accept queues now, and the
+    /// queues' size; absent when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<AcceptQueue>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AcceptQueue {
+    pub depth: u64,
+    pub backlog: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClientReport {
+    /// IPv4-mapped IPv6 addresses appear as IPv4.
+    pub addr: IpAddr,
+    /// Connections open now.
+    pub open: u64,
+    /// Of `open`, those that predate the agent.
+    pub seeded: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub closed_by_server: u64,
+    pub closed_by_client: u64,
+    pub reset: u64,
+    /// Of `closed`, connections Redis turned away at once (maxclients, protected mode).
+    pub rejected: u64,
+    /// Attempts refused by the kernel: nothing listened on the port.
+    pub refused: u64,
+    /// Failed attempts, each counted once: rejected, refused or reset (a rejection
+    /// Redis's close turned into a reset is one failure, not two). For diagnosis.
+    #[serde(skip)]
+    pub failed: u64,
+    /// A replica of this server (from INFO replication) or a cluster peer.
+    pub internal: bool,
+    /// What this address is doing: healthy, leak, retry_storm, backing_off, pool_heavy.
+    pub verdict: ClientVerdict,
+    /// Lifetimes of closed connections whose open was seen; `None` if there are none.
+    #[serde(rename = "lifetime_ms")]
+    pub lifetime: Option<Lifetime>,
+    /// Age of the oldest open connection; `None` when none is open.
+    #[serde(rename = "age_s")]
+    pub age: Option<Age>,
+    /// Idle times of open connections; `None` when none is open.
+    #[serde(rename = "idle_s")]
+    pub idle: Option<Idle>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Gaps between a failed attempt and the next one; `None` before any.
+    pub retry: Option<RetryReport>,
+    /// Opens, closes, rejections and refusals per second over the last interval;
+    /// `None` the first time an address appears.
+    pub rates: Option<Rates>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RetryReport {
+    /// Gaps measured so far.
+    pub gaps: u64,
+    /// Median and last of the latest gaps, in ms.
+    pub p50_ms: f64,
+    pub last_ms: f64,
+    /// Whether successive gaps grow (backoff), stay flat, or shrink.
+    pub trend: Trend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Lifetime {
+    #[serde(serialize_with = "as_millis")]
+    pub p50: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p90: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub p99: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub max: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Age {
+    #[serde(serialize_with = "as_secs")]
+    pub max: Duration,
+    /// The address holds connections that predate the agent: their true age is
+    /// unknown, so `max` is only a lower bound.
+    pub lower_bound: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Idle {
+    #[serde(serialize_with = "as_secs")]
+    pub p50: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub max: Duration,
+}
+
+/// Orders client rows worst first: most open connections, then most connections
+/// lost (resets + server closes), then most opened, then by address so the order
+/// is deterministic.
+pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
+    b.open
+        .cmp(&a.open)
+        .then_with(|| lost(b).cmp(&lost(a)))
+        .then_with(|| b.opened.cmp(&a.opened))
+        .then_with(|| a.addr.cmp(&b.addr))
+}
+
+fn lost(c: &ClientReport) -> u64 {
+    c.reset
+        .saturating_add(c.closed_by_server)
+        .saturating_add(c.refused)
+}
+
+/// Failed accepts by errno, most frequent first; serialized as a JSON object
+/// `{"EMFILE": 812}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptErrors(Vec<(Cow<'static, str>, u64)>);
+
+impl AcceptErrors {
+    /// From the kernel's `(errno, count)` totals. EAGAIN/EWOULDBLOCK and EINTR are
+    /// left out: a non-blocking accept loop ends on them every time. Zero counts
+    /// are left out; repeated errnos are summed.
+    pub fn from_kernel(counts: &[(i32, u64)]) -> Self {
+        let mut kept: Vec<(i32, u64)> = counts
+            .iter()
+            .copied()
+            .filter(|&(errno, n)| n > 0 && !is_routine_accept_errno(errno))
+            .collect();
+        kept.sort_unstable_by_key(|&(errno, _)| errno);
+        kept.dedup_by(|next, first| {
+            let same = next.0 == first.0;
+            if same {
+                first.1 = first.1.saturating_add(next.1);
+            }
+            same
+        });
+        let mut named: Vec<(Cow<'static, str>, u64)> = kept
+            .into_iter()
+            .map(|(errno, n)| (errno_name(errno), n))
+            .collect();
+        named.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        AcceptErrors(named)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// All failed accepts counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `(name, count)`, most frequent first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(name, n)| (name.as_ref(), *n))
+    }
+}
+
+impl Serialize for AcceptErrors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, n) in &self.0 {
+            map.serialize_entry(name.as_ref(), n)?;
+        }
+        map.end()
+    }
+}
+
+fn is_routine_accept_errno(errno: i32) -> bool {
+    // EWOULDBLOCK equals EAGAIN on Linux; both are named for other platforms' sake.
+    errno == libc::EAGAIN || errno == libc::EWOULDBLOCK || errno == libc::EINTR
+}
+
+/// The symbolic name of an errno `accept` can return, or `E<number>`.
+pub fn errno_name(errno: i32) -> Cow<'static, str> {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::EINTR => "EINTR",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSR => "ENOSR",
+        libc::ENONET => "ENONET",
+        libc::EPROTO => "EPROTO",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        _ => return Cow::Owned(format!("E{errno}")),
+    };
+    Cow::Borrowed(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::format::{format_ts, micros};
+    use std::time::UNIX_EPOCH;
+
+    use crate::testing::client;
+
+    #[test]
+    fn worst_first_orders_by_open_then_lost_then_opened_then_addr() {
+        let mut rows = [
+            client("10.0.0.9", 1, 0, 5),
+            client("10.0.0.8", 1, 0, 5),
+            client("10.0.0.7", 1, 0, 6),
+            client("10.0.0.6", 1, 3, 0),
+            client("10.0.0.5", 2, 0, 0),
+            client("::1", 0, 0, 0),
+        ];
+        rows.sort_by(worst_first);
+        let order: Vec<String> = rows.iter().map(|c| c.addr.to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9", "::1"
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_errors_drop_routine_errnos_and_name_the_rest() {
+        let errors = AcceptErrors::from_kernel(&[
+            (libc::EAGAIN, 100_000),
+            (libc::EINTR, 3),
+            (libc::EMFILE, 812),
+            (libc::ENFILE, 0),
+            (libc::ECONNABORTED, 5),
+            (200, 2),
+            (libc::ECONNABORTED, 1),
+        ]);
+        let got: Vec<(&str, u64)> = errors.iter().collect();
+        assert_eq!(got, [("EMFILE", 812), ("ECONNABORTED", 6), ("E200", 2)]);
+        assert_eq!(
+            serde_json::to_string(&errors).unwrap(),
+            r#"{"EMFILE":812,"ECONNABORTED":6,"E200":2}"#
+        );
+    }
+
+    #[test]
+    fn accept_errors_empty_serializes_as_empty_object() {
+        let errors = AcceptErrors::from_kernel(&[(libc::EAGAIN, 7)]);
+        assert!(errors.is_empty());
+        assert_eq!(serde_json::to_string(&errors).unwrap(), "{}");
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EMFILE), "EMFILE");
+        assert_eq!(errno_name(libc::ENFILE), "ENFILE");
+        assert_eq!(errno_name(libc::ENOBUFS), "ENOBUFS");
+        assert_eq!(errno_name(4095), "E4095");
+        assert_eq!(errno_name(0), "E0");
+    }
+
+    #[test]
+    fn timestamps_have_millisecond_precision_and_are_clamped() {
+        let t = UNIX_EPOCH + Duration::from_nanos(1_795_986_000_123_456_789);
+        assert_eq!(format_ts(t).to_string(), "2026-11-29T21:00:00.123Z");
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(format_ts(before).to_string(), "1970-01-01T00:00:00.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(format_ts(far).to_string(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn durations_serialize_in_their_key_unit_with_microsecond_resolution() {
+        let lifetime = Lifetime {
+            p50: micros(850_123),
+            p90: Duration::from_micros(1_234),
+            p99: Duration::from_millis(12),
+            max: Duration::from_secs(3),
+        };
+        assert_eq!(
+            serde_json::to_string(&lifetime).unwrap(),
+            r#"{"p50":0.85,"p90":1.234,"p99":12.0,"max":3000.0}"#
+        );
+        let idle = Idle {
+            p50: Duration::from_micros(3_200_000),
+            max: Duration::from_nanos(1_500),
+        };
+        assert_eq!(
+            serde_json::to_string(&idle).unwrap(),
+            r#"{"p50":3.2,"max":1e-6}"#
+        );
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Rates {
+    pub opened_per_s: f64,
+    pub closed_per_s: f64,
+    pub rejected_per_s: f64,
+    pub refused_per_s: f64,
+}
+
+/// Why Redis turned a connection away, told by the size of its one reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// `-ERR max number of clients reached` (36 bytes; longer in cluster mode).
+    MaxClients,
+    /// `-DENIED Redis is running in protected mode …` (about 1 KB).
+    ProtectedMode,
+    /// No reply (TLS, or the close raced the write) or an unknown one.
+    Unknown,
+}
+
+impl RejectReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::MaxClients => "maxclients",
+            RejectReason::ProtectedMode => "protected_mode",
+            RejectReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// Rejections counted by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RejectCounts {
+    pub maxclients: u64,
+    pub protected_mode: u64,
+    pub unknown: u64,
+}
+
+impl RejectCounts {
+    pub fn add(&mut self, reason: RejectReason) {
+        let slot = match reason {
+            RejectReason::MaxClients => &mut self.maxclients,
+            RejectReason::ProtectedMode => &mut self.protected_mode,
+            RejectReason::Unknown => &mut self.unknown,
+        };
+        *slot += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.maxclients + self.protected_mode + self.unknown
+    }
+}
+
+/// Which way successive gaps go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trend {
+    /// Fewer than four gaps: no trend to speak of.
+    Unknown,
+    /// Later gaps are at least 1.5 times the earlier ones: the client backs off.
+    Growing,
+    /// Neither growing nor shrinking much.
+    Flat,
+    /// Later gaps are under two thirds of the earlier ones: the client speeds up.
+    Shrinking,
+}
+
+named!(Trend {
+    Unknown => "unknown",
+    Growing => "growing",
+    Flat => "flat",
+    Shrinking => "shrinking",
+});

@@ -1,0 +1,14 @@
+//! Where events come from. Each source turns what it reads into
+//! [`crate::model::Event`]s or snapshots; none of them judges anything.
+//!
+//! - [`probe`]: the only code that touches BPF (tracepoints, ring buffer, counters).
+//! - [`sock_diag`]: netlink socket dumps: open connections, listeners, queues.
+//! - [`host`]: `/proc` joins: who owns the listeners, their fd limits and usage.
+//! - [`redis_info`]: the one persistent INFO/CONFIG connection to Redis.
+//! - [`capture`]: capture files, written by `capture` and read by `analyze`.
+
+pub mod capture;
+pub mod host;
+pub mod probe;
+pub mod redis_info;
+pub mod sock_diag;

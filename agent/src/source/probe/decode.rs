@@ -1,0 +1,172 @@
+//! Turns the kernel's records into the core's events. Pure, so it is unit-tested.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use connwatch_ebpf::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, event_kind};
+
+use crate::model::{Activity, CloseKind, ConnKey, Event};
+
+fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+        _ => None,
+    }
+}
+
+/// The connection a kernel record describes (IPv4-mapped addresses as IPv4).
+pub fn key_of(ev: &ConnEvent) -> Option<ConnKey> {
+    let local = SocketAddr::new(ip(ev.family, &ev.laddr)?, ev.lport);
+    let remote = SocketAddr::new(ip(ev.family, &ev.raddr)?, ev.rport);
+    Some(ConnKey::new(local, remote))
+}
+
+/// One ring-buffer record as an event; `None` for a record we cannot interpret
+/// (unknown kind or family), which the caller counts.
+pub fn decode(ev: &ConnEvent) -> Option<Event> {
+    let key = key_of(ev)?;
+    let ts = ev.ts_ns;
+    let how = match ev.kind {
+        event_kind::OPENED => return Some(Event::Opened { ts, key }),
+        event_kind::REFUSED => return Some(Event::Refused { ts, key }),
+        event_kind::CLOSED_BY_SERVER => CloseKind::Server,
+        event_kind::CLOSED_BY_CLIENT => CloseKind::Client,
+        event_kind::RESET => CloseKind::Reset,
+        _ => return None,
+    };
+    // The close record carries byte totals read from the socket; when data last
+    // moved is known from the latest sock_diag poll, not from the close.
+    let activity = (ev.flags & BYTES_KNOWN != 0).then_some(Activity {
+        bytes_in: ev.bytes_in,
+        bytes_out: ev.bytes_out,
+        last_active: None,
+    });
+    Some(Event::Closed {
+        ts,
+        key,
+        how,
+        activity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn v4(kind: u8, l: [u8; 4], lport: u16, r: [u8; 4], rport: u16) -> ConnEvent {
+        let mut ev = ConnEvent {
+            ts_ns: 42,
+            family: AF_INET,
+            lport,
+            rport,
+            kind,
+            ..ConnEvent::default()
+        };
+        ev.laddr[..4].copy_from_slice(&l);
+        ev.raddr[..4].copy_from_slice(&r);
+        ev
+    }
+
+    #[test]
+    fn decodes_an_ipv4_open_and_refusal() {
+        let key = ConnKey::new(
+            "127.0.0.1:6379".parse().unwrap(),
+            "127.0.0.5:40000".parse().unwrap(),
+        );
+        let ev = v4(
+            event_kind::OPENED,
+            [127, 0, 0, 1],
+            6379,
+            [127, 0, 0, 5],
+            40000,
+        );
+        assert_eq!(decode(&ev), Some(Event::Opened { ts: 42, key }));
+        let ev = v4(
+            event_kind::REFUSED,
+            [127, 0, 0, 1],
+            6379,
+            [127, 0, 0, 5],
+            40000,
+        );
+        assert_eq!(decode(&ev), Some(Event::Refused { ts: 42, key }));
+    }
+
+    #[test]
+    fn decodes_closes_with_who_closed_and_bytes() {
+        for (kind, how) in [
+            (event_kind::CLOSED_BY_SERVER, CloseKind::Server),
+            (event_kind::CLOSED_BY_CLIENT, CloseKind::Client),
+            (event_kind::RESET, CloseKind::Reset),
+        ] {
+            let mut ev = v4(kind, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 40000);
+            ev.bytes_in = 14;
+            ev.bytes_out = 7;
+            ev.flags = BYTES_KNOWN;
+            match decode(&ev) {
+                Some(Event::Closed {
+                    ts: 42,
+                    how: got,
+                    activity: Some(a),
+                    ..
+                }) => {
+                    assert_eq!(got, how);
+                    assert_eq!(
+                        a,
+                        Activity {
+                            bytes_in: 14,
+                            bytes_out: 7,
+                            last_active: None
+                        }
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_close_without_byte_counts_has_no_activity() {
+        let mut ev = v4(
+            event_kind::RESET,
+            [127, 0, 0, 1],
+            6379,
+            [127, 0, 0, 5],
+            40000,
+        );
+        ev.bytes_out = 36; // not flagged as read: ignored
+        assert!(matches!(
+            decode(&ev),
+            Some(Event::Closed { activity: None, .. })
+        ));
+    }
+
+    #[test]
+    fn ipv6_and_v4_mapped() {
+        let mut ev = ConnEvent {
+            family: AF_INET6,
+            lport: 6379,
+            rport: 5000,
+            ..ConnEvent::default()
+        };
+        ev.laddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        ev.raddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        let key = key_of(&ev).unwrap();
+        assert_eq!(key.remote, "[::1]:5000".parse().unwrap());
+
+        ev.raddr = "::ffff:127.0.0.9".parse::<Ipv6Addr>().unwrap().octets();
+        let key = key_of(&ev).unwrap();
+        assert_eq!(key.remote, "127.0.0.9:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_kind_or_family_is_rejected() {
+        let ev = v4(99, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 1);
+        assert_eq!(decode(&ev), None);
+        let ev = ConnEvent {
+            family: 1,
+            ..v4(event_kind::OPENED, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 1)
+        };
+        assert_eq!(decode(&ev), None);
+    }
+}
