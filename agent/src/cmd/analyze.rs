@@ -101,7 +101,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             "connwatch: {}: {e}; analysed what came before it",
             args.file.display()
         );
-        return Ok(ExitCode::from(crate::cmd::run::exit::FAILURE));
+        return Ok(ExitCode::from(crate::cmd::exit::FAILURE));
     }
     Ok(ExitCode::SUCCESS)
 }

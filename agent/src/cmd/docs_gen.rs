@@ -113,7 +113,7 @@ fn demote_sections(roff: &[u8]) -> Vec<u8> {
 
 /// Sections clap does not know about: exit codes, environment, files, see also.
 fn footer() -> Roff {
-    use crate::cmd::run::exit;
+    use crate::cmd::exit;
     let mut roff = Roff::new();
     roff.control("SH", ["EXIT STATUS"]);
     for (code, meaning) in [

@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod check;
 pub mod cli;
 pub mod docs_gen;
+pub mod exit;
 pub mod live;
 pub mod output;
 pub mod record;

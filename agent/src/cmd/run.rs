@@ -3,18 +3,9 @@
 use std::process::ExitCode;
 
 use crate::cmd::cli::{Cli, Command};
+use crate::cmd::exit;
 use crate::source::probe::MissingPrivileges;
 use crate::source::redis_info::RedisArgError;
-
-/// Exit codes, documented in README.md.
-pub mod exit {
-    /// A runtime failure (kernel refused a program, I/O error).
-    pub const FAILURE: u8 = 1;
-    /// Bad command-line usage (clap's code too).
-    pub const USAGE: u8 = 2;
-    /// Not enough privileges to load the probes.
-    pub const NO_PRIVILEGES: u8 = 3;
-}
 
 /// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
 pub fn init_logging(verbose: u8, quiet: bool) {

@@ -7,7 +7,6 @@
 use crate::model::{
     Capacity, CapacitySource, FileNr, HostSnapshot, Limits, RedisReport, RedisSnapshot, RedisStatus,
 };
-use crate::source::host::{self};
 
 /// Baselines taken at the first good reading, for deltas since the agent started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,8 +89,7 @@ pub fn configured_maxclients(r: Option<&RedisSnapshot>) -> Option<u64> {
 pub fn limits(redis: Option<&RedisSnapshot>, h: Option<&HostSnapshot>) -> Limits {
     let maxclients = configured_maxclients(redis);
     let nofile_soft = h.and_then(|h| h.nofile_soft);
-    let (effective_maxclients, effective_reason) =
-        host::effective_maxclients(maxclients, nofile_soft);
+    let (effective_maxclients, effective_reason) = effective_maxclients(maxclients, nofile_soft);
     Limits {
         maxclients,
         effective_maxclients,
@@ -149,6 +147,36 @@ pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64
         }
     }
     cap
+}
+
+/// Descriptors Redis keeps for itself beyond its clients (`CONFIG_MIN_RESERVED_FDS`):
+/// it sizes its open-file limit as maxclients + 32.
+pub const REDIS_RESERVED_FDS: u64 = 32;
+
+/// How many clients Redis can really hold: `maxclients`, or fewer when its
+/// open-file limit (`nofile_soft`) leaves room for fewer, since each client is a
+/// descriptor and Redis keeps [`REDIS_RESERVED_FDS`] for itself. The second value
+/// explains, in one sentence, when the fd limit is what binds (including when
+/// maxclients is unknown); it is `None` when maxclients binds or nothing is known.
+pub fn effective_maxclients(
+    maxclients: Option<u64>,
+    nofile_soft: Option<u64>,
+) -> (Option<u64>, Option<String>) {
+    let Some(soft) = nofile_soft else {
+        return (maxclients, None);
+    };
+    let room = soft.saturating_sub(REDIS_RESERVED_FDS);
+    let limit = format!(
+        "the process's open-file limit (ulimit -n) is {soft}, which leaves room for {room} clients"
+    );
+    match maxclients {
+        Some(max) if max <= room => (Some(max), None),
+        Some(max) => (
+            Some(room),
+            Some(format!("{limit}, fewer than maxclients {max}")),
+        ),
+        None => (Some(room), Some(format!("maxclients is unknown; {limit}"))),
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +295,62 @@ mod tests {
         assert_eq!(
             RedisReport::from_snapshot(&restarted, Some(&base)).rejected_connections_delta,
             Some(0)
+        );
+    }
+
+    #[test]
+    fn fd_limit_binds_below_maxclients() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(4096)),
+            (
+                Some(4064),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 4096, which leaves room \
+                     for 4064 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn maxclients_binds_when_the_fd_limit_has_room() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(10032)),
+            (Some(10000), None)
+        );
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(1_048_576)),
+            (Some(10000), None)
+        );
+        // Exactly one short of room: the fd limit binds.
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(10031)),
+            (
+                Some(9999),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 10031, which leaves room \
+                     for 9999 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn effective_maxclients_with_unknowns() {
+        assert_eq!(effective_maxclients(Some(10000), None), (Some(10000), None));
+        assert_eq!(effective_maxclients(None, None), (None, None));
+        assert_eq!(
+            effective_maxclients(None, Some(1024)),
+            (
+                Some(992),
+                Some(
+                    "maxclients is unknown; the process's open-file limit (ulimit -n) is \
+                     1024, which leaves room for 992 clients"
+                        .to_string()
+                )
+            )
         );
     }
 }
