@@ -353,4 +353,21 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn tiny_fd_limit_leaves_no_room() {
+        assert_eq!(
+            effective_maxclients(Some(10000), Some(20)),
+            (
+                Some(0),
+                Some(
+                    "the process's open-file limit (ulimit -n) is 20, which leaves room \
+                     for 0 clients, fewer than maxclients 10000"
+                        .to_string()
+                )
+            )
+        );
+        assert_eq!(effective_maxclients(Some(0), Some(32)), (Some(0), None));
+        assert_eq!(effective_maxclients(None, Some(0)).0, Some(0));
+    }
 }

@@ -357,6 +357,7 @@ fn netstat_counter(text: &str, group: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::capacity::effective_maxclients;
     use crate::model::*;
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::fs::{MetadataExt, symlink};
@@ -748,23 +749,6 @@ TcpExt: 0 42 9
             ),
             (None, Some(2))
         );
-    }
-
-    #[test]
-    fn tiny_fd_limit_leaves_no_room() {
-        assert_eq!(
-            effective_maxclients(Some(10000), Some(20)),
-            (
-                Some(0),
-                Some(
-                    "the process's open-file limit (ulimit -n) is 20, which leaves room \
-                     for 0 clients, fewer than maxclients 10000"
-                        .to_string()
-                )
-            )
-        );
-        assert_eq!(effective_maxclients(Some(0), Some(32)), (Some(0), None));
-        assert_eq!(effective_maxclients(None, Some(0)).0, Some(0));
     }
 
     fn diag(state: u8, local: &str, inode: u64, rqueue: u32, wqueue: u32) -> DiagSocket {
