@@ -1,0 +1,179 @@
+//! Per-address rules: a leak (idle connections that keep growing), a retry storm
+//! (failures retried without backoff), a client that backs off, a heavy pool.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Map, json};
+
+use super::{Diagnoser, millis, nanos, round1};
+use crate::model::{
+    ClientReport, ClientVerdict, MAX_STALE_NAMED, Nanos, Severity, StaleConn, Trend, Verdict,
+    VerdictKind, human_duration,
+};
+
+impl Diagnoser {
+    pub(super) fn judge_client(
+        &self,
+        now: Nanos,
+        c: &ClientReport,
+        limit: Option<u64>,
+        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+    ) -> (ClientVerdict, Option<Verdict>) {
+        if c.internal {
+            return (ClientVerdict::Healthy, None);
+        }
+        let failures = c.failed;
+        let short = nanos(self.cfg.short_window);
+        let recent_failures = self
+            .client_sample_at(c.addr, now, short)
+            .map_or(0, |s| failures.saturating_sub(s.failures));
+        let window_failures = self
+            .client_sample_at(c.addr, now, self.window_ns())
+            .map_or(0, |s| failures.saturating_sub(s.failures));
+        let gap = c
+            .retry
+            .as_ref()
+            .map(|r| Duration::from_micros((r.p50_ms * 1e3) as u64));
+        let trend = c.retry.as_ref().map_or(Trend::Unknown, |r| r.trend);
+
+        // Retry storm: many failures just now, retried at once, gaps not growing.
+        if recent_failures >= self.cfg.storm_min_failures
+            && gap.is_some_and(|g| g < self.cfg.storm_max_gap)
+            // "Not growing" must be known from enough gaps: the first retries of a
+            // client that backs off are short, and full jitter can make a handful of
+            // them look flat. A storm makes ten gaps in a fraction of a second.
+            && c.retry.as_ref().is_some_and(|r| r.gaps >= self.cfg.storm_min_failures)
+            && matches!(trend, Trend::Flat | Trend::Shrinking)
+        {
+            return (
+                ClientVerdict::RetryStorm,
+                Some(self.storm_verdict(c, recent_failures, gap.unwrap_or_default(), trend)),
+            );
+        }
+        // Leak: steady growth of idle connections.
+        if let Some(v) = self.leak_verdict(now, c, stale) {
+            return (ClientVerdict::Leak, Some(v));
+        }
+        if window_failures >= 3
+            && (trend == Trend::Growing || gap.is_some_and(|g| g >= self.cfg.backoff_min_gap))
+        {
+            return (ClientVerdict::BackingOff, None);
+        }
+        if let Some(limit) = limit.filter(|&l| l > 0)
+            && c.open as f64 >= self.cfg.pool_heavy_share * limit as f64
+        {
+            return (ClientVerdict::PoolHeavy, None);
+        }
+        (ClientVerdict::Healthy, None)
+    }
+
+    pub(super) fn storm_verdict(
+        &self,
+        c: &ClientReport,
+        recent: u64,
+        gap: Duration,
+        trend: Trend,
+    ) -> Verdict {
+        let secs = self.cfg.short_window.as_secs_f64();
+        let mut evidence = Map::new();
+        evidence.insert("failures_recent".into(), json!(recent));
+        evidence.insert("window_s".into(), json!(secs));
+        evidence.insert("failures_per_s".into(), json!(round1(recent as f64 / secs)));
+        evidence.insert("retry_gap_p50_ms".into(), json!(millis(gap)));
+        evidence.insert("retry_trend".into(), json!(trend));
+        evidence.insert("rejected".into(), json!(c.rejected));
+        evidence.insert("refused".into(), json!(c.refused));
+        evidence.insert("reset".into(), json!(c.reset));
+        Verdict {
+            kind: VerdictKind::RetryStorm,
+            severity: Severity::Critical,
+            addr: Some(c.addr),
+            summary: format!(
+                "{} retries every {} with no backoff ({:.0} failed attempts/s): a retry storm",
+                c.addr,
+                human_duration(gap),
+                recent as f64 / secs
+            ),
+            evidence,
+            action: format!(
+                "Make the client on {} retry with exponential backoff and jitter (and a cap on attempts); until then it keeps the server saturated",
+                c.addr
+            ),
+            stale_connections: Vec::new(),
+        }
+    }
+
+    pub(super) fn leak_verdict(
+        &self,
+        now: Nanos,
+        c: &ClientReport,
+        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+    ) -> Option<Verdict> {
+        let start = self.client_sample_at(c.addr, now, self.window_ns())?;
+        let third = self.client_sample_at(c.addr, now, self.window_ns() / 3)?;
+        let growth = c.open.saturating_sub(start.open);
+        let span = now.saturating_sub(start.ts);
+        // Still growing — or held at the limit: a leak that filled the server can
+        // grow no more, and its new attempts are turned away instead.
+        let failed_lately = c.failed > start.failures;
+        if growth < self.cfg.leak_min_growth
+            || (c.open <= third.open && !failed_lately)
+            || span == 0
+        {
+            return None;
+        }
+        let idle = stale(c.addr, self.cfg.leak_idle);
+        if (idle.len() as u64) < self.cfg.leak_min_stale {
+            return None;
+        }
+        let per_min = round1(growth as f64 * 60e9 / span as f64);
+        let named: Vec<StaleConn> = idle
+            .iter()
+            .take(MAX_STALE_NAMED)
+            .map(|&(a, d)| StaleConn::new(a, d))
+            .collect();
+        let mut action = format!(
+            "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
+            c.addr
+        );
+        for s in &named {
+            let _ = write!(
+                action,
+                "\n  {}   # idle {}",
+                s.command,
+                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
+            );
+        }
+        let mut evidence = Map::new();
+        evidence.insert("open".into(), json!(c.open));
+        evidence.insert("growth".into(), json!(growth));
+        evidence.insert("window_s".into(), json!(round1(span as f64 / 1e9)));
+        evidence.insert("growth_per_min".into(), json!(per_min));
+        evidence.insert(
+            "idle_over_s".into(),
+            json!(self.cfg.leak_idle.as_secs_f64()),
+        );
+        evidence.insert("stale".into(), json!(idle.len()));
+        if let Some(i) = c.idle {
+            evidence.insert("idle_max_s".into(), json!(i.max.as_secs_f64()));
+        }
+        Some(Verdict {
+            kind: VerdictKind::Leak,
+            severity: Severity::Warning,
+            addr: Some(c.addr),
+            summary: format!(
+                "{} holds {} connections, {} idle for over {}, growing {}/min: a connection leak",
+                c.addr,
+                c.open,
+                idle.len(),
+                human_duration(self.cfg.leak_idle),
+                per_min
+            ),
+            evidence,
+            action,
+            stale_connections: named,
+        })
+    }
+}

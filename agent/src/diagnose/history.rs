@@ -1,0 +1,120 @@
+//! The short history the verdicts need: per-address samples of open connections
+//! and failures, and the host's rejection and accept-failure counters, kept over
+//! one window and downsampled so memory stays bounded whatever the interval.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Diagnoser, nanos};
+use crate::model::{Nanos, Report};
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sample {
+    pub(super) ts: Nanos,
+    pub(super) open: u64,
+    /// Failed attempts so far (rejected + refused + reset).
+    pub(super) failures: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HostSample {
+    pub(super) ts: Nanos,
+    pub(super) rejected: u64,
+    /// EMFILE + ENFILE accept failures so far.
+    pub(super) fd_failures: u64,
+    /// Every failed accept so far.
+    pub(super) accept_failures: u64,
+}
+
+impl Diagnoser {
+    /// Appends this interval's samples and drops what fell out of the window.
+    pub(super) fn record(&mut self, now: Nanos, report: &Report) {
+        let keep_from = now.saturating_sub(self.window_ns());
+        // At most ~120 samples per address whatever the interval: bounded memory.
+        let min_step = self.window_ns() / 120;
+        for c in &report.clients {
+            let failures = c.failed;
+            // Addresses with nothing open and no failures cannot be a leak or storm:
+            // no history for them (and none kept once they are back to that), so a
+            // fan-out of 100k addresses stays cheap. Should one come back, the
+            // baseline below (zero at the previous report) is exact.
+            if c.open == 0 && failures == 0 {
+                self.clients.remove(&c.addr);
+                continue;
+            }
+            let h = self.clients.entry(c.addr).or_insert_with(|| {
+                // New to the history: at the previous report it had nothing open and
+                // no failures (or it would have been recorded). Starting from that
+                // zero, rather than from now, lets a storm or a leak that begins
+                // between two reports count from its first interval. Before the first
+                // report nothing is known: the history starts now.
+                self.last
+                    .map(|ts| Sample {
+                        ts,
+                        open: 0,
+                        failures: 0,
+                    })
+                    .into_iter()
+                    .collect()
+            });
+            if h.back().is_none_or(|s| now >= s.ts + min_step) {
+                h.push_back(Sample {
+                    ts: now,
+                    open: c.open,
+                    failures,
+                });
+            }
+        }
+        let present: std::collections::HashSet<IpAddr> =
+            report.clients.iter().map(|c| c.addr).collect();
+        self.clients.retain(|ip, h| {
+            while h.front().is_some_and(|s| s.ts < keep_from) && h.len() > 1 {
+                h.pop_front();
+            }
+            present.contains(ip)
+        });
+        let t = &report.totals;
+        let fd = t
+            .accept_errors
+            .iter()
+            .filter(|(n, _)| *n == "EMFILE" || *n == "ENFILE")
+            .map(|(_, n)| n)
+            .sum();
+        let sample = HostSample {
+            ts: now,
+            rejected: t.rejected,
+            fd_failures: fd,
+            accept_failures: t.accept_errors.total(),
+        };
+        self.host_now = Some(sample);
+        if self.host.back().is_none_or(|s| now >= s.ts + min_step) {
+            self.host.push_back(sample);
+        }
+        while self.host.front().is_some_and(|s| s.ts < keep_from) && self.host.len() > 1 {
+            self.host.pop_front();
+        }
+        self.last = Some(now);
+    }
+
+    /// The sample closest to `ago` before `now` (or the oldest one kept).
+    pub(super) fn client_sample_at(&self, ip: IpAddr, now: Nanos, ago: Nanos) -> Option<Sample> {
+        let h = self.clients.get(&ip)?;
+        let at = now.saturating_sub(ago);
+        h.iter().rev().find(|s| s.ts <= at).or(h.front()).copied()
+    }
+
+    pub(super) fn host_delta(&self, now: Nanos, ago: Duration, f: fn(&HostSample) -> u64) -> u64 {
+        let at = now.saturating_sub(nanos(ago));
+        let (Some(last), Some(first)) = (
+            self.host_now.as_ref(),
+            self.host
+                .iter()
+                .rev()
+                .find(|s| s.ts <= at)
+                .or(self.host.front()),
+        ) else {
+            return 0;
+        };
+        f(last).saturating_sub(f(first))
+    }
+}
