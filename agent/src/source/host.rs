@@ -4,11 +4,21 @@
 //!
 //! Processes come and go while we read `/proc`; one that vanishes or that we may
 //! not inspect is skipped, not an error. Errors name the file they came from.
+//!
+//! Per-process files (the process listing, fd targets, limits, fd counts) are read
+//! through the `procfs` crate. Our own readers remain where it has none:
+//! `net.core.somaxconn` and the TcpExt counters of `/proc/net/netstat`; and
+//! `/proc/sys/fs/file-nr`, whose procfs reader reads only the real file and
+//! takes a fourth field, where ours parses text and rejects one (see
+//! [`parse_file_nr`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
+
+use procfs::ProcError;
+use procfs::process::{FDInfo, FDTarget, Limit, LimitValue, Process};
 
 use crate::model::{HostSnapshot, Listener};
 use crate::source::sock_diag::{self, DiagSocket, StateMask};
@@ -89,14 +99,18 @@ impl OwnerCache {
             .is_some_and(|at| at.elapsed() < Self::RESCAN_AFTER);
         let same_set =
             inodes.len() == self.owners.len() && inodes.iter().all(|i| self.owners.contains_key(i));
+        // One readlink (and an lstat, which procfs adds for the fd's mode) per
+        // known owner.
         let still_held = || {
             self.owners.iter().all(|(inode, owners)| {
                 owners.iter().all(|&(pid, fd)| {
-                    let link = proc_root
-                        .join(pid.to_string())
-                        .join("fd")
-                        .join(fd.to_string());
-                    fs::read_link(link).ok().and_then(|t| socket_inode(&t)) == Some(*inode)
+                    let (Ok(pid), Ok(fd)) = (i32::try_from(pid), i32::try_from(fd)) else {
+                        return false;
+                    };
+                    FDInfo::from_raw_fd_with_root(proc_root, pid, fd)
+                        .ok()
+                        .and_then(|info| socket_inode(&info.target))
+                        == Some(*inode)
                 })
             })
         };
@@ -124,22 +138,22 @@ fn owners_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<
     if inodes.is_empty() {
         return owners;
     }
-    let Ok(entries) = fs::read_dir(proc_root) else {
+    let Ok(processes) = procfs::process::all_processes_with_root(proc_root) else {
         return owners;
     };
-    for pid in entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-    {
-        // A process that exited or that we may not inspect has nothing to say.
-        let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+    // A process that exited or that we may not inspect has nothing to say.
+    for process in processes.flatten() {
+        let Ok(pid) = u32::try_from(process.pid) else {
+            continue;
+        };
+        let Ok(fds) = process.fd() else {
             continue;
         };
         let mut held: Vec<(u64, u32)> = fds
             .flatten()
             .filter_map(|fd| {
-                let n: u32 = fd.file_name().to_str()?.parse().ok()?;
-                let inode = socket_inode(&fs::read_link(fd.path()).ok()?)?;
+                let inode = socket_inode(&fd.target)?;
+                let n = u32::try_from(fd.fd).ok()?;
                 inodes.contains(&inode).then_some((inode, n))
             })
             .collect();
@@ -156,65 +170,65 @@ fn owners_by_inode(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<
     owners
 }
 
-/// The inode of an fd symlink target `socket:[12345]`, or `None` for anything else.
-fn socket_inode(target: &Path) -> Option<u64> {
-    target
-        .to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+/// The inode of a socket fd's target (`socket:[12345]`), or `None` for anything else.
+fn socket_inode(target: &FDTarget) -> Option<u64> {
+    match target {
+        FDTarget::Socket(inode) => Some(*inode),
+        _ => None,
+    }
 }
 
 /// RLIMIT_NOFILE of process `pid` as (soft, hard); `None` means unlimited.
 pub fn nofile_limit(pid: u32) -> io::Result<(Option<u64>, Option<u64>)> {
     let path = format!("/proc/{pid}/limits");
-    let text = read(&path)?;
-    parse_nofile_limit(&text)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))
+    let limits = process(pid, &path)?
+        .limits()
+        .map_err(|e| proc_error(e, &path))?;
+    Ok(soft_and_hard(&limits.max_open_files))
 }
 
-/// The "Max open files" line of a `/proc/PID/limits` text:
-/// `Max open files            1024                 524288               files`.
-fn parse_nofile_limit(text: &str) -> Result<(Option<u64>, Option<u64>), String> {
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .ok_or("no \"Max open files\" line")?;
-    let mut fields = line.split_whitespace();
-    let mut limit = |which: &str| -> Result<Option<u64>, String> {
-        match fields.next() {
-            Some("unlimited") => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("{which} limit of open files is not a number: {v:?}")),
-            None => Err(format!("{which} limit of open files missing")),
-        }
+/// A limit as (soft, hard); `None` means unlimited.
+fn soft_and_hard(limit: &Limit) -> (Option<u64>, Option<u64>) {
+    let value = |v: LimitValue| match v {
+        LimitValue::Unlimited => None,
+        LimitValue::Value(n) => Some(n),
     };
-    let soft = limit("soft")?;
-    let hard = limit("hard")?;
-    Ok((soft, hard))
+    (value(limit.soft_limit), value(limit.hard_limit))
 }
 
 /// How many file descriptors process `pid` has open.
 ///
 /// Linux 6.2 and later report the count as the size of `/proc/PID/fd`: one stat
 /// instead of listing tens of thousands of entries every interval. Older kernels
-/// report 0 there, and the directory is counted.
+/// report 0 there, and the directory is counted. procfs's `fd_count` does both.
 pub fn open_fds(pid: u32) -> io::Result<usize> {
     let path = format!("/proc/{pid}/fd");
-    let size = fs::metadata(&path).map_err(|e| with_path(e, &path))?.len();
-    if size > 0 {
-        return usize::try_from(size).map_err(|_| io::Error::other("fd count out of range"));
+    process(pid, &path)?
+        .fd_count()
+        .map_err(|e| proc_error(e, &path))
+}
+
+/// `/proc/PID` of `pid`; errors name `path`, the file the caller means to read.
+fn process(pid: u32, path: &str) -> io::Result<Process> {
+    let pid = i32::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: no such pid")))?;
+    Process::new(pid).map_err(|e| proc_error(e, path))
+}
+
+/// A procfs error as an [`io::Error`] of the same kind, naming `path` first (procfs
+/// names the directory it opened, or nothing).
+fn proc_error(err: ProcError, path: &str) -> io::Error {
+    match err {
+        ProcError::NotFound(_) => {
+            io::Error::new(io::ErrorKind::NotFound, format!("{path}: not found"))
+        }
+        ProcError::PermissionDenied(_) => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{path}: permission denied"),
+        ),
+        ProcError::Io(e, _) => with_path(e, path),
+        other => io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {other}")),
     }
-    let entries = fs::read_dir(&path).map_err(|e| with_path(e, &path))?;
-    let mut count = 0;
-    for entry in entries {
-        entry.map_err(|e| with_path(e, &path))?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 /// `net.core.somaxconn`: the cap the kernel puts on any listen() backlog.
@@ -367,55 +381,76 @@ mod tests {
     use std::process::{Child, Command, Stdio};
     use std::sync::{Mutex, MutexGuard};
 
+    /// A whole `/proc/PID/limits` as the kernel writes it (procfs wants every line;
+    /// the two priority lines have no units).
     const LIMITS: &str = "\
 Limit                     Soft Limit           Hard Limit           Units     
 Max cpu time              unlimited            unlimited            seconds   
 Max file size             unlimited            unlimited            bytes     
+Max data size             unlimited            unlimited            bytes     
+Max stack size            8388608              unlimited            bytes     
+Max core file size        0                    unlimited            bytes     
+Max resident set          unlimited            unlimited            bytes     
 Max processes             63448                63448                processes 
 Max open files            10032                524288               files     
 Max locked memory         8388608              8388608              bytes     
+Max address space         unlimited            unlimited            bytes     
+Max file locks            unlimited            unlimited            locks     
+Max pending signals       63448                63448                signals   
+Max msgqueue size         819200               819200               bytes     
+Max nice priority         0                    0                    
+Max realtime priority     0                    0                    
+Max realtime timeout      unlimited            unlimited            us        
 ";
+
+    /// The open-file limits of a limits text, as [`nofile_limit`] reads them.
+    fn parse_nofile_limit(text: &str) -> procfs::ProcResult<(Option<u64>, Option<u64>)> {
+        use procfs::FromBufRead;
+        procfs::process::Limits::from_buf_read(text.as_bytes())
+            .map(|limits| soft_and_hard(&limits.max_open_files))
+    }
 
     #[test]
     fn nofile_limit_from_limits_text() {
-        assert_eq!(parse_nofile_limit(LIMITS), Ok((Some(10032), Some(524288))));
+        assert_eq!(
+            parse_nofile_limit(LIMITS).unwrap(),
+            (Some(10032), Some(524288))
+        );
         let unlimited = LIMITS.replace(
             "10032                524288",
             "unlimited            unlimited",
         );
-        assert_eq!(parse_nofile_limit(&unlimited), Ok((None, None)));
+        assert_eq!(parse_nofile_limit(&unlimited).unwrap(), (None, None));
         let soft_only = LIMITS.replace("524288", "unlimited");
-        assert_eq!(parse_nofile_limit(&soft_only), Ok((Some(10032), None)));
+        assert_eq!(parse_nofile_limit(&soft_only).unwrap(), (Some(10032), None));
     }
 
     #[test]
     fn malformed_limits_text_is_an_error() {
-        assert_eq!(
-            parse_nofile_limit(""),
-            Err("no \"Max open files\" line".to_string())
-        );
+        assert!(parse_nofile_limit("").is_err());
         let without = LIMITS.replace("Max open files", "Max open filez");
         assert!(parse_nofile_limit(&without).is_err());
         let garbage = LIMITS.replace("10032", "lots");
-        assert_eq!(
-            parse_nofile_limit(&garbage),
-            Err("soft limit of open files is not a number: \"lots\"".to_string())
-        );
-        assert_eq!(
-            parse_nofile_limit("Max open files            1024\n"),
-            Err("hard limit of open files missing".to_string())
-        );
-        assert!(parse_nofile_limit("Max open files            -1    5   files\n").is_err());
+        assert!(parse_nofile_limit(&garbage).is_err());
+        let soft_only = LIMITS.replace("10032                524288               files", "1024");
+        assert!(parse_nofile_limit(&soft_only).is_err());
+        let negative = LIMITS.replace("10032                524288", "-1                   5     ");
+        assert!(parse_nofile_limit(&negative).is_err());
     }
 
     #[test]
     fn socket_inode_from_fd_link() {
-        assert_eq!(socket_inode(Path::new("socket:[123456]")), Some(123456));
-        assert_eq!(socket_inode(Path::new("socket:[]")), None);
-        assert_eq!(socket_inode(Path::new("socket:[12x]")), None);
-        assert_eq!(socket_inode(Path::new("pipe:[123456]")), None);
-        assert_eq!(socket_inode(Path::new("/dev/null")), None);
-        assert_eq!(socket_inode(Path::new("anon_inode:[eventpoll]")), None);
+        let inode = |link: &str| {
+            link.parse::<FDTarget>()
+                .ok()
+                .and_then(|target| socket_inode(&target))
+        };
+        assert_eq!(inode("socket:[123456]"), Some(123456));
+        assert_eq!(inode("socket:[]"), None);
+        assert_eq!(inode("socket:[12x]"), None);
+        assert_eq!(inode("pipe:[123456]"), None);
+        assert_eq!(inode("/dev/null"), None);
+        assert_eq!(inode("anon_inode:[eventpoll]"), None);
     }
 
     /// A throwaway directory, removed on drop.
