@@ -23,5 +23,5 @@ pub mod model;
 pub mod report;
 pub mod source;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

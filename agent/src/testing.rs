@@ -1,14 +1,201 @@
-//! Builders the unit tests share (one copy, not one per test module).
+//! Builders the tests share: synthetic events, snapshots, report rows, and a
+//! simulator that drives them through the same [`Pipeline`] `watch` and `analyze`
+//! use. One copy for the unit tests and, through the `test-support` feature, for
+//! the root integration tests (tests/).
+//!
+//! Test code: it panics on input a test got wrong.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
 
-use crate::model::{ClientReport, ClientVerdict, Kind, Limits, RedisReport, Report, Totals};
+use crate::diagnose::Thresholds;
+use crate::diagnose::pipeline::Pipeline;
+use crate::model::{
+    Activity, ClientReport, ClientVerdict, Clock, CloseKind, ConfigStatus, ConnKey, Event,
+    HostSnapshot, InfoFields, Kind, Limits, Nanos, RedisConfig, RedisReport, RedisSnapshot,
+    RedisStatus, Report, Totals,
+};
+
+pub const US: Nanos = 1_000;
+pub const MS: Nanos = 1_000_000;
+pub const SEC: Nanos = 1_000_000_000;
+/// Where synthetic streams start on the monotonic clock.
+pub const START: Nanos = 1_000 * SEC;
+/// The wall-clock time of [`START`] in simulated reports.
+pub const START_WALL_S: u64 = 1_795_986_000;
+/// The watched Redis of synthetic streams.
+pub const REDIS: &str = "10.0.0.1:6379";
+
+fn parsed<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match s.parse() {
+        Ok(v) => v,
+        Err(e) => panic!("test input {s:?}: {e}"),
+    }
+}
+
+/// The connection from `addr:port` to [`REDIS`].
+pub fn conn(addr: &str, port: u16) -> ConnKey {
+    ConnKey::new(parsed(REDIS), SocketAddr::new(parsed(addr), port))
+}
+
+pub fn opened(ts: Nanos, key: ConnKey) -> Event {
+    Event::Opened { ts, key }
+}
+
+/// A close with the bytes Redis read and wrote over the connection's life.
+pub fn closed(ts: Nanos, key: ConnKey, how: CloseKind, bytes_in: u64, bytes_out: u64) -> Event {
+    Event::Closed {
+        ts,
+        key,
+        how,
+        activity: Some(Activity {
+            bytes_in,
+            bytes_out,
+            last_active: None,
+        }),
+    }
+}
+
+/// An attempt at `ts` that Redis turns away at maxclients: 36 bytes out, nothing
+/// read, closed by the server 200 µs later. Returns when it ended.
+pub fn rejected(ev: &mut Vec<Event>, ts: Nanos, key: ConnKey) -> Nanos {
+    ev.push(opened(ts, key));
+    ev.push(closed(ts + 200 * US, key, CloseKind::Server, 0, 36));
+    ts + 200 * US
+}
+
+/// The interval-`i` scan of `keys`, each busy at `ts` (traffic grows with `i`).
+pub fn busy(keys: &[ConnKey], i: u64, ts: Nanos) -> Event {
+    Event::Activity {
+        ts,
+        conns: keys
+            .iter()
+            .map(|&k| {
+                let a = Activity {
+                    bytes_in: i * 1_000,
+                    bytes_out: i * 5_000,
+                    last_active: Some(ts),
+                };
+                (k, a)
+            })
+            .collect(),
+        gone: Vec::new(),
+    }
+}
+
+/// `n` connections from `addr` opened at `at` and busy at every interval end up
+/// to `until` (interval number, 1 s intervals from [`START`]).
+pub fn steady_pool(ev: &mut Vec<Event>, addr: &str, n: u16, at: Nanos, until: u64) {
+    let keys: Vec<ConnKey> = (1..=n).map(|p| conn(addr, 10_000 + p)).collect();
+    ev.extend(keys.iter().map(|&k| opened(at, k)));
+    ev.extend((1..=until).map(|i| busy(&keys, i, START + i * SEC)));
+}
+
+/// Redis answering INFO with `info` and CONFIG with `maxclients` (timeout 0).
+pub fn redis_ok(at: Nanos, maxclients: u64, info: InfoFields) -> Event {
+    Event::Redis {
+        ts: at,
+        snapshot: Box::new(RedisSnapshot {
+            status: RedisStatus::Ok,
+            config_status: ConfigStatus::Ok,
+            info: Some(info),
+            config: Some(RedisConfig {
+                maxclients: Some(maxclients),
+                timeout: Some(0),
+            }),
+            ..RedisSnapshot::disabled()
+        }),
+    }
+}
+
+/// INFO with only `connected_clients`.
+pub fn connected(n: u64) -> InfoFields {
+    InfoFields {
+        connected_clients: Some(n),
+        ..InfoFields::default()
+    }
+}
+
+/// The Redis process (pid 42) with an open-file limit of `nofile`.
+pub fn host(at: Nanos, nofile: u64) -> Event {
+    Event::Host {
+        ts: at,
+        snapshot: Box::new(HostSnapshot {
+            nofile_soft: Some(nofile),
+            nofile_hard: Some(nofile),
+            pid: Some(42),
+            ..HostSnapshot::default()
+        }),
+    }
+}
+
+/// The clock of simulated runs: [`START`] is [`START_WALL_S`] seconds after the epoch.
+pub fn clock() -> Clock {
+    Clock {
+        mono: START,
+        wall: UNIX_EPOCH + Duration::from_secs(START_WALL_S),
+    }
+}
+
+/// Events driven through the [`Pipeline`] as `watch` drives it: the events of each
+/// interval in time order, then a tick, a report and its diagnosis.
+pub struct Sim {
+    pipeline: Pipeline,
+    events: Vec<Event>,
+    next: usize,
+    now: Nanos,
+    /// The interval (1 s unless a test changes it).
+    pub interval: Nanos,
+}
+
+impl Sim {
+    pub fn new(events: Vec<Event>) -> Self {
+        Self::with(Thresholds::default(), events)
+    }
+
+    pub fn with(cfg: Thresholds, mut events: Vec<Event>) -> Self {
+        events.sort_by_key(Event::ts);
+        Sim {
+            pipeline: Pipeline::new(vec![6379], cfg, clock()),
+            events,
+            next: 0,
+            now: START,
+            interval: SEC,
+        }
+    }
+
+    /// Ends the next interval and returns its diagnosed report.
+    pub fn step(&mut self) -> Report {
+        self.now += self.interval;
+        let now = self.now;
+        while let Some(ev) = self.events.get(self.next).filter(|e| e.ts() <= now) {
+            self.pipeline.apply(ev);
+            self.next += 1;
+        }
+        match self.pipeline.apply(&Event::Tick { ts: now }) {
+            Some(report) => report,
+            None => panic!("a tick gives a report"),
+        }
+    }
+
+    pub fn diagnoser(&self) -> &crate::diagnose::Diagnoser {
+        self.pipeline.diagnoser()
+    }
+
+    /// Reports of intervals 1..=n, index i holding interval i + 1.
+    pub fn run(&mut self, n: usize) -> Vec<Report> {
+        (0..n).map(|_| self.step()).collect()
+    }
+}
 
 /// A report of `clients` with plausible totals, for rendering tests.
 pub fn report_with(clients: Vec<ClientReport>) -> Report {
     Report {
         kind: Kind::Report,
-        ts: std::time::UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
+        ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
         uptime: Duration::from_secs(310),
         ports: vec![6379],
         totals: Totals {
@@ -39,7 +226,7 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         verdict: ClientVerdict::Healthy,
         retry: None,
         rates: None,
-        addr: addr.parse().unwrap(),
+        addr: parsed(addr),
         open,
         seeded: 0,
         opened,

@@ -6,31 +6,19 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, UNIX_EPOCH};
 
-use connwatch::core::tracker::Tracker;
-use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
-    Activity, Clock, CloseKind, ConfigStatus, ConnKey, Event, HostSnapshot, InfoFields, Nanos,
-    RedisConfig, RedisSnapshot, RedisStatus, Report, Totals,
+    Activity, CloseKind, ConfigStatus, ConnKey, Event, HostSnapshot, InfoFields, RedisConfig,
+    RedisSnapshot, RedisStatus, Report, Totals,
 };
 use connwatch::report::html::render_html;
 use connwatch_tests::TempDir;
 
-const MS: Nanos = 1_000_000;
-const SEC: Nanos = 1_000_000_000;
-const START: Nanos = 1_000 * SEC;
-const SECONDS: u64 = 45;
+use connwatch::testing::{MS, SEC, START, Sim, conn};
 
-fn conn(addr: &str, port: u16) -> ConnKey {
-    ConnKey::new(
-        "10.0.0.1:6379".parse().expect("local address"),
-        SocketAddr::new(addr.parse().expect("client address"), port),
-    )
-}
+const SECONDS: u64 = 45;
 
 /// A pool of 8 busy connections from 10.0.0.10, a leak of one idle connection a
 /// second from 10.0.0.66, and a retry storm from 10.0.0.20 (50 rejected attempts
@@ -114,31 +102,9 @@ fn incident() -> Vec<Event> {
     ev
 }
 
-/// The events through the tracker and the diagnoser, one report a second.
-fn replay(mut events: Vec<Event>) -> Vec<Report> {
-    events.sort_by_key(Event::ts);
-    let mut tracker = Tracker::new(vec![6379]);
-    let mut diagnoser = Diagnoser::new(Thresholds::default());
-    let clock = Clock {
-        mono: START,
-        wall: UNIX_EPOCH + Duration::from_secs(1_795_986_000),
-    };
-    let mut events = events.into_iter().peekable();
-    (1..=SECONDS)
-        .map(|i| {
-            let now = START + i * SEC;
-            while let Some(ev) = events.next_if(|e| e.ts() <= now) {
-                tracker.apply(&ev);
-            }
-            tracker.apply(&Event::Tick { ts: now });
-            let mut report = tracker.report(now, &clock);
-            let t = &tracker;
-            diagnoser.diagnose(now, &mut report, &|ip, idle| {
-                t.stale_connections(ip, now, idle)
-            });
-            report
-        })
-        .collect()
+/// The events through the pipeline, one report a second.
+fn replay(events: Vec<Event>) -> Vec<Report> {
+    Sim::new(events).run(SECONDS as usize)
 }
 
 /// Headless Debian Chromium with a fresh profile, nothing fetched in the background,

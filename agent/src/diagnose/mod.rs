@@ -116,166 +116,11 @@ fn insert_opt(m: &mut Map<String, Value>, key: &str, v: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tracker::Tracker;
     use crate::model::*;
-    use crate::model::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters};
-    use std::time::UNIX_EPOCH;
-
-    const US: Nanos = 1_000;
-    const MS: Nanos = 1_000_000;
-    const SEC: Nanos = 1_000_000_000;
-    /// The monotonic time the agent started; interval `n` ends at `START + n s`.
-    const START: Nanos = 1_000 * SEC;
-
-    /// A tracker and a diagnoser driven as `watch` drives them: the events of each
-    /// 1 s interval in time order, then a Tick, a report and a diagnosis.
-    struct Sim {
-        tracker: Tracker,
-        diagnoser: Diagnoser,
-        events: Vec<Event>,
-        next: usize,
-        now: Nanos,
-        interval: Nanos,
-    }
-
-    impl Sim {
-        fn new(events: Vec<Event>) -> Self {
-            Self::with(Thresholds::default(), events)
-        }
-
-        fn with(cfg: Thresholds, mut events: Vec<Event>) -> Self {
-            events.sort_by_key(Event::ts);
-            Sim {
-                tracker: Tracker::new(vec![6379]),
-                diagnoser: Diagnoser::new(cfg),
-                events,
-                next: 0,
-                now: START,
-                interval: SEC,
-            }
-        }
-
-        /// Ends the next interval and returns its diagnosed report.
-        fn step(&mut self) -> Report {
-            self.now += self.interval;
-            let now = self.now;
-            while let Some(ev) = self.events.get(self.next).filter(|e| e.ts() <= now) {
-                self.tracker.apply(ev);
-                self.next += 1;
-            }
-            self.tracker.apply(&Event::Tick { ts: now });
-            let clock = Clock {
-                mono: START,
-                wall: UNIX_EPOCH + Duration::from_secs(1_795_986_000),
-            };
-            let mut report = self.tracker.report(now, &clock);
-            let tracker = &self.tracker;
-            self.diagnoser.diagnose(now, &mut report, &|ip, idle| {
-                tracker.stale_connections(ip, now, idle)
-            });
-            report
-        }
-
-        /// Reports of intervals 1..=n, index i holding interval i + 1.
-        fn run(&mut self, n: usize) -> Vec<Report> {
-            (0..n).map(|_| self.step()).collect()
-        }
-    }
+    use crate::testing::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn conn(addr: &str, port: u16) -> ConnKey {
-        ConnKey::new(
-            "10.0.0.1:6379".parse().unwrap(),
-            SocketAddr::new(ip(addr), port),
-        )
-    }
-
-    fn opened(ts: Nanos, key: ConnKey) -> Event {
-        Event::Opened { ts, key }
-    }
-
-    fn closed(ts: Nanos, key: ConnKey, how: CloseKind, bytes_in: u64, bytes_out: u64) -> Event {
-        Event::Closed {
-            ts,
-            key,
-            how,
-            activity: Some(Activity {
-                bytes_in,
-                bytes_out,
-                last_active: None,
-            }),
-        }
-    }
-
-    /// An attempt at `ts` that Redis turns away at maxclients: 36 bytes out, nothing
-    /// read, closed by the server 200 µs later. Returns when it ended.
-    fn rejected(ev: &mut Vec<Event>, ts: Nanos, key: ConnKey) -> Nanos {
-        ev.push(opened(ts, key));
-        ev.push(closed(ts + 200 * US, key, CloseKind::Server, 0, 36));
-        ts + 200 * US
-    }
-
-    /// `n` connections from `addr` opened at `at` and busy at every interval end
-    /// up to `until` (interval number).
-    fn steady_pool(ev: &mut Vec<Event>, addr: &str, n: u16, at: Nanos, until: u64) {
-        let keys: Vec<ConnKey> = (1..=n).map(|p| conn(addr, 10_000 + p)).collect();
-        ev.extend(keys.iter().map(|&k| opened(at, k)));
-        for i in 1..=until {
-            let ts = START + i * SEC;
-            ev.push(Event::Activity {
-                ts,
-                conns: keys
-                    .iter()
-                    .map(|&k| {
-                        let a = Activity {
-                            bytes_in: i * 1_000,
-                            bytes_out: i * 5_000,
-                            last_active: Some(ts),
-                        };
-                        (k, a)
-                    })
-                    .collect(),
-                gone: Vec::new(),
-            });
-        }
-    }
-
-    fn redis(at: Nanos, maxclients: u64, info: InfoFields) -> Event {
-        Event::Redis {
-            ts: at,
-            snapshot: Box::new(RedisSnapshot {
-                status: RedisStatus::Ok,
-                config_status: ConfigStatus::Ok,
-                info: Some(info),
-                config: Some(RedisConfig {
-                    maxclients: Some(maxclients),
-                    timeout: Some(0),
-                }),
-                ..RedisSnapshot::disabled()
-            }),
-        }
-    }
-
-    fn connected(n: u64) -> InfoFields {
-        InfoFields {
-            connected_clients: Some(n),
-            ..InfoFields::default()
-        }
-    }
-
-    fn host(at: Nanos, nofile: u64) -> Event {
-        Event::Host {
-            ts: at,
-            snapshot: Box::new(HostSnapshot {
-                nofile_soft: Some(nofile),
-                nofile_hard: Some(nofile),
-                pid: Some(42),
-                ..HostSnapshot::default()
-            }),
-        }
     }
 
     fn kinds(r: &Report) -> Vec<(VerdictKind, Severity, Option<IpAddr>)> {
@@ -639,7 +484,7 @@ mod tests {
 
     #[test]
     fn pool_oversize_after_half_a_window_of_steady_pools() {
-        let mut ev = vec![redis(START, 100, connected(90)), host(START, 1_000_000)];
+        let mut ev = vec![redis_ok(START, 100, connected(90)), host(START, 1_000_000)];
         let addrs: Vec<String> = (1..=5).map(|i| format!("10.0.1.{i}")).collect();
         for a in &addrs {
             steady_pool(&mut ev, a, 18, START + 100 * MS, 40);
@@ -676,7 +521,7 @@ mod tests {
     #[test]
     fn pool_oversize_needs_pools_taking_the_share_of_the_limit() {
         // The same pools under a limit of 1000 take 9 %: nothing to say.
-        let mut ev = vec![redis(START, 1000, connected(90)), host(START, 1_000_000)];
+        let mut ev = vec![redis_ok(START, 1000, connected(90)), host(START, 1_000_000)];
         for i in 1..=5 {
             steady_pool(&mut ev, &format!("10.0.1.{i}"), 18, START + 100 * MS, 40);
         }
@@ -687,7 +532,7 @@ mod tests {
 
     #[test]
     fn pool_heavy_client() {
-        let mut ev = vec![redis(START, 100, connected(40)), host(START, 1_000_000)];
+        let mut ev = vec![redis_ok(START, 100, connected(40)), host(START, 1_000_000)];
         steady_pool(&mut ev, "10.0.1.9", 25, START + 100 * MS, 3);
         steady_pool(&mut ev, "10.0.1.8", 15, START + 100 * MS, 3);
         let r = &Sim::new(ev).run(3)[2];
@@ -771,7 +616,7 @@ mod tests {
 
     #[test]
     fn maxclients_too_low_when_clients_behave() {
-        let mut ev = vec![redis(START, 100, connected(100)), host(START, 1_000_000)];
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
         steady_pool(&mut ev, CALM, 5, START + 100 * MS, 20);
         polite_rejections(&mut ev, 20);
         let reports = Sim::new(ev).run(20);
@@ -803,7 +648,7 @@ mod tests {
     #[test]
     fn a_storm_is_blamed_instead_of_maxclients() {
         const STORM: &str = "10.0.0.20";
-        let mut ev = vec![redis(START, 100, connected(100)), host(START, 1_000_000)];
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
         polite_rejections(&mut ev, 20);
         storm(&mut ev, STORM, 5, 20);
         let reports = Sim::new(ev).run(20);
@@ -881,7 +726,7 @@ mod tests {
 
     #[test]
     fn fd_limit_warning_when_the_open_file_limit_lowers_maxclients() {
-        let ev = vec![redis(START, 10_000, connected(10)), host(START, 4096)];
+        let ev = vec![redis_ok(START, 10_000, connected(10)), host(START, 4096)];
         let r = &Sim::new(ev).run(2)[1];
         assert_eq!(kinds(r), [(K::FdLimit, WARN, None)]);
         let v = verdict(r, K::FdLimit);
@@ -896,12 +741,12 @@ mod tests {
             v.summary
         );
         // Room for all of maxclients: nothing.
-        let ev = vec![redis(START, 10_000, connected(10)), host(START, 10_032)];
+        let ev = vec![redis_ok(START, 10_000, connected(10)), host(START, 10_032)];
         assert_eq!(kinds(&Sim::new(ev).run(2)[1]), []);
     }
 
     fn snapshot_verdicts(maxclients: u64, info: InfoFields) -> Report {
-        let ev = vec![redis(START, maxclients, info), host(START, 1_000_000)];
+        let ev = vec![redis_ok(START, maxclients, info), host(START, 1_000_000)];
         Sim::new(ev).run(2).swap_remove(1)
     }
 
@@ -967,7 +812,10 @@ mod tests {
 
     #[test]
     fn capacity_critical_while_rejections_happen_at_a_low_ratio() {
-        let mut ev = vec![redis(START, 1000, connected(100)), host(START, 1_000_000)];
+        let mut ev = vec![
+            redis_ok(START, 1000, connected(100)),
+            host(START, 1_000_000),
+        ];
         rejected(&mut ev, START + 1_500 * MS, conn("10.0.2.1", 30_000));
         let reports = Sim::new(ev).run(5);
         assert_eq!(kinds(&reports[0]), []);
@@ -991,7 +839,7 @@ mod tests {
 
     #[test]
     fn healthy_traffic_raises_nothing_in_60_s() {
-        let mut ev = vec![redis(START, 10_000, connected(16)), host(START, 65_536)];
+        let mut ev = vec![redis_ok(START, 10_000, connected(16)), host(START, 65_536)];
         steady_pool(&mut ev, "10.0.3.1", 10, START + 100 * MS, 60);
         steady_pool(&mut ev, "10.0.3.2", 5, START + 100 * MS, 60);
         // Short-lived connections, 5 a second, each used and closed by the client
@@ -1040,7 +888,7 @@ mod tests {
         sim.run(4);
         // At 5 s, the 50 opened in the last 5 ms are open: only they have a history.
         sim.step();
-        assert_eq!(sim.diagnoser.clients.len(), 51);
+        assert_eq!(sim.diagnoser().clients.len(), 51);
         let reports = sim.run(6);
         let last = &reports[5];
         // The client table keeps at most MAX_ADDRESSES; the rest are counted.
@@ -1057,7 +905,7 @@ mod tests {
             last.totals.evicted_clients
         );
         // Only the one holding a connection has a history.
-        let kept: Vec<IpAddr> = sim.diagnoser.clients.keys().copied().collect();
+        let kept: Vec<IpAddr> = sim.diagnoser().clients.keys().copied().collect();
         assert_eq!(kept, [ip("192.168.0.1")]);
     }
 
@@ -1068,9 +916,9 @@ mod tests {
         let mut sim = Sim::new(ev);
         sim.run(200);
         // One sample per report from 140 s to 200 s: the window, both ends included.
-        let h = &sim.diagnoser.clients[&ip("192.168.0.1")];
+        let h = &sim.diagnoser().clients[&ip("192.168.0.1")];
         assert_eq!(h.len(), 61);
         assert_eq!(h.front().map(|s| s.ts), Some(START + 140 * SEC));
-        assert_eq!(sim.diagnoser.host.len(), 61);
+        assert_eq!(sim.diagnoser().host.len(), 61);
     }
 }

@@ -57,6 +57,11 @@ impl Pipeline {
         self.tracker.open()
     }
 
+    /// The diagnoser and its history.
+    pub fn diagnoser(&self) -> &Diagnoser {
+        &self.diagnoser
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
