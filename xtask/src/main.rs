@@ -10,6 +10,7 @@
 mod bench;
 mod demo;
 mod dist;
+mod hermetic;
 mod process;
 mod redis;
 mod setup;

@@ -33,6 +33,26 @@ pub fn run() -> anyhow::Result<ExitCode> {
     unit.args(["--exclude", BPF_PACKAGE, "--exclude", INTEGRATION_PACKAGE]);
     parts.push(run_part("unit tests", unit));
 
+    // The library's unit tests again, as nobody in a network namespace of their own
+    // with no PATH: proof that they need no root, no network and no redis-server.
+    if process::is_root() {
+        let outcome = match crate::hermetic::run() {
+            Ok(()) => Outcome::Passed,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        };
+        parts.push(Part {
+            name: "hermetic unit tests",
+            command: "connwatch lib tests as nobody, unshare --net, PATH=/nonexistent".into(),
+            outcome,
+        });
+    } else {
+        parts.push(Part {
+            name: "hermetic unit tests",
+            command: String::new(),
+            outcome: Outcome::Skipped("needs root to drop to nobody in a new namespace"),
+        });
+    }
+
     // The shared record layouts (the library half of the BPF crate builds on the host).
     let mut layouts = process::cargo();
     layouts.args(["test", "-p", BPF_PACKAGE, "--lib"]);
