@@ -1,7 +1,8 @@
 //! The command line: clap definitions ([`cli`]), one module per subcommand
 //! ([`watch`], [`record`] for `capture`, [`analyze`], [`check`], [`docs_gen`]),
-//! the live loop they share ([`live`]), output sinks ([`output`]) and exit codes
-//! ([`run`]). Thin glue: the judgment lives in the layers below.
+//! the live loop they share ([`live`]), output sinks ([`output`]), the `/metrics`
+//! endpoint ([`metrics_http`]) and exit codes ([`run`]). Thin glue: the judgment
+//! lives in the layers below.
 
 pub mod analyze;
 pub mod check;
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod docs_gen;
 pub mod exit;
 pub mod live;
+pub mod metrics_http;
 pub mod output;
 pub mod record;
 pub mod run;

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use crate::cmd::cli::WatchArgs;
 use crate::cmd::live::{self, Sink};
+use crate::cmd::metrics_http::{MetricsListener, MetricsServer};
 use crate::cmd::output::{Output, OutputError};
 use crate::model::Clock;
 use crate::model::Report;
-use crate::report::prometheus::{MetricsListener, MetricsServer};
 
 struct WatchSink {
     output: Output,

@@ -1,0 +1,200 @@
+//! Verdicts first: every verdict that appeared over the series, most severe
+//! first, with when it was seen, its evidence and the suggested action.
+
+use super::format::{Esc, clock, ms_duration, severity_class, w, words};
+use crate::model::{Report, Severity, Verdict, VerdictKind, human_duration};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+/// One verdict (kind and address) over the whole series.
+pub(super) struct Seen<'a> {
+    pub(super) kind: VerdictKind,
+    pub(super) addr: Option<IpAddr>,
+    pub(super) severity: Severity,
+    /// Report indexes.
+    pub(super) first: usize,
+    pub(super) last: usize,
+    pub(super) reports: usize,
+    /// Times it (re)appeared after being absent.
+    pub(super) episodes: usize,
+    /// The latest occurrence at its worst severity: the fullest evidence.
+    pub(super) shown: &'a Verdict,
+}
+
+pub(super) fn seen_verdicts(reports: &[Report]) -> Vec<Seen<'_>> {
+    let mut seen: Vec<Seen<'_>> = Vec::new();
+    let mut index: HashMap<(VerdictKind, Option<IpAddr>), usize> = HashMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        for v in &r.verdicts {
+            let key = (v.kind, v.addr);
+            match index.get(&key).and_then(|&k| seen.get_mut(k)) {
+                Some(s) => {
+                    if s.last != i {
+                        s.reports += 1;
+                        if s.last + 1 != i {
+                            s.episodes += 1;
+                        }
+                        s.last = i;
+                    }
+                    if v.severity >= s.severity {
+                        s.severity = v.severity;
+                        s.shown = v;
+                    }
+                }
+                None => {
+                    index.insert(key, seen.len());
+                    seen.push(Seen {
+                        kind: v.kind,
+                        addr: v.addr,
+                        severity: v.severity,
+                        first: i,
+                        last: i,
+                        reports: 1,
+                        episodes: 1,
+                        shown: v,
+                    });
+                }
+            }
+        }
+    }
+    seen.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.first.cmp(&b.first))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.addr.cmp(&b.addr))
+    });
+    seen
+}
+
+pub(super) fn count_verdicts(reports: &[Report]) -> (usize, usize) {
+    let seen = seen_verdicts(reports);
+    let critical = seen
+        .iter()
+        .filter(|s| s.severity == Severity::Critical)
+        .count();
+    (critical, seen.len() - critical)
+}
+
+pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[Seen<'_>]) {
+    out.push_str("<section id=\"verdicts\">\n<h2>Verdicts</h2>\n");
+    if seen.is_empty() {
+        w!(
+            out,
+            "<p class=\"card calm\">No verdict in any of the {} report{}: no leak, retry storm \
+             or limit problem was seen.</p>\n",
+            reports.len(),
+            if reports.len() == 1 { "" } else { "s" }
+        );
+        out.push_str("</section>\n");
+        return;
+    }
+    let last = reports.len().saturating_sub(1);
+    for s in seen {
+        let v = s.shown;
+        let class = severity_class(s.severity);
+        let kind = s.kind.as_str();
+        w!(
+            out,
+            "<article class=\"card verdict {class}\" data-kind=\"{}\">\n<h3><span class=\"badge {class}\">{}</span> {}",
+            Esc(kind),
+            class.to_uppercase(),
+            Esc(&words(kind))
+        );
+        if let Some(addr) = s.addr {
+            w!(
+                out,
+                " <span class=\"addr\">{}</span>",
+                Esc(&addr.to_string())
+            );
+        }
+        out.push_str("</h3>\n");
+        w!(out, "<p class=\"summary\">{}</p>\n", Esc(&v.summary));
+        let (Some(first), Some(lastr)) = (reports.get(s.first), reports.get(s.last)) else {
+            out.push_str("</article>\n");
+            continue;
+        };
+        let base = reports.first().map_or(first.uptime, |r| r.uptime);
+        let at = |r: &Report| {
+            format!(
+                "{} (+{})",
+                clock(r.ts),
+                human_duration(r.uptime.saturating_sub(base))
+            )
+        };
+        let state = if s.last == last {
+            "still present in the last report".to_owned()
+        } else {
+            format!("last seen {}, then cleared", at(lastr))
+        };
+        let episodes = if s.episodes > 1 {
+            format!(", in {} separate episodes", s.episodes)
+        } else {
+            String::new()
+        };
+        w!(
+            out,
+            "<p class=\"when\">First seen {} · {} · in {} of {} reports{}</p>\n",
+            Esc(&at(first)),
+            Esc(&state),
+            s.reports,
+            reports.len(),
+            Esc(&episodes)
+        );
+        out.push_str("<div class=\"split\">\n<div><h4>Evidence</h4>\n<table class=\"kv\">");
+        for (key, value) in &v.evidence {
+            w!(
+                out,
+                "<tr><th><code>{}</code></th><td>{}</td></tr>",
+                Esc(key),
+                Esc(&evidence_value(value))
+            );
+        }
+        if v.evidence.is_empty() {
+            out.push_str("<tr><td>–</td></tr>");
+        }
+        out.push_str("</table></div>\n<div><h4>Suggested action</h4>\n<pre class=\"action\">");
+        // A leak's action repeats the kill commands, shown in their own table below.
+        let lines: Vec<&str> = v
+            .action
+            .lines()
+            .filter(|l| {
+                v.stale_connections.is_empty() || !l.trim_start().starts_with("CLIENT KILL")
+            })
+            .collect();
+        w!(out, "{}", Esc(lines.join("\n").trim_end()));
+        out.push_str("</pre>\n");
+        if !v.stale_connections.is_empty() {
+            w!(
+                out,
+                "<h4>Idle connections to close, longest idle first ({}) — review before running any</h4>\n\
+                 <table class=\"stale\"><thead><tr><th>connection</th><th>idle</th><th>command</th></tr></thead><tbody>\n",
+                v.stale_connections.len()
+            );
+            for c in &v.stale_connections {
+                w!(
+                    out,
+                    "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>\n",
+                    Esc(&c.addr.to_string()),
+                    Esc(&ms_duration(c.idle_s * 1e3)),
+                    Esc(&c.command)
+                );
+            }
+            out.push_str("</tbody></table>\n");
+        }
+        out.push_str("</div>\n</div>\n</article>\n");
+    }
+    out.push_str("</section>\n");
+}
+
+fn evidence_value(v: &Value) -> String {
+    match v {
+        Value::Null => "–".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}

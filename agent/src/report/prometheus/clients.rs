@@ -1,0 +1,112 @@
+//! The per-address families: the first `top` client rows by address, and one
+//! `addr="other"` row for the rest.
+
+use super::exposition::{Exposition, MetricType, seconds};
+use crate::model::{ClientReport, ClientVerdict, Report};
+
+/// The `addr` label of the aggregate of the addresses beyond the top N.
+pub const OTHER: &str = "other";
+
+/// A per-client count and how to read it from a row.
+struct ClientCount {
+    name: &'static str,
+    kind: MetricType,
+    help: &'static str,
+    get: fn(&ClientReport) -> u64,
+}
+
+const CLIENT_COUNTS: [ClientCount; 5] = [
+    ClientCount {
+        name: "connwatch_client_open",
+        kind: MetricType::Gauge,
+        help: "Connections open now from this client address (top addresses, worst \
+               first; addr=\"other\" sums the rest).",
+        get: |c| c.open,
+    },
+    ClientCount {
+        name: "connwatch_client_opened_total",
+        kind: MetricType::Counter,
+        help: "Connections opened from this client address.",
+        get: |c| c.opened,
+    },
+    ClientCount {
+        name: "connwatch_client_closed_total",
+        kind: MetricType::Counter,
+        help: "Connections from this client address that began to close.",
+        get: |c| c.closed,
+    },
+    ClientCount {
+        name: "connwatch_client_rejected_total",
+        kind: MetricType::Counter,
+        help: "Connections from this client address Redis turned away at once \
+               (maxclients, protected mode).",
+        get: |c| c.rejected,
+    },
+    ClientCount {
+        name: "connwatch_client_refused_total",
+        kind: MetricType::Counter,
+        help: "Attempts from this client address refused because nothing listened.",
+        get: |c| c.refused,
+    },
+];
+
+pub(super) fn client_families(x: &mut Exposition, r: &Report, top: usize) {
+    let (shown, rest) = r.clients.split_at(top.min(r.clients.len()));
+    let addrs: Vec<String> = shown.iter().map(|c| c.addr.to_string()).collect();
+    let rows = || shown.iter().zip(addrs.iter().map(String::as_str));
+
+    for count in &CLIENT_COUNTS {
+        let mut f = x.family(count.name, count.kind, count.help);
+        for (c, addr) in rows() {
+            f.sample(&[("addr", addr)], (count.get)(c));
+        }
+        let sum = rest
+            .iter()
+            .fold(0u64, |acc, c| acc.saturating_add((count.get)(c)));
+        f.sample(&[("addr", OTHER)], sum);
+    }
+
+    let mut f = x.family(
+        "connwatch_client_idle_max_seconds",
+        MetricType::Gauge,
+        "Longest idle time of the open connections from this client address (absent \
+         when none is open).",
+    );
+    for (c, addr) in rows() {
+        if let Some(idle) = c.idle {
+            f.sample(&[("addr", addr)], seconds(idle.max));
+        }
+    }
+    if let Some(max) = rest.iter().filter_map(|c| c.idle.map(|i| i.max)).max() {
+        f.sample(&[("addr", OTHER)], seconds(max));
+    }
+
+    // Percentiles do not add up, so "other" has no lifetime series.
+    let mut f = x.family(
+        "connwatch_client_lifetime_p99_seconds",
+        MetricType::Gauge,
+        "99th percentile of the lifetimes of closed connections from this client \
+         address (absent before one closed; none for addr=\"other\").",
+    );
+    for (c, addr) in rows() {
+        if let Some(life) = c.lifetime {
+            f.sample(&[("addr", addr)], seconds(life.p99));
+        }
+    }
+
+    let mut f = x.family(
+        "connwatch_client_verdict",
+        MetricType::Gauge,
+        "What this client address is doing: 1 for its verdict, 0 for the others; \
+         for addr=\"other\", how many of the remaining addresses have each verdict.",
+    );
+    for (c, addr) in rows() {
+        for &v in ClientVerdict::ALL {
+            f.sample(&[("addr", addr), ("verdict", v.as_str())], c.verdict == v);
+        }
+    }
+    for &v in ClientVerdict::ALL {
+        let n = rest.iter().filter(|c| c.verdict == v).count();
+        f.sample(&[("addr", OTHER), ("verdict", v.as_str())], n);
+    }
+}

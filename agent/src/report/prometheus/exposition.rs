@@ -1,0 +1,229 @@
+//! The text exposition format's writer: sample values in Prometheus's spelling,
+//! escaping, and families whose HELP and TYPE lines come with their first sample.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MetricType {
+    Counter,
+    Gauge,
+}
+
+impl MetricType {
+    fn name(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+        }
+    }
+}
+
+/// A sample value: integers print exactly, floats in Prometheus's spelling.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Num {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+impl From<u64> for Num {
+    fn from(v: u64) -> Self {
+        Num::U(v)
+    }
+}
+
+impl From<u32> for Num {
+    fn from(v: u32) -> Self {
+        Num::U(u64::from(v))
+    }
+}
+
+impl From<i64> for Num {
+    fn from(v: i64) -> Self {
+        Num::I(v)
+    }
+}
+
+impl From<f64> for Num {
+    fn from(v: f64) -> Self {
+        Num::F(v)
+    }
+}
+
+impl From<bool> for Num {
+    fn from(v: bool) -> Self {
+        Num::U(u64::from(v))
+    }
+}
+
+impl From<usize> for Num {
+    fn from(v: usize) -> Self {
+        Num::U(v as u64)
+    }
+}
+
+fn write_num(out: &mut String, n: Num) {
+    // Writing to a String cannot fail.
+    let _ = match n {
+        Num::U(v) => write!(out, "{v}"),
+        Num::I(v) => write!(out, "{v}"),
+        Num::F(v) if v.is_nan() => write!(out, "NaN"),
+        Num::F(v) if v == f64::INFINITY => write!(out, "+Inf"),
+        Num::F(v) if v == f64::NEG_INFINITY => write!(out, "-Inf"),
+        // Rust prints f64 without an exponent and with the shortest digits that
+        // read back to the same value: "0.5", "4.21", "0.000001".
+        Num::F(v) => write!(out, "{v}"),
+    };
+}
+
+/// A duration in seconds at microsecond resolution, the precision reports promise
+/// (and the same figure as the JSON report's `_s` keys).
+pub(super) fn seconds(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1e6
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_label(out: &mut String, value: &str) {
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Escapes HELP text: backslash and line feed.
+pub(super) fn escape_help(out: &mut String, text: &str) {
+    for ch in text.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The text being built.
+pub(super) struct Exposition {
+    pub(super) out: String,
+}
+
+impl Exposition {
+    /// A family whose HELP and TYPE lines are written with its first sample, so
+    /// a family with nothing known is absent altogether.
+    pub(super) fn family(
+        &mut self,
+        name: &'static str,
+        kind: MetricType,
+        help: &'static str,
+    ) -> Family<'_> {
+        Family {
+            out: &mut self.out,
+            name,
+            kind,
+            help,
+            started: false,
+        }
+    }
+
+    /// A family with one unlabelled sample, or nothing when the value is unknown.
+    fn single(
+        &mut self,
+        name: &'static str,
+        kind: MetricType,
+        help: &'static str,
+        value: Option<impl Into<Num>>,
+    ) {
+        if let Some(v) = value {
+            self.family(name, kind, help).sample(&[], v);
+        }
+    }
+
+    pub(super) fn gauge(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        value: Option<impl Into<Num>>,
+    ) {
+        self.single(name, MetricType::Gauge, help, value);
+    }
+
+    pub(super) fn counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        value: Option<impl Into<Num>>,
+    ) {
+        self.single(name, MetricType::Counter, help, value);
+    }
+}
+
+pub(super) struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+    kind: MetricType,
+    help: &'static str,
+    started: bool,
+}
+
+impl Family<'_> {
+    pub(super) fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Num>) {
+        let out = &mut *self.out;
+        if !self.started {
+            self.started = true;
+            out.push_str("# HELP ");
+            out.push_str(self.name);
+            out.push(' ');
+            escape_help(out, self.help);
+            out.push_str("\n# TYPE ");
+            out.push_str(self.name);
+            out.push(' ');
+            out.push_str(self.kind.name());
+            out.push('\n');
+        }
+        out.push_str(self.name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(key);
+                out.push_str("=\"");
+                escape_label(out, value);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        write_num(out, value.into());
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_prometheus_spelling() {
+        let mut out = String::new();
+        for n in [
+            Num::U(u64::MAX),
+            Num::I(-3),
+            Num::F(0.5),
+            Num::F(1e-6),
+            Num::F(2.0),
+            Num::F(f64::INFINITY),
+            Num::F(f64::NEG_INFINITY),
+            Num::F(f64::NAN),
+        ] {
+            write_num(&mut out, n);
+            out.push(' ');
+        }
+        assert_eq!(out, "18446744073709551615 -3 0.5 0.000001 2 +Inf -Inf NaN ");
+    }
+}

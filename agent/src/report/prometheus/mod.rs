@@ -1,0 +1,619 @@
+//! Prometheus: the report in the text exposition format (version 0.0.4). The
+//! command layer serves the latest one at `/metrics` (`crate::cmd::metrics_http`);
+//! nothing here touches the network.
+//!
+//! Every family is prefixed `connwatch_`; counters end in `_total`; durations are
+//! in seconds. A figure the report does not know (Redis unreachable, a /proc file
+//! unreadable) is not emitted at all, never as 0. Label sets that alerts select on
+//! are stable: every rejection reason, every Redis status, every verdict kind and
+//! severity is emitted, with 0 when it does not apply, so an alert never depends on
+//! a series appearing.
+//!
+//! Per-address series are capped: the first `top` client rows, in the report's
+//! order (worst first), each with its own `addr` label, and one `addr="other"`
+//! row that sums the rest, always present. Cardinality is therefore bounded by
+//! `top + 1` whatever the number of clients. A caveat of the cap: when an address
+//! moves between the top rows and `other`, the `other` counters can go down, which
+//! Prometheus reads as a counter reset; per-address counters only go down when an
+//! address is forgotten (see `evicted_clients`) and comes back.
+//!
+//! The writer and its escaping are in `exposition`, the host-level families in
+//! `families`, the per-address ones in `clients`.
+
+mod clients;
+mod exposition;
+mod families;
+
+use crate::model::Report;
+
+use self::clients::client_families;
+use self::exposition::Exposition;
+use self::families::{
+    agent_families, capacity_families, connection_families, limit_families, redis_families,
+    verdict_families,
+};
+
+pub use clients::OTHER;
+
+/// The media type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `report` in the Prometheus text exposition format 0.0.4. Per-address
+/// series are limited to the first `top` client rows plus one `addr="other"`
+/// aggregate of the rest.
+pub fn render(report: &Report, top: usize) -> String {
+    let mut x = Exposition {
+        out: String::with_capacity(8 * 1024 + report.clients.len().min(top) * 1024),
+    };
+    agent_families(&mut x, report);
+    connection_families(&mut x, report);
+    capacity_families(&mut x, report);
+    limit_families(&mut x, report);
+    redis_families(&mut x, report);
+    verdict_families(&mut x, report);
+    client_families(&mut x, report, top);
+    x.out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::model::*;
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::Map;
+
+    use super::exposition::escape_help;
+    use super::*;
+    use crate::testing::client;
+
+    fn verdict(kind: VerdictKind, severity: Severity, addr: Option<&str>) -> Verdict {
+        Verdict {
+            kind,
+            severity,
+            addr: addr.map(|a| a.parse().unwrap()),
+            summary: String::new(),
+            evidence: Map::new(),
+            action: String::new(),
+            stale_connections: Vec::new(),
+        }
+    }
+
+    /// A report with every section filled in and four clients, worst first (also
+    /// served by the `/metrics` endpoint's tests).
+    pub(crate) fn full_report() -> Report {
+        let mut leaker = client("10.0.0.5", 30, 0, 30);
+        leaker.verdict = ClientVerdict::Leak;
+        leaker.idle = Some(Idle {
+            p50: Duration::from_secs(40),
+            max: Duration::from_micros(95_250_000),
+        });
+        let mut stormer = client("2001:db8::7", 1, 200, 400);
+        stormer.verdict = ClientVerdict::RetryStorm;
+        stormer.rejected = 150;
+        stormer.refused = 50;
+        stormer.lifetime = Some(Lifetime {
+            p50: Duration::from_micros(410),
+            p90: Duration::from_micros(655),
+            p99: Duration::from_micros(1_204),
+            max: Duration::from_micros(1_216),
+        });
+        stormer.idle = Some(Idle {
+            p50: Duration::from_millis(2),
+            max: Duration::from_millis(3),
+        });
+        let mut small = client("10.0.0.9", 1, 3, 4);
+        small.rejected = 2;
+        small.refused = 1;
+        small.idle = Some(Idle {
+            p50: Duration::from_secs(1),
+            max: Duration::from_micros(7_500_000),
+        });
+        let mut smaller = client("10.0.0.10", 0, 5, 5);
+        smaller.verdict = ClientVerdict::BackingOff;
+        smaller.rejected = 5;
+        let mut clients = vec![small, leaker, smaller, stormer];
+        clients.sort_by(worst_first);
+
+        let redis = RedisReport {
+            status: RedisStatus::Ok,
+            config: ConfigStatus::Ok,
+            server: Some("redis".into()),
+            version: Some("7.0.15".into()),
+            role: Some("master".into()),
+            rejected_connections: Some(207),
+            rejected_connections_delta: Some(157),
+            total_connections_received: Some(1_000),
+            total_connections_received_delta: Some(439),
+            timeout_s: Some(0),
+            cluster_enabled: Some(false),
+            ..RedisReport::default()
+        };
+        Report {
+            kind: Kind::Report,
+            ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
+            uptime: Duration::from_micros(12_500_000),
+            ports: vec![6379],
+            totals: Totals {
+                open: 32,
+                opened: 439,
+                closed: 408,
+                closed_by_server: 150,
+                closed_by_client: 200,
+                reset: 58,
+                clients: 4,
+                lost_events: 3,
+                vanished: 0,
+                closes_without_bytes: 0,
+                accept_errors: AcceptErrors::from_kernel(&[
+                    (libc::EMFILE, 812),
+                    (libc::ECONNABORTED, 2),
+                ]),
+                evicted_clients: 1,
+                rejected: 157,
+                rejected_by_reason: RejectCounts {
+                    maxclients: 150,
+                    protected_mode: 0,
+                    unknown: 7,
+                },
+                refused: 51,
+                accept_errors_per_s: 20_000.0,
+                listen_overflows: Some(4),
+                listen_drops: Some(4),
+                synack_retransmits: 9,
+                accept_queue: Some(AcceptQueue {
+                    depth: 5,
+                    backlog: 511,
+                }),
+            },
+            redis,
+            limits: Limits {
+                maxclients: Some(10_000),
+                effective_maxclients: Some(32),
+                effective_reason: Some("fd limit".into()),
+                nofile_soft: Some(64),
+                nofile_hard: Some(524_288),
+                nofile_unlimited: false,
+                open_fds: Some(63),
+                somaxconn: Some(4096),
+                file_nr: Some(FileNr {
+                    allocated: 2_048,
+                    max: 9_223_372_036_854_775_807,
+                }),
+                pid: Some(42),
+            },
+            capacity: Capacity {
+                source: CapacitySource::Info,
+                connected_clients: Some(31),
+                connected_slaves: Some(1),
+                cluster_connections: Some(0),
+                blocked_clients: Some(0),
+                used: 32,
+                limit: Some(32),
+                ratio: Some(1.0),
+                headroom: Some(0),
+            },
+            verdicts: vec![
+                verdict(VerdictKind::FdLimit, Severity::Critical, None),
+                verdict(VerdictKind::Leak, Severity::Warning, Some("10.0.0.5")),
+            ],
+            clients,
+        }
+    }
+
+    /// A report of a host that knows nothing: no Redis, /proc unreadable.
+    fn bare_report() -> Report {
+        Report {
+            kind: Kind::Report,
+            ts: UNIX_EPOCH + Duration::from_secs(1),
+            uptime: Duration::ZERO,
+            ports: vec![6379],
+            totals: Totals::default(),
+            redis: RedisReport::default(),
+            limits: Limits::default(),
+            capacity: Capacity {
+                source: CapacitySource::Kernel,
+                connected_clients: None,
+                connected_slaves: None,
+                cluster_connections: None,
+                blocked_clients: None,
+                used: 0,
+                limit: None,
+                ratio: None,
+                headroom: None,
+            },
+            verdicts: Vec::new(),
+            clients: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    fn has(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{text}"
+        );
+    }
+
+    #[track_caller]
+    fn lacks(text: &str, prefix: &str) {
+        assert!(
+            !text.lines().any(|l| l.starts_with(prefix)),
+            "unexpected {prefix:?} in:\n{text}"
+        );
+    }
+
+    /// The structure the format requires: HELP then TYPE then the samples of each
+    /// family, families contiguous and never repeated, names and label syntax
+    /// valid, every line ending in a newline.
+    #[track_caller]
+    fn check_format(text: &str) {
+        assert!(text.ends_with('\n'));
+        let mut seen = HashSet::new();
+        let mut current: Option<&str> = None;
+        let mut typed = false;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(seen.insert(name), "family {name} repeated");
+                assert!(name.starts_with("connwatch_"), "{name}");
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{name}"
+                );
+                current = Some(name);
+                typed = false;
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(Some(name), current, "TYPE right after HELP");
+                assert!(kind == "counter" || kind == "gauge");
+                assert_eq!(
+                    name.ends_with("_total"),
+                    kind == "counter",
+                    "{name}: _total on counters only"
+                );
+                typed = true;
+            } else {
+                let name_end = line.find(['{', ' ']).unwrap();
+                assert_eq!(
+                    Some(&line[..name_end]),
+                    current,
+                    "sample outside its family"
+                );
+                assert!(typed);
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(
+                    value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                    "value {value:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn host_series_have_exact_values() {
+        let text = render(&full_report(), 2);
+        check_format(&text);
+        has(&text, "# TYPE connwatch_open_connections gauge");
+        has(&text, "connwatch_open_connections 32");
+        has(&text, "# TYPE connwatch_connections_opened_total counter");
+        has(&text, "connwatch_connections_opened_total 439");
+        has(&text, "connwatch_connections_closed_total 408");
+        has(&text, "connwatch_connections_closed_by_server_total 150");
+        has(&text, "connwatch_connections_closed_by_client_total 200");
+        has(&text, "connwatch_connections_reset_total 58");
+        has(
+            &text,
+            r#"connwatch_connections_rejected_total{reason="maxclients"} 150"#,
+        );
+        has(
+            &text,
+            r#"connwatch_connections_rejected_total{reason="protected_mode"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_connections_rejected_total{reason="unknown"} 7"#,
+        );
+        has(&text, "connwatch_connections_refused_total 51");
+        has(
+            &text,
+            r#"connwatch_accept_errors_total{errno="EMFILE"} 812"#,
+        );
+        has(&text, r#"connwatch_accept_errors_total{errno="ENFILE"} 0"#);
+        has(
+            &text,
+            r#"connwatch_accept_errors_total{errno="ECONNABORTED"} 2"#,
+        );
+        has(&text, "connwatch_lost_events_total 3");
+        has(&text, "connwatch_listen_overflows_total 4");
+        has(&text, "connwatch_listen_drops_total 4");
+        has(&text, "connwatch_synack_retransmits_total 9");
+        has(&text, "connwatch_accept_queue_depth 5");
+        has(&text, "connwatch_accept_queue_backlog 511");
+        has(&text, "connwatch_report_timestamp_seconds 1795986000.123");
+        has(&text, "connwatch_uptime_seconds 12.5");
+        // Capacity and limits.
+        has(&text, r#"connwatch_capacity_source{source="info"} 1"#);
+        has(&text, r#"connwatch_capacity_source{source="kernel"} 0"#);
+        has(&text, "connwatch_capacity_used 32");
+        has(&text, "connwatch_capacity_limit 32");
+        has(&text, "connwatch_capacity_ratio 1");
+        has(&text, "connwatch_capacity_headroom 0");
+        has(&text, "connwatch_maxclients 10000");
+        has(&text, "connwatch_effective_maxclients 32");
+        has(&text, "connwatch_nofile_soft_limit 64");
+        has(&text, "connwatch_nofile_hard_limit 524288");
+        has(&text, "connwatch_open_fds 63");
+        has(&text, "connwatch_somaxconn 4096");
+        has(&text, "connwatch_file_handles_max 9223372036854775807");
+        // Redis.
+        has(&text, "connwatch_redis_up 1");
+        has(&text, r#"connwatch_redis_status{status="ok"} 1"#);
+        has(&text, r#"connwatch_redis_status{status="unreachable"} 0"#);
+        has(&text, r#"connwatch_redis_config_status{status="ok"} 1"#);
+        has(
+            &text,
+            r#"connwatch_redis_info{server="redis",version="7.0.15",role="master"} 1"#,
+        );
+        has(&text, "connwatch_redis_connected_clients 31");
+        has(&text, "connwatch_redis_rejected_connections_total 207");
+        has(&text, "connwatch_redis_connections_received_total 1000");
+        has(&text, "connwatch_redis_timeout_seconds 0");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("connwatch_redis_status{"))
+                .count(),
+            8
+        );
+    }
+
+    #[test]
+    fn verdicts_are_a_gauge_per_kind_and_severity() {
+        let text = render(&full_report(), 2);
+        has(
+            &text,
+            r#"connwatch_verdict{kind="fd_limit",severity="critical"} 1"#,
+        );
+        has(
+            &text,
+            r#"connwatch_verdict{kind="fd_limit",severity="warning"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_verdict{kind="leak",severity="warning"} 1"#,
+        );
+        has(
+            &text,
+            r#"connwatch_verdict{kind="retry_storm",severity="warning"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_verdict{kind="capacity_critical",severity="critical"} 0"#,
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_verdict{"))
+            .count();
+        assert_eq!(series, VerdictKind::ALL.len() * Severity::ALL.len());
+        // Nothing active: every series is there, at 0.
+        let bare = render(&bare_report(), 2);
+        assert_eq!(
+            bare.lines()
+                .filter(|l| l.starts_with("connwatch_verdict{") && l.ends_with(" 0"))
+                .count(),
+            series
+        );
+    }
+
+    #[test]
+    fn label_names_match_the_json_report() {
+        for &kind in VerdictKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        let distinct: HashSet<_> = VerdictKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(distinct.len(), VerdictKind::ALL.len());
+        for &s in Severity::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for &v in ClientVerdict::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for &s in RedisStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for &s in ConfigStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn clients_are_capped_to_the_top_n_plus_other() {
+        let report = full_report();
+        let order: Vec<String> = report.clients.iter().map(|c| c.addr.to_string()).collect();
+        assert_eq!(order, ["10.0.0.5", "2001:db8::7", "10.0.0.9", "10.0.0.10"]);
+        let text = render(&report, 2);
+        check_format(&text);
+        // The two worst, by name.
+        has(&text, r#"connwatch_client_open{addr="10.0.0.5"} 30"#);
+        has(&text, r#"connwatch_client_open{addr="2001:db8::7"} 1"#);
+        has(
+            &text,
+            r#"connwatch_client_opened_total{addr="2001:db8::7"} 400"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_closed_total{addr="2001:db8::7"} 200"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_rejected_total{addr="2001:db8::7"} 150"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_refused_total{addr="2001:db8::7"} 50"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_idle_max_seconds{addr="10.0.0.5"} 95.25"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_lifetime_p99_seconds{addr="2001:db8::7"} 0.001204"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="10.0.0.5",verdict="leak"} 1"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="10.0.0.5",verdict="healthy"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="2001:db8::7",verdict="retry_storm"} 1"#,
+        );
+        // The other two, summed.
+        lacks(&text, r#"connwatch_client_open{addr="10.0.0.9"}"#);
+        lacks(&text, r#"connwatch_client_open{addr="10.0.0.10"}"#);
+        has(&text, r#"connwatch_client_open{addr="other"} 1"#);
+        has(&text, r#"connwatch_client_opened_total{addr="other"} 9"#);
+        has(&text, r#"connwatch_client_closed_total{addr="other"} 8"#);
+        has(&text, r#"connwatch_client_rejected_total{addr="other"} 7"#);
+        has(&text, r#"connwatch_client_refused_total{addr="other"} 1"#);
+        has(
+            &text,
+            r#"connwatch_client_idle_max_seconds{addr="other"} 7.5"#,
+        );
+        lacks(
+            &text,
+            r#"connwatch_client_lifetime_p99_seconds{addr="other"}"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="other",verdict="healthy"} 1"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="other",verdict="backing_off"} 1"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_verdict{addr="other",verdict="leak"} 0"#,
+        );
+        // Bounded: top + 1 addresses per family.
+        let open = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_client_open{"))
+            .count();
+        assert_eq!(open, 3);
+        let verdicts = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_client_verdict{"))
+            .count();
+        assert_eq!(verdicts, 3 * ClientVerdict::ALL.len());
+    }
+
+    #[test]
+    fn top_zero_and_top_beyond_the_clients() {
+        let report = full_report();
+        let none = render(&report, 0);
+        check_format(&none);
+        has(&none, r#"connwatch_client_open{addr="other"} 32"#);
+        has(&none, r#"connwatch_client_opened_total{addr="other"} 439"#);
+        has(
+            &none,
+            r#"connwatch_client_idle_max_seconds{addr="other"} 95.25"#,
+        );
+        let all = render(&report, 100);
+        check_format(&all);
+        has(&all, r#"connwatch_client_open{addr="10.0.0.10"} 0"#);
+        has(&all, r#"connwatch_client_open{addr="other"} 0"#);
+        lacks(&all, r#"connwatch_client_idle_max_seconds{addr="other"}"#);
+        lacks(
+            &all,
+            r#"connwatch_client_idle_max_seconds{addr="10.0.0.10"}"#,
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_not_emitted() {
+        let text = render(&bare_report(), 20);
+        check_format(&text);
+        for absent in [
+            "connwatch_listen_overflows_total",
+            "connwatch_listen_drops_total",
+            "connwatch_accept_queue_depth",
+            "connwatch_accept_queue_backlog",
+            "connwatch_capacity_limit",
+            "connwatch_capacity_ratio",
+            "connwatch_capacity_headroom",
+            "connwatch_maxclients",
+            "connwatch_effective_maxclients",
+            "connwatch_nofile_soft_limit",
+            "connwatch_nofile_hard_limit",
+            "connwatch_open_fds",
+            "connwatch_somaxconn",
+            "connwatch_file_handles_",
+            "connwatch_redis_info",
+            "connwatch_redis_connected_clients",
+            "connwatch_redis_rejected_connections_total",
+            "connwatch_redis_timeout_seconds",
+            "connwatch_client_idle_max_seconds",
+            "connwatch_client_lifetime_p99_seconds",
+            // No HELP/TYPE for a family without samples either.
+            "# HELP connwatch_client_idle_max_seconds",
+            "# TYPE connwatch_accept_queue_depth",
+        ] {
+            lacks(&text, absent);
+        }
+        has(&text, "connwatch_capacity_used 0");
+        has(&text, "connwatch_redis_up 0");
+        has(&text, r#"connwatch_redis_status{status="disabled"} 1"#);
+        has(
+            &text,
+            r#"connwatch_redis_config_status{status="unknown"} 1"#,
+        );
+        has(&text, r#"connwatch_accept_errors_total{errno="EMFILE"} 0"#);
+        has(&text, r#"connwatch_client_open{addr="other"} 0"#);
+    }
+
+    #[test]
+    fn unlimited_fd_limits_are_infinite() {
+        let mut report = bare_report();
+        report.limits.nofile_unlimited = true;
+        report.limits.nofile_hard = Some(4096);
+        let text = render(&report, 1);
+        check_format(&text);
+        has(&text, "connwatch_nofile_soft_limit +Inf");
+        has(&text, "connwatch_nofile_hard_limit 4096");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut report = bare_report();
+        report.redis.server = Some("va\"lk\\ey\nx".into());
+        report.redis.version = Some("8.0".into());
+        let text = render(&report, 1);
+        check_format(&text);
+        has(
+            &text,
+            r#"connwatch_redis_info{server="va\"lk\\ey\nx",version="8.0",role=""} 1"#,
+        );
+        let mut help = String::new();
+        escape_help(&mut help, "a\\b\nc \"d\"");
+        assert_eq!(help, r#"a\\b\nc "d""#);
+    }
+
+    #[test]
+    fn ipv6_clients_and_empty_reports_render() {
+        let mut report = bare_report();
+        report.clients = vec![client("::1", 2, 0, 2)];
+        let addr: IpAddr = "::1".parse().unwrap();
+        assert_eq!(report.clients[0].addr, addr);
+        let text = render(&report, 5);
+        check_format(&text);
+        has(&text, r#"connwatch_client_open{addr="::1"} 2"#);
+    }
+}
