@@ -348,7 +348,7 @@ mod tests {
 
     use super::*;
     use crate::report::prometheus::render;
-    use crate::report::prometheus::tests::full_report;
+    use crate::testing::full_report;
 
     /// Sends `request` raw and returns the whole response (until the server closes).
     fn exchange(addr: SocketAddr, request: &[u8]) -> String {

@@ -97,63 +97,14 @@ mod tests {
     use super::clients::COLUMNS;
     use super::suspects::suspects;
     use super::*;
-    use crate::diagnose::Thresholds;
-    use crate::diagnose::pipeline::Pipeline;
     use crate::model::*;
-    use crate::model::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
-    use std::net::SocketAddr;
-    use std::time::{Duration, UNIX_EPOCH};
+    use crate::testing::*;
 
     use serde_json::Value;
 
-    const US: Nanos = 1_000;
-    const MS: Nanos = 1_000_000;
-    const SEC: Nanos = 1_000_000_000;
-    const START: Nanos = 1_000 * SEC;
     const LEAKER: &str = "10.0.0.66";
     const STORM: &str = "10.0.0.20";
     const POOL: &str = "10.0.0.10";
-
-    /// Events → 1 s intervals → diagnosed reports, through the pipeline `watch`
-    /// and `analyze` use.
-    fn simulate(mut events: Vec<Event>, intervals: u64) -> Vec<Report> {
-        events.sort_by_key(Event::ts);
-        let clock = Clock {
-            mono: START,
-            wall: UNIX_EPOCH + Duration::from_secs(1_795_986_000),
-        };
-        let mut pipeline = Pipeline::new(vec![6379], Thresholds::default(), clock);
-        let mut next = events.iter().peekable();
-        (1..=intervals)
-            .filter_map(|i| {
-                let now = START + i * SEC;
-                while let Some(ev) = next.next_if(|e| e.ts() <= now) {
-                    pipeline.apply(ev);
-                }
-                pipeline.apply(&Event::Tick { ts: now })
-            })
-            .collect()
-    }
-
-    fn conn(addr: &str, port: u16) -> ConnKey {
-        ConnKey::new(
-            "10.0.0.1:6379".parse().unwrap(),
-            SocketAddr::new(addr.parse().unwrap(), port),
-        )
-    }
-
-    fn closed(ts: Nanos, key: ConnKey, how: CloseKind, bytes_out: u64) -> Event {
-        Event::Closed {
-            ts,
-            key,
-            how,
-            activity: Some(Activity {
-                bytes_in: 0,
-                bytes_out,
-                last_active: None,
-            }),
-        }
-    }
 
     /// A pool of 10 busy connections, a leak of one idle connection a second, and a
     /// retry storm (50 rejected attempts a second, 1 ms apart) from 20 s to 25 s,
@@ -167,21 +118,7 @@ mod tests {
         }));
         for i in 1..=seconds {
             let ts = START + i * SEC;
-            ev.push(Event::Activity {
-                ts,
-                conns: pool
-                    .iter()
-                    .map(|&k| {
-                        let a = Activity {
-                            bytes_in: i * 1_000,
-                            bytes_out: i * 5_000,
-                            last_active: Some(ts),
-                        };
-                        (k, a)
-                    })
-                    .collect(),
-                gone: Vec::new(),
-            });
+            ev.push(busy(&pool, i, ts));
             let leaked = i.min(seconds);
             ev.push(Event::Redis {
                 ts: ts - 10 * MS,
@@ -201,15 +138,7 @@ mod tests {
                 }),
             });
         }
-        ev.push(Event::Host {
-            ts: START,
-            snapshot: Box::new(HostSnapshot {
-                nofile_soft: Some(10_032),
-                nofile_hard: Some(10_032),
-                pid: Some(42),
-                ..HostSnapshot::default()
-            }),
-        });
+        ev.push(host(START, 10_032));
         for k in 0..seconds as u16 {
             ev.push(Event::Opened {
                 ts: START + u64::from(k) * SEC + 500 * MS,
@@ -222,7 +151,7 @@ mod tests {
             for _ in 0..50 {
                 let key = conn(STORM, port);
                 ev.push(Event::Opened { ts: at, key });
-                ev.push(closed(at + 200 * US, key, CloseKind::Server, 36));
+                ev.push(closed(at + 200 * US, key, CloseKind::Server, 0, 36));
                 port += 1;
                 at += 200 * US + MS;
             }
@@ -231,7 +160,7 @@ mod tests {
     }
 
     fn reports() -> Vec<Report> {
-        simulate(incident(40), 40)
+        Sim::new(incident(40)).run(40)
     }
 
     fn count(haystack: &str, needle: &str) -> usize {
@@ -366,7 +295,7 @@ mod tests {
         assert_eq!(count(&html, "<svg"), 0);
         assert!(html.trim_end().ends_with("</html>"));
 
-        let one = simulate(incident(1), 1);
+        let one = Sim::new(incident(1)).run(1);
         assert_eq!(one.len(), 1);
         let html = render_html(&one, "one");
         assert_eq!(count(&html, "<svg"), 3);
@@ -376,7 +305,7 @@ mod tests {
         assert!(html.contains("<circle"));
 
         // Nothing known at all: a report of an idle, unlimited host.
-        let bare = simulate(Vec::new(), 2);
+        let bare = Sim::new(Vec::new()).run(2);
         let html = render_html(&bare, "bare");
         assert!(html.contains("no connection was open in any report"));
         assert!(html.contains("the limit was never known"));

@@ -56,151 +56,15 @@ pub fn render(report: &Report, top: usize) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use crate::model::*;
     use std::collections::HashSet;
     use std::net::IpAddr;
     use std::time::{Duration, UNIX_EPOCH};
 
-    use serde_json::Map;
-
     use super::exposition::escape_help;
     use super::*;
-    use crate::testing::client;
-
-    fn verdict(kind: VerdictKind, severity: Severity, addr: Option<&str>) -> Verdict {
-        Verdict {
-            kind,
-            severity,
-            addr: addr.map(|a| a.parse().unwrap()),
-            summary: String::new(),
-            evidence: Map::new(),
-            action: String::new(),
-            stale_connections: Vec::new(),
-        }
-    }
-
-    /// A report with every section filled in and four clients, worst first (also
-    /// served by the `/metrics` endpoint's tests).
-    pub(crate) fn full_report() -> Report {
-        let mut leaker = client("10.0.0.5", 30, 0, 30);
-        leaker.verdict = ClientVerdict::Leak;
-        leaker.idle = Some(Idle {
-            p50: Duration::from_secs(40),
-            max: Duration::from_micros(95_250_000),
-        });
-        let mut stormer = client("2001:db8::7", 1, 200, 400);
-        stormer.verdict = ClientVerdict::RetryStorm;
-        stormer.rejected = 150;
-        stormer.refused = 50;
-        stormer.lifetime = Some(Lifetime {
-            p50: Duration::from_micros(410),
-            p90: Duration::from_micros(655),
-            p99: Duration::from_micros(1_204),
-            max: Duration::from_micros(1_216),
-        });
-        stormer.idle = Some(Idle {
-            p50: Duration::from_millis(2),
-            max: Duration::from_millis(3),
-        });
-        let mut small = client("10.0.0.9", 1, 3, 4);
-        small.rejected = 2;
-        small.refused = 1;
-        small.idle = Some(Idle {
-            p50: Duration::from_secs(1),
-            max: Duration::from_micros(7_500_000),
-        });
-        let mut smaller = client("10.0.0.10", 0, 5, 5);
-        smaller.verdict = ClientVerdict::BackingOff;
-        smaller.rejected = 5;
-        let mut clients = vec![small, leaker, smaller, stormer];
-        clients.sort_by(worst_first);
-
-        let redis = RedisReport {
-            status: RedisStatus::Ok,
-            config: ConfigStatus::Ok,
-            server: Some("redis".into()),
-            version: Some("7.0.15".into()),
-            role: Some("master".into()),
-            rejected_connections: Some(207),
-            rejected_connections_delta: Some(157),
-            total_connections_received: Some(1_000),
-            total_connections_received_delta: Some(439),
-            timeout_s: Some(0),
-            cluster_enabled: Some(false),
-            ..RedisReport::default()
-        };
-        Report {
-            kind: Kind::Report,
-            ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
-            uptime: Duration::from_micros(12_500_000),
-            ports: vec![6379],
-            totals: Totals {
-                open: 32,
-                opened: 439,
-                closed: 408,
-                closed_by_server: 150,
-                closed_by_client: 200,
-                reset: 58,
-                clients: 4,
-                lost_events: 3,
-                vanished: 0,
-                closes_without_bytes: 0,
-                accept_errors: AcceptErrors::from_kernel(&[
-                    (libc::EMFILE, 812),
-                    (libc::ECONNABORTED, 2),
-                ]),
-                evicted_clients: 1,
-                rejected: 157,
-                rejected_by_reason: RejectCounts {
-                    maxclients: 150,
-                    protected_mode: 0,
-                    unknown: 7,
-                },
-                refused: 51,
-                accept_errors_per_s: 20_000.0,
-                listen_overflows: Some(4),
-                listen_drops: Some(4),
-                synack_retransmits: 9,
-                accept_queue: Some(AcceptQueue {
-                    depth: 5,
-                    backlog: 511,
-                }),
-            },
-            redis,
-            limits: Limits {
-                maxclients: Some(10_000),
-                effective_maxclients: Some(32),
-                effective_reason: Some("fd limit".into()),
-                nofile_soft: Some(64),
-                nofile_hard: Some(524_288),
-                nofile_unlimited: false,
-                open_fds: Some(63),
-                somaxconn: Some(4096),
-                file_nr: Some(FileNr {
-                    allocated: 2_048,
-                    max: 9_223_372_036_854_775_807,
-                }),
-                pid: Some(42),
-            },
-            capacity: Capacity {
-                source: CapacitySource::Info,
-                connected_clients: Some(31),
-                connected_slaves: Some(1),
-                cluster_connections: Some(0),
-                blocked_clients: Some(0),
-                used: 32,
-                limit: Some(32),
-                ratio: Some(1.0),
-                headroom: Some(0),
-            },
-            verdicts: vec![
-                verdict(VerdictKind::FdLimit, Severity::Critical, None),
-                verdict(VerdictKind::Leak, Severity::Warning, Some("10.0.0.5")),
-            ],
-            clients,
-        }
-    }
+    use crate::testing::{client, full_report};
 
     /// A report of a host that knows nothing: no Redis, /proc unreadable.
     fn bare_report() -> Report {
