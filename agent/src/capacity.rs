@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::host::{self, HostSnapshot};
-use crate::redis_info::{ConfigStatus, RedisSnapshot, RedisStatus};
+use crate::redis::{ConfigStatus, RedisSnapshot, RedisStatus};
 
 /// The `redis` section: the connection's status and the INFO counters used.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -167,7 +167,7 @@ fn delta(now: Option<u64>, base: Option<u64>) -> Option<u64> {
 impl RedisReport {
     pub fn from_snapshot(r: &RedisSnapshot, base: Option<&Baselines>) -> Self {
         let info = r.info.as_ref();
-        let field = |f: fn(&crate::redis_info::InfoFields) -> Option<u64>| info.and_then(f);
+        let field = |f: fn(&crate::redis::InfoFields) -> Option<u64>| info.and_then(f);
         RedisReport {
             status: r.status,
             error: r.error.clone(),
@@ -268,7 +268,7 @@ pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis_info::{InfoFields, RedisConfig};
+    use crate::redis::{InfoFields, RedisConfig};
 
     fn redis(info: InfoFields, maxclients: Option<u64>) -> RedisSnapshot {
         RedisSnapshot {

@@ -785,7 +785,7 @@ mod tests {
     use super::*;
     use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters};
     use crate::host::HostSnapshot;
-    use crate::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+    use crate::redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
     use crate::tracker::Tracker;
     use std::time::UNIX_EPOCH;
 

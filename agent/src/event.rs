@@ -121,7 +121,7 @@ pub enum Event {
     /// why it cannot be asked.
     Redis {
         ts: Nanos,
-        snapshot: Box<crate::redis_info::RedisSnapshot>,
+        snapshot: Box<crate::redis::RedisSnapshot>,
     },
     /// Limits and queues of the host and of the process behind the listeners.
     Host {

@@ -24,7 +24,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod rates;
 pub mod record;
-pub mod redis_info;
+pub mod redis;
 pub mod reject;
 pub mod report;
 pub mod retry;

@@ -16,7 +16,7 @@ use crate::cli::LiveArgs;
 use crate::event::{Clock, Event, monotonic_now};
 use crate::pipeline::Pipeline;
 use crate::probe::{self, EventReader, Probe};
-use crate::redis_info::{
+use crate::redis::{
     Password, RedisArgError, RedisSnapshot, RedisStatus, RedisTarget, load_password, spawn_poller,
 };
 use crate::report::Report;
@@ -212,12 +212,13 @@ async fn run_async(
     seed(&mut live)?;
     log::info!("watching port(s) {ports:?}");
 
-    // One persistent connection to Redis, polled on its own thread so a slow or
-    // unreachable server never delays the kernel's events.
+    // One persistent connection to Redis, polled by a task on this runtime: it only
+    // waits on its socket and timers (each with a deadline), so a slow or unreachable
+    // server never delays the kernel's events.
     let mut redis_rx = match redis {
         Some((target, password)) => {
-            let (rx, _thread) = spawn_poller(target, password, args.interval)
-                .context("starting the Redis poller thread")?;
+            let (rx, _task) = spawn_poller(target, password, args.interval)
+                .context("starting the Redis poller")?;
             Some(rx)
         }
         None => None,

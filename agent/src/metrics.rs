@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::capacity::CapacitySource;
 use crate::diagnose::{ClientVerdict, Severity, VerdictKind};
-use crate::redis_info::{ConfigStatus, RedisStatus};
+use crate::redis::{ConfigStatus, RedisStatus};
 use crate::report::{ClientReport, Report};
 
 /// The media type of the text exposition format.

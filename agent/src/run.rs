@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::probe::MissingPrivileges;
-use crate::redis_info::RedisArgError;
+use crate::redis::RedisArgError;
 
 /// Exit codes, documented in README.md.
 pub mod exit {

@@ -15,7 +15,7 @@ use crate::diagnose::ClientVerdict;
 use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, Nanos, normalize};
 use crate::histogram::nearest_rank;
 use crate::host::HostSnapshot;
-use crate::redis_info::RedisSnapshot;
+use crate::redis::RedisSnapshot;
 use crate::reject::{self, RejectCounts};
 use crate::report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Report, RetryReport,
@@ -1300,7 +1300,7 @@ mod tests {
 
     #[test]
     fn redis_snapshot_marks_replicas_internal_and_ignores_the_agent() {
-        use crate::redis_info::{InfoFields, RedisSnapshot, RedisStatus};
+        use crate::redis::{InfoFields, RedisSnapshot, RedisStatus};
         let own = redis("127.0.0.1:50000");
         let replica = redis("127.0.0.9:41000");
         let snapshot = RedisSnapshot {

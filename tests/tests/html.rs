@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::event::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
 use connwatch::host::HostSnapshot;
-use connwatch::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+use connwatch::redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 use connwatch::report::html::render_html;
 use connwatch::report::{Report, Totals};
 use connwatch::tracker::Tracker;

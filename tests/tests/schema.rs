@@ -17,7 +17,7 @@ use connwatch::capacity::{self, Baselines};
 use connwatch::diagnose::{ClientVerdict, Diagnoser, Thresholds, Verdict};
 use connwatch::host::HostSnapshot;
 use connwatch::rates::RateMeter;
-use connwatch::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+use connwatch::redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 use connwatch::reject::RejectCounts;
 use connwatch::report::{
     AcceptErrors, Age, Idle, Kind, Lifetime, RedisReport, Report, RetryReport, Totals, render_json,

@@ -1931,7 +1931,7 @@ mod tests {
     use crate::event::{Activity, Clock, CloseKind, ConnKey, Event, Nanos};
     use crate::host::HostSnapshot;
     use crate::pipeline::Pipeline;
-    use crate::redis_info::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+    use crate::redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
     use std::net::SocketAddr;
 
     const US: Nanos = 1_000;

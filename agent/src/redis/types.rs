@@ -1,0 +1,127 @@
+//! What Redis says of itself, as the rest of the agent consumes it: one poll's
+//! [`RedisSnapshot`] and its parts. Plain data: no I/O here.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// How the agent's connection to Redis stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisStatus {
+    /// INFO answered on the last poll.
+    Ok,
+    /// Not connected yet (first attempt under way).
+    Connecting,
+    /// TCP connect failed or the connection broke; retrying with backoff.
+    Unreachable,
+    /// The server refused our credentials (WRONGPASS / invalid password).
+    AuthFailed,
+    /// The server wants a password and none was given (NOAUTH).
+    #[serde(rename = "noauth")]
+    NoAuth,
+    /// The server turned our connection away (maxclients reached, protected mode).
+    Rejected,
+    /// Polling is disabled (`--no-redis`).
+    Disabled,
+    /// Any other error (protocol error, unexpected reply, ACL denies INFO).
+    Error,
+}
+
+impl RedisStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RedisStatus; 8] = [
+        RedisStatus::Ok,
+        RedisStatus::Connecting,
+        RedisStatus::Unreachable,
+        RedisStatus::AuthFailed,
+        RedisStatus::NoAuth,
+        RedisStatus::Rejected,
+        RedisStatus::Disabled,
+        RedisStatus::Error,
+    ];
+}
+
+/// `CONFIG GET` can be renamed away or denied by ACL: the agent then degrades.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigStatus {
+    Ok,
+    /// CONFIG is renamed, disabled or denied; maxclients/timeout come from INFO
+    /// where the server reports them there, else they are unknown.
+    Unavailable,
+    /// Not asked yet.
+    Unknown,
+}
+
+/// The INFO fields connwatch uses. Every field a server version lacks is `None`,
+/// never 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InfoFields {
+    /// `redis_version` (Valkey also reports `valkey_version`, preferred when present).
+    pub version: Option<String>,
+    /// "redis" or "valkey" (`server_name` where reported).
+    pub server: Option<String>,
+    pub process_id: Option<u32>,
+    pub tcp_port: Option<u16>,
+    /// `role`: "master" or "slave".
+    pub role: Option<String>,
+    pub connected_clients: Option<u64>,
+    pub blocked_clients: Option<u64>,
+    /// `maxclients` from INFO clients (Redis ≥ 7.0).
+    pub maxclients: Option<u64>,
+    /// `cluster_connections` (Redis ≥ 7.0).
+    pub cluster_connections: Option<u64>,
+    pub connected_slaves: Option<u64>,
+    pub rejected_connections: Option<u64>,
+    pub total_connections_received: Option<u64>,
+    /// `cluster_enabled` from INFO cluster.
+    pub cluster_enabled: Option<bool>,
+    /// Replica addresses from `slaveN:ip=…,port=…` lines (port is the replica's
+    /// listening port, not its connection's source port).
+    pub replicas: Vec<SocketAddr>,
+}
+
+/// `CONFIG GET maxclients timeout`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RedisConfig {
+    pub maxclients: Option<u64>,
+    /// Idle timeout in seconds (0: never).
+    pub timeout: Option<u64>,
+}
+
+/// One poll's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RedisSnapshot {
+    pub status: RedisStatus,
+    /// One line saying what went wrong; never contains the password.
+    pub error: Option<String>,
+    pub config_status: ConfigStatus,
+    /// Fresh when `status` is Ok; otherwise the last good values (or None).
+    pub info: Option<InfoFields>,
+    pub config: Option<RedisConfig>,
+    /// The agent's own connection as the server sees it (remote address of the
+    /// server-side socket), so the tracker never counts it as a client.
+    pub own_addr: Option<SocketAddr>,
+    /// Where the agent connects.
+    pub target: Option<SocketAddr>,
+}
+
+impl RedisSnapshot {
+    pub fn disabled() -> Self {
+        RedisSnapshot {
+            status: RedisStatus::Disabled,
+            error: None,
+            config_status: ConfigStatus::Unknown,
+            info: None,
+            config: None,
+            own_addr: None,
+            target: None,
+        }
+    }
+
+    /// Whether `ip` is one of the server's replicas.
+    pub fn is_replica(&self, ip: IpAddr) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.replicas.iter().any(|r| r.ip() == ip))
+    }
+}
