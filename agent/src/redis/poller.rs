@@ -310,6 +310,9 @@ impl RedisPoller {
 
         let mut first = true;
         if let Some(pw) = &self.password {
+            // Our own copy of the password is wiped on drop (see `Password`); the
+            // crate's copies of the AUTH command (its packed request, the codec's
+            // write buffer) are not: best effort stops at the crate's boundary.
             let reply = match &self.target.username {
                 Some(user) => command(&mut conn, &[b"AUTH", user.as_bytes(), pw.expose()]).await,
                 None => command(&mut conn, &[b"AUTH", pw.expose()]).await,
