@@ -17,9 +17,7 @@ use crate::diagnose::pipeline::Pipeline;
 use crate::model::{Clock, Event, monotonic_now};
 use crate::model::{RedisSnapshot, RedisStatus, Report};
 use crate::source::probe::{self, EventReader, Probe};
-use crate::source::redis_info::{
-    Password, RedisArgError, RedisTarget, load_password, spawn_poller,
-};
+use crate::source::redis::{Password, RedisArgError, RedisTarget, load_password, spawn_poller};
 use crate::source::{host, sock_diag};
 
 pub const DEFAULT_PORT: u16 = 6379;
@@ -212,12 +210,13 @@ async fn run_async(
     seed(&mut live)?;
     log::info!("watching port(s) {ports:?}");
 
-    // One persistent connection to Redis, polled on its own thread so a slow or
-    // unreachable server never delays the kernel's events.
+    // One persistent connection to Redis, polled by a task on this runtime: it only
+    // waits on its socket and timers (each with a deadline), so a slow or unreachable
+    // server never delays the kernel's events.
     let mut redis_rx = match redis {
         Some((target, password)) => {
-            let (rx, _thread) = spawn_poller(target, password, args.interval)
-                .context("starting the Redis poller thread")?;
+            let (rx, _task) = spawn_poller(target, password, args.interval)
+                .context("starting the Redis poller")?;
             Some(rx)
         }
         None => None,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::cmd::cli::{Cli, Command};
 use crate::cmd::exit;
 use crate::source::probe::MissingPrivileges;
-use crate::source::redis_info::RedisArgError;
+use crate::source::redis::RedisArgError;
 
 /// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
 pub fn init_logging(verbose: u8, quiet: bool) {

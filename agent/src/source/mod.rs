@@ -4,11 +4,11 @@
 //! - [`probe`]: the only code that touches BPF (tracepoints, ring buffer, counters).
 //! - [`sock_diag`]: netlink socket dumps: open connections, listeners, queues.
 //! - [`host`]: `/proc` joins: who owns the listeners, their fd limits and usage.
-//! - [`redis_info`]: the one persistent INFO/CONFIG connection to Redis.
+//! - [`redis`]: the one persistent INFO/CONFIG connection to Redis, on the `redis` crate.
 //! - [`capture`]: capture files, written by `capture` and read by `analyze`.
 
 pub mod capture;
 pub mod host;
 pub mod probe;
-pub mod redis_info;
+pub mod redis;
 pub mod sock_diag;
