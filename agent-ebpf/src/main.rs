@@ -22,7 +22,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use connwatch_ebpf::{
+use connwatch_common::{
     AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, MAX_WATCHED_PORTS,
     TcpSockOffsets, counter, event_kind, tcp_state,
 };
@@ -53,7 +53,7 @@ static LISTENER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LISTENER_
 #[map]
 static ACCEPT_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_ERRNO, 0);
 
-/// Health counters, see `connwatch_ebpf::counter`.
+/// Health counters, see `connwatch_common::counter`.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 

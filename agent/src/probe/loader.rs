@@ -6,7 +6,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use connwatch_ebpf::{ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter};
+use connwatch_common::{ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter};
 use tokio::io::unix::AsyncFd;
 
 use super::btf::{VMLINUX_BTF, tcp_sock_offsets};
