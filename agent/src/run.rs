@@ -16,7 +16,9 @@ pub mod exit {
     pub const NO_PRIVILEGES: u8 = 3;
 }
 
-/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
+/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q. The kernel
+/// programs' diagnostics (debug level) show whatever the level: they are sent only
+/// with `--debug-probes`.
 pub fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -25,7 +27,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    let filter = format!("{level},{}=debug", connwatch_common::KERNEL_LOG_TARGET);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp_millis()
         .init();
 }

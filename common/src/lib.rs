@@ -27,6 +27,8 @@ pub mod tcp_state {
     pub const LISTEN: i32 = 10;
     pub const CLOSING: i32 = 11;
     pub const NEW_SYN_RECV: i32 = 12;
+    /// A bound socket that neither listens nor connects (kernel 6.8+).
+    pub const BOUND_INACTIVE: i32 = 13;
 }
 
 /// What a [`ConnEvent`] reports.
