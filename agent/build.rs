@@ -1,9 +1,32 @@
 //! Compiles the kernel programs (`agent-ebpf`) for the BPF target with the nightly
 //! toolchain and bpf-linker, and leaves the object in OUT_DIR for `include_bytes_aligned!`.
 //! `cargo xtask setup` installs what this needs.
+//!
+//! The agent does not depend on `connwatch-ebpf` as a crate (that would build
+//! aya-ebpf for the host), so cargo learns when to run this again from the
+//! rerun-if-changed lines: aya-build prints one for `agent-ebpf/`, this script one
+//! for `common/`, whose records the programs compile in.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let root_of = |name: &str| -> anyhow::Result<String> {
+        let package = metadata
+            .packages
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .ok_or_else(|| anyhow!("package {name} not found in the workspace"))?;
+        let dir = package
+            .manifest_path
+            .parent()
+            .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+        Ok(dir.to_string())
+    };
+    println!("cargo:rerun-if-changed={}", root_of("connwatch-common")?);
+
     // aya-build honours AYA_BUILD_SKIP (for machines without the BPF toolchain, e.g.
     // to run the pure unit tests). Leave an empty object so the crate still compiles;
     // the probe loader refuses it at run time with a clear message.
@@ -16,23 +39,11 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(&object, b"").context("writing the empty BPF object placeholder")?;
         }
     }
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
-    let ebpf = metadata
-        .packages
-        .into_iter()
-        .find(|p| p.name.as_str() == "connwatch-ebpf")
-        .ok_or_else(|| anyhow!("package connwatch-ebpf not found in the workspace"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let root_dir = root_of("connwatch-ebpf")?;
     aya_build::build_ebpf(
         [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir: root_dir.as_str(),
+            name: "connwatch-ebpf",
+            root_dir: &root_dir,
             ..Default::default()
         }],
         aya_build::Toolchain::Nightly,

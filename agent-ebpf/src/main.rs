@@ -11,7 +11,18 @@
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
 //! (kernel 6.18); they are part of the tracepoints' ABI. `sport`/`dport` there are
-//! already in host byte order.
+//! already in host byte order. Each program's section below quotes the kernel
+//! prototype and the record layout it relies on.
+//!
+//! What else the programs need from the kernel: BPF ring buffers and
+//! `bpf_ringbuf_query` (5.8), `bpf_probe_read_kernel` (5.5), and for the byte counts
+//! the `struct tcp_sock` fields named in [`TcpSockOffsets`], located at load time
+//! in the kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! Diagnostics (aya-log) go out only on rare paths (a record the ring buffer had no
+//! room for, an address family or a TCP state the programs do not know) and only
+//! when userspace set [`DEBUG_PROBES`] (`--debug-probes`). It is a read-only global,
+//! so with it off the verifier knows every diagnostic branch is dead and removes it.
 #![no_std]
 #![no_main]
 
@@ -22,9 +33,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use connwatch_ebpf::{
-    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, MAX_WATCHED_PORTS,
-    TcpSockOffsets, counter, event_kind, tcp_state,
+use connwatch_common::{
+    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_LISTENER_PIDS,
+    MAX_WATCHED_PORTS, TcpSockOffsets, counter, event_kind, tcp_state,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -41,6 +52,29 @@ static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets {
     snd_una: 0,
 };
 
+/// Non-zero: send diagnostics through aya-log (`--debug-probes`); set by userspace
+/// at load time. Zero (the default) makes every diagnostic dead code.
+#[unsafe(no_mangle)]
+static DEBUG_PROBES: u8 = 0;
+
+/// Whether diagnostics are on; see [`DEBUG_PROBES`].
+#[inline(always)]
+fn debug_probes() -> bool {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&DEBUG_PROBES) != 0 }
+}
+
+/// A diagnostic line for `--debug-probes`, at debug level under [`KERNEL_LOG_TARGET`].
+/// Only for rare paths: it costs a ring-buffer record when on, nothing when off.
+macro_rules! diag {
+    ($ctx:expr, $($arg:tt)+) => {
+        if debug_probes() {
+            aya_log_ebpf::debug!($ctx, target: KERNEL_LOG_TARGET, $($arg)+);
+        }
+    };
+}
+
 /// Local ports whose server-side connections are observed (value unused).
 #[map]
 static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCHED_PORTS, 0);
@@ -53,7 +87,7 @@ static LISTENER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LISTENER_
 #[map]
 static ACCEPT_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_ERRNO, 0);
 
-/// Health counters, see `connwatch_ebpf::counter`.
+/// Health counters, see `connwatch_common::counter`.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
@@ -61,14 +95,19 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// Adds one to a per-CPU counter. Per-CPU slots are only touched by programs on this
+/// Adds one to a per-CPU counter and returns its new value on this CPU (0 if the
+/// slot could not be looked up). Per-CPU slots are only touched by programs on this
 /// CPU, and a tracepoint program is not re-entered on one CPU, so a plain add is safe.
 #[inline(always)]
-fn bump(array: &PerCpuArray<u64>, index: u32) {
-    if let Some(slot) = array.get_ptr_mut(index) {
+fn bump(array: &PerCpuArray<u64>, index: u32) -> u64 {
+    match array.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU array lookup, so it points
         // to this CPU's valid, aligned u64 slot, which nothing else writes concurrently.
-        unsafe { *slot += 1 };
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
     }
 }
 
@@ -133,7 +172,18 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1) => event_kind::CLOSED_BY_SERVER,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => event_kind::CLOSED_BY_CLIENT,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
-        _ => return None,
+        _ => {
+            if debug_probes() && unexpected_transition(old, new) {
+                diag!(
+                    ctx,
+                    "sock:inet_sock_set_state: unexpected TCP state change {} -> {} on watched port {}, not recorded",
+                    old,
+                    new,
+                    sport
+                );
+            }
+            return None;
+        }
     };
     let now = ktime_ns();
     let mut ev = read_tuple(ctx, sport, kind, now)?;
@@ -145,11 +195,21 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
                 ev.bytes_out = written;
                 ev.flags = BYTES_KNOWN;
             }
-            None => bump(&COUNTERS, counter::BYTES_UNREADABLE),
+            None => {
+                bump(&COUNTERS, counter::BYTES_UNREADABLE);
+            }
         }
     }
-    send(&ev);
+    send(ctx, &ev);
     Some(())
+}
+
+/// A state this build does not know, or a way out of ESTABLISHED other than the three
+/// recorded (a connection whose end would go unseen until the next sock_diag scan).
+#[inline(always)]
+fn unexpected_transition(old: i32, new: i32) -> bool {
+    let known = |state: i32| (tcp_state::ESTABLISHED..=tcp_state::BOUND_INACTIVE).contains(&state);
+    !known(old) || !known(new) || old == tcp_state::ESTABLISHED
 }
 
 /// Reads a `T` at `offset` bytes into the kernel object at `base`.
@@ -205,6 +265,12 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
         ev.laddr = field(ctx, set_state::SADDR_V6)?;
         ev.raddr = field(ctx, set_state::DADDR_V6)?;
     } else {
+        diag!(
+            ctx,
+            "sock:inet_sock_set_state: unexpected address family {} on watched port {}, not recorded",
+            family,
+            sport
+        );
         return None;
     }
     Some(ev)
@@ -217,7 +283,7 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
 const WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[inline(always)]
-fn send(ev: &ConnEvent) {
+fn send(ctx: &TracePointContext, ev: &ConnEvent) {
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             entry.write(*ev);
@@ -228,7 +294,18 @@ fn send(ev: &ConnEvent) {
             };
             entry.submit(flags as u64);
         }
-        None => bump(&COUNTERS, counter::LOST_EVENTS),
+        None => {
+            let lost = bump(&COUNTERS, counter::LOST_EVENTS);
+            // The 1st, 2nd, 4th, 8th … loss on each CPU: a flood of losses stays a
+            // few lines (the total is in the counter).
+            if lost.is_power_of_two() {
+                diag!(
+                    ctx,
+                    "ring buffer EVENTS full: record dropped, {} lost on this CPU so far",
+                    lost
+                );
+            }
+        }
     }
 }
 
@@ -280,9 +357,15 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         ev.laddr = field(ctx, send_reset::SADDR + send_reset::SIN6_ADDR)?;
         ev.raddr = field(ctx, send_reset::DADDR + send_reset::SIN6_ADDR)?;
     } else {
+        diag!(
+            ctx,
+            "tcp:tcp_send_reset: unexpected address family {} on watched port {}, not recorded",
+            family,
+            lport
+        );
         return None;
     }
-    send(&ev);
+    send(ctx, &ev);
     Some(())
 }
 
@@ -307,6 +390,10 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 
 // ---------------------------------------------------------------------------------
 // syscalls:sys_exit_accept4 / syscalls:sys_exit_accept
+//   SYSCALL_DEFINE4(accept4, int fd, struct sockaddr __user *upeer_sockaddr,
+//                   int __user *upeer_addrlen, int flags)
+//   SYSCALL_DEFINE3(accept, int fd, struct sockaddr __user *upeer_sockaddr,
+//                   int __user *upeer_addrlen)
 //   __syscall_nr@8 ret@16 (long)
 // Failed accepts come in floods (an EMFILE spin is ~20k/s): counted per errno in a
 // per-CPU array, never sent one by one.

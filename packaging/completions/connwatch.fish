@@ -60,6 +60,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s o -l outpu
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l top -d 'Show at most this many client addresses in the text view and as Prometheus series (the rest are summed as addr="other"); json has them all' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187. Give a loopback address unless the metrics must be reachable from other hosts' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -87,6 +88,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l max-size
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s f -l format -d 'Format of the summary printed at the end. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redact -d 'Replace client addresses with stable pseudonyms (198.18.x.y, 2001:db8::n), so the file can be shared outside the team'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s q -l quiet -d 'Only errors in the log'
@@ -136,6 +138,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sample -d 
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s f -l format -d 'Output format. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -9,6 +9,8 @@ use crate::process::{self, display};
 const INTEGRATION_PACKAGE: &str = "connwatch-tests";
 /// The kernel programs only build for the BPF target (agent/build.rs does that).
 const BPF_PACKAGE: &str = "connwatch-ebpf";
+/// The records and constants the kernel programs and userspace share (no_std).
+const COMMON_PACKAGE: &str = "connwatch-common";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -53,9 +55,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         });
     }
 
-    // The shared record layouts (the library half of the BPF crate builds on the host).
+    // The shared record layouts as the kernel programs compile them (without the
+    // `user` feature the unit tests above build them with).
     let mut layouts = process::cargo();
-    layouts.args(["test", "-p", BPF_PACKAGE, "--lib"]);
+    layouts.args(["test", "-p", COMMON_PACKAGE]);
     parts.push(run_part("record layouts", layouts));
 
     // The integration tests run the connwatch binary; build it first so a build

@@ -74,6 +74,12 @@ pub struct LiveArgs {
     /// Do not connect to Redis at all: kernel and /proc figures only.
     #[arg(long)]
     pub no_redis: bool,
+    /// Have the kernel programs log what they cannot handle (a record the ring
+    /// buffer had no room for, an unknown address family or TCP state), at debug
+    /// level as connwatch::kernel, shown without -v. Off, they log nothing and the
+    /// kernel removes that code.
+    #[arg(long)]
+    pub debug_probes: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }

@@ -120,8 +120,10 @@ impl Live<'_> {
         Ok(self.pipeline.apply(ev))
     }
 
-    /// Applies every kernel record queued now, without waiting.
+    /// Applies every kernel record queued now, without waiting (and logs the
+    /// programs' diagnostics, with --debug-probes).
     fn drain(&mut self, reader: &mut EventReader) -> anyhow::Result<()> {
+        self.probe.flush_kernel_log();
         let mut batch = Vec::new();
         reader.drain(&mut batch);
         for ev in &batch {
@@ -184,7 +186,7 @@ async fn run_async(
     if probe::ensure_tracefs()? {
         log::info!("mounted tracefs at {}", probe::TRACEFS);
     }
-    let mut probe = Probe::load(&ports)?;
+    let mut probe = Probe::load(&ports, args.debug_probes)?;
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
     refresh_listeners(&mut probe, &host::listener_pids(&ports));

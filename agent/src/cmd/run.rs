@@ -7,7 +7,9 @@ use crate::cmd::exit;
 use crate::source::probe::MissingPrivileges;
 use crate::source::redis::RedisArgError;
 
-/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q.
+/// Log to stderr; `RUST_LOG` overrides the level given by -v/-q. The kernel
+/// programs' diagnostics (debug level) show whatever the level: they are sent only
+/// with `--debug-probes`.
 pub fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -16,7 +18,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    let filter = format!("{level},{}=debug", connwatch_common::KERNEL_LOG_TARGET);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp_millis()
         .init();
 }

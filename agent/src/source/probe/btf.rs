@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use connwatch_ebpf::TcpSockOffsets;
+use connwatch_common::TcpSockOffsets;
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";

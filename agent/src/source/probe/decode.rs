@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use connwatch_ebpf::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, event_kind};
+use connwatch_common::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, event_kind};
 
 use crate::model::{Activity, CloseKind, ConnKey, Event};
 

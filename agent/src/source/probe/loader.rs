@@ -6,7 +6,9 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use connwatch_ebpf::{ConnEvent, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter};
+use connwatch_common::{
+    ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter,
+};
 use tokio::io::unix::AsyncFd;
 
 use super::btf::{VMLINUX_BTF, tcp_sock_offsets};
@@ -48,6 +50,8 @@ fn tcp_offsets() -> TcpSockOffsets {
 pub struct Probe {
     // Owns the programs and their links; must outlive the maps' use.
     _ebpf: Ebpf,
+    /// The programs' diagnostics (aya-log), read only with `--debug-probes`.
+    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pids: HashMap<MapData, u32, u8>,
     accept_errors: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -57,8 +61,9 @@ pub struct Probe {
 
 impl Probe {
     /// Loads the programs, fills the watched ports, and attaches the tracepoints.
-    /// tracefs must be mounted (see [`super::ensure_tracefs`]).
-    pub fn load(ports: &[u16]) -> anyhow::Result<Probe> {
+    /// tracefs must be mounted (see [`super::ensure_tracefs`]). With `debug_probes`
+    /// the programs send diagnostics, which [`Probe::flush_kernel_log`] logs.
+    pub fn load(ports: &[u16], debug_probes: bool) -> anyhow::Result<Probe> {
         if PROGRAMS.is_empty() {
             bail!(
                 "this connwatch was built without its BPF programs (AYA_BUILD_SKIP); rebuild it with `cargo xtask build`"
@@ -66,8 +71,17 @@ impl Probe {
         }
         raise_memlock_limit();
         let offsets = tcp_offsets();
+        // Read-only globals: with diagnostics off the verifier drops their code.
+        let debug_flag = u8::from(debug_probes);
+        let log_level = if debug_probes {
+            aya_log::Level::Debug as u8
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("TCP_SOCK_OFFSETS", &offsets, true)
+            .override_global("DEBUG_PROBES", &debug_flag, true)
+            .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
 
@@ -91,9 +105,20 @@ impl Probe {
         }
         // The ports map stays referenced by the programs; our handle is not needed.
         drop(watched);
+        // Without --debug-probes the log ring stays in `ebpf`, unread: the programs
+        // never write to it then.
+        let kernel_log = if debug_probes {
+            let logger = aya_log::EbpfLogger::init(&mut ebpf)
+                .context("reading the BPF programs' diagnostics (--debug-probes)")?;
+            log::info!("probe diagnostics on: logged at debug level as {KERNEL_LOG_TARGET}");
+            Some(logger)
+        } else {
+            None
+        };
         release_load_memory();
 
         Ok(Probe {
+            kernel_log,
             pids: take(&mut ebpf, "LISTENER_PIDS")?,
             accept_errors: take(&mut ebpf, "ACCEPT_ERRORS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
@@ -150,6 +175,13 @@ impl Probe {
             synack_retransmits: sum(&self.counters, counter::SYNACK_RETRANSMITS)?,
             accept_errors,
         })
+    }
+
+    /// Logs the diagnostics the programs sent since the last call (`--debug-probes`).
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(logger) = &mut self.kernel_log {
+            logger.flush();
+        }
     }
 
     /// Hands out the ring-buffer reader (once).

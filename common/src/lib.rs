@@ -1,9 +1,13 @@
-//! Records and constants shared by connwatch's kernel programs and its userspace.
+//! Records and constants shared by connwatch's kernel programs (`agent-ebpf`, built
+//! for the BPF target) and its userspace (`agent`, built for the host). Both compile
+//! this crate, so the layout checks at the bottom run in both builds.
 //!
 //! Everything here is `#[repr(C)]`, `Copy`, free of pointers and padded explicitly,
 //! so both sides agree on the layout byte for byte. Addresses are stored as 16 bytes:
 //! an IPv4 address occupies the first four bytes and `family` says which it is.
 #![no_std]
+
+use core::mem::{offset_of, size_of};
 
 /// `AF_INET` and `AF_INET6`, as the tracepoints report them.
 pub const AF_INET: u16 = 2;
@@ -23,6 +27,8 @@ pub mod tcp_state {
     pub const LISTEN: i32 = 10;
     pub const CLOSING: i32 = 11;
     pub const NEW_SYN_RECV: i32 = 12;
+    /// A bound socket that neither listens nor connects (kernel 6.8+).
+    pub const BOUND_INACTIVE: i32 = 13;
 }
 
 /// What a [`ConnEvent`] reports.
@@ -104,6 +110,34 @@ pub struct ConnEvent {
     pub flags: u8,
 }
 
+/// The `log` target of the kernel programs' diagnostics (aya-log), which userspace
+/// forwards at debug level when `--debug-probes` is on.
+pub const KERNEL_LOG_TARGET: &str = "connwatch::kernel";
+
+// Layout checks, at compile time in both builds: a field moved, resized or
+// reordered on one side fails the build instead of garbling records.
+const _: () = {
+    assert!(size_of::<ConnEvent>() == 64);
+    assert!(offset_of!(ConnEvent, ts_ns) == 0);
+    assert!(offset_of!(ConnEvent, bytes_in) == 8);
+    assert!(offset_of!(ConnEvent, bytes_out) == 16);
+    assert!(offset_of!(ConnEvent, raddr) == 24);
+    assert!(offset_of!(ConnEvent, laddr) == 40);
+    assert!(offset_of!(ConnEvent, rport) == 56);
+    assert!(offset_of!(ConnEvent, lport) == 58);
+    assert!(offset_of!(ConnEvent, family) == 60);
+    assert!(offset_of!(ConnEvent, kind) == 62);
+    assert!(offset_of!(ConnEvent, flags) == 63);
+
+    assert!(size_of::<TcpSockOffsets>() == 24);
+    assert!(offset_of!(TcpSockOffsets, bytes_received) == 0);
+    assert!(offset_of!(TcpSockOffsets, bytes_acked) == 4);
+    assert!(offset_of!(TcpSockOffsets, rcv_nxt) == 8);
+    assert!(offset_of!(TcpSockOffsets, copied_seq) == 12);
+    assert!(offset_of!(TcpSockOffsets, write_seq) == 16);
+    assert!(offset_of!(TcpSockOffsets, snd_una) == 20);
+};
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are #[repr(C)], Copy, made only of integers and byte arrays
@@ -119,7 +153,37 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2);
-        assert_eq!(core::mem::size_of::<TcpSockOffsets>(), 6 * 4);
+        // The sum of the fields' sizes: any padding would make the record larger.
+        assert_eq!(size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2);
+        assert_eq!(size_of::<TcpSockOffsets>(), 6 * 4);
+    }
+
+    #[test]
+    fn records_are_laid_out_as_the_kernel_writes_them() {
+        let ev = ConnEvent {
+            ts_ns: 0x0102_0304_0506_0708,
+            bytes_in: 7,
+            bytes_out: 9,
+            raddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            laddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            rport: 40_000,
+            lport: 6379,
+            family: AF_INET,
+            kind: event_kind::CLOSED_BY_CLIENT,
+            flags: BYTES_KNOWN,
+        };
+        // SAFETY: ConnEvent is #[repr(C)] with no padding (checked above), so all
+        // of its 64 bytes are initialized and may be viewed as bytes.
+        let bytes: [u8; 64] = unsafe { core::mem::transmute(ev) };
+        assert_eq!(bytes[..8], 0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(bytes[8..16], 7u64.to_ne_bytes());
+        assert_eq!(bytes[16..24], 9u64.to_ne_bytes());
+        assert_eq!(bytes[24..28], [10, 0, 0, 2]);
+        assert_eq!(bytes[40..44], [10, 0, 0, 1]);
+        assert_eq!(bytes[56..58], 40_000u16.to_ne_bytes());
+        assert_eq!(bytes[58..60], 6379u16.to_ne_bytes());
+        assert_eq!(bytes[60..62], 2u16.to_ne_bytes());
+        assert_eq!(bytes[62], 3);
+        assert_eq!(bytes[63], 1);
     }
 }
