@@ -42,6 +42,7 @@ const IPPROTO_TCP: u16 = 6;
 
 /// Where the byte counters live in this kernel's `struct tcp_sock`; set by userspace
 /// at load time (all zero: unknown).
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
 #[unsafe(no_mangle)]
 static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets {
     bytes_received: 0,
@@ -54,6 +55,7 @@ static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets {
 
 /// Non-zero: send diagnostics through aya-log (`--debug-probes`); set by userspace
 /// at load time. Zero (the default) makes every diagnostic dead code.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
 #[unsafe(no_mangle)]
 static DEBUG_PROBES: u8 = 0;
 
