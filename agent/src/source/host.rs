@@ -200,12 +200,23 @@ fn soft_and_hard(limit: &Limit) -> (Option<u64>, Option<u64>) {
 ///
 /// Linux 6.2 and later report the count as the size of `/proc/PID/fd`: one stat
 /// instead of listing tens of thousands of entries every interval. Older kernels
-/// report 0 there, and the directory is counted. procfs's `fd_count` does both.
+/// report 0 there, and the directory is counted. Ours, not procfs's `fd_count`:
+/// that one opens `/proc/PID` first, which needs ptrace access to the process
+/// where a stat of its `fd` directory does not (a process between fork and exec,
+/// or one that changed credentials, is not ptrace-readable by its own user).
 pub fn open_fds(pid: u32) -> io::Result<usize> {
     let path = format!("/proc/{pid}/fd");
-    process(pid, &path)?
-        .fd_count()
-        .map_err(|e| proc_error(e, &path))
+    let size = fs::metadata(&path).map_err(|e| with_path(e, &path))?.len();
+    if size > 0 {
+        return usize::try_from(size).map_err(|_| io::Error::other("fd count out of range"));
+    }
+    let entries = fs::read_dir(&path).map_err(|e| with_path(e, &path))?;
+    let mut count = 0;
+    for entry in entries {
+        entry.map_err(|e| with_path(e, &path))?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// `/proc/PID` of `pid`; errors name `path`, the file the caller means to read.
@@ -621,9 +632,11 @@ Max realtime timeout      unlimited            unlimited            us
     fn settled_open_fds(pid: u32, want: usize) -> usize {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            let n = open_fds(pid).unwrap();
-            if n == want || std::time::Instant::now() > deadline {
-                return n;
+            // Until the child execs it is not readable by an unprivileged parent
+            // (it still has the forking thread's credentials state): retry.
+            let n = open_fds(pid).ok();
+            if n == Some(want) || std::time::Instant::now() > deadline {
+                return n.unwrap();
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
