@@ -1,4 +1,4 @@
-//! connwatch's Redis poller (`connwatch::redis`) against a real redis-server: status
+//! connwatch's Redis poller (`connwatch::source::redis`) against a real redis-server: status
 //! mapping, the agent's own address, CONFIG fallback, rejection, reconnect and the
 //! polling task. The side queries go through redis-cli, a real client.
 

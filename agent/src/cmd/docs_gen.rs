@@ -234,7 +234,7 @@ mod tests {
         }
         assert!(
             stale.is_empty(),
-            "{stale:?} differ from what the clap definitions in agent/src/cli.rs generate; \
+            "{stale:?} differ from what the clap definitions in agent/src/cmd/cli.rs generate; \
              regenerate them with `cargo xtask dist` \
              (or `CONNWATCH_UPDATE_PACKAGING=1 cargo test -p connwatch --lib docs_gen`) and commit them"
         );

@@ -1,5 +1,5 @@
 //! What Redis says of itself: the snapshot the Redis source produces each interval
-//! and the core consumes. Plain data; the connection lives in `source::redis_info`.
+//! and the core consumes. Plain data; the connection lives in `source::redis`.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -4,7 +4,7 @@
 //! interval, for the INFO fields it needs (and, now and then, `CONFIG GET maxclients`
 //! and `CONFIG GET timeout`). The pieces:
 //!
-//! - [`types`]: the snapshot types the rest of the agent consumes ([`RedisSnapshot`] …);
+//! - the snapshot types the rest of the agent consumes live in `crate::model::redis`;
 //! - [`target`]: where to connect ([`RedisTarget`], parsed from a `redis://` URL) and
 //!   with which password ([`Password`], from a file or `REDISCLI_AUTH`, never from
 //!   argv, never printed);
