@@ -637,3 +637,41 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
+
+/// Opens and closes `total` connections to `server`, split over `threads` threads,
+/// thread `t` from addresses 127.(base+t).x.y (y never 0, each used once so no
+/// client port is still in TIME_WAIT). Bounded: each thread stops after 60 s.
+/// Returns how many were made.
+pub fn burst(server: SocketAddr, base: u8, threads: u32, total: u32) -> u32 {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            thread::spawn(move || {
+                let per_thread = total / threads;
+                for i in 0..per_thread {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        return i;
+                    }
+                    let from = IpAddr::V4(std::net::Ipv4Addr::new(
+                        127,
+                        base + t as u8,
+                        (i / 250 % 250) as u8,
+                        (i % 250 + 1) as u8,
+                    ));
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                    socket
+                        .bind(&SocketAddr::new(from, 0).into())
+                        .expect("bind the source address");
+                    socket
+                        .connect_timeout(&server.into(), Duration::from_secs(5))
+                        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
+                }
+                per_thread
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .map(|w| w.join().expect("burst thread"))
+        .sum()
+}

@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use connwatch::model::{
-    Activity, CloseKind, ConfigStatus, ConnKey, Event, HostSnapshot, InfoFields, RedisConfig,
-    RedisSnapshot, RedisStatus, Report, Totals,
+    Activity, CloseKind, ConnKey, Event, HostSnapshot, InfoFields, Report, Totals,
 };
 use connwatch::report::html::render_html;
 use connwatch_tests::TempDir;
 
-use connwatch::testing::{MS, SEC, START, Sim, conn};
+use connwatch::testing::{MS, SEC, START, Sim, busy, conn, redis_ok};
 
 const SECONDS: u64 = 45;
 
@@ -41,37 +40,14 @@ fn incident() -> Vec<Event> {
     }));
     for i in 1..=SECONDS {
         let ts = START + i * SEC;
-        let busy = |&k| {
-            let a = Activity {
-                bytes_in: i * 1_000,
-                bytes_out: i * 5_000,
-                last_active: Some(ts),
-            };
-            (k, a)
+        ev.push(busy(&pool, i, ts));
+        let info = InfoFields {
+            version: Some("7.0.15".into()),
+            role: Some("master".into()),
+            connected_clients: Some(8 + i + 35),
+            ..InfoFields::default()
         };
-        ev.push(Event::Activity {
-            ts,
-            conns: pool.iter().map(busy).collect(),
-            gone: Vec::new(),
-        });
-        ev.push(Event::Redis {
-            ts: ts - 10 * MS,
-            snapshot: Box::new(RedisSnapshot {
-                status: RedisStatus::Ok,
-                config_status: ConfigStatus::Ok,
-                info: Some(InfoFields {
-                    version: Some("7.0.15".into()),
-                    role: Some("master".into()),
-                    connected_clients: Some(8 + i + 35),
-                    ..InfoFields::default()
-                }),
-                config: Some(RedisConfig {
-                    maxclients: Some(100),
-                    timeout: Some(0),
-                }),
-                ..RedisSnapshot::disabled()
-            }),
-        });
+        ev.push(redis_ok(ts - 10 * MS, 100, info));
     }
     for k in 0..SECONDS as u16 {
         ev.push(Event::Opened {

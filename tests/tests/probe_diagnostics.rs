@@ -4,11 +4,10 @@
 //! records than the ring holds. With the flag the loss is logged; without it the
 //! same loss logs nothing.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use connwatch_tests::{Agent, Redis, pause, serial};
-use socket2::{Domain, Socket, Type};
+use connwatch_tests::{Agent, Redis, burst, pause, serial};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -21,46 +20,13 @@ const STOPPED_THREADS: u32 = 4;
 const KERNEL_TARGET: &str = "connwatch::kernel";
 const FIRST_LOSS: &str = "ring buffer EVENTS full: record dropped, 1 lost on this CPU so far";
 
-/// The `i`-th address of thread `thread`'s load: 127.(base+thread).x.y, y never 0,
-/// each used once so no client port is still in TIME_WAIT.
-fn source(base: u8, thread: u32, i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        base + thread as u8,
-        (i / 250 % 250) as u8,
-        (i % 250 + 1) as u8,
-    ))
-}
-
 /// Stops the agent, opens and closes [`STOPPED_CONNECTIONS`] connections from
 /// addresses under 127.`base`, and lets the agent go on.
 fn burst_while_stopped(agent: &Agent, server: SocketAddr, base: u8) {
     let pid = agent.pid() as libc::pid_t;
     // SAFETY: kill(2) on the agent's pid, our own child, still running.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..STOPPED_THREADS)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let per_thread = STOPPED_CONNECTIONS / STOPPED_THREADS;
-                for i in 0..per_thread {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        return i;
-                    }
-                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-                    let from = source(base, t, i);
-                    socket
-                        .bind(&SocketAddr::new(from, 0).into())
-                        .expect("bind the source address");
-                    socket
-                        .connect_timeout(&server.into(), Duration::from_secs(5))
-                        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
-                }
-                per_thread
-            })
-        })
-        .collect();
-    let made: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let made = burst(server, base, STOPPED_THREADS, STOPPED_CONNECTIONS);
     assert_eq!(made, STOPPED_CONNECTIONS, "the burst finished in time");
     pause(200);
     // SAFETY: as above.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use connwatch_tests::{Agent, Attempt, Client, Redis, client, count, pause, serial};
+use connwatch_tests::{Agent, Attempt, Client, Redis, burst, client, count, pause, serial};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
@@ -366,16 +366,6 @@ fn a_flood_from_many_addresses_stays_bounded_and_accounts_for_what_it_drops() {
 const STOPPED_CONNECTIONS: u32 = 60_000;
 const STOPPED_THREADS: u32 = 4;
 
-/// The `i`-th address of the stopped-agent load: 127.12+t.x.y, y never 0.
-fn stopped_addr(thread: u32, i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        12 + thread as u8,
-        (i / 250 % 250) as u8,
-        (i % 250 + 1) as u8,
-    ))
-}
-
 #[test]
 fn records_lost_while_the_agent_stalls_are_counted_and_its_table_heals() {
     let _serial = serial();
@@ -390,22 +380,7 @@ fn records_lost_while_the_agent_stalls_are_counted_and_its_table_heals() {
     let pid = agent.pid() as libc::pid_t;
     // SAFETY: kill(2) on the agent's pid, our own child, still running.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..STOPPED_THREADS)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let per_thread = STOPPED_CONNECTIONS / STOPPED_THREADS;
-                for i in 0..per_thread {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        return i;
-                    }
-                    drop(connect_from(stopped_addr(t, i), server));
-                }
-                per_thread
-            })
-        })
-        .collect();
-    let made: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let made = burst(server, 12, STOPPED_THREADS, STOPPED_CONNECTIONS);
     assert_eq!(made, STOPPED_CONNECTIONS, "the load finished in time");
     // Half the held connections close now: their close records are lost too.
     held.truncate(10);

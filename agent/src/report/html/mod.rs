@@ -120,23 +120,12 @@ mod tests {
             let ts = START + i * SEC;
             ev.push(busy(&pool, i, ts));
             let leaked = i.min(seconds);
-            ev.push(Event::Redis {
-                ts: ts - 10 * MS,
-                snapshot: Box::new(RedisSnapshot {
-                    status: RedisStatus::Ok,
-                    config_status: ConfigStatus::Ok,
-                    info: Some(InfoFields {
-                        version: Some("7.0.15".into()),
-                        connected_clients: Some(10 + leaked + 30),
-                        ..InfoFields::default()
-                    }),
-                    config: Some(RedisConfig {
-                        maxclients: Some(100),
-                        timeout: Some(0),
-                    }),
-                    ..RedisSnapshot::disabled()
-                }),
-            });
+            let info = InfoFields {
+                version: Some("7.0.15".into()),
+                connected_clients: Some(10 + leaked + 30),
+                ..InfoFields::default()
+            };
+            ev.push(redis_ok(ts - 10 * MS, 100, info));
         }
         ev.push(host(START, 10_032));
         for k in 0..seconds as u16 {

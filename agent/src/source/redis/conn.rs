@@ -312,7 +312,6 @@ pub struct RedisConn {
     conn: MultiplexedConnection,
     driver: tokio::task::JoinHandle<()>,
     wire: Arc<Wire>,
-    local: SocketAddr,
     io_timeout: Duration,
     max_reply: usize,
 }
@@ -320,7 +319,8 @@ pub struct RedisConn {
 impl fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConn")
-            .field("local", &self.local)
+            .field("io_timeout", &self.io_timeout)
+            .field("max_reply", &self.max_reply)
             .finish_non_exhaustive()
     }
 }
@@ -341,7 +341,6 @@ impl RedisConn {
         io_timeout: Duration,
         max_reply: usize,
     ) -> Result<Self, ConnError> {
-        let local = local_addr(&stream)?;
         let wire = Arc::new(Wire::default());
         wire.reset(max_reply);
         let counted = Counted {
@@ -361,15 +360,9 @@ impl RedisConn {
             conn,
             driver: tokio::spawn(driver),
             wire,
-            local,
             io_timeout: io_timeout.max(Duration::from_millis(1)),
             max_reply,
         })
-    }
-
-    /// The connection's local address (see [`local_addr`]).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
     }
 
     /// Sends `commands` as one pipeline (one write) and reads one reply each, all
