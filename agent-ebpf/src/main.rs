@@ -30,12 +30,13 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_LISTENER_PIDS,
-    MAX_WATCHED_PORTS, TcpSockOffsets, counter, event_kind, tcp_state,
+    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS,
+    MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, TcpSockOffsets,
+    WatchKey, counter, event_kind, tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -51,6 +52,17 @@ static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets {
     copied_seq: 0,
     write_seq: 0,
     snd_una: 0,
+};
+
+/// The way from a socket or a packet to its network namespace's inode number; set
+/// by userspace at load time (all zero: unknown, records carry netns 0).
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets {
+    sock_net: 0,
+    net_inum: 0,
+    skb_dev: 0,
+    dev_net: 0,
 };
 
 /// Non-zero: send diagnostics through aya-log (`--debug-probes`); set by userspace
@@ -77,17 +89,28 @@ macro_rules! diag {
     };
 }
 
-/// Local ports whose server-side connections are observed (value unused).
+/// Local ports whose server-side connections are observed, each with a
+/// `watch_mode`: in every network namespace, or only in those listed in
+/// [`WATCHED_INSTANCES`].
 #[map]
 static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCHED_PORTS, 0);
 
-/// Processes (tgid) that own a watched listener: their failed accepts are counted.
+/// (network namespace, port) pairs watched on a `LISTED_NETNS` port (value unused).
+#[map]
+static WATCHED_INSTANCES: HashMap<WatchKey, u8> =
+    HashMap::with_max_entries(MAX_WATCHED_INSTANCES, 0);
+
+/// Processes (tgid, as the host's PID namespace numbers them) that own a watched
+/// listener, each with its instance slot: their failed accepts are counted there.
 #[map]
 static LISTENER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LISTENER_PIDS, 0);
 
-/// Failed accept()/accept4() of listener processes, per errno (slot 0: errno ≥ MAX_ERRNO).
+/// Failed accept()/accept4() of listener processes, keyed `slot * MAX_ERRNO + errno`
+/// (errno 0 of a slot: errno ≥ MAX_ERRNO). A hash, not an array: userspace reads
+/// the few keys that exist instead of every possible one.
 #[map]
-static ACCEPT_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_ERRNO, 0);
+static ACCEPT_ERRORS: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::with_max_entries(MAX_INSTANCE_SLOTS * MAX_ERRNO, 0);
 
 /// Health counters, see `connwatch_common::counter`.
 #[map]
@@ -165,8 +188,8 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let sport: u16 = field(ctx, set_state::SPORT)?;
-    // SAFETY: a read-only lookup; the value is not dereferenced.
-    unsafe { WATCHED_PORTS.get(sport) }?;
+    // SAFETY: a read-only lookup of a u8 value, copied out at once.
+    let mode = *unsafe { WATCHED_PORTS.get(sport) }?;
     let old: i32 = field(ctx, set_state::OLDSTATE)?;
     let new: i32 = field(ctx, set_state::NEWSTATE)?;
     let kind = match (old, new) {
@@ -187,10 +210,15 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
+    let sk: u64 = field(ctx, set_state::SKADDR)?;
+    let netns = sock_netns(sk);
+    if !watched_in(mode, netns, sport) {
+        return None;
+    }
     let now = ktime_ns();
     let mut ev = read_tuple(ctx, sport, kind, now)?;
+    ev.netns = netns;
     if kind != event_kind::OPENED {
-        let sk: u64 = field(ctx, set_state::SKADDR)?;
         match app_bytes(sk) {
             Some((read, written)) => {
                 ev.bytes_in = read;
@@ -212,6 +240,63 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
 fn unexpected_transition(old: i32, new: i32) -> bool {
     let known = |state: i32| (tcp_state::ESTABLISHED..=tcp_state::BOUND_INACTIVE).contains(&state);
     !known(old) || !known(new) || old == tcp_state::ESTABLISHED
+}
+
+/// The layout of [`NETNS_OFFSETS`], read once per program run.
+#[inline(always)]
+fn netns_offsets() -> NetnsOffsets {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the all-zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&NETNS_OFFSETS) }
+}
+
+/// The inode number of the network namespace of `net` (a `struct net *`); 0 if unknown.
+#[inline(always)]
+fn net_inum(net: u64, off: &NetnsOffsets) -> u32 {
+    if net == 0 {
+        return 0;
+    }
+    kernel_read::<u32>(net, off.net_inum).unwrap_or(0)
+}
+
+/// The network namespace of the socket at `sk`; 0 if unknown.
+#[inline(always)]
+fn sock_netns(sk: u64) -> u32 {
+    let off = netns_offsets();
+    if off.net_inum == 0 || sk == 0 {
+        return 0;
+    }
+    net_inum(kernel_read::<u64>(sk, off.sock_net).unwrap_or(0), &off)
+}
+
+/// The network namespace of the device the packet at `skb` arrived on; 0 if unknown.
+#[inline(always)]
+fn skb_netns(skb: u64) -> u32 {
+    let off = netns_offsets();
+    if off.net_inum == 0 || off.skb_dev == 0 || skb == 0 {
+        return 0;
+    }
+    let dev = kernel_read::<u64>(skb, off.skb_dev).unwrap_or(0);
+    if dev == 0 {
+        return 0;
+    }
+    net_inum(kernel_read::<u64>(dev, off.dev_net).unwrap_or(0), &off)
+}
+
+/// Whether connections on `port` in namespace `netns` are watched, given the
+/// port's `watch_mode`.
+#[inline(always)]
+fn watched_in(mode: u8, netns: u32, port: u16) -> bool {
+    if mode != watch_mode::LISTED_NETNS {
+        return true;
+    }
+    let key = WatchKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: a read-only lookup; the value is not dereferenced.
+    unsafe { WATCHED_INSTANCES.get(&key) }.is_some()
 }
 
 /// Reads a `T` at `offset` bytes into the kernel object at `base`.
@@ -320,6 +405,7 @@ fn send(ctx: &TracePointContext, ev: &ConnEvent) {
 // a segment to a port nothing listens on: saddr is that local port, daddr the client.
 // ---------------------------------------------------------------------------------
 mod send_reset {
+    pub const SKBADDR: usize = 8;
     pub const SKADDR: usize = 16;
     pub const SADDR: usize = 32;
     pub const DADDR: usize = 60;
@@ -339,8 +425,12 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let lport = u16::from_be(field(ctx, send_reset::SADDR + send_reset::SIN_PORT)?);
-    // SAFETY: a read-only lookup; the value is not dereferenced.
-    unsafe { WATCHED_PORTS.get(lport) }?;
+    // SAFETY: a read-only lookup of a u8 value, copied out at once.
+    let mode = *unsafe { WATCHED_PORTS.get(lport) }?;
+    let netns = skb_netns(field(ctx, send_reset::SKBADDR)?);
+    if !watched_in(mode, netns, lport) {
+        return None;
+    }
     let family: u16 = field(ctx, send_reset::SADDR)?;
     let mut ev = ConnEvent {
         ts_ns: ktime_ns(),
@@ -348,6 +438,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         rport: u16::from_be(field(ctx, send_reset::DADDR + send_reset::SIN_PORT)?),
         family,
         kind: event_kind::REFUSED,
+        netns,
         ..ConnEvent::default()
     };
     if family == AF_INET {
@@ -375,19 +466,30 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
 // tcp:tcp_retransmit_synack
 //   TP_PROTO(const struct sock *sk, const struct request_sock *req)
 //   skaddr@8 req@16 sport@24 dport@26 family@28 ...
-// A listener re-sending its SYN-ACK: the handshake is not completing. Counted only.
+// A listener re-sending its SYN-ACK: the handshake is not completing. Counted only
+// (one count for all watched listeners).
 // ---------------------------------------------------------------------------------
+const SYNACK_SKADDR: usize = 8;
 const SYNACK_SPORT: usize = 24;
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    if let Some(sport) = field::<u16>(&ctx, SYNACK_SPORT) {
-        // SAFETY: a read-only lookup; the value is not dereferenced.
-        if unsafe { WATCHED_PORTS.get(sport) }.is_some() {
-            bump(&COUNTERS, counter::SYNACK_RETRANSMITS);
+    let _ = try_retransmit_synack(&ctx);
+    0
+}
+
+fn try_retransmit_synack(ctx: &TracePointContext) -> Option<()> {
+    let sport: u16 = field(ctx, SYNACK_SPORT)?;
+    // SAFETY: a read-only lookup of a u8 value, copied out at once.
+    let mode = *unsafe { WATCHED_PORTS.get(sport) }?;
+    if mode == watch_mode::LISTED_NETNS {
+        let netns = sock_netns(field(ctx, SYNACK_SKADDR)?);
+        if !watched_in(mode, netns, sport) {
+            return None;
         }
     }
-    0
+    bump(&COUNTERS, counter::SYNACK_RETRANSMITS);
+    Some(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -420,15 +522,29 @@ fn count_accept_error(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a read-only lookup; the value is not dereferenced.
-    unsafe { LISTENER_PIDS.get(tgid) }?;
+    // SAFETY: a read-only lookup of a u8 value, copied out at once.
+    let instance = *unsafe { LISTENER_PIDS.get(tgid) }? as u32;
+    let instance = if instance < MAX_INSTANCE_SLOTS {
+        instance
+    } else {
+        0
+    };
     let errno = ret.unsigned_abs();
-    let slot = if errno < MAX_ERRNO as u64 {
+    let errno = if errno < MAX_ERRNO as u64 {
         errno as u32
     } else {
         0
     };
-    bump(&ACCEPT_ERRORS, slot);
+    let key = instance * MAX_ERRNO + errno;
+    match ACCEPT_ERRORS.get_ptr_mut(&key) {
+        // SAFETY: the pointer comes from a successful per-CPU hash lookup, so it points
+        // to this CPU's valid, aligned u64 value, which nothing else writes concurrently.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            // The first failure of this kind on this CPU; a full map loses the count.
+            let _ = ACCEPT_ERRORS.insert(&key, &1, 0);
+        }
+    }
     Some(())
 }
 

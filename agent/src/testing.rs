@@ -106,6 +106,7 @@ pub fn redis_ok(at: Nanos, maxclients: u64, info: InfoFields) -> Event {
             }),
             ..RedisSnapshot::disabled()
         }),
+        instance: None,
     }
 }
 
@@ -196,6 +197,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
         uptime: Duration::from_secs(310),
         ports: vec![6379],
+        instance: None,
         totals: Totals {
             open: 3,
             opened: 10,
@@ -308,6 +310,7 @@ pub fn full_report() -> Report {
         ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123),
         uptime: Duration::from_micros(12_500_000),
         ports: vec![6379],
+        instance: None,
         totals: Totals {
             open: 32,
             opened: 439,

@@ -644,7 +644,7 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(ts, conns, gone)| Event::Activity { ts, conns, gone }),
         2 => (any::<u64>(), conn_key()).prop_map(|(ts, key)| Event::Refused { ts, key }),
         1 => (any::<u64>(), redis_snapshot())
-            .prop_map(|(ts, s)| Event::Redis { ts, snapshot: Box::new(s) }),
+            .prop_map(|(ts, s)| Event::Redis { ts, snapshot: Box::new(s), instance: None }),
         1 => (any::<u64>(), any::<Option<u32>>(), any::<Option<(u64, u64)>>()).prop_map(
             |(ts, pid, accept_queue)| Event::Host {
                 ts,

@@ -64,10 +64,52 @@ pub mod counter {
 
 /// Capacity of the map of watched local ports.
 pub const MAX_WATCHED_PORTS: u32 = 64;
+/// Capacity of the map of watched (network namespace, port) pairs.
+pub const MAX_WATCHED_INSTANCES: u32 = 256;
 /// Capacity of the map of pids whose failed accepts are counted.
-pub const MAX_LISTENER_PIDS: u32 = 64;
+pub const MAX_LISTENER_PIDS: u32 = 256;
 /// Failed accepts are counted per errno below this bound; larger errnos go to slot 0.
 pub const MAX_ERRNO: u32 = 256;
+/// Failed accepts are counted per instance slot (the value of a listener pid in
+/// `LISTENER_PIDS`), `MAX_ERRNO` counters each; slot 0 collects pids without one.
+pub const MAX_INSTANCE_SLOTS: u32 = 32;
+
+/// Values of the `WATCHED_PORTS` map: which connections on the port are reported.
+pub mod watch_mode {
+    /// In every network namespace of the host.
+    pub const ANY_NETNS: u8 = 1;
+    /// Only in the namespaces listed with the port in `WATCHED_INSTANCES`.
+    pub const LISTED_NETNS: u8 = 2;
+}
+
+/// Key of the `WATCHED_INSTANCES` map: a port in one network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Byte offsets the programs follow from a socket (or, for a reset sent without
+/// one, from the packet) to its network namespace's inode number, found in the
+/// running kernel's BTF like [`TcpSockOffsets`]. A zero `net_inum` means unknown:
+/// the records then carry netns 0 and the programs cannot filter by namespace.
+///
+/// `sock → __sk_common.skc_net.net → ns.inum`;
+/// `sk_buff → dev → nd_net.net → ns.inum`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    /// `struct sock`: the `struct net *` in `__sk_common.skc_net`.
+    pub sock_net: u32,
+    /// `struct net`: `ns.inum`.
+    pub net_inum: u32,
+    /// `struct sk_buff`: `dev`.
+    pub skb_dev: u32,
+    /// `struct net_device`: the `struct net *` in `nd_net`.
+    pub dev_net: u32,
+}
 
 /// Byte offsets of the `struct tcp_sock` fields read when a connection closes,
 /// found by userspace in the running kernel's BTF and set as a global before the
@@ -108,6 +150,10 @@ pub struct ConnEvent {
     /// One of [`event_kind`].
     pub kind: u8,
     pub flags: u8,
+    /// Inode number of the socket's network namespace (`net->ns.inum`, what
+    /// `stat /proc/PID/ns/net` shows); 0 when the kernel's layout is unknown.
+    pub netns: u32,
+    pub _pad: u32,
 }
 
 /// The `log` target of the kernel programs' diagnostics (aya-log), which userspace
@@ -117,7 +163,7 @@ pub const KERNEL_LOG_TARGET: &str = "connwatch::kernel";
 // Layout checks, at compile time in both builds: a field moved, resized or
 // reordered on one side fails the build instead of garbling records.
 const _: () = {
-    assert!(size_of::<ConnEvent>() == 64);
+    assert!(size_of::<ConnEvent>() == 72);
     assert!(offset_of!(ConnEvent, ts_ns) == 0);
     assert!(offset_of!(ConnEvent, bytes_in) == 8);
     assert!(offset_of!(ConnEvent, bytes_out) == 16);
@@ -128,6 +174,12 @@ const _: () = {
     assert!(offset_of!(ConnEvent, family) == 60);
     assert!(offset_of!(ConnEvent, kind) == 62);
     assert!(offset_of!(ConnEvent, flags) == 63);
+    assert!(offset_of!(ConnEvent, netns) == 64);
+
+    assert!(size_of::<WatchKey>() == 8);
+    assert!(offset_of!(WatchKey, netns) == 0);
+    assert!(offset_of!(WatchKey, port) == 4);
+    assert!(size_of::<NetnsOffsets>() == 16);
 
     assert!(size_of::<TcpSockOffsets>() == 24);
     assert!(offset_of!(TcpSockOffsets, bytes_received) == 0);
@@ -145,6 +197,10 @@ mod user {
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpSockOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetnsOffsets {}
+    // SAFETY: as above (its padding is an explicit field, always written as 0).
+    unsafe impl aya::Pod for super::WatchKey {}
 }
 
 #[cfg(test)]
@@ -154,7 +210,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         // The sum of the fields' sizes: any padding would make the record larger.
-        assert_eq!(size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2);
+        assert_eq!(size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2 + 2 * 4);
+        assert_eq!(size_of::<WatchKey>(), 4 + 2 + 2);
         assert_eq!(size_of::<TcpSockOffsets>(), 6 * 4);
     }
 
@@ -171,10 +228,12 @@ mod tests {
             family: AF_INET,
             kind: event_kind::CLOSED_BY_CLIENT,
             flags: BYTES_KNOWN,
+            netns: 4_026_531_840,
+            _pad: 0,
         };
         // SAFETY: ConnEvent is #[repr(C)] with no padding (checked above), so all
-        // of its 64 bytes are initialized and may be viewed as bytes.
-        let bytes: [u8; 64] = unsafe { core::mem::transmute(ev) };
+        // of its 72 bytes are initialized and may be viewed as bytes.
+        let bytes: [u8; 72] = unsafe { core::mem::transmute(ev) };
         assert_eq!(bytes[..8], 0x0102_0304_0506_0708u64.to_ne_bytes());
         assert_eq!(bytes[8..16], 7u64.to_ne_bytes());
         assert_eq!(bytes[16..24], 9u64.to_ne_bytes());
@@ -185,5 +244,6 @@ mod tests {
         assert_eq!(bytes[60..62], 2u16.to_ne_bytes());
         assert_eq!(bytes[62], 3);
         assert_eq!(bytes[63], 1);
+        assert_eq!(bytes[64..68], 4_026_531_840u32.to_ne_bytes());
     }
 }

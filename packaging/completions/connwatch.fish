@@ -39,6 +39,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s p -l port 
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -68,6 +70,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s p -l por
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -120,6 +124,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s p -l port 
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-idle -d 'Leak: a connection idle this long is stale' -r

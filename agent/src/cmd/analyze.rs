@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use crate::cmd::cli::{AnalyzeArgs, AnalyzeFormat};
-use crate::diagnose::pipeline::Pipeline;
-use crate::model::{Report, Severity, VerdictKind};
+use crate::diagnose::fleet::Fleet;
+use crate::model::{Instance, InstanceKey, Report, Severity, VerdictKind};
 use crate::report::{self};
 use crate::source::capture::Reader;
 
@@ -27,10 +27,16 @@ struct Seen {
 pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut reader = Reader::open(&args.file, args.redact)?;
     let header = reader.header.clone();
-    let mut pipeline = Pipeline::new(
+    // Captures from before namespaces were told apart hold netns 0 throughout.
+    let home = header
+        .home
+        .clone()
+        .unwrap_or_else(|| Instance::bare(InstanceKey { netns: 0 }, true));
+    let mut fleet = Fleet::new(
         header.ports.clone(),
         args.thresholds.thresholds(),
         header.clock.clock(),
+        home,
     );
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::new(
@@ -40,7 +46,8 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut reports: Vec<Report> = Vec::new();
-    let mut last: Option<Report> = None;
+    // The last report of each instance, home first.
+    let mut last: BTreeMap<(bool, u32), Report> = BTreeMap::new();
     let mut seen: BTreeMap<(VerdictKind, Option<IpAddr>), Seen> = BTreeMap::new();
     let mut damage = None;
     loop {
@@ -52,29 +59,35 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         };
-        let Some(report) = pipeline.apply(&ev) else {
-            continue;
-        };
-        for v in &report.verdicts {
-            seen.entry((v.kind, v.addr))
-                .and_modify(|s| {
-                    s.last = report.ts;
-                    s.severity = s.severity.max(v.severity);
-                    s.summary.clone_from(&v.summary);
-                })
-                .or_insert(Seen {
-                    severity: v.severity,
-                    first: report.ts,
-                    last: report.ts,
-                    summary: v.summary.clone(),
-                });
+        for report in fleet.apply(&ev) {
+            for v in &report.verdicts {
+                seen.entry((v.kind, v.addr))
+                    .and_modify(|s| {
+                        s.last = report.ts;
+                        s.severity = s.severity.max(v.severity);
+                        s.summary.clone_from(&v.summary);
+                    })
+                    .or_insert(Seen {
+                        severity: v.severity,
+                        first: report.ts,
+                        last: report.ts,
+                        summary: v.summary.clone(),
+                    });
+            }
+            match args.format {
+                AnalyzeFormat::Json => report::json::write_line(&mut out, &report)?,
+                // One timeline: the home instance's (the others are in --format json).
+                AnalyzeFormat::Html if netns_of(&report) == fleet.home().netns => {
+                    reports.push(report.clone())
+                }
+                AnalyzeFormat::Html => {}
+                AnalyzeFormat::Text => {}
+            }
+            last.insert(
+                (netns_of(&report) != fleet.home().netns, netns_of(&report)),
+                report,
+            );
         }
-        match args.format {
-            AnalyzeFormat::Json => report::json::write_line(&mut out, &report)?,
-            AnalyzeFormat::Html => reports.push(report.clone()),
-            AnalyzeFormat::Text => {}
-        }
-        last = Some(report);
     }
 
     match args.format {
@@ -85,11 +98,11 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         AnalyzeFormat::Text => {
             out.write_all(summary(&header, &seen).as_bytes())?;
-            match &last {
-                Some(r) => {
-                    out.write_all(report::text::render_text(r, args.top, None).as_bytes())?
-                }
-                None => writeln!(out, "the capture holds no complete interval")?,
+            if last.is_empty() {
+                writeln!(out, "the capture holds no complete interval")?;
+            }
+            for r in last.values() {
+                out.write_all(report::text::render_text(r, args.top, None).as_bytes())?;
             }
         }
     }
@@ -104,6 +117,10 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::cmd::exit::FAILURE));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn netns_of(report: &Report) -> u32 {
+    report.instance.as_ref().map_or(0, |i| i.netns)
 }
 
 /// The capture's header and every verdict seen during it, with when.

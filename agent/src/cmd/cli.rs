@@ -74,6 +74,15 @@ pub struct LiveArgs {
     /// Do not connect to Redis at all: kernel and /proc figures only.
     #[arg(long)]
     pub no_redis: bool,
+    /// Watch only the Redis in this network namespace: a file such as
+    /// /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host,
+    /// each reported as its own instance.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    pub netns: Option<PathBuf>,
+    /// Watch only the Redis in the network namespace of this process (a host pid,
+    /// e.g. from `docker inspect -f '{{.State.Pid}}'`).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
     /// Have the kernel programs log what they cannot handle (a record the ring
     /// buffer had no room for, an unknown address family or TCP state), at debug
     /// level as connwatch::kernel, shown without -v. Off, they log nothing and the

@@ -1,23 +1,38 @@
-//! The live source: kernel probes, the Redis poller and the /proc pollers feeding
-//! the [`Pipeline`], until `--duration`, SIGINT or SIGTERM. `watch` and `capture`
-//! differ only in their [`Sink`].
+//! The live source: kernel probes, the Redis pollers and the /proc pollers feeding
+//! the [`Fleet`] of watched instances, until `--duration`, SIGINT or SIGTERM.
+//! `watch` and `capture` differ only in their [`Sink`].
+//!
+//! An instance is a network namespace's listeners on the watched ports: the
+//! agent's own namespace, and by default every other one on the host in which
+//! something listens on a watched port (containers, pods), found again every
+//! interval. Each has a [`Site`]: its namespace held open, its /proc and sock_diag
+//! pollers (sockets made inside the namespace), its Redis poller connecting from
+//! inside it, and a slot for its listeners' failed accepts in the kernel's map.
 //!
 //! Order matters at start-up: the probes are attached *before* existing connections
 //! are seeded from sock_diag, so a connection opened in between is seen by both
-//! (the tracker merges the two) rather than by neither.
+//! (the tracker merges the two) rather than by neither. A namespace found later is
+//! seeded when it is found, the same way.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use connwatch_common::MAX_INSTANCE_SLOTS;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cmd::cli::LiveArgs;
-use crate::diagnose::pipeline::Pipeline;
-use crate::model::{Clock, Event, monotonic_now};
+use crate::diagnose::fleet::Fleet;
+use crate::model::{Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, monotonic_now};
 use crate::model::{RedisSnapshot, RedisStatus, Report};
-use crate::source::probe::{self, EventReader, Probe};
-use crate::source::redis::{Password, RedisArgError, RedisTarget, load_password, spawn_poller};
+use crate::source::netns::{self, Netns};
+use crate::source::probe::{self, EventReader, Probe, WatchSpec};
+use crate::source::redis::{
+    Password, RedisArgError, RedisPoller, RedisTarget, load_password, spawn_poller_with,
+};
 use crate::source::{host, sock_diag};
 
 pub const DEFAULT_PORT: u16 = 6379;
@@ -47,8 +62,9 @@ pub fn scan_stride(open: usize, interval: Duration) -> u32 {
 
 /// Where a live run's events and reports go.
 pub trait Sink {
-    /// Called once the probes are attached, before the first event.
-    fn start(&mut self, _ports: &[u16], _clock: &Clock) -> anyhow::Result<()> {
+    /// Called once the probes are attached, before the first event; `home` is the
+    /// instance reported even with nothing listening.
+    fn start(&mut self, _ports: &[u16], _clock: &Clock, _home: &Instance) -> anyhow::Result<()> {
         Ok(())
     }
     /// Every event, in the order the pipeline applies it.
@@ -75,22 +91,66 @@ pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
     ports
 }
 
+/// How the agent asks Redis: one target (`--redis`) for the home instance, or each
+/// instance at its own `127.0.0.1:<first port>`, from inside its namespace.
+#[derive(Clone)]
+pub struct RedisPlan {
+    /// `None`: the default, per instance.
+    pub target: Option<RedisTarget>,
+    pub password: Option<Password>,
+    pub port: u16,
+}
+
+impl RedisPlan {
+    /// The target of instance `home` (whether it is the home instance).
+    fn target_for(&self, home: bool) -> Option<RedisTarget> {
+        match (&self.target, home) {
+            (Some(t), true) => Some(t.clone()),
+            (Some(_), false) => None,
+            (None, _) => Some(RedisTarget::new("127.0.0.1", self.port)),
+        }
+    }
+}
+
 /// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
 /// usage errors, found before anything is loaded.
-pub fn redis_target(
-    args: &LiveArgs,
-    ports: &[u16],
-) -> Result<Option<(RedisTarget, Option<Password>)>, RedisArgError> {
+pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>, RedisArgError> {
     if args.no_redis {
         return Ok(None);
     }
-    let target = match &args.redis {
-        Some(url) => RedisTarget::parse(url)?,
-        None => RedisTarget::new("127.0.0.1", ports.first().copied().unwrap_or(DEFAULT_PORT)),
-    };
+    let target = args.redis.as_deref().map(RedisTarget::parse).transpose()?;
     let password = load_password(args.password_file.as_deref())?;
-    Ok(Some((target, password)))
+    Ok(Some(RedisPlan {
+        target,
+        password,
+        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
+    }))
 }
+
+/// Which namespaces are watched: every one (`None`), or the one `--netns`/`--pid`
+/// names. A bad path or pid is a usage error, found before anything is loaded.
+pub fn scope(args: &LiveArgs) -> anyhow::Result<Option<Netns>> {
+    let opened = match (&args.netns, args.pid) {
+        (Some(path), _) => Netns::open(path),
+        (None, Some(pid)) => Netns::of_pid(pid),
+        (None, None) => return Ok(None),
+    };
+    opened
+        .map(Some)
+        .map_err(|e| anyhow::Error::new(UsageError(format!("cannot watch that namespace: {e}"))))
+}
+
+/// A bad `--netns`/`--pid`: reported as a usage error.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Runs the live source into `sink` on a current-thread runtime.
 pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> anyhow::Result<()> {
@@ -101,23 +161,58 @@ pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> 
     runtime.block_on(run_async(args, duration, sink))
 }
 
+/// A namespace not found listening is looked at again after this long (a new
+/// namespace at once).
+const RECHECK: Nanos = 5 * NANOS_PER_SEC;
+
+/// One watched instance's live sources.
+struct Site {
+    netns: Arc<Netns>,
+    key: InstanceKey,
+    home: bool,
+    /// Its listeners' failed accepts are counted in this slot of the kernel map.
+    slot: Option<u8>,
+    owners: host::OwnerCache,
+    /// Intervals ended since the last sock_diag scan.
+    since_scan: u32,
+    /// The listeners' owners, from the last snapshot.
+    pids: Vec<u32>,
+    /// The task forwarding its Redis poller's snapshots; aborting it drops the
+    /// poller's receiver, which ends the poller and closes its connection.
+    redis: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(task) = &self.redis {
+            task.abort();
+        }
+    }
+}
+
 /// The live source's state between events.
 struct Live<'a> {
     probe: Probe,
     ports: Vec<u16>,
-    owners: host::OwnerCache,
+    fleet: Fleet,
+    sites: BTreeMap<InstanceKey, Site>,
+    /// Watch every namespace of the host (else only the home one).
+    all_namespaces: bool,
+    /// The kernel records carry namespaces (else every key says 0).
+    netns_aware: bool,
+    /// Namespaces looked at without finding a listener, and when.
+    checked: BTreeMap<u32, Nanos>,
+    redis: Option<RedisPlan>,
+    redis_tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
     interval: Duration,
-    /// Intervals ended since the last sock_diag scan.
-    since_scan: u32,
-    pipeline: Pipeline,
     sink: &'a mut dyn Sink,
 }
 
 impl Live<'_> {
-    /// One event through the sink (recording) and the pipeline.
-    fn feed(&mut self, ev: &Event) -> anyhow::Result<Option<Report>> {
+    /// One event through the sink (recording) and the fleet; the reports of a tick.
+    fn feed(&mut self, ev: &Event) -> anyhow::Result<Vec<Report>> {
         self.sink.event(ev)?;
-        Ok(self.pipeline.apply(ev))
+        Ok(self.fleet.apply(ev))
     }
 
     /// Applies every kernel record queued now, without waiting (and logs the
@@ -132,46 +227,218 @@ impl Live<'_> {
         Ok(())
     }
 
-    /// Ends an interval: current host figures, activity and counters in, the
-    /// report out to the sink. Returns whether to go on.
-    fn end_interval(&mut self, reader: &mut EventReader) -> anyhow::Result<bool> {
-        let snapshot = host::snapshot(&self.ports, &mut self.owners);
-        refresh_listeners(&mut self.probe, &snapshot.listeners);
-        let now = monotonic_now();
-        self.feed(&Event::Host {
-            ts: now,
-            snapshot: Box::new(snapshot),
-        })?;
-        // Traffic and idle times of the open connections come from one sock_diag
-        // scan: the kernel keeps them per socket already, so the probes need not
-        // run on every message. Closes recorded before the scan are applied first,
-        // so what the scan misses was really lost.
-        self.since_scan += 1;
-        let scan =
-            if self.since_scan >= scan_stride(self.pipeline.open_connections(), self.interval) {
-                self.since_scan = 0;
-                sock_diag::open_connections(&self.ports, now)
-                    .inspect_err(|e| log::warn!("sock_diag scan of open connections failed: {e}"))
-                    .ok()
-            } else {
-                None
-            };
-        self.drain(reader)?;
-        if let Some(scan) = scan {
-            let ev = self.pipeline.activity_from_scan(now, &scan);
-            self.feed(&ev)?;
+    /// The key under which the kernel reports connections of `netns`.
+    fn key_of(&self, netns: &Netns) -> InstanceKey {
+        InstanceKey {
+            netns: if self.netns_aware { netns.inode() } else { 0 },
         }
-        match self.probe.counters() {
-            Ok(counters) => {
-                self.feed(&Event::Counters { ts: now, counters })?;
+    }
+
+    /// Starts watching the instance in `netns`: its slot, its Redis poller, and its
+    /// connections open now (seeded).
+    fn add_site(&mut self, netns: Netns, home: bool) -> anyhow::Result<()> {
+        let key = self.key_of(&netns);
+        let used: BTreeSet<u8> = self.sites.values().filter_map(|s| s.slot).collect();
+        let slot = (1..MAX_INSTANCE_SLOTS as u8).find(|s| !used.contains(s));
+        if slot.is_none() {
+            log::warn!(
+                "more than {} instances: failed accepts of {} are not told apart",
+                MAX_INSTANCE_SLOTS - 1,
+                netns.path().display()
+            );
+        }
+        let netns = Arc::new(netns);
+        let redis = match self
+            .redis
+            .as_ref()
+            .and_then(|plan| Some((plan.target_for(home)?, plan.password.clone())))
+        {
+            Some((target, password)) => {
+                let mut poller = RedisPoller::new(target, password);
+                if !netns.is_own() {
+                    poller = poller.in_netns(Arc::clone(&netns));
+                }
+                Some(forward_snapshots(
+                    poller,
+                    key,
+                    self.interval,
+                    self.redis_tx.clone(),
+                )?)
+            }
+            None => None,
+        };
+        if !home {
+            log::info!(
+                "watching the listeners of network namespace {} ({})",
+                netns.inode(),
+                netns.path().display()
+            );
+        }
+        let site = Site {
+            netns,
+            key,
+            home,
+            slot,
+            owners: host::OwnerCache::default(),
+            since_scan: 0,
+            pids: Vec::new(),
+            redis,
+        };
+        match sock_diag::seed_events(&site.netns, key.netns, &self.ports, monotonic_now()) {
+            Ok(events) => {
+                log::info!("seeded {} existing connection(s) in {key}", events.len());
+                for ev in &events {
+                    self.feed(ev)?;
+                }
+            }
+            Err(e) => log::warn!("could not list existing connections in {key} (sock_diag): {e}"),
+        }
+        self.sites.insert(key, site);
+        Ok(())
+    }
+
+    /// Finds the namespaces (other than the ones watched) in which something listens
+    /// on a watched port, and drops the sites whose namespace has no process left.
+    fn discover(&mut self, now: Nanos) -> anyhow::Result<()> {
+        if !self.all_namespaces || !self.netns_aware {
+            return Ok(());
+        }
+        let live = netns::namespaces(std::path::Path::new("/proc"));
+        self.sites
+            .retain(|key, site| site.home || live.contains_key(&key.netns));
+        self.checked.retain(|inode, _| live.contains_key(inode));
+        let known: BTreeSet<InstanceKey> = self.fleet.instances().into_iter().collect();
+        for (&inode, &pid) in &live {
+            let key = InstanceKey { netns: inode };
+            if self.sites.contains_key(&key) {
+                continue;
+            }
+            let due = self
+                .checked
+                .get(&inode)
+                .is_none_or(|at| now.saturating_sub(*at) >= RECHECK);
+            // Connections already seen there: look now, whatever the schedule.
+            if !due && !known.contains(&key) {
+                continue;
+            }
+            self.checked.insert(inode, now);
+            let netns = match Netns::of_pid(pid) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::debug!("network namespace of pid {pid}: {e}");
+                    continue;
+                }
+            };
+            match host::try_listener_pids(&netns, &self.ports) {
+                Ok(listeners) if !listeners.is_empty() => self.add_site(netns, false)?,
+                Ok(_) => {}
+                Err(e) => log::debug!("listeners in network namespace {inode}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends an interval: current host figures, activity and counters in, every
+    /// instance's report out to the sink. Returns whether to go on.
+    fn end_interval(&mut self, reader: &mut EventReader) -> anyhow::Result<bool> {
+        let now = monotonic_now();
+        self.discover(now)?;
+        let mut snapshots = Vec::with_capacity(self.sites.len());
+        for site in self.sites.values_mut() {
+            let instance = Instance::bare(site.key, site.netns.is_own());
+            let snapshot =
+                host::snapshot(&site.netns, &self.ports, &mut site.owners, Some(instance));
+            site.pids = snapshot
+                .listeners
+                .iter()
+                .flat_map(|l| l.pids.iter().copied())
+                .collect();
+            snapshots.push(snapshot);
+        }
+        self.refresh_listeners();
+        for snapshot in snapshots {
+            self.feed(&Event::Host {
+                ts: now,
+                snapshot: Box::new(snapshot),
+            })?;
+        }
+        // Traffic and idle times of the open connections come from one sock_diag
+        // scan per namespace: the kernel keeps them per socket already, so the
+        // probes need not run on every message. Closes recorded before the scans
+        // are applied first, so what a scan misses was really lost.
+        let mut scans = Vec::new();
+        for site in self.sites.values_mut() {
+            site.since_scan += 1;
+            let open = self.fleet.open_connections(site.key);
+            if site.since_scan >= scan_stride(open, self.interval) {
+                site.since_scan = 0;
+                match sock_diag::open_connections(&site.netns, site.key.netns, &self.ports, now) {
+                    Ok(scan) => scans.push((site.key, scan)),
+                    Err(e) => log::warn!(
+                        "sock_diag scan of open connections in {} failed: {e}",
+                        site.key
+                    ),
+                }
+            }
+        }
+        self.drain(reader)?;
+        for (key, scan) in scans {
+            if let Some(ev) = self.fleet.activity_from_scan(key, now, &scan) {
+                self.feed(&ev)?;
+            }
+        }
+        let slots: Vec<(Option<InstanceKey>, Option<u8>)> =
+            self.sites.values().map(|s| (Some(s.key), s.slot)).collect();
+        match self.probe.counters(&slots) {
+            Ok(all) => {
+                for counters in all {
+                    self.feed(&Event::Counters { ts: now, counters })?;
+                }
             }
             Err(e) => log::warn!("{e:#}"),
         }
-        match self.feed(&Event::Tick { ts: now })? {
-            Some(report) => self.sink.report(&report),
-            None => Ok(true),
+        let mut go_on = true;
+        for report in self.feed(&Event::Tick { ts: now })? {
+            go_on &= self.sink.report(&report)?;
+        }
+        Ok(go_on)
+    }
+
+    /// Points the kernel's failed-accept counter at the processes owning the
+    /// listeners, each with its instance's slot (found again every interval, so a
+    /// restarted Redis is followed).
+    fn refresh_listeners(&mut self) {
+        let pids: BTreeMap<u32, u8> = self
+            .sites
+            .values()
+            .flat_map(|s| s.pids.iter().map(|&p| (p, s.slot.unwrap_or(0))))
+            .collect();
+        if pids.is_empty() {
+            log::debug!("no process listens on the watched ports");
+        }
+        if let Err(e) = self.probe.set_listener_pids(&pids) {
+            log::warn!("{e:#}");
         }
     }
+}
+
+/// Runs `poller` every `interval` and forwards its snapshots, tagged with `key`.
+fn forward_snapshots(
+    poller: RedisPoller,
+    key: InstanceKey,
+    interval: Duration,
+    tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
+) -> anyhow::Result<tokio::task::AbortHandle> {
+    let (mut rx, _task) =
+        spawn_poller_with(poller, interval).context("starting the Redis poller")?;
+    let forward = tokio::spawn(async move {
+        while let Some(snapshot) = rx.recv().await {
+            if tx.send((key, snapshot)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(forward.abort_handle())
 }
 
 async fn run_async(
@@ -181,50 +448,84 @@ async fn run_async(
 ) -> anyhow::Result<()> {
     let ports = watched_ports(args);
     let redis = redis_target(args, &ports)?;
+    let only = scope(args)?;
 
     probe::check_privileges()?;
     if probe::ensure_tracefs()? {
         log::info!("mounted tracefs at {}", probe::TRACEFS);
     }
-    let mut probe = Probe::load(&ports, args.debug_probes)?;
+    let home_netns = match only {
+        Some(netns) => netns,
+        None => Netns::own().context("reading the agent's own network namespace")?,
+    };
+    let all_namespaces = args.netns.is_none() && args.pid.is_none();
+    let spec = WatchSpec {
+        ports: ports.clone(),
+        netns: if all_namespaces {
+            Vec::new()
+        } else {
+            vec![home_netns.inode()]
+        },
+    };
+    let mut probe = Probe::load(&spec, args.debug_probes)?;
     let mut reader = probe.take_events()?;
     let clock = Clock::now();
-    refresh_listeners(&mut probe, &host::listener_pids(&ports));
     // Attached: what loading took is no longer needed. Before any thread starts,
-    // since capabilities are per thread.
-    match probe::drop_capabilities() {
+    // since capabilities are per thread. Entering other namespaces (every one by
+    // default) takes CAP_SYS_ADMIN: kept for that only.
+    let extra = if all_namespaces || !home_netns.is_own() {
+        probe::NETNS_CAPS
+    } else {
+        0
+    };
+    match probe::drop_capabilities(extra) {
         Ok(kept) => log::info!(
             "dropped capabilities; kept: {}",
             probe::kept_names(kept).join(", ")
         ),
         Err(e) => log::warn!("could not drop capabilities: {e}"),
     }
-    sink.start(&ports, &clock)?;
+    let netns_aware = probe.netns_aware();
+    let home_key = InstanceKey {
+        netns: if netns_aware { home_netns.inode() } else { 0 },
+    };
+    let home = Instance::bare(home_key, home_netns.is_own());
+    sink.start(&ports, &clock, &home)?;
+    let (redis_tx, mut redis_rx) = mpsc::channel(64);
     let mut live = Live {
         probe,
-        pipeline: Pipeline::new(ports.clone(), args.thresholds.thresholds(), clock),
+        fleet: Fleet::new(ports.clone(), args.thresholds.thresholds(), clock, home),
         ports: ports.clone(),
-        owners: host::OwnerCache::default(),
+        sites: BTreeMap::new(),
+        all_namespaces,
+        netns_aware,
+        checked: BTreeMap::new(),
+        redis,
+        redis_tx,
         interval: args.interval,
-        since_scan: 0,
         sink,
     };
-    seed(&mut live)?;
-    log::info!("watching port(s) {ports:?}");
+    live.add_site(home_netns, true)?;
+    if let Some(site) = live.sites.values_mut().next() {
+        let snapshot = host::snapshot(&site.netns, &ports, &mut site.owners, None);
+        site.pids = snapshot
+            .listeners
+            .iter()
+            .flat_map(|l| l.pids.iter().copied())
+            .collect();
+    }
+    live.refresh_listeners();
+    live.discover(monotonic_now())?;
+    if all_namespaces {
+        log::info!("watching port(s) {ports:?} in every network namespace");
+    } else {
+        log::info!(
+            "watching port(s) {ports:?} in network namespace {}",
+            home_key.netns
+        );
+    }
 
-    // One persistent connection to Redis, polled by a task on this runtime: it only
-    // waits on its socket and timers (each with a deadline), so a slow or unreachable
-    // server never delays the kernel's events.
-    let mut redis_rx = match redis {
-        Some((target, password)) => {
-            let (rx, _task) = spawn_poller(target, password, args.interval)
-                .context("starting the Redis poller")?;
-            Some(rx)
-        }
-        None => None,
-    };
-    let mut redis_status = None;
-
+    let mut redis_status: BTreeMap<InstanceKey, RedisStatus> = BTreeMap::new();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -249,9 +550,13 @@ async fn run_async(
                     return Ok(());
                 }
             }
-            Some(snapshot) = recv_redis(&mut redis_rx) => {
-                log_status_change(&mut redis_status, &snapshot);
-                live.feed(&Event::Redis { ts: monotonic_now(), snapshot: Box::new(snapshot) })?;
+            Some((key, snapshot)) = redis_rx.recv() => {
+                log_status_change(&mut redis_status, key, &snapshot);
+                live.feed(&Event::Redis {
+                    ts: monotonic_now(),
+                    snapshot: Box::new(snapshot),
+                    instance: Some(key),
+                })?;
             }
             _ = sighup.recv() => live.sink.hangup()?,
             _ = sigint.recv() => break,
@@ -265,29 +570,25 @@ async fn run_async(
     Ok(())
 }
 
-/// The next Redis snapshot; never resolves without a poller.
-async fn recv_redis(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<RedisSnapshot>>,
-) -> Option<RedisSnapshot> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One log line per change of the Redis connection's status, not one per poll.
-fn log_status_change(last: &mut Option<RedisStatus>, snapshot: &RedisSnapshot) {
-    if *last == Some(snapshot.status) {
+/// One log line per change of an instance's Redis status, not one per poll.
+fn log_status_change(
+    last: &mut BTreeMap<InstanceKey, RedisStatus>,
+    key: InstanceKey,
+    snapshot: &RedisSnapshot,
+) {
+    if last.get(&key) == Some(&snapshot.status) {
         return;
     }
-    *last = Some(snapshot.status);
+    last.insert(key, snapshot.status);
     let target = snapshot.target.map(|t| t.to_string()).unwrap_or_default();
     match (snapshot.status, &snapshot.error) {
-        (RedisStatus::Ok, _) => log::info!("redis {target}: INFO joined"),
+        (RedisStatus::Ok, _) => log::info!("redis {target} ({key}): INFO joined"),
         (status, Some(err)) => {
-            log::warn!("redis {target}: {status:?}: {err}; reporting from kernel data")
+            log::warn!("redis {target} ({key}): {status:?}: {err}; reporting from kernel data")
         }
-        (status, None) => log::warn!("redis {target}: {status:?}; reporting from kernel data"),
+        (status, None) => {
+            log::warn!("redis {target} ({key}): {status:?}; reporting from kernel data")
+        }
     }
 }
 
@@ -296,36 +597,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Points the kernel's failed-accept counter at the processes owning the listeners
-/// (found again every interval, so a restarted Redis is followed).
-fn refresh_listeners(probe: &mut Probe, listeners: &[crate::model::Listener]) {
-    let pids: Vec<u32> = listeners
-        .iter()
-        .flat_map(|l| l.pids.iter().copied())
-        .collect();
-    if pids.is_empty() {
-        log::debug!("no process listens on the watched ports");
-    }
-    if let Err(e) = probe.set_listener_pids(&pids) {
-        log::warn!("{e:#}");
-    }
-}
-
-/// Seeds the connections that exist already, so an agent started in the middle of an
-/// outage sees them all.
-fn seed(live: &mut Live<'_>) -> anyhow::Result<()> {
-    match sock_diag::seed_events(&live.ports, monotonic_now()) {
-        Ok(events) => {
-            log::info!("seeded {} existing connection(s)", events.len());
-            for ev in &events {
-                live.feed(ev)?;
-            }
-        }
-        Err(e) => log::warn!("could not list existing connections (sock_diag): {e}"),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

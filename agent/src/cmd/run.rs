@@ -40,7 +40,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<MissingPrivileges>().is_some() {
         exit::NO_PRIVILEGES
-    } else if err.downcast_ref::<RedisArgError>().is_some() {
+    } else if err.downcast_ref::<RedisArgError>().is_some()
+        || err.downcast_ref::<crate::cmd::live::UsageError>().is_some()
+    {
         exit::USAGE
     } else {
         exit::FAILURE

@@ -267,6 +267,7 @@ impl Tracker {
             ts: wall_time(clock, now),
             uptime: micros(now.saturating_sub(clock.mono)),
             ports: self.ports.clone(),
+            instance: None,
             totals: self.totals(),
             redis,
             limits,
@@ -1070,6 +1071,7 @@ mod tests {
         let counters = |lost, emfile| Event::Counters {
             ts: START,
             counters: KernelCounters {
+                instance: None,
                 lost_events: lost,
                 bytes_unreadable: 2,
                 synack_retransmits: 0,
@@ -1161,6 +1163,7 @@ mod tests {
             Event::Counters {
                 ts: START + 3 * SEC,
                 counters: KernelCounters {
+                    instance: None,
                     lost_events: 0,
                     bytes_unreadable: 0,
                     synack_retransmits: 0,
@@ -1288,6 +1291,7 @@ mod tests {
         let counters = |ts, emfile| Event::Counters {
             ts,
             counters: KernelCounters {
+                instance: None,
                 accept_errors: vec![(libc::EAGAIN, 9_999), (libc::EMFILE, emfile)],
                 ..KernelCounters::default()
             },
@@ -1319,6 +1323,7 @@ mod tests {
             Event::Redis {
                 ts: START + 1,
                 snapshot: Box::new(snapshot.clone()),
+                instance: None,
             },
         ];
         let mut t = tracker(&events);
@@ -1329,6 +1334,7 @@ mod tests {
         t.apply(&Event::Redis {
             ts: START + 2,
             snapshot: Box::new(later),
+            instance: None,
         });
         let r = t.report(START + SEC, &clock());
         assert!(

@@ -9,6 +9,7 @@
 //! live or replayed. Thresholds have defaults (see [`Thresholds`]) and flags.
 
 mod client_rules;
+pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;

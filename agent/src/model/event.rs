@@ -19,20 +19,45 @@ pub type Nanos = u64;
 
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// One server-side TCP connection: the listener's address and the client's.
-/// IPv4-mapped IPv6 addresses are stored as IPv4 (see [`normalize`]).
+/// One server-side TCP connection: its network namespace, the listener's address
+/// and the client's. IPv4-mapped IPv6 addresses are stored as IPv4 (see
+/// [`normalize`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
+    /// Inode of the network namespace (0: unknown, or a capture from before
+    /// connwatch knew namespaces).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl ConnKey {
+    /// A connection in an unknown (or the only) network namespace.
     pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        Self::in_netns(0, local, remote)
+    }
+
+    pub fn in_netns(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
         ConnKey {
+            netns,
             local: normalize(local),
             remote: normalize(remote),
         }
+    }
+
+    /// The same connection, in namespace `netns`.
+    pub fn with_netns(self, netns: u32) -> Self {
+        ConnKey { netns, ..self }
+    }
+
+    /// The instance the connection belongs to.
+    pub fn instance(&self) -> super::InstanceKey {
+        super::InstanceKey { netns: self.netns }
     }
 }
 
@@ -81,7 +106,12 @@ pub struct KernelCounters {
     pub synack_retransmits: u64,
     /// Failed `accept`/`accept4` calls of the listeners' processes, by errno
     /// (positive errno values; EAGAIN included, the core decides what matters).
+    /// With `instance` set, those of that instance's process only.
     pub accept_errors: Vec<(i32, u64)>,
+    /// The instance these counters are read for; the other counters are the
+    /// same for every instance. `None`: every watched listener (one instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<super::InstanceKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +152,9 @@ pub enum Event {
     Redis {
         ts: Nanos,
         snapshot: Box<super::redis::RedisSnapshot>,
+        /// The instance asked; `None`: the one `--redis` names (see `Fleet`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<super::InstanceKey>,
     },
     /// Limits and queues of the host and of the process behind the listeners.
     Host {

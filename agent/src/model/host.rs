@@ -18,6 +18,10 @@ pub struct Listener {
 /// read each interval.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostSnapshot {
+    /// The instance this snapshot was read for (its namespace, port and process);
+    /// `None`: every watched listener of the agent's namespace, as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<super::Instance>,
     /// The watched listeners and their owners.
     pub listeners: Vec<Listener>,
     /// The process that owns the listeners (the lowest pid when several do).

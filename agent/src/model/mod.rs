@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod event;
 pub mod format;
 pub mod host;
+pub mod instance;
 pub mod redis;
 pub mod report;
 pub mod verdict;
@@ -23,6 +24,7 @@ pub use event::{
 };
 pub use format::{format_ts, human_bytes, human_duration, micros};
 pub use host::{HostSnapshot, Listener};
+pub use instance::{Instance, InstanceKey};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Rates, RejectCounts,

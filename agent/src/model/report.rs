@@ -36,6 +36,9 @@ pub struct Report {
     #[serde(rename = "uptime_s", serialize_with = "as_secs")]
     pub uptime: Duration,
     pub ports: Vec<u16>,
+    /// The Redis this report is about: its network namespace, process and
+    /// container; `null` when the source did not tell instances apart.
+    pub instance: Option<super::instance::Instance>,
     pub totals: Totals,
     pub redis: RedisReport,
     pub limits: Limits,

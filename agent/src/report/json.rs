@@ -77,6 +77,7 @@ mod tests {
             r#""ts""#,
             r#""uptime_s""#,
             r#""ports""#,
+            r#""instance""#,
             r#""totals""#,
             r#""open""#,
             r#""opened""#,
@@ -164,6 +165,33 @@ mod tests {
     }
 
     #[test]
+    fn instance_names_its_namespace_process_and_container() {
+        let mut r = sample();
+        r.instance = Some(crate::model::Instance {
+            netns: 4_026_532_500,
+            host_netns: false,
+            pid: Some(81_234),
+            ns_pid: Some(1),
+            comm: Some("redis-server".into()),
+            container_id: Some("c".repeat(64)),
+            pod_uid: None,
+        });
+        let v: Value = serde_json::from_str(&render_json(&r).unwrap()).unwrap();
+        assert_eq!(
+            v["instance"],
+            json!({
+                "netns": 4_026_532_500u32,
+                "host_netns": false,
+                "pid": 81_234,
+                "ns_pid": 1,
+                "comm": "redis-server",
+                "container_id": "c".repeat(64),
+                "pod_uid": null
+            })
+        );
+    }
+
+    #[test]
     fn absent_figures_are_null_and_ipv6_is_text() {
         let v: Value = serde_json::from_str(&render_json(&sample()).unwrap()).unwrap();
         let quiet = &v["clients"][1];
@@ -172,7 +200,8 @@ mod tests {
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
         assert_eq!(keys(quiet).len(), 19);
-        assert_eq!(keys(&v).len(), 10);
+        assert_eq!(keys(&v).len(), 11);
+        assert!(v["instance"].is_null());
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
         assert_eq!(keys(&v["totals"]).len(), 17);

@@ -43,6 +43,11 @@ pub struct Header {
     /// Client addresses were replaced with pseudonyms.
     pub redacted: bool,
     pub connwatch_version: String,
+    /// The instance reported even with nothing listening (the agent's network
+    /// namespace, or the one it was told to watch); absent in captures made before
+    /// connwatch told namespaces apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<crate::model::Instance>,
 }
 
 /// A monotonic reading and the wall-clock time (ns since the Unix epoch) taken with it.
@@ -85,6 +90,7 @@ impl Header {
             interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             redacted,
             connwatch_version: env!("CARGO_PKG_VERSION").to_owned(),
+            home: None,
         }
     }
 }
@@ -353,8 +359,8 @@ impl Redactor {
 
     fn key(&mut self, k: &ConnKey) -> ConnKey {
         ConnKey {
-            local: k.local,
             remote: self.addr(k.remote),
+            ..*k
         }
     }
 

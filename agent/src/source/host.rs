@@ -20,24 +20,14 @@ use std::path::Path;
 use procfs::ProcError;
 use procfs::process::{FDInfo, FDTarget, Limit, LimitValue, Process};
 
-use crate::model::{HostSnapshot, Listener};
+use crate::model::{HostSnapshot, Instance, Listener};
+use crate::source::netns::{self, Netns};
 use crate::source::sock_diag::{self, DiagSocket, StateMask};
 
-/// The listening sockets on `ports` and the pids holding each, sorted by address.
-///
-/// A failed sock_diag dump is logged and yields no listeners: callers poll this
-/// every interval and have nothing better to do than try again. Use
-/// [`try_listener_pids`] to see the error.
-pub fn listener_pids(ports: &[u16]) -> Vec<Listener> {
-    try_listener_pids(ports).unwrap_or_else(|e| {
-        log::warn!("listing the listeners of ports {ports:?}: {e}");
-        Vec::new()
-    })
-}
-
-/// [`listener_pids`], with the sock_diag error if the dump failed.
-pub fn try_listener_pids(ports: &[u16]) -> io::Result<Vec<Listener>> {
-    let sockets = sock_diag::tcp_sockets(ports, StateMask::LISTEN)?;
+/// The listening sockets on `ports` in `netns` and the pids holding each, sorted
+/// by address (pids as the host's PID namespace numbers them).
+pub fn try_listener_pids(netns: &Netns, ports: &[u16]) -> io::Result<Vec<Listener>> {
+    let sockets = sock_diag::tcp_sockets(netns, ports, StateMask::LISTEN)?;
     Ok(listeners_of(&sockets, Path::new("/proc")))
 }
 
@@ -262,14 +252,21 @@ fn with_path(err: io::Error, path: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{path}: {err}"))
 }
 
-/// Reads everything a [`HostSnapshot`] holds. One sock_diag LISTEN dump serves the
-/// listeners, their pids and the accept queues. A source that fails (a process
-/// that just exited, a file we may not read) leaves its fields `None` and is
-/// logged at debug level: the next interval tries again.
-pub fn snapshot(ports: &[u16], owners: &mut OwnerCache) -> HostSnapshot {
+/// Reads everything a [`HostSnapshot`] holds for the listeners on `ports` in
+/// `netns`. One sock_diag LISTEN dump serves the listeners, their pids and the
+/// accept queues. A source that fails (a process that just exited, a file we may
+/// not read) leaves its fields `None` and is logged at debug level: the next
+/// interval tries again. With `instance` set, the snapshot carries it, completed
+/// with what `/proc` says of the listener's process.
+pub fn snapshot(
+    netns: &Netns,
+    ports: &[u16],
+    owners: &mut OwnerCache,
+    instance: Option<Instance>,
+) -> HostSnapshot {
     let mut snap = HostSnapshot::default();
 
-    match sock_diag::tcp_sockets(ports, StateMask::LISTEN) {
+    match sock_diag::tcp_sockets(netns, ports, StateMask::LISTEN) {
         Ok(sockets) => {
             snap.listeners = listeners_cached(&sockets, Path::new("/proc"), owners);
             snap.accept_queue = accept_queue(&sockets);
@@ -298,22 +295,44 @@ pub fn snapshot(ports: &[u16], owners: &mut OwnerCache) -> HostSnapshot {
     }
 
     snap.file_nr = read_parsed(FILE_NR, parse_file_nr);
-    match somaxconn() {
+    // somaxconn and the TcpExt counters are per network namespace: read as the
+    // namespace's own processes see them.
+    match netns.enter(somaxconn) {
         Ok(n) => snap.somaxconn = Some(n),
         Err(e) => log::debug!("{e}"),
     }
-    if let Some((overflows, drops)) = read_parsed(NETSTAT, |t| Some(parse_listen_counters(t))) {
-        if overflows.is_none() || drops.is_none() {
-            log::debug!("{NETSTAT}: TcpExt ListenOverflows or ListenDrops missing or unreadable");
+    let netstat = match (netns.is_own(), snap.pid) {
+        (true, _) => Some(NETSTAT.to_string()),
+        (false, Some(pid)) => Some(format!("/proc/{pid}/net/netstat")),
+        (false, None) => None,
+    };
+    if let Some(path) = netstat {
+        if let Some((overflows, drops)) = read_parsed(&path, |t| Some(parse_listen_counters(t))) {
+            if overflows.is_none() || drops.is_none() {
+                log::debug!("{path}: TcpExt ListenOverflows or ListenDrops missing or unreadable");
+            }
+            snap.listen_overflows = overflows;
+            snap.listen_drops = drops;
         }
-        snap.listen_overflows = overflows;
-        snap.listen_drops = drops;
     }
+    snap.instance = instance.map(|mut i| {
+        i.pid = snap.pid;
+        let facts = snap
+            .pid
+            .map(|pid| netns::process_facts(Path::new("/proc"), pid))
+            .unwrap_or_default();
+        i.comm = facts.comm;
+        i.ns_pid = facts.ns_pid;
+        i.container_id = facts.container_id;
+        i.pod_uid = facts.pod_uid;
+        i
+    });
     snap
 }
 
 const FILE_NR: &str = "/proc/sys/fs/file-nr";
-/// Per network namespace: the agent must run in the host's (or Redis's) namespace.
+/// Per network namespace: the agent's own; another's is `/proc/PID/net/netstat`
+/// of a process in it.
 const NETSTAT: &str = "/proc/net/netstat";
 
 /// `parse` applied to the text of `path`; `None`, logged, if either fails.
@@ -553,6 +572,7 @@ Max realtime timeout      unlimited            unlimited            us
     #[test]
     fn listener_pids_finds_this_process() {
         let _no_fork = fork_lock();
+        let own = Netns::own().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let inode = fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd()))
@@ -562,7 +582,7 @@ Max realtime timeout      unlimited            unlimited            us
         // holds our descriptors between its fork and exec.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let found = loop {
-            let found = try_listener_pids(&[addr.port()]).unwrap();
+            let found = try_listener_pids(&own, &[addr.port()]).unwrap();
             let only_us = found.iter().all(|l| l.pids == [std::process::id()]);
             if only_us || std::time::Instant::now() > deadline {
                 break found;
@@ -578,9 +598,9 @@ Max realtime timeout      unlimited            unlimited            us
                 pids: vec![std::process::id()],
             }]
         );
-        assert_eq!(listener_pids(&[addr.port()]), found);
+        assert_eq!(try_listener_pids(&own, &[addr.port()]).unwrap(), found);
         drop(listener);
-        assert_eq!(listener_pids(&[addr.port()]), vec![]);
+        assert_eq!(try_listener_pids(&own, &[addr.port()]).unwrap(), vec![]);
     }
 
     /// Tests that fork and tests that look for the owners of a socket run one at a
@@ -716,7 +736,8 @@ Max realtime timeout      unlimited            unlimited            us
         .unwrap();
         s.listen(i32::MAX).unwrap();
         let port = s.local_addr().unwrap().as_socket().unwrap().port();
-        let dump = sock_diag::tcp_sockets(&[port], StateMask::LISTEN).unwrap();
+        let dump =
+            sock_diag::tcp_sockets(&Netns::own().unwrap(), &[port], StateMask::LISTEN).unwrap();
         assert_eq!(dump.iter().map(|l| l.wqueue).collect::<Vec<_>>(), vec![n]);
     }
 
@@ -887,7 +908,12 @@ TcpExt: 0 42 9
     fn snapshot_until(port: u16, done: impl Fn(&HostSnapshot) -> bool) -> HostSnapshot {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
-            let snap = snapshot(&[port], &mut OwnerCache::default());
+            let snap = snapshot(
+                &Netns::own().unwrap(),
+                &[port],
+                &mut OwnerCache::default(),
+                None,
+            );
             if done(&snap) || std::time::Instant::now() > deadline {
                 return snap;
             }
@@ -947,7 +973,12 @@ TcpExt: 0 42 9
             let (l, _) = listener_with_queue(1, 0);
             l.local_addr().unwrap().as_socket().unwrap().port()
         };
-        let snap = snapshot(&[port], &mut OwnerCache::default());
+        let snap = snapshot(
+            &Netns::own().unwrap(),
+            &[port],
+            &mut OwnerCache::default(),
+            None,
+        );
         assert_eq!(
             (&snap.listeners, snap.pid, snap.accept_queue),
             (&vec![], None, None)
@@ -962,7 +993,16 @@ TcpExt: 0 42 9
             snap.file_nr.is_some() && snap.somaxconn.is_some(),
             "{snap:?}"
         );
-        assert_eq!(snapshot(&[], &mut OwnerCache::default()).listeners, vec![]);
+        assert_eq!(
+            snapshot(
+                &Netns::own().unwrap(),
+                &[],
+                &mut OwnerCache::default(),
+                None
+            )
+            .listeners,
+            vec![]
+        );
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //!
 //! - [`probe`]: the only code that touches BPF (tracepoints, ring buffer, counters).
 //! - [`sock_diag`]: netlink socket dumps: open connections, listeners, queues.
+//! - [`netns`]: network namespaces (entering a container's to make sockets there),
+//!   and what `/proc` says of a listener's process and container.
 //! - [`host`]: `/proc` joins: who owns the listeners, their fd limits and usage.
 //! - [`redis`]: the one persistent INFO/CONFIG connection to Redis, on the `redis` crate.
 //! - [`capture`]: capture files, written by `capture` and read by `analyze`.
 
 pub mod capture;
 pub mod host;
+pub mod netns;
 pub mod probe;
 pub mod redis;
 pub mod sock_diag;

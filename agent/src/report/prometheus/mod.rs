@@ -73,6 +73,7 @@ mod tests {
             ts: UNIX_EPOCH + Duration::from_secs(1),
             uptime: Duration::ZERO,
             ports: vec![6379],
+            instance: None,
             totals: Totals::default(),
             redis: RedisReport::default(),
             limits: Limits::default(),

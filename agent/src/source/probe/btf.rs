@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use connwatch_common::TcpSockOffsets;
+use connwatch_common::{NetnsOffsets, TcpSockOffsets};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -236,23 +236,66 @@ impl<'a> Btf<'a> {
 
     /// Byte offset of `strukt.field`, which must be an integer of `size` bytes.
     pub fn field_offset(&self, strukt: &str, field: &str, size: u32) -> Result<u32, BtfError> {
-        let id = self
+        self.path_offset(strukt, &[field], Leaf::Int(size))
+    }
+
+    /// Byte offset of `strukt.a.b.c` (`path` = `["a", "b", "c"]`): every member but
+    /// the last is a struct or union embedded in its parent (not a pointer), and the
+    /// last is `leaf`.
+    pub fn path_offset(&self, strukt: &str, path: &[&str], leaf: Leaf) -> Result<u32, BtfError> {
+        let dotted = path.join(".");
+        let wrong = || BtfError::WrongField(strukt.to_owned(), dotted.clone());
+        let mut id = self
             .struct_id(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        let (bits, ty) = self
-            .member(id, field, 0)
-            .ok_or_else(|| BtfError::NoField(strukt.to_owned(), field.to_owned()))?;
-        let wrong = || BtfError::WrongField(strukt.to_owned(), field.to_owned());
-        let int = self.resolve(ty).ok_or_else(wrong)?;
-        match self.head(int) {
-            Some((_, info, int_size)) if (info >> 24) & 0x1f == kind::INT && int_size == size => {}
-            _ => return Err(wrong()),
+        let mut bits = 0u64;
+        for (i, field) in path.iter().enumerate() {
+            let (at, ty) = self
+                .member(id, field, 0)
+                .ok_or_else(|| BtfError::NoField(strukt.to_owned(), dotted.clone()))?;
+            bits += at;
+            id = self.resolve(ty).ok_or_else(wrong)?;
+            if i + 1 < path.len() {
+                let (_, info, _) = self.head(id).ok_or_else(wrong)?;
+                let k = (info >> 24) & 0x1f;
+                if k != kind::STRUCT && k != kind::UNION {
+                    return Err(wrong());
+                }
+            }
         }
-        if bits % 8 != 0 {
+        let fits = match (self.head(id), leaf) {
+            (Some((_, info, size)), Leaf::Int(want)) => {
+                (info >> 24) & 0x1f == kind::INT && size == want
+            }
+            (Some((_, info, _)), Leaf::Ptr) => (info >> 24) & 0x1f == kind::PTR,
+            (None, _) => false,
+        };
+        if !fits || bits % 8 != 0 {
             return Err(wrong());
         }
         u32::try_from(bits / 8).map_err(|_| wrong())
     }
+}
+
+/// What the last member of a [`Btf::path_offset`] path must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    /// An integer of this many bytes.
+    Int(u32),
+    /// A pointer (8 bytes on our targets).
+    Ptr,
+}
+
+/// The way from a socket, and from a received packet, to its network namespace's
+/// inode number, from a BTF blob (see [`NetnsOffsets`]).
+pub fn netns_offsets(blob: &[u8]) -> Result<NetnsOffsets, BtfError> {
+    let btf = Btf::parse(blob)?;
+    Ok(NetnsOffsets {
+        sock_net: btf.path_offset("sock", &["__sk_common", "skc_net", "net"], Leaf::Ptr)?,
+        net_inum: btf.path_offset("net", &["ns", "inum"], Leaf::Int(4))?,
+        skb_dev: btf.path_offset("sk_buff", &["dev"], Leaf::Ptr)?,
+        dev_net: btf.path_offset("net_device", &["nd_net", "net"], Leaf::Ptr)?,
+    })
 }
 
 /// The `struct tcp_sock` fields the close record reads, from a BTF blob.
@@ -422,6 +465,63 @@ mod tests {
             b[i] ^= 0xff;
             let _ = tcp_sock_offsets(&b);
         }
+    }
+
+    #[test]
+    fn nested_paths_end_in_an_integer_or_a_pointer() {
+        let mut b = Builder::new();
+        b.int("unsigned int", 4); // 1
+        b.record("", kind::PTR, 0, false, 4, &[]); // 2: a pointer to id 4
+        b.strukt(
+            "ns_common",
+            kind::STRUCT,
+            16,
+            &[("count", 1, 0), ("inum", 1, 64)],
+        ); // 3
+        b.strukt("net", kind::STRUCT, 64, &[("pad", 1, 0), ("ns", 3, 32 * 8)]); // 4
+        b.strukt("", kind::STRUCT, 8, &[("net", 2, 0)]); // 5: possible_net_t
+        b.record("possible_net_t", kind::TYPEDEF, 0, false, 5, &[]); // 6
+        b.strukt("sock_common", kind::STRUCT, 64, &[("skc_net", 6, 48 * 8)]); // 7
+        b.strukt("sock", kind::STRUCT, 128, &[("__sk_common", 7, 0)]); // 8
+        let blob = b.blob();
+        let btf = Btf::parse(&blob).unwrap();
+        let path = ["__sk_common", "skc_net", "net"];
+        assert_eq!(btf.path_offset("sock", &path, Leaf::Ptr), Ok(48));
+        assert_eq!(
+            btf.path_offset("net", &["ns", "inum"], Leaf::Int(4)),
+            Ok(40)
+        );
+        // A pointer is not an integer, an integer not a pointer, and a pointer is
+        // not followed as if the struct were embedded.
+        let wrong = |s: &str, p: &str| Err(BtfError::WrongField(s.into(), p.into()));
+        assert_eq!(
+            btf.path_offset("sock", &path, Leaf::Int(8)),
+            wrong("sock", "__sk_common.skc_net.net")
+        );
+        assert_eq!(
+            btf.path_offset("net", &["ns", "inum"], Leaf::Ptr),
+            wrong("net", "ns.inum")
+        );
+        assert_eq!(
+            btf.path_offset("sock_common", &["skc_net", "net", "ns"], Leaf::Int(4)),
+            wrong("sock_common", "skc_net.net.ns")
+        );
+        assert_eq!(
+            btf.path_offset("net", &["ns", "level"], Leaf::Int(4)),
+            Err(BtfError::NoField("net".into(), "ns.level".into()))
+        );
+    }
+
+    #[test]
+    fn the_running_kernel_leads_from_sockets_and_packets_to_their_namespace() {
+        let blob = std::fs::read(VMLINUX_BTF).expect("the kernel publishes its BTF");
+        let o = netns_offsets(&blob).unwrap();
+        // skc_net sits in the first cache line of struct sock, dev early in sk_buff.
+        assert!(o.sock_net > 0 && o.sock_net < 64, "{o:?}");
+        assert!(o.skb_dev > 0 && o.skb_dev < 64, "{o:?}");
+        assert!(o.net_inum > 0 && o.dev_net > 0, "{o:?}");
+        assert_eq!(o.sock_net % 8, 0);
+        assert_eq!(o.dev_net % 8, 0);
     }
 
     /// The kernels we support publish BTF (a world-readable file).

@@ -18,7 +18,7 @@ fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
 pub fn key_of(ev: &ConnEvent) -> Option<ConnKey> {
     let local = SocketAddr::new(ip(ev.family, &ev.laddr)?, ev.lport);
     let remote = SocketAddr::new(ip(ev.family, &ev.raddr)?, ev.rport);
-    Some(ConnKey::new(local, remote))
+    Some(ConnKey::in_netns(ev.netns, local, remote))
 }
 
 /// One ring-buffer record as an event; `None` for a record we cannot interpret

@@ -3,17 +3,29 @@
 use std::os::fd::AsRawFd as _;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use std::collections::BTreeMap;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::{
-    ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_LISTENER_PIDS, TcpSockOffsets, counter,
+    ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
+    MAX_WATCHED_INSTANCES, NetnsOffsets, TcpSockOffsets, WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
-use super::btf::{VMLINUX_BTF, tcp_sock_offsets};
+use super::btf::{VMLINUX_BTF, netns_offsets, tcp_sock_offsets};
 use super::decode::decode;
-use crate::model::{Event, KernelCounters};
+use crate::model::{Event, InstanceKey, KernelCounters};
+
+/// Which connections the programs report: on these ports, in every network
+/// namespace (`netns` empty) or only in the namespaces listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchSpec {
+    pub ports: Vec<u16>,
+    /// Namespace inodes; empty: all of them.
+    pub netns: Vec<u32>,
+}
 
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connwatch"));
@@ -45,6 +57,24 @@ fn tcp_offsets() -> TcpSockOffsets {
     }
 }
 
+/// How the programs find a socket's network namespace. Without it every record
+/// carries netns 0: connections of all namespaces on a port are one instance,
+/// which is said once; watching only some namespaces is then impossible.
+fn netns_layout() -> Option<NetnsOffsets> {
+    let found = std::fs::read(VMLINUX_BTF)
+        .map_err(|e| e.to_string())
+        .and_then(|blob| netns_offsets(&blob).map_err(|e| e.to_string()));
+    match found {
+        Ok(offsets) => Some(offsets),
+        Err(e) => {
+            log::warn!(
+                "cannot locate a socket's network namespace ({VMLINUX_BTF}: {e}); connections of every namespace on a watched port are counted as one instance"
+            );
+            None
+        }
+    }
+}
+
 /// The loaded and attached probes. Dropping it detaches everything: the links are
 /// owned by this process, so nothing stays attached if the agent dies.
 pub struct Probe {
@@ -53,17 +83,20 @@ pub struct Probe {
     /// The programs' diagnostics (aya-log), read only with `--debug-probes`.
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pids: HashMap<MapData, u32, u8>,
-    accept_errors: PerCpuArray<MapData, u64>,
+    accept_errors: PerCpuHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
-    listener_pids: Vec<u32>,
+    /// pid → instance slot, as the kernel's map holds them.
+    listener_pids: BTreeMap<u32, u8>,
+    /// The programs read each socket's network namespace.
+    netns_aware: bool,
 }
 
 impl Probe {
     /// Loads the programs, fills the watched ports, and attaches the tracepoints.
     /// tracefs must be mounted (see [`super::ensure_tracefs`]). With `debug_probes`
     /// the programs send diagnostics, which [`Probe::flush_kernel_log`] logs.
-    pub fn load(ports: &[u16], debug_probes: bool) -> anyhow::Result<Probe> {
+    pub fn load(spec: &WatchSpec, debug_probes: bool) -> anyhow::Result<Probe> {
         if PROGRAMS.is_empty() {
             bail!(
                 "this connwatch was built without its BPF programs (AYA_BUILD_SKIP); rebuild it with `cargo xtask build`"
@@ -71,6 +104,16 @@ impl Probe {
         }
         raise_memlock_limit();
         let offsets = tcp_offsets();
+        let netns_layout = netns_layout();
+        if netns_layout.is_none() && !spec.netns.is_empty() {
+            bail!(
+                "this kernel's BTF does not say where a socket's network namespace is: connwatch cannot watch one namespace only (drop --netns/--pid to watch every namespace as one)"
+            );
+        }
+        if spec.netns.len() * spec.ports.len() > MAX_WATCHED_INSTANCES as usize {
+            bail!("too many namespaces and ports to watch: at most {MAX_WATCHED_INSTANCES} pairs");
+        }
+        let netns_offsets = netns_layout.unwrap_or_default();
         // Read-only globals: with diagnostics off the verifier drops their code.
         let debug_flag = u8::from(debug_probes);
         let log_level = if debug_probes {
@@ -80,16 +123,35 @@ impl Probe {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("TCP_SOCK_OFFSETS", &offsets, true)
+            .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
 
         let mut watched: HashMap<MapData, u16, u8> = take(&mut ebpf, "WATCHED_PORTS")?;
-        for port in ports {
+        let mode = if spec.netns.is_empty() {
+            watch_mode::ANY_NETNS
+        } else {
+            watch_mode::LISTED_NETNS
+        };
+        for port in &spec.ports {
             watched
-                .insert(port, 1, 0)
+                .insert(port, mode, 0)
                 .with_context(|| format!("adding port {port} to the watched ports"))?;
+        }
+        let mut instances: HashMap<MapData, WatchKey, u8> = take(&mut ebpf, "WATCHED_INSTANCES")?;
+        for &netns in &spec.netns {
+            for &port in &spec.ports {
+                let key = WatchKey {
+                    netns,
+                    port,
+                    _pad: 0,
+                };
+                instances.insert(key, 1, 0).with_context(|| {
+                    format!("adding port {port} of network namespace {netns} to the watched ones")
+                })?;
+            }
         }
 
         for (program, category, name) in ATTACHMENTS {
@@ -105,6 +167,7 @@ impl Probe {
         }
         // The ports map stays referenced by the programs; our handle is not needed.
         drop(watched);
+        drop(instances);
         // Without --debug-probes the log ring stays in `ebpf`, unread: the programs
         // never write to it then.
         let kernel_log = if debug_probes {
@@ -124,57 +187,103 @@ impl Probe {
             counters: take(&mut ebpf, "COUNTERS")?,
             events: Some(take(&mut ebpf, "EVENTS")?),
             _ebpf: ebpf,
-            listener_pids: Vec::new(),
+            listener_pids: BTreeMap::new(),
+            netns_aware: netns_layout.is_some(),
         })
     }
 
-    /// Sets the processes whose failed accepts are counted (the listeners' owners).
-    pub fn set_listener_pids(&mut self, pids: &[u32]) -> anyhow::Result<()> {
-        let mut wanted: Vec<u32> = pids.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted.truncate(MAX_LISTENER_PIDS as usize);
+    /// Whether records carry their socket's network namespace (else netns 0).
+    pub fn netns_aware(&self) -> bool {
+        self.netns_aware
+    }
+
+    /// Sets the processes whose failed accepts are counted (the listeners' owners),
+    /// each with the slot of its instance (1 ..= MAX_INSTANCE_SLOTS - 1; a pid
+    /// whose instance has no slot counts in slot 0, read by nobody).
+    pub fn set_listener_pids(&mut self, pids: &BTreeMap<u32, u8>) -> anyhow::Result<()> {
+        let wanted: BTreeMap<u32, u8> = pids
+            .iter()
+            .take(MAX_LISTENER_PIDS as usize)
+            .map(|(&pid, &slot)| {
+                (
+                    pid,
+                    if u32::from(slot) < MAX_INSTANCE_SLOTS {
+                        slot
+                    } else {
+                        0
+                    },
+                )
+            })
+            .collect();
         if wanted == self.listener_pids {
             return Ok(());
         }
-        for pid in self.listener_pids.iter().filter(|p| !wanted.contains(p)) {
+        for pid in self
+            .listener_pids
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+        {
             // A pid that is already gone from the map is not an error.
             let _ = self.pids.remove(pid);
         }
-        for pid in &wanted {
+        for (pid, slot) in &wanted {
             self.pids
-                .insert(pid, 1, 0)
+                .insert(pid, slot, 0)
                 .with_context(|| format!("adding pid {pid} to the listener pids"))?;
         }
         self.listener_pids = wanted;
         Ok(())
     }
 
-    pub fn listener_pids(&self) -> &[u32] {
-        &self.listener_pids
+    pub fn listener_pids(&self) -> Vec<u32> {
+        self.listener_pids.keys().copied().collect()
     }
 
-    /// The kernel's counters, summed over CPUs (totals since the probes attached).
-    pub fn counters(&self) -> anyhow::Result<KernelCounters> {
+    /// The kernel's counters, summed over CPUs (totals since the probes attached),
+    /// for each instance of `slots`: its failed accepts, and the counters shared
+    /// by all. An instance without a slot (`None`) gets the shared ones only.
+    pub fn counters(
+        &self,
+        slots: &[(Option<InstanceKey>, Option<u8>)],
+    ) -> anyhow::Result<Vec<KernelCounters>> {
         let sum = |array: &PerCpuArray<MapData, u64>, index: u32| -> anyhow::Result<u64> {
             let values = array
                 .get(&index, 0)
                 .with_context(|| format!("reading kernel counter {index}"))?;
             Ok(values.iter().sum())
         };
-        let mut accept_errors = Vec::new();
-        for errno in 0..MAX_ERRNO {
-            let n = sum(&self.accept_errors, errno)?;
-            if n > 0 {
-                accept_errors.push((errno as i32, n));
-            }
-        }
-        Ok(KernelCounters {
+        let shared = KernelCounters {
             lost_events: sum(&self.counters, counter::LOST_EVENTS)?,
             bytes_unreadable: sum(&self.counters, counter::BYTES_UNREADABLE)?,
             synack_retransmits: sum(&self.counters, counter::SYNACK_RETRANSMITS)?,
-            accept_errors,
-        })
+            accept_errors: Vec::new(),
+            instance: None,
+        };
+        // slot → errno → count; only the keys that exist (usually none).
+        let mut errors: BTreeMap<u32, BTreeMap<i32, u64>> = BTreeMap::new();
+        for item in self.accept_errors.iter() {
+            let (key, values) = item.context("reading the failed-accept counters")?;
+            let n: u64 = values.iter().sum();
+            if n > 0 {
+                let errno = i32::try_from(key % MAX_ERRNO).unwrap_or(0);
+                *errors
+                    .entry(key / MAX_ERRNO)
+                    .or_default()
+                    .entry(errno)
+                    .or_default() += n;
+            }
+        }
+        Ok(slots
+            .iter()
+            .map(|&(instance, slot)| KernelCounters {
+                accept_errors: slot
+                    .and_then(|s| errors.get(&u32::from(s)))
+                    .map(|by_errno| by_errno.iter().map(|(&e, &n)| (e, n)).collect())
+                    .unwrap_or_default(),
+                instance,
+                ..shared.clone()
+            })
+            .collect())
     }
 
     /// Logs the diagnostics the programs sent since the last call (`--debug-probes`).

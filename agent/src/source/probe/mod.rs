@@ -10,6 +10,8 @@ mod privileges;
 mod tracefs;
 
 pub use decode::decode;
-pub use loader::{EventReader, Probe};
-pub use privileges::{MissingPrivileges, check_privileges, drop_capabilities, kept_names};
+pub use loader::{EventReader, Probe, WatchSpec};
+pub use privileges::{
+    MissingPrivileges, NETNS_CAPS, check_privileges, drop_capabilities, kept_names,
+};
 pub use tracefs::{TRACEFS, ensure_tracefs};

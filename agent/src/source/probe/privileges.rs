@@ -14,6 +14,11 @@ const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_PTRACE: u32 = 19;
 /// The capabilities a running agent keeps.
 pub const KEPT_CAPS: u64 = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_PTRACE);
+/// Kept besides when the agent watches network namespaces other than its own
+/// (containers, pods): `setns(2)` into a network namespace takes CAP_SYS_ADMIN, and
+/// the agent enters one to make each socket that must live there (sock_diag, the
+/// INFO connection), also after a container restarts or a new one appears.
+pub const NETNS_CAPS: u64 = 1 << CAP_SYS_ADMIN;
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
@@ -33,14 +38,15 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Gives up every capability but [`KEPT_CAPS`] once the programs are loaded and
-/// attached: the maps are used through file descriptors the agent already holds,
-/// and sock_diag needs no privilege, so what stays is only what reading Redis's
-/// /proc entries takes. Also sets no_new_privs, so nothing can regain them.
+/// Gives up every capability but [`KEPT_CAPS`] (and `extra`) once the programs are
+/// loaded and attached: the maps are used through file descriptors the agent
+/// already holds, and sock_diag needs no privilege, so what stays is only what
+/// reading Redis's /proc entries takes (and, with [`NETNS_CAPS`], entering other
+/// network namespaces). Also sets no_new_privs, so nothing can regain them.
 ///
 /// Capabilities are per thread: call it before any other thread starts (threads
 /// started later inherit the reduced set). Returns the permitted set kept.
-pub fn drop_capabilities() -> io::Result<u64> {
+pub fn drop_capabilities(extra: u64) -> io::Result<u64> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -52,7 +58,7 @@ pub fn drop_capabilities() -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
-    let kept = permitted & KEPT_CAPS;
+    let kept = permitted & (KEPT_CAPS | extra);
     let set = [kept as u32, (kept >> 32) as u32];
     for (d, bits) in data.iter_mut().zip(set) {
         *d = CapData {
@@ -84,6 +90,7 @@ pub fn kept_names(mask: u64) -> Vec<&'static str> {
     [
         (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
         (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
     ]
     .into_iter()
     .filter(|(cap, _)| mask & (1 << cap) != 0)
@@ -143,6 +150,10 @@ mod tests {
         assert_eq!(
             kept_names(KEPT_CAPS | (1 << CAP_BPF)),
             ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"]
+        );
+        assert_eq!(
+            kept_names(KEPT_CAPS | NETNS_CAPS),
+            ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN"]
         );
         assert!(kept_names(0).is_empty());
     }

@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::model::normalize;
+use crate::source::netns::Netns;
 
 /// Most bytes one exchange may read (32 MiB): far above anything INFO or CONFIG GET
 /// return, far below what would hurt the host.
@@ -212,9 +213,28 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Opens the TCP connection within `timeout`, with TCP_NODELAY.
-pub async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnError> {
-    let connect = TcpStream::connect(addr);
+/// Opens the TCP connection within `timeout`, with TCP_NODELAY, from inside
+/// `netns` when given (its socket is made there, so `127.0.0.1` is the namespace's).
+pub async fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    netns: Option<&Netns>,
+) -> Result<TcpStream, ConnError> {
+    let connect = async {
+        match netns {
+            None => TcpStream::connect(addr).await,
+            Some(netns) => {
+                let domain = if addr.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
+                let fd = netns.socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
+                let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+                socket.connect(addr).await
+            }
+        }
+    };
     let stream = match tokio::time::timeout(timeout.max(Duration::from_millis(1)), connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(ConnError::Connect { addr, source }),

@@ -1,6 +1,9 @@
 //! [`RedisPoller`] owns the one connection to Redis; [`spawn_poller`] polls it every
 //! interval as a task on the agent's tokio runtime and sends each snapshot.
 
+use std::sync::Arc;
+
+use crate::source::netns::Netns;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -136,6 +139,9 @@ pub struct RedisPoller {
     resolved: Option<SocketAddr>,
     config_asked_at: Option<Nanos>,
     config_disabled: bool,
+    /// The network namespace the connection is made in (a container's); `None`:
+    /// the agent's own.
+    netns: Option<Arc<Netns>>,
 }
 
 impl RedisPoller {
@@ -164,7 +170,14 @@ impl RedisPoller {
             own_addr: None,
             config_asked_at: None,
             config_disabled: false,
+            netns: None,
         }
+    }
+
+    /// Connects from inside `netns`, where `127.0.0.1` is the container's own.
+    pub fn in_netns(mut self, netns: Arc<Netns>) -> Self {
+        self.netns = Some(netns);
+        self
     }
 
     /// Polls now (CLOCK_MONOTONIC).
@@ -277,7 +290,7 @@ impl RedisPoller {
             .await
             .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
         self.resolved = Some(addr);
-        let stream = conn::open(addr, self.opts.connect_timeout)
+        let stream = conn::open(addr, self.opts.connect_timeout, self.netns.as_deref())
             .await
             .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
         // Our own attempt shows in the kernel's view too, rejected or not.

@@ -250,6 +250,7 @@ fn percent_decode(s: &str) -> Result<String, RedisArgError> {
 
 /// A Redis password. Its `Debug` prints `Password(<redacted>)`; it has no `Display`;
 /// its bytes are overwritten when it is dropped (best effort).
+#[derive(Clone)]
 pub struct Password(Vec<u8>);
 
 impl Password {

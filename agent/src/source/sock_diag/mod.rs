@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::ops::BitOr;
 
 use crate::model::{Activity, ConnKey, Event, Nanos};
+use crate::source::netns::Netns;
 
 mod netlink;
 use netlink::*;
@@ -148,14 +149,14 @@ impl DiagSocket {
 /// kernel and not yet closed by the server.
 const OPEN: StateMask = StateMask::ESTABLISHED.union(StateMask::CLOSE_WAIT);
 
-/// TCP sockets of both address families whose local port is in `ports` and whose
-/// state is in `states`, in the kernel's order (IPv4 first).
-pub fn tcp_sockets(ports: &[u16], states: StateMask) -> io::Result<Vec<DiagSocket>> {
+/// TCP sockets of namespace `netns`, of both address families, whose local port is
+/// in `ports` and whose state is in `states`, in the kernel's order (IPv4 first).
+pub fn tcp_sockets(netns: &Netns, ports: &[u16], states: StateMask) -> io::Result<Vec<DiagSocket>> {
     let ports = sorted(ports);
     if ports.is_empty() || states == StateMask::NONE {
         return Ok(Vec::new());
     }
-    let mut sock = NetlinkSocket::open()?;
+    let mut sock = NetlinkSocket::open(netns)?;
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         sock.dump(family, &ports, states, &mut out)?;
@@ -171,14 +172,20 @@ fn sorted(ports: &[u16]) -> Vec<u16> {
     p
 }
 
-/// One [`Event::Seeded`] per open server-side connection on `ports`, at time `now`,
-/// sorted by key.
+/// One [`Event::Seeded`] per open server-side connection on `ports` in `netns`, at
+/// time `now`, sorted by key (which carries `key_netns`: the namespace's inode, or 0
+/// where the kernel programs cannot tell namespaces apart).
 ///
 /// Server-side means a listener holds the connection's local address and port: a
 /// client socket that happens to use a watched port as its *source* port is not a
 /// connection to Redis.
-pub fn seed_events(ports: &[u16], now: Nanos) -> io::Result<Vec<Event>> {
-    let seeded = open_connections(ports, now)?
+pub fn seed_events(
+    netns: &Netns,
+    key_netns: u32,
+    ports: &[u16],
+    now: Nanos,
+) -> io::Result<Vec<Event>> {
+    let seeded = open_connections(netns, key_netns, ports, now)?
         .into_iter()
         .map(|(key, activity)| Event::Seeded {
             ts: now,
@@ -188,18 +195,24 @@ pub fn seed_events(ports: &[u16], now: Nanos) -> io::Result<Vec<Event>> {
     Ok(seeded.collect())
 }
 
-/// Every open server-side connection on `ports` with its traffic figures as of
-/// `now`, sorted by key: the interval's scan (see `Tracker::activity_from_scan`).
+/// Every open server-side connection on `ports` in `netns` with its traffic figures
+/// as of `now`, sorted by key (stamped with `key_netns`): the interval's scan (see
+/// `Tracker::activity_from_scan`).
 ///
 /// Each family's dump of open sockets walks every established socket of the host
 /// (the port filter runs per socket), so a family is dumped only when one of its
 /// sockets listens on a watched port — found first from the listening table, which
 /// is cheap. An IPv4-only Redis costs one walk, not two.
-pub fn open_connections(ports: &[u16], now: Nanos) -> io::Result<Vec<(ConnKey, Activity)>> {
+pub fn open_connections(
+    netns: &Netns,
+    key_netns: u32,
+    ports: &[u16],
+    now: Nanos,
+) -> io::Result<Vec<(ConnKey, Activity)>> {
     let ports = sorted(ports);
     let mut sockets = Vec::new();
     if !ports.is_empty() {
-        let mut sock = NetlinkSocket::open()?;
+        let mut sock = NetlinkSocket::open(netns)?;
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             let before = sockets.len();
             sock.dump(family, &ports, StateMask::LISTEN, &mut sockets)?;
@@ -209,7 +222,7 @@ pub fn open_connections(ports: &[u16], now: Nanos) -> io::Result<Vec<(ConnKey, A
         }
     }
     let mut conns: Vec<(ConnKey, Activity)> = server_side(&sockets)
-        .map(|s| (s.key(), s.activity(now)))
+        .map(|s| (s.key().with_netns(key_netns), s.activity(now)))
         .collect();
     conns.sort_by_key(|(key, _)| *key);
     Ok(conns)
@@ -1052,7 +1065,7 @@ mod tests {
                 // The fixtures close nothing, so they have no TIME_WAIT socket; one in
                 // the dump is a leftover of another test's client whose ephemeral
                 // port happens to equal a fixture's port (load tests leave thousands).
-                let got: Vec<DiagSocket> = tcp_sockets(ports, states)
+                let got: Vec<DiagSocket> = tcp_sockets(&own(), ports, states)
                     .unwrap()
                     .into_iter()
                     .filter(|s| s.state != state::TIME_WAIT)
@@ -1208,7 +1221,7 @@ mod tests {
                 a.local_addr().unwrap().port(),
                 b.local_addr().unwrap().port(),
             ];
-            let mut got: Vec<(SocketAddr, u32)> = tcp_sockets(&ports, StateMask::LISTEN)
+            let mut got: Vec<(SocketAddr, u32)> = tcp_sockets(&own(), &ports, StateMask::LISTEN)
                 .unwrap()
                 .into_iter()
                 .map(|s| (s.local, s.wqueue))
@@ -1221,7 +1234,7 @@ mod tests {
             let mut many: Vec<u16> = (1..=MAX_FILTER_PORTS as u16 + 1).collect();
             many.extend(ports);
             assert!(port_filter(&many).is_none());
-            let all = tcp_sockets(&many, StateMask::LISTEN).unwrap();
+            let all = tcp_sockets(&own(), &many, StateMask::LISTEN).unwrap();
             assert!(
                 all.iter().all(|s| many.contains(&s.local.port())),
                 "{all:?}"
@@ -1233,8 +1246,11 @@ mod tests {
                 .collect();
             got_many.sort();
             assert_eq!(got_many, want);
-            assert_eq!(tcp_sockets(&[], StateMask::ALL).unwrap(), vec![]);
-            assert_eq!(tcp_sockets(&ports, StateMask::NONE).unwrap(), vec![]);
+            assert_eq!(tcp_sockets(&own(), &[], StateMask::ALL).unwrap(), vec![]);
+            assert_eq!(
+                tcp_sockets(&own(), &ports, StateMask::NONE).unwrap(),
+                vec![]
+            );
         }
 
         #[test]
@@ -1297,7 +1313,7 @@ mod tests {
                 )]
             );
 
-            let seeded = seed_events(&[port], 1_000_000_000_000).unwrap();
+            let seeded = seed_events(&own(), 0, &[port], 1_000_000_000_000).unwrap();
             let keys: Vec<ConnKey> = seeded
                 .iter()
                 .map(|e| match e {
@@ -1335,14 +1351,14 @@ mod tests {
                         })
                     })
             });
-            let est = tcp_sockets(&[f.port], StateMask::ESTABLISHED).unwrap();
+            let est = tcp_sockets(&own(), &[f.port], StateMask::ESTABLISHED).unwrap();
             assert!(
                 est.iter().any(|s| s.key() == impostor_key),
                 "the dump itself has it"
             );
 
             let now = crate::model::monotonic_now();
-            let events = seed_events(&[f.port], now).unwrap();
+            let events = seed_events(&own(), 0, &[f.port], now).unwrap();
             let mut want: Vec<(ConnKey, u64, u64)> =
                 // What the server application read and wrote: 3 of 5 bytes read;
                 // the accept-queued one received 7 that nobody read.
@@ -1378,7 +1394,7 @@ mod tests {
                     && got.iter().any(|s| s.bytes_acked == Some(11))
             });
             let now = crate::model::monotonic_now();
-            let scan = open_connections(&[f.port], now).unwrap();
+            let scan = open_connections(&own(), 0, &[f.port], now).unwrap();
             let got: Vec<(ConnKey, u64, u64)> = scan
                 .iter()
                 .map(|(k, a)| (*k, a.bytes_in, a.bytes_out))
@@ -1390,7 +1406,11 @@ mod tests {
                 scan.iter()
                     .all(|(_, a)| a.last_active.is_some_and(|t| t <= now))
             );
-            assert_eq!(open_connections(&[], now).unwrap(), vec![]);
+            assert_eq!(open_connections(&own(), 0, &[], now).unwrap(), vec![]);
         }
+    }
+
+    fn own() -> Netns {
+        Netns::own().unwrap()
     }
 }

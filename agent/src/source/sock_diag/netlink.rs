@@ -5,10 +5,11 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::{DiagSocket, StateMask};
 use crate::model::normalize;
+use crate::source::netns::Netns;
 
 // ---------------------------------------------------------------------------------
 // Kernel ABI: include/uapi/linux/{netlink,sock_diag,inet_diag,tcp}.h. All integers
@@ -67,23 +68,11 @@ pub(super) struct NetlinkSocket {
 }
 
 impl NetlinkSocket {
-    pub(super) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call with constant arguments; it reads no memory of ours.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::NETLINK_SOCK_DIAG,
-            )
-        };
-        if fd < 0 {
-            return Err(context(
-                io::Error::last_os_error(),
-                "opening a NETLINK_SOCK_DIAG socket",
-            ));
-        }
-        // SAFETY: `fd` was just returned by socket(2), is valid and owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    /// A sock_diag socket of namespace `netns`: its dumps list that namespace's sockets.
+    pub(super) fn open(netns: &Netns) -> io::Result<Self> {
+        let fd = netns
+            .socket(libc::AF_NETLINK, libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG)
+            .map_err(|e| context(e, "opening a NETLINK_SOCK_DIAG socket"))?;
         // A dump the kernel never ends would hang the poller forever; give up instead.
         let timeout = libc::timeval {
             tv_sec: 5,
