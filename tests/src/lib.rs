@@ -56,11 +56,17 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// A scratch redis-server on a free port of 127.0.0.1 and ::1, killed on drop.
+/// A scratch redis-server on a free port of 127.0.0.1 and ::1, killed on drop;
+/// or one inside a network namespace (a "container") the test made.
 pub struct Redis {
     pub port: u16,
     child: Child,
     _dir: TempDir,
+    /// The server's pid (as the host numbers it); the child's, unless it runs
+    /// under `unshare --fork`.
+    server_pid: u32,
+    /// The network namespace it listens in; `None`: the host's.
+    pub netns: Option<PathBuf>,
 }
 
 impl Redis {
@@ -76,27 +82,106 @@ impl Redis {
     /// restart with a new pid and a new listener).
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1 ::1"])
-            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .arg("--dir")
-            .arg(&dir.0)
-            .args(extra)
+        let mut cmd = Command::new("redis-server");
+        cmd.args(redis_args(port, &dir, extra));
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (cargo xtask setup)");
-        let redis = Redis {
+        let server_pid = child.id();
+        Redis::ready(Redis {
             port,
             child,
             _dir: dir,
+            server_pid,
+            netns: None,
+        })
+    }
+
+    /// A redis-server on `port` inside the network namespace `netns` (made by the
+    /// test), as a container's: only clients inside reach it.
+    pub fn start_in(netns: &NetNs, port: u16, extra: &[&str]) -> Redis {
+        let dir = TempDir::new("redis");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "redis-server"])
+            .args(redis_args(port, &dir, extra))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip netns exec redis-server");
+        let server_pid = child.id();
+        Redis::ready(Redis {
+            port,
+            child,
+            _dir: dir,
+            server_pid,
+            netns: Some(netns.path()),
+        })
+    }
+
+    /// A redis-server on `port` in new network, PID and mount namespaces, as a
+    /// container runtime makes them (`unshare --fork --pid --net --mount-proc`): it
+    /// is pid 1 inside. `setup` is shell run inside first (e.g. `ulimit -n 4000`).
+    pub fn start_contained(port: u16, setup: &str, extra: &[&str]) -> Redis {
+        let dir = TempDir::new("redis");
+        let args: Vec<String> = redis_args(port, &dir, extra)
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let script = format!(
+            "ip link set lo up && {setup} exec redis-server {}",
+            args.join(" ")
+        );
+        let child = Command::new("unshare")
+            .args(["--fork", "--kill-child", "--pid", "--net", "--mount-proc"])
+            .args(["sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux)");
+        // The server is unshare's child: wait until it has exec'd redis-server.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server_pid = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                    .unwrap_or_default();
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "redis-server")
+            {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the contained redis-server did not start"
+            );
+            thread::sleep(Duration::from_millis(20));
         };
+        Redis::ready(Redis {
+            port,
+            child,
+            _dir: dir,
+            server_pid,
+            netns: Some(PathBuf::from(format!("/proc/{server_pid}/ns/net"))),
+        })
+    }
+
+    /// Waits until the server answers PING.
+    fn ready(redis: Redis) -> Redis {
+        let port = redis.port;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Ready when it answers; with requirepass the answer is -NOAUTH.
-            if let Ok(mut c) =
-                Client::try_connect(None, SocketAddr::new([127, 0, 0, 1].into(), port))
+            let addr = SocketAddr::new([127, 0, 0, 1].into(), port);
+            let conn = match &redis.netns {
+                None => Client::try_connect(None, addr),
+                Some(netns) => Client::try_connect_in(netns, addr),
+            };
+            if let Ok(mut c) = conn
                 && c.command(&["PING"])
                     .is_ok_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
             {
@@ -111,8 +196,9 @@ impl Redis {
         redis
     }
 
+    /// The server's pid, as the host numbers it.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server_pid
     }
 
     /// Leaves the server no file descriptor to accept with, and returns the limit set.
@@ -151,9 +237,109 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        if self.server_pid != self.child.id() {
+            // SAFETY: kill(2) with a pid; at worst it names a process already gone.
+            unsafe { libc::kill(self.server_pid as i32, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn redis_args(port: u16, dir: &TempDir, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1 ::1",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        "--dir",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.push(dir.0.display().to_string());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// A network namespace made for a test (`ip netns add`, loopback up), deleted on
+/// drop: what a container's network looks like to the host.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("cwtest-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("ip")
+                .args(["-n", &name, "link", "set", "lo", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name} (iproute2) failed");
+        NetNs { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The inode of the network namespace file at `path`: what connwatch reports as
+/// `instance.netns`.
+pub fn netns_inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+/// Runs `f` on a thread that entered the network namespace at `path`: a socket it
+/// makes belongs there for life, whichever thread uses it later.
+pub fn in_netns<T: Send>(path: &std::path::Path, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns with a namespace fd we hold open; it changes only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .expect("the namespace thread panicked")
+    })
 }
 
 /// A directory removed on drop.
@@ -192,6 +378,25 @@ impl Client {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.set_nodelay(true)?;
         Ok(Client { stream })
+    }
+
+    /// A connection made from inside the network namespace at `netns`.
+    fn try_connect_in(netns: &std::path::Path, server: SocketAddr) -> std::io::Result<Client> {
+        in_netns(netns, || Client::try_connect(None, server))
+    }
+
+    /// Connects from inside the network namespace at `netns` (a "container") and
+    /// checks the server answers PING.
+    pub fn connect_in(netns: &std::path::Path, server: SocketAddr) -> Client {
+        let mut c = Client::try_connect_in(netns, server)
+            .unwrap_or_else(|e| panic!("connect in {} to {server}: {e}", netns.display()));
+        c.ping();
+        c
+    }
+
+    /// Many connections from inside the namespace at `netns`, each answered.
+    pub fn many_in(netns: &std::path::Path, server: SocketAddr, n: usize) -> Vec<Client> {
+        (0..n).map(|_| Client::connect_in(netns, server)).collect()
     }
 
     /// Connects from `source` (e.g. "127.0.0.5") and checks the server answers PING,
@@ -378,6 +583,51 @@ impl Agent {
     /// The latest report.
     pub fn latest(&self) -> Option<Value> {
         self.reports.lock().expect("reports lock").last().cloned()
+    }
+
+    /// The latest report of the instance in network namespace `netns` (inode).
+    pub fn latest_of(&self, netns: u64) -> Option<Value> {
+        self.reports
+            .lock()
+            .expect("reports lock")
+            .iter()
+            .rev()
+            .find(|r| r["instance"]["netns"] == netns)
+            .cloned()
+    }
+
+    /// Waits until the latest report of the instance in `netns` satisfies `pred`.
+    pub fn wait_for_instance(
+        &mut self,
+        what: &str,
+        netns: u64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.latest_of(netns)
+                && pred(&r)
+            {
+                return r;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "connwatch exited ({status}) while waiting for {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last report of netns {netns}:\n{}\nstderr:\n{}",
+                    self.latest_of(netns)
+                        .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
+                        .unwrap_or_default(),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until a report satisfies `pred`, and returns it. Panics with the last
