@@ -229,3 +229,157 @@ fn a_namespace_that_cannot_be_opened_is_a_usage_error() {
         assert!(out.stdout.is_empty());
     }
 }
+
+fn connwatch(args: &[&str]) -> std::process::Output {
+    Command::new(connwatch_bin())
+        .args(args)
+        .env_remove("REDISCLI_AUTH")
+        .output()
+        .expect("run connwatch")
+}
+
+/// `GET /metrics` of a running agent.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .expect("connect to the metrics listener");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send GET");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read the answer");
+    body
+}
+
+#[test]
+fn every_output_names_the_instance_and_a_replay_keeps_them_apart() {
+    let _serial = serial();
+    let port = free_port();
+    let host = Redis::start_on(port, &[]);
+    let ns = NetNs::new("out");
+    let boxed = Redis::start_in(&ns, port, &["--maxclients", "10"]);
+    let inode = netns_inode(&ns.path());
+    let _h = Client::many("127.0.0.62", host.addr(), 2);
+    // The container is full: 9 of 10 with the agent's own connection.
+    let _b = Client::many_in(&ns.path(), boxed.addr(), 8);
+    let p = port.to_string();
+
+    // Text: one block per instance, the container's named.
+    let out = connwatch(&[
+        "watch",
+        "-p",
+        &p,
+        "--format",
+        "text",
+        "--duration",
+        "1500ms",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let label = format!("redis-server (netns {inode})");
+    assert!(text.contains(&label), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("connwatch  "))
+            .count()
+            >= 2,
+        "{text}"
+    );
+
+    // check: one line per instance, the worst decides the exit code.
+    let out = connwatch(&["check", "-p", &p, "--sample", "1500ms", "--format", "json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let of = |netns: u64| {
+        lines
+            .iter()
+            .find(|l| l["report"]["instance"]["netns"] == netns)
+            .unwrap_or_else(|| panic!("no check line of netns {netns}: {lines:?}"))
+    };
+    assert_eq!(of(host_netns())["status"], "ok");
+    assert_eq!(of(inode)["status"], "critical", "{}", of(inode));
+    assert_eq!(of(inode)["report"]["capacity"]["used"], 9);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Prometheus: the container's series carry redis_instance, the host's none.
+    let metrics_port = free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut agent = Agent::watch_with(&[port], &["--metrics", &listen], &[]);
+    agent.wait_for_instance("the container's INFO", inode, WAIT, |r| {
+        r["redis"]["status"] == "ok"
+    });
+    pause(600);
+    let body = scrape(listen.parse().expect("an address"));
+    let tag = format!("redis_instance=\"netns:{inode}\"");
+    let has = |line: &str| body.lines().any(|l| l == line);
+    assert!(
+        has(&format!("connwatch_capacity_used{{{tag}}} 9")),
+        "{body}"
+    );
+    assert!(
+        has(&format!("connwatch_open_connections{{{tag}}} 8")),
+        "{body}"
+    );
+    assert!(has("connwatch_open_connections 2"), "{body}");
+    assert_eq!(
+        body.matches("# HELP connwatch_open_connections ").count(),
+        1
+    );
+    drop(agent);
+
+    // A capture replays into the same instances with the same counts.
+    let dir = TempDir::new("containers-capture");
+    let file = dir.0.join("cap.ndjson.gz");
+    let file = file.to_str().expect("a UTF-8 path");
+    let out = connwatch(&[
+        "capture",
+        "-p",
+        &p,
+        "--duration",
+        "1500ms",
+        "-o",
+        file,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let out = connwatch(&["analyze", file, "--format", "json"]);
+    let replay: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "report")
+        .collect();
+    for netns in [host_netns(), inode] {
+        let last_live = live
+            .iter()
+            .rfind(|r| r["instance"]["netns"] == netns)
+            .unwrap_or_else(|| panic!("the capture's last report of {netns}"));
+        let last_replay = replay
+            .iter()
+            .rfind(|r| r["instance"]["netns"] == netns)
+            .unwrap_or_else(|| panic!("the replay's last report of {netns}"));
+        assert_eq!(last_live["totals"], last_replay["totals"], "netns {netns}");
+        assert_eq!(last_live["instance"], last_replay["instance"]);
+    }
+    assert_eq!(
+        totals(
+            live.iter()
+                .rfind(|r| r["instance"]["netns"] == inode)
+                .unwrap()
+        )
+        .0,
+        8
+    );
+}

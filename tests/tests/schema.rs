@@ -226,6 +226,7 @@ fn simulate(
             ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + i * 1_000),
             uptime: Duration::from_micros(i * 1_000_000 + 1_234),
             ports: vec![6379],
+            instance: instance_of(i),
             totals,
             redis: RedisReport::from_snapshot(&redis, Some(&base)),
             limits,
@@ -243,6 +244,39 @@ fn simulate(
 /// A leak (10.0.0.66, one more idle connection a second) beside a retry storm
 /// (10.0.0.77, 50 rejections a second retried after 2.5 ms), a client that
 /// predates the agent over IPv6, one that came and went, and one new this interval.
+/// The instance of synthetic report `i`: unknown, the host's own Redis, or one in
+/// a pod's container, in turn.
+fn instance_of(i: u64) -> Option<connwatch::model::Instance> {
+    use connwatch::model::{Instance, InstanceKey};
+    match i % 3 {
+        0 => None,
+        1 => Some(Instance {
+            pid: Some(1545),
+            ns_pid: Some(1545),
+            comm: Some("redis-server".into()),
+            ..Instance::bare(
+                InstanceKey {
+                    netns: 4_026_531_840,
+                },
+                true,
+            )
+        }),
+        _ => Some(Instance {
+            pid: Some(81_234),
+            ns_pid: Some(1),
+            comm: Some("redis-server".into()),
+            container_id: Some("3f1c9e2d5b7a".repeat(5) + "0a1b"),
+            pod_uid: Some("0b7c9b2e-5d1f-4a7e-9c3b-2e8f1a6d4c90".into()),
+            ..Instance::bare(
+                InstanceKey {
+                    netns: 4_026_532_500,
+                },
+                false,
+            )
+        }),
+    }
+}
+
 fn leak_and_storm() -> Vec<Report> {
     let interval = |i: u64| {
         let mut leak = row("10.0.0.66");

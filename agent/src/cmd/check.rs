@@ -21,7 +21,7 @@ pub mod exit {
     pub const UNKNOWN: u8 = 3;
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -57,12 +57,13 @@ struct CheckLine<'a> {
     report: &'a Report,
 }
 
+/// The last interval's reports, one per instance.
 #[derive(Default)]
-struct LastReport(Option<Report>);
+struct LastReports(Vec<Report>);
 
-impl Sink for LastReport {
-    fn report(&mut self, report: &Report) -> anyhow::Result<bool> {
-        self.0 = Some(report.clone());
+impl Sink for LastReports {
+    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
+        self.0 = reports.to_vec();
         Ok(true)
     }
 }
@@ -79,32 +80,47 @@ pub fn check(args: CheckArgs) -> ExitCode {
 
 fn run(args: &CheckArgs) -> anyhow::Result<u8> {
     live::redis_target(&args.live, &live::watched_ports(&args.live))?;
-    let mut sink = LastReport::default();
+    let mut sink = LastReports::default();
     live::run(&args.live, Some(args.sample), &mut sink)?;
-    let report = sink
-        .0
-        .ok_or_else(|| anyhow::anyhow!("the sample produced no report"))?;
-    let status = Status::of(&report);
+    if sink.0.is_empty() {
+        anyhow::bail!("the sample produced no report");
+    }
     let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
         Format::Text
     } else {
         Format::Json
     });
-    let text = match format {
-        Format::Json => {
-            let line = CheckLine {
-                line_type: "check",
-                status,
-                exit_code: status.exit_code(),
-                sample_s: args.sample.as_secs_f64(),
-                report: &report,
-            };
-            serde_json::to_string(&line)? + "\n"
+    // One line (or block) per instance; the exit code is the worst of them.
+    let mut worst = Status::Ok;
+    let mut text = String::new();
+    for report in &sink.0 {
+        let status = Status::of(report);
+        worst = worst.max(status);
+        match format {
+            Format::Json => {
+                let line = CheckLine {
+                    line_type: "check",
+                    status,
+                    exit_code: status.exit_code(),
+                    sample_s: args.sample.as_secs_f64(),
+                    report,
+                };
+                text.push_str(&(serde_json::to_string(&line)? + "\n"));
+            }
+            Format::Text => text.push_str(&render(report, status, args.sample)),
         }
-        Format::Text => render(&report, status, args.sample),
-    };
+    }
     std::io::stdout().write_all(text.as_bytes())?;
-    Ok(status.exit_code())
+    Ok(worst.exit_code())
+}
+
+/// `  in container 3f1c9e2d5b7a` and the like for a Redis outside the agent's own
+/// network namespace; nothing for the host's own.
+fn instance_suffix(r: &Report) -> String {
+    match &r.instance {
+        Some(i) if !i.host_netns => format!("  in {}", i.label()),
+        _ => String::new(),
+    }
 }
 
 /// The checks a person runs by hand in an incident, one line each.
@@ -113,9 +129,10 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
     let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
     let _ = writeln!(
         s,
-        "connwatch check  {}  port {}  ({} sample, redis {})",
+        "connwatch check  {}  port {}{}  ({} sample, redis {})",
         format_ts(r.ts),
         ports.join(","),
+        instance_suffix(r),
         human_duration(sample),
         serde_json::to_value(r.redis.status)
             .ok()

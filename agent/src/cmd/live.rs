@@ -71,8 +71,9 @@ pub trait Sink {
     fn event(&mut self, _ev: &Event) -> anyhow::Result<()> {
         Ok(())
     }
-    /// The report of an interval; `Ok(false)` ends the run.
-    fn report(&mut self, report: &Report) -> anyhow::Result<bool>;
+    /// The reports of an interval, one per instance (home first); `Ok(false)`
+    /// ends the run.
+    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool>;
     /// SIGHUP: reopen output files (logrotate).
     fn hangup(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -397,11 +398,8 @@ impl Live<'_> {
             }
             Err(e) => log::warn!("{e:#}"),
         }
-        let mut go_on = true;
-        for report in self.feed(&Event::Tick { ts: now })? {
-            go_on &= self.sink.report(&report)?;
-        }
-        Ok(go_on)
+        let reports = self.feed(&Event::Tick { ts: now })?;
+        self.sink.reports(&reports)
     }
 
     /// Points the kernel's failed-accept counter at the processes owning the

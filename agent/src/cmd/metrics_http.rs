@@ -124,6 +124,12 @@ impl MetricsServer {
     pub fn publish_report(&self, report: &Report, top: usize) {
         self.publish(prometheus::render(report, top));
     }
+
+    /// Renders the reports of every instance (see [`prometheus::render_all`]) and
+    /// serves them from now on.
+    pub fn publish_reports(&self, reports: &[Report], top: usize) {
+        self.publish(prometheus::render_all(reports, top));
+    }
 }
 
 async fn serve(

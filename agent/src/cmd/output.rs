@@ -48,7 +48,8 @@ pub struct Output {
     redraw: bool,
     top: usize,
     /// NDJSON: verdict changes go out as their own lines before each report.
-    transitions: Transitions,
+    /// Per instance (network namespace inode).
+    transitions: std::collections::BTreeMap<u32, Transitions>,
 }
 
 fn open_append(path: &Path) -> anyhow::Result<Box<dyn Write>> {
@@ -78,7 +79,7 @@ impl Output {
             format,
             redraw: tty && format == Format::Text,
             top,
-            transitions: Transitions::default(),
+            transitions: std::collections::BTreeMap::new(),
         })
     }
 
@@ -95,22 +96,35 @@ impl Output {
     }
 
     pub fn write(&mut self, report: &Report) -> Result<(), OutputError> {
+        self.write_all(std::slice::from_ref(report))
+    }
+
+    /// The reports of one interval, one per instance: a JSON line each (after its
+    /// verdict transitions), or one text block each, drawn together.
+    pub fn write_all(&mut self, reports: &[Report]) -> Result<(), OutputError> {
         match self.format {
             Format::Json => {
-                for line in self.transitions.update(report) {
-                    serde_json::to_writer(&mut self.sink, &line).map_err(io::Error::other)?;
-                    self.sink.write_all(b"\n")?;
+                for report in reports {
+                    let netns = report.instance.as_ref().map_or(0, |i| i.netns);
+                    let transitions = self.transitions.entry(netns).or_default();
+                    for line in transitions.update(report) {
+                        serde_json::to_writer(&mut self.sink, &line).map_err(io::Error::other)?;
+                        self.sink.write_all(b"\n")?;
+                    }
+                    report::json::write_line(&mut self.sink, report)?;
                 }
-                report::json::write_line(&mut self.sink, report)?;
             }
             Format::Text => {
                 let width = if self.redraw { terminal_width() } else { None };
-                let text = report::text::render_text(report, self.top, width);
+                let blocks: Vec<String> = reports
+                    .iter()
+                    .map(|r| report::text::render_text(r, self.top, width))
+                    .collect();
                 if self.redraw {
                     // Home the cursor and clear the screen, then draw.
                     self.sink.write_all(b"\x1b[H\x1b[2J")?;
                 }
-                self.sink.write_all(text.as_bytes())?;
+                self.sink.write_all(blocks.join("\n").as_bytes())?;
                 if !self.redraw {
                     self.sink.write_all(b"\n")?;
                 }

@@ -22,7 +22,8 @@ struct CaptureSink {
     writer: Option<Writer>,
     progress: bool,
     started: Instant,
-    last: Option<Report>,
+    /// The last interval's reports, one per instance.
+    last: Vec<Report>,
     hit_max_size: bool,
 }
 
@@ -49,7 +50,9 @@ impl Sink for CaptureSink {
         })
     }
 
-    fn report(&mut self, report: &Report) -> anyhow::Result<bool> {
+    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
+        let rejected: u64 = reports.iter().map(|r| r.totals.rejected).sum();
+        let refused: u64 = reports.iter().map(|r| r.totals.refused).sum();
         let (events, bytes) = {
             let w = self.writer()?;
             (w.events(), w.bytes())
@@ -62,13 +65,13 @@ impl Sink for CaptureSink {
                 "\rcapturing {}  {:>5}s  events {events}  rejected {}  refused {}  file {}\x1b[K",
                 self.path.display(),
                 self.started.elapsed().as_secs(),
-                report.totals.rejected,
-                report.totals.refused,
+                rejected,
+                refused,
                 human_bytes(bytes)
             );
             let _ = err.flush();
         }
-        self.last = Some(report.clone());
+        self.last = reports.to_vec();
         if bytes >= self.max_size {
             self.hit_max_size = true;
             return Ok(false);
@@ -94,7 +97,7 @@ pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         writer: None,
         progress: std::io::stderr().is_terminal(),
         started: Instant::now(),
-        last: None,
+        last: Vec::new(),
         hit_max_size: false,
     };
     let run = live::run(&args.live, args.duration, &mut sink);
@@ -124,14 +127,14 @@ pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         sink.started.elapsed().as_secs()
     );
     // The last report, so the capture's own conclusions can be compared with a replay.
-    if let Some(last) = &sink.last {
+    if !sink.last.is_empty() {
         let format = args.format.or(Some(if std::io::stdout().is_terminal() {
             Format::Text
         } else {
             Format::Json
         }));
         let mut out = Output::open(format, None, 20)?;
-        out.write(last)?;
+        out.write_all(&sink.last)?;
     }
     Ok(ExitCode::SUCCESS)
 }

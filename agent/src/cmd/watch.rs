@@ -28,11 +28,11 @@ impl Sink for WatchSink {
         Ok(())
     }
 
-    fn report(&mut self, report: &Report) -> anyhow::Result<bool> {
+    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
         if let Some(m) = &self.metrics {
-            m.publish_report(report, self.top);
+            m.publish_reports(reports, self.top);
         }
-        match self.output.write(report) {
+        match self.output.write_all(reports) {
             Ok(()) => Ok(true),
             // The reader went away (a closed pipe): stop quietly.
             Err(OutputError::Closed) => Ok(false),

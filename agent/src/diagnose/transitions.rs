@@ -1,7 +1,7 @@
 //! Verdict transitions as their own NDJSON lines (`"type":"verdict"`), so alerting
 //! in a log pipeline needs no diffing of successive reports.
 
-use crate::model::{Report, Severity, Verdict, VerdictKind, format_ts};
+use crate::model::{Instance, Report, Severity, Verdict, VerdictKind, format_ts};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -28,9 +28,13 @@ pub struct VerdictLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<IpAddr>,
     pub summary: String,
+    /// The instance the verdict is about (its report's `instance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
 }
 
-/// Remembers the verdicts of the previous report.
+/// Remembers the verdicts of the previous report (of one instance: keep one per
+/// instance).
 #[derive(Debug, Default)]
 pub struct Transitions {
     active: BTreeMap<(VerdictKind, Option<IpAddr>), (Severity, String)>,
@@ -49,6 +53,7 @@ impl Transitions {
             severity,
             addr,
             summary: summary.to_owned(),
+            instance: report.instance.clone(),
         };
         let mut now: BTreeMap<(VerdictKind, Option<IpAddr>), (Severity, String)> = BTreeMap::new();
         let mut lines = Vec::new();

@@ -59,6 +59,21 @@ impl Instance {
         }
     }
 
+    /// The value of the `redis_instance` metric label: the container (12 digits),
+    /// else the pod, else `netns:<inode>`; `None` for a Redis in the agent's own
+    /// namespace (its series carry no such label, as before containers were told
+    /// apart).
+    pub fn metric_label(&self) -> Option<String> {
+        if self.host_netns {
+            return None;
+        }
+        Some(match (&self.container_id, &self.pod_uid) {
+            (Some(c), _) => c[..c.len().min(12)].to_string(),
+            (None, Some(p)) => format!("pod:{p}"),
+            (None, None) => format!("netns:{}", self.netns),
+        })
+    }
+
     /// A short name for logs and the text view: the container (12 digits, as
     /// `docker ps` shows it) or the pod, else the namespace.
     pub fn label(&self) -> String {
@@ -93,6 +108,12 @@ mod tests {
         i.container_id = Some("a".repeat(64));
         assert_eq!(i.label(), "redis-server (container aaaaaaaaaaaa)");
         assert_eq!(Instance::bare(key, true).label(), "host");
+        assert_eq!(i.metric_label().as_deref(), Some("aaaaaaaaaaaa"));
+        assert_eq!(Instance::bare(key, true).metric_label(), None);
+        assert_eq!(
+            Instance::bare(key, false).metric_label().as_deref(),
+            Some("netns:4026532300")
+        );
         assert_eq!(i.key(), key);
     }
 }

@@ -82,8 +82,12 @@ fn header_line(report: &Report) -> String {
     } else {
         "ports"
     };
+    let place = match &report.instance {
+        Some(i) if !i.host_netns => format!("  {}", i.label()),
+        _ => String::new(),
+    };
     format!(
-        "connwatch  {}  {label} {}  up {}  clients {}",
+        "connwatch  {}  {label} {}{place}  up {}  clients {}",
         format_ts(report.ts),
         ports.join(","),
         human_duration(report.uptime),

@@ -62,6 +62,24 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
         }],
     );
 
+    // Which Redis: the host's own, or a container's, a pod's, a namespace's.
+    if let Some(i) = &last.instance {
+        let mut lines = vec![i.label()];
+        lines.push(format!("network namespace {}", i.netns));
+        match (i.pid, i.ns_pid) {
+            (Some(p), Some(n)) if p != n => lines.push(format!("pid {p} (pid {n} inside)")),
+            (Some(p), _) => lines.push(format!("pid {p}")),
+            _ => {}
+        }
+        if let Some(c) = &i.container_id {
+            lines.push(format!("container {c}"));
+        }
+        if let Some(p) = &i.pod_uid {
+            lines.push(format!("pod {p}"));
+        }
+        fact(out, "Instance", &lines);
+    }
+
     // Redis: the last word, what it runs, and every other status seen.
     let r = &last.redis;
     let status = r.status.as_str();

@@ -106,9 +106,63 @@ pub(super) fn escape_help(out: &mut String, text: &str) {
     }
 }
 
+/// The label naming a Redis that is not the host's own. Not `instance`: Prometheus
+/// gives that one to the scrape target and would rename ours.
+pub(super) const INSTANCE_LABEL: &str = "redis_instance";
+
+/// Merges expositions rendered one by one into one text: each family's HELP and
+/// TYPE once, then every text's samples of it, families in order of first
+/// appearance (the text format wants a family's samples together).
+pub(super) fn merge(texts: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (String, String)> =
+        std::collections::HashMap::new();
+    for text in texts {
+        let mut current: Option<&str> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or(rest);
+                current = Some(name);
+                families.entry(name).or_insert_with(|| {
+                    order.push(name);
+                    (String::new(), String::new())
+                });
+                let head = &mut families.entry(name).or_default().0;
+                if head.is_empty() {
+                    head.push_str(line);
+                    head.push('\n');
+                }
+            } else if line.starts_with("# TYPE ") {
+                if let Some(name) = current {
+                    let head = &mut families.entry(name).or_default().0;
+                    if head.lines().count() == 1 {
+                        head.push_str(line);
+                        head.push('\n');
+                    }
+                }
+            } else if let Some(name) = current {
+                let samples = &mut families.entry(name).or_default().1;
+                samples.push_str(line);
+                samples.push('\n');
+            }
+        }
+    }
+    let mut out = String::with_capacity(texts.iter().map(String::len).sum());
+    for name in order {
+        if let Some((head, samples)) = families.get(name) {
+            out.push_str(head);
+            out.push_str(samples);
+        }
+    }
+    out
+}
+
 /// The text being built.
 pub(super) struct Exposition {
     pub(super) out: String,
+    /// The `redis_instance` label every sample carries (a Redis in a container or
+    /// a pod); `None` for the host's own.
+    pub(super) instance: Option<String>,
 }
 
 impl Exposition {
@@ -122,6 +176,7 @@ impl Exposition {
     ) -> Family<'_> {
         Family {
             out: &mut self.out,
+            instance: self.instance.as_deref(),
             name,
             kind,
             help,
@@ -163,6 +218,7 @@ impl Exposition {
 
 pub(super) struct Family<'a> {
     out: &'a mut String,
+    instance: Option<&'a str>,
     name: &'static str,
     kind: MetricType,
     help: &'static str,
@@ -185,9 +241,10 @@ impl Family<'_> {
             out.push('\n');
         }
         out.push_str(self.name);
-        if !labels.is_empty() {
+        let instance = self.instance.map(|v| (INSTANCE_LABEL, v));
+        if !labels.is_empty() || instance.is_some() {
             out.push('{');
-            for (i, (key, value)) in labels.iter().enumerate() {
+            for (i, (key, value)) in instance.iter().chain(labels).enumerate() {
                 if i > 0 {
                     out.push(',');
                 }

@@ -44,7 +44,12 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render(report: &Report, top: usize) -> String {
     let mut x = Exposition {
         out: String::with_capacity(8 * 1024 + report.clients.len().min(top) * 1024),
+        instance: report
+            .instance
+            .as_ref()
+            .and_then(crate::model::Instance::metric_label),
     };
+    instance_family(&mut x, report);
     agent_families(&mut x, report);
     connection_families(&mut x, report);
     capacity_families(&mut x, report);
@@ -53,6 +58,43 @@ pub fn render(report: &Report, top: usize) -> String {
     verdict_families(&mut x, report);
     client_families(&mut x, report, top);
     x.out
+}
+
+/// The reports of every instance of one interval in one exposition: each
+/// instance's series carry its `redis_instance` label (none for the host's own
+/// Redis), so the label set is bounded by the number of Redis instances.
+pub fn render_all(reports: &[Report], top: usize) -> String {
+    let texts: Vec<String> = reports.iter().map(|r| render(r, top)).collect();
+    exposition::merge(&texts)
+}
+
+/// `connwatch_instance_info`: what the report knows of its instance, as labels.
+fn instance_family(x: &mut Exposition, r: &Report) {
+    let Some(i) = &r.instance else {
+        return;
+    };
+    let netns = i.netns.to_string();
+    let pid = i.pid.map(|p| p.to_string()).unwrap_or_default();
+    let ns_pid = i.ns_pid.map(|p| p.to_string()).unwrap_or_default();
+    x.family(
+        "connwatch_instance_info",
+        exposition::MetricType::Gauge,
+        "The Redis these series are about (always 1): its network namespace inode, \
+         its pid as the host and as its own PID namespace number it, its process \
+         name, and the container id and pod UID of its cgroup (empty when none).",
+    )
+    .sample(
+        &[
+            ("netns", &netns),
+            ("host_netns", if i.host_netns { "true" } else { "false" }),
+            ("pid", &pid),
+            ("ns_pid", &ns_pid),
+            ("comm", i.comm.as_deref().unwrap_or("")),
+            ("container_id", i.container_id.as_deref().unwrap_or("")),
+            ("pod_uid", i.pod_uid.as_deref().unwrap_or("")),
+        ],
+        1u64,
+    );
 }
 
 #[cfg(test)]
@@ -155,6 +197,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn instances_share_families_and_containers_carry_a_label() {
+        let host = InstanceKey {
+            netns: 4_026_531_840,
+        };
+        let mut home = full_report();
+        home.instance = Some(Instance::bare(host, true));
+        let mut boxed = full_report();
+        boxed.totals.open = 3;
+        boxed.instance = Some(Instance {
+            netns: 4_026_532_500,
+            host_netns: false,
+            pid: Some(8123),
+            ns_pid: Some(1),
+            comm: Some("redis-server".into()),
+            container_id: Some(format!("3f1c9e2d5b7a{}", "0".repeat(52))),
+            pod_uid: None,
+        });
+        let text = render_all(&[home.clone(), boxed], 2);
+        check_format(&text);
+        // The host's Redis keeps its unlabelled series; the container's are labelled.
+        has(
+            &text,
+            &format!("connwatch_open_connections {}", home.totals.open),
+        );
+        has(
+            &text,
+            r#"connwatch_open_connections{redis_instance="3f1c9e2d5b7a"} 3"#,
+        );
+        has(
+            &text,
+            r#"connwatch_client_open{redis_instance="3f1c9e2d5b7a",addr="other"} 1"#,
+        );
+        has(
+            &text,
+            &format!(
+                r#"connwatch_instance_info{{redis_instance="3f1c9e2d5b7a",netns="4026532500",host_netns="false",pid="8123",ns_pid="1",comm="redis-server",container_id="3f1c9e2d5b7a{}",pod_uid=""}} 1"#,
+                "0".repeat(52)
+            ),
+        );
+        has(
+            &text,
+            r#"connwatch_instance_info{netns="4026531840",host_netns="true",pid="",ns_pid="",comm="",container_id="",pod_uid=""} 1"#,
+        );
+        // One instance alone renders as before, plus its info line.
+        assert_eq!(render_all(&[home.clone()], 2), render(&home, 2));
+        assert_eq!(render_all(&[], 2), "");
     }
 
     #[test]
