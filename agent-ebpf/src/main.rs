@@ -1,8 +1,9 @@
 //! connwatch's kernel programs. Tracepoints only: kprobes do not exist on the kernels
 //! we run on and fentry is refused, and tracepoints are a stable ABI besides.
 //!
-//! The kernel side stays small and dumb: it filters early (watched ports and pids
-//! live in maps userspace fills), counts floods (failed accepts) in per-CPU arrays,
+//! The kernel side stays small and dumb: it filters early (watched ports, the
+//! network namespaces watched on them, and pids live in maps userspace fills; a
+//! socket's namespace is read only for connections on a watched port), counts floods (failed accepts) in per-CPU arrays,
 //! and sends one compact record per connection transition through a ring buffer.
 //! It keeps no per-connection state and runs nothing per message: a connection
 //! costs two records (open, close), and its byte counts are read from the socket
@@ -16,8 +17,9 @@
 //!
 //! What else the programs need from the kernel: BPF ring buffers and
 //! `bpf_ringbuf_query` (5.8), `bpf_probe_read_kernel` (5.5), and for the byte counts
-//! the `struct tcp_sock` fields named in [`TcpSockOffsets`], located at load time
-//! in the kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//! the `struct tcp_sock` fields named in [`TcpSockOffsets`], and for the network
+//! namespace the path in [`NetnsOffsets`], located at load time in the kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`).
 //!
 //! Diagnostics (aya-log) go out only on rare paths (a record the ring buffer had no
 //! room for, an address family or a TCP state the programs do not know) and only

@@ -366,7 +366,23 @@ fn cap_mask(pid: u32, key: &str) -> u64 {
 fn once_attached_the_agent_keeps_only_the_capabilities_it_still_needs() {
     let _serial = serial();
     let redis = Redis::start();
-    let mut agent = Agent::watch(&[redis.port]);
+    // Watching every network namespace (the default), it keeps CAP_SYS_ADMIN (21)
+    // besides, for entering containers' namespaces.
+    let every = Agent::watch(&[redis.port]);
+    let with_setns = (1u64 << 2) | (1u64 << 19) | (1u64 << 21);
+    assert_eq!(
+        cap_mask(every.pid(), "CapEff"),
+        with_setns,
+        "effective, every namespace"
+    );
+    assert_eq!(
+        cap_mask(every.pid(), "CapPrm"),
+        with_setns,
+        "permitted, every namespace"
+    );
+    drop(every);
+    // The host's namespace only: not even that.
+    let mut agent = Agent::watch_with(&[redis.port], &["--netns", "/proc/1/ns/net"], &[]);
     agent.wait_for("INFO joined", WAIT, |r| r["redis"]["status"] == "ok");
     // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): Redis's /proc entries.
     let kept = (1u64 << 2) | (1u64 << 19);

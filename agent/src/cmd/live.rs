@@ -30,12 +30,12 @@ use crate::model::{Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, mo
 use crate::model::{RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
-use crate::source::redis::{
-    Password, RedisArgError, RedisPoller, RedisTarget, load_password, spawn_poller_with,
-};
+use crate::source::redis::{RedisPoller, spawn_poller_with};
 use crate::source::{host, sock_diag};
 
-pub const DEFAULT_PORT: u16 = 6379;
+pub use crate::cmd::targets::{
+    DEFAULT_PORT, RedisPlan, UsageError, redis_target, scope, watched_ports,
+};
 
 /// How often the ring buffer is drained. The kernel wakes the agent only when a
 /// quarter MiB is queued (a burst); otherwise records wait up to this long, which
@@ -79,79 +79,6 @@ pub trait Sink {
         Ok(())
     }
 }
-
-/// The watched ports: the flags', sorted and deduplicated, or 6379.
-pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
-    let mut ports = if args.ports.is_empty() {
-        vec![DEFAULT_PORT]
-    } else {
-        args.ports.clone()
-    };
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// How the agent asks Redis: one target (`--redis`) for the home instance, or each
-/// instance at its own `127.0.0.1:<first port>`, from inside its namespace.
-#[derive(Clone)]
-pub struct RedisPlan {
-    /// `None`: the default, per instance.
-    pub target: Option<RedisTarget>,
-    pub password: Option<Password>,
-    pub port: u16,
-}
-
-impl RedisPlan {
-    /// The target of instance `home` (whether it is the home instance).
-    fn target_for(&self, home: bool) -> Option<RedisTarget> {
-        match (&self.target, home) {
-            (Some(t), true) => Some(t.clone()),
-            (Some(_), false) => None,
-            (None, _) => Some(RedisTarget::new("127.0.0.1", self.port)),
-        }
-    }
-}
-
-/// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
-/// usage errors, found before anything is loaded.
-pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>, RedisArgError> {
-    if args.no_redis {
-        return Ok(None);
-    }
-    let target = args.redis.as_deref().map(RedisTarget::parse).transpose()?;
-    let password = load_password(args.password_file.as_deref())?;
-    Ok(Some(RedisPlan {
-        target,
-        password,
-        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
-    }))
-}
-
-/// Which namespaces are watched: every one (`None`), or the one `--netns`/`--pid`
-/// names. A bad path or pid is a usage error, found before anything is loaded.
-pub fn scope(args: &LiveArgs) -> anyhow::Result<Option<Netns>> {
-    let opened = match (&args.netns, args.pid) {
-        (Some(path), _) => Netns::open(path),
-        (None, Some(pid)) => Netns::of_pid(pid),
-        (None, None) => return Ok(None),
-    };
-    opened
-        .map(Some)
-        .map_err(|e| anyhow::Error::new(UsageError(format!("cannot watch that namespace: {e}"))))
-}
-
-/// A bad `--netns`/`--pid`: reported as a usage error.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 /// Runs the live source into `sink` on a current-thread runtime.
 pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> anyhow::Result<()> {
@@ -203,6 +130,8 @@ struct Live<'a> {
     netns_aware: bool,
     /// Namespaces looked at without finding a listener, and when.
     checked: BTreeMap<u32, Nanos>,
+    /// Said once that other namespaces cannot be entered.
+    warned_setns: bool,
     redis: Option<RedisPlan>,
     redis_tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
     interval: Duration,
@@ -333,6 +262,14 @@ impl Live<'_> {
             match host::try_listener_pids(&netns, &self.ports) {
                 Ok(listeners) if !listeners.is_empty() => self.add_site(netns, false)?,
                 Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::PermissionDenied && !self.warned_setns =>
+                {
+                    self.warned_setns = true;
+                    log::warn!(
+                        "{e}: Redis in other network namespaces (containers, pods) is not watched; grant CAP_SYS_ADMIN, or pass --netns to watch one namespace"
+                    );
+                }
                 Err(e) => log::debug!("listeners in network namespace {inode}: {e}"),
             }
         }
@@ -498,6 +435,7 @@ async fn run_async(
         all_namespaces,
         netns_aware,
         checked: BTreeMap::new(),
+        warned_setns: false,
         redis,
         redis_tx,
         interval: args.interval,

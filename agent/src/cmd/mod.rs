@@ -14,4 +14,5 @@ pub mod metrics_http;
 pub mod output;
 pub mod record;
 pub mod run;
+pub mod targets;
 pub mod watch;

@@ -1,0 +1,82 @@
+//! What a live run watches and asks, from its flags: the ports, the network
+//! namespace (`--netns`/`--pid`) and the Redis target of each instance. Bad values
+//! are usage errors, found before anything is loaded.
+
+use crate::cmd::cli::LiveArgs;
+use crate::source::netns::Netns;
+use crate::source::redis::{Password, RedisArgError, RedisTarget, load_password};
+
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// The watched ports: the flags', sorted and deduplicated, or 6379.
+pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
+    let mut ports = if args.ports.is_empty() {
+        vec![DEFAULT_PORT]
+    } else {
+        args.ports.clone()
+    };
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// How the agent asks Redis: one target (`--redis`) for the home instance, or each
+/// instance at its own `127.0.0.1:<first port>`, from inside its namespace.
+#[derive(Clone)]
+pub struct RedisPlan {
+    /// `None`: the default, per instance.
+    pub target: Option<RedisTarget>,
+    pub password: Option<Password>,
+    pub port: u16,
+}
+
+impl RedisPlan {
+    /// The target of instance `home` (whether it is the home instance).
+    pub fn target_for(&self, home: bool) -> Option<RedisTarget> {
+        match (&self.target, home) {
+            (Some(t), true) => Some(t.clone()),
+            (Some(_), false) => None,
+            (None, _) => Some(RedisTarget::new("127.0.0.1", self.port)),
+        }
+    }
+}
+
+/// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
+/// usage errors, found before anything is loaded.
+pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>, RedisArgError> {
+    if args.no_redis {
+        return Ok(None);
+    }
+    let target = args.redis.as_deref().map(RedisTarget::parse).transpose()?;
+    let password = load_password(args.password_file.as_deref())?;
+    Ok(Some(RedisPlan {
+        target,
+        password,
+        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
+    }))
+}
+
+/// Which namespaces are watched: every one (`None`), or the one `--netns`/`--pid`
+/// names. A bad path or pid is a usage error, found before anything is loaded.
+pub fn scope(args: &LiveArgs) -> anyhow::Result<Option<Netns>> {
+    let opened = match (&args.netns, args.pid) {
+        (Some(path), _) => Netns::open(path),
+        (None, Some(pid)) => Netns::of_pid(pid),
+        (None, None) => return Ok(None),
+    };
+    opened
+        .map(Some)
+        .map_err(|e| anyhow::Error::new(UsageError(format!("cannot watch that namespace: {e}"))))
+}
+
+/// A bad `--netns`/`--pid`: reported as a usage error.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
