@@ -382,7 +382,7 @@ fn once_attached_the_agent_keeps_only_the_capabilities_it_still_needs() {
     );
     drop(every);
     // The host's namespace only: not even that.
-    let mut agent = Agent::watch_with(&[redis.port], &["--netns", "/proc/1/ns/net"], &[]);
+    let mut agent = Agent::watch_with(&[redis.port], &["--netns", "/proc/self/ns/net"], &[]);
     agent.wait_for("INFO joined", WAIT, |r| r["redis"]["status"] == "ok");
     // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): Redis's /proc entries.
     let kept = (1u64 << 2) | (1u64 << 19);
