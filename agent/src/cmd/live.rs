@@ -87,7 +87,8 @@ pub fn redis_target(
     let target = match &args.redis {
         Some(url) => RedisTarget::parse(url)?,
         None => RedisTarget::new("127.0.0.1", ports.first().copied().unwrap_or(DEFAULT_PORT)),
-    };
+    }
+    .with_tls(args.tls.tls, args.tls.options())?;
     let password = load_password(args.password_file.as_deref())?;
     Ok(Some((target, password)))
 }

@@ -20,9 +20,17 @@ pub enum RedisStatus {
     NoAuth,
     /// The server turned our connection away (maxclients reached, protected mode).
     Rejected,
+    /// The TLS handshake failed (the server's certificate did not verify, it refused
+    /// ours, or the port does not speak TLS); the error names the cause.
+    TlsFailed,
+    /// The ACL user may not run a command the agent needs (INFO, CONFIG GET); the
+    /// error gives the rule to grant. When only CONFIG GET is denied, INFO still
+    /// answers and its figures are fresh (see [`RedisSnapshot::fresh_info`]).
+    #[serde(rename = "noperm")]
+    NoPerm,
     /// Polling is disabled (`--no-redis`).
     Disabled,
-    /// Any other error (protocol error, unexpected reply, ACL denies INFO).
+    /// Any other error (protocol error, unexpected reply, LOADING, BUSY).
     Error,
 }
 
@@ -33,6 +41,8 @@ named!(RedisStatus {
     AuthFailed => "auth_failed",
     NoAuth => "noauth",
     Rejected => "rejected",
+    TlsFailed => "tls_failed",
+    NoPerm => "noperm",
     Disabled => "disabled",
     Error => "error",
 });

@@ -229,8 +229,10 @@ mod tests {
             text.lines()
                 .filter(|l| l.starts_with("connwatch_redis_status{"))
                 .count(),
-            8
+            RedisStatus::ALL.len()
         );
+        has(&text, r#"connwatch_redis_status{status="tls_failed"} 0"#);
+        has(&text, r#"connwatch_redis_status{status="noperm"} 0"#);
     }
 
     #[test]
