@@ -5,7 +5,7 @@
 //! lacks, a /proc file unreadable) is absent from the JSON, never 0.
 
 use crate::model::{
-    Capacity, CapacitySource, FileNr, HostSnapshot, Limits, RedisReport, RedisSnapshot, RedisStatus,
+    Capacity, CapacitySource, FileNr, HostSnapshot, Limits, RedisReport, RedisSnapshot,
 };
 
 /// Baselines taken at the first good reading, for deltas since the agent started.
@@ -28,10 +28,7 @@ impl Baselines {
                 *slot = Some(v);
             }
         }
-        if let Some(info) = redis
-            .filter(|r| r.status == RedisStatus::Ok)
-            .and_then(|r| r.info.as_ref())
-        {
+        if let Some(info) = redis.and_then(RedisSnapshot::fresh_info) {
             keep(&mut self.rejected_connections, info.rejected_connections);
             keep(
                 &mut self.total_connections_received,
@@ -109,8 +106,7 @@ pub fn limits(redis: Option<&RedisSnapshot>, h: Option<&HostSnapshot>) -> Limits
 /// Capacity from INFO when Redis answered, else from the kernel's open count.
 pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64) -> Capacity {
     let info = redis
-        .filter(|r| r.status == RedisStatus::Ok)
-        .and_then(|r| r.info.as_ref())
+        .and_then(RedisSnapshot::fresh_info)
         .filter(|i| i.connected_clients.is_some());
     let limit = limits.effective_maxclients;
     let mut cap = match info {

@@ -131,6 +131,17 @@ impl RedisSnapshot {
         }
     }
 
+    /// INFO as it answered on the last poll: with status `ok`, or `noperm` when only
+    /// CONFIG GET is denied (the poller drops INFO's figures when INFO itself is
+    /// denied). `None` when INFO did not answer (the last good values in `info` are
+    /// then stale).
+    pub fn fresh_info(&self) -> Option<&InfoFields> {
+        match self.status {
+            RedisStatus::Ok | RedisStatus::NoPerm => self.info.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether `ip` is one of the server's replicas.
     pub fn is_replica(&self, ip: IpAddr) -> bool {
         self.info

@@ -232,8 +232,8 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
     let redis = &r.redis;
     x.gauge(
         "connwatch_redis_up",
-        "1 when Redis answered INFO on the last poll, else 0.",
-        Some(redis.status == RedisStatus::Ok),
+        "1 when Redis answered INFO on the last poll (capacity comes from INFO), else 0.",
+        Some(r.capacity.source == CapacitySource::Info),
     );
     let mut f = x.family(
         "connwatch_redis_status",

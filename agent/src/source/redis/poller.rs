@@ -12,8 +12,8 @@ use super::backoff::{BackoffPolicy, Reconnect, dur_nanos};
 use super::conn::{DEFAULT_MAX_REPLY, RedisConn, error_text, kind_name};
 use super::info::parse_info;
 use super::replies::{
-    Failure, config_value, io_failure, no_auth, one_line, rejection, setup_io_failure,
-    status_of_error_reply,
+    Failure, config_value, io_failure, no_auth, no_perm_message, one_line, rejection,
+    setup_io_failure, status_of_error_reply,
 };
 use super::stream::{self, ConnError, Stream};
 use super::target::{Endpoint, Password, RedisTarget};
@@ -28,6 +28,13 @@ const INFO_COMMANDS: [&[&[u8]]; 5] = [
     &[b"INFO", b"stats"],
     &[b"INFO", b"replication"],
     &[b"INFO", b"cluster"],
+];
+
+/// What CONFIG GET asks, pipelined (each name on its own: several names in one
+/// CONFIG GET only exist from Redis 7.0).
+const CONFIG_COMMANDS: [&[&[u8]]; 2] = [
+    &[b"CONFIG", b"GET", b"maxclients"],
+    &[b"CONFIG", b"GET", b"timeout"],
 ];
 
 const CLIENT_NAME: &[u8] = b"connwatch";
@@ -89,6 +96,9 @@ pub struct RedisPoller {
     resolved: Option<SocketAddr>,
     config_asked_at: Option<Nanos>,
     config_disabled: bool,
+    /// CONFIG GET was denied by the ACL on this connection: the NOPERM message, with
+    /// the rule to grant.
+    config_denied: Option<String>,
 }
 
 impl RedisPoller {
@@ -117,6 +127,7 @@ impl RedisPoller {
             own_addr: None,
             config_asked_at: None,
             config_disabled: false,
+            config_denied: None,
         }
     }
 
@@ -150,6 +161,7 @@ impl RedisPoller {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.config_disabled = false;
+                self.config_denied = None;
                 self.config_asked_at = None;
                 match self.poll_connected(now).await {
                     Ok(()) => self.reconnect.on_success(),
@@ -276,11 +288,11 @@ impl RedisPoller {
                 match status_of_error_reply(&msg) {
                     Some(RedisStatus::Rejected) => return Err(rejection(&msg)),
                     Some(RedisStatus::NoAuth) => return Err(no_auth(&msg)),
-                    Some(status) => return Err(Failure::new(status, msg)),
                     // Renamed or denied: the name only helps people reading CLIENT LIST.
-                    None => {
+                    Some(RedisStatus::NoPerm) | None => {
                         log::debug!("redis {}: CLIENT SETNAME: {}", self.target, one_line(&msg))
                     }
+                    Some(status) => return Err(Failure::new(status, msg)),
                 }
             }
             Ok(_) => {}
@@ -403,8 +415,17 @@ impl RedisPoller {
             return match status_of_error_reply(&msg) {
                 Some(RedisStatus::NoAuth) => Err(no_auth(&msg)),
                 Some(RedisStatus::Rejected) => Err(rejection(&msg)),
+                // The ACL denies INFO: the connection is fine, but nothing INFO said
+                // before holds now (unknown, not stale).
+                Some(RedisStatus::NoPerm) => {
+                    self.info = None;
+                    let user = self.target.username.as_deref();
+                    let message = no_perm_message("INFO", &msg, user);
+                    self.set_status(RedisStatus::NoPerm, Some(message));
+                    Ok(())
+                }
                 Some(status) => Err(Failure::new(status, format!("INFO: {msg}"))),
-                // LOADING, BUSY, an ACL that denies INFO…: the connection is fine.
+                // LOADING, BUSY…: the connection is fine.
                 None => {
                     self.set_status(RedisStatus::Error, Some(one_line(&format!("INFO: {msg}"))));
                     Ok(())
@@ -420,13 +441,13 @@ impl RedisPoller {
         };
         let result = self.refresh_config(now, &info).await;
         self.info = Some(info);
-        match result {
-            Ok(()) => {
-                self.set_status(RedisStatus::Ok, None);
-                Ok(())
-            }
-            Err(f) => Err(f),
+        result?;
+        // INFO answered; an ACL that denies CONFIG GET still wants a word.
+        match self.config_denied.clone() {
+            Some(message) => self.set_status(RedisStatus::NoPerm, Some(message)),
+            None => self.set_status(RedisStatus::Ok, None),
         }
+        Ok(())
     }
 
     async fn refresh_config(&mut self, now: Nanos, info: &InfoFields) -> Result<(), Failure> {
@@ -451,13 +472,7 @@ impl RedisPoller {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::new(RedisStatus::Unreachable, "not connected"));
         };
-        let replies = conn
-            .exchange(&[
-                &[b"CONFIG", b"GET", b"maxclients"],
-                &[b"CONFIG", b"GET", b"timeout"],
-            ])
-            .await
-            .map_err(io_failure)?;
+        let replies = conn.exchange(&CONFIG_COMMANDS).await.map_err(io_failure)?;
         self.config_asked_at = Some(now);
         let (maxclients, timeout) = match replies.as_slice() {
             [m, t] => (config_value(m, "maxclients"), config_value(t, "timeout")),
@@ -481,6 +496,10 @@ impl RedisPoller {
                     self.target,
                     one_line(&reason)
                 );
+                if status_of_error_reply(&reason) == Some(RedisStatus::NoPerm) {
+                    let user = self.target.username.as_deref();
+                    self.config_denied = Some(no_perm_message("CONFIG GET", &reason, user));
+                }
                 self.config_disabled = true;
                 self.config_status = ConfigStatus::Unavailable;
                 self.config = Some(RedisConfig {
@@ -964,6 +983,129 @@ mod tests {
             all,
             b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$9\r\nconnwatch\r\n"
         );
+    }
+
+    /// The five INFO replies of a fake server, as one write.
+    fn info_replies(bodies: [&str; 5]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for body in bodies {
+            out.extend_from_slice(format!("${}\r\n{body}\r\n", body.len()).as_bytes());
+        }
+        out
+    }
+
+    const NOPERM_INFO: &[u8] =
+        b"-NOPERM this user has no permissions to run the 'info' command\r\n";
+
+    #[test]
+    fn an_acl_user_without_info_is_noperm_with_the_rule_to_grant() {
+        let (addr, server) = fake_server(|mut st| {
+            let _ = read_some(&mut st); // AUTH
+            st.write_all(b"+OK\r\n").unwrap();
+            let _ = read_some(&mut st); // CLIENT SETNAME: denied too, only logged
+            st.write_all(
+                b"-NOPERM this user has no permissions to run the 'client|setname' command\r\n",
+            )
+            .unwrap();
+            for _ in 0..2 {
+                let _ = read_some(&mut st); // the INFO pipeline
+                st.write_all(&NOPERM_INFO.repeat(5)).unwrap();
+            }
+            let _ = read_some(&mut st);
+        });
+        let mut p = RedisPoller::with_options(
+            target("127.0.0.1", addr.port(), Some("watcher")),
+            Some(Password::new("pw")),
+            opts(10),
+        );
+        let (first, second) = block_on(async {
+            let first = p.poll_at(SEC).await;
+            let second = p.poll_at(2 * SEC).await;
+            p.conn = None;
+            (first, second)
+        });
+        server.join().unwrap();
+        for s in [&first, &second] {
+            assert_eq!(s.status, RedisStatus::NoPerm);
+            assert_eq!(
+                s.error.as_deref(),
+                Some(
+                    "INFO: NOPERM this user has no permissions to run the 'info' command; \
+                     grant user watcher what connwatch sends: ACL SETUSER watcher +info \
+                     +config|get +client|setname"
+                )
+            );
+            assert_eq!(s.info, None, "unknown, not 0");
+            assert_eq!(s.fresh_info(), None);
+        }
+        // The connection is fine: kept, one connect only.
+        assert_eq!(p.connect_attempts(), 1);
+    }
+
+    #[test]
+    fn an_acl_user_without_config_get_is_noperm_and_info_still_counts() {
+        let (s, p) = poll_fake(
+            |mut st| {
+                let _ = read_some(&mut st); // CLIENT SETNAME
+                st.write_all(b"+OK\r\n").unwrap();
+                let _ = read_some(&mut st); // the INFO pipeline
+                st.write_all(&info_replies([
+                    "# Server\r\nredis_version:7.0.15\r\n",
+                    "# Clients\r\nconnected_clients:3\r\nmaxclients:50\r\n",
+                    "",
+                    "",
+                    "",
+                ]))
+                .unwrap();
+                let _ = read_some(&mut st); // CONFIG GET …
+                let denied =
+                    b"-NOPERM this user has no permissions to run the 'config|get' command\r\n";
+                st.write_all(&denied.repeat(2)).unwrap();
+                let _ = read_some(&mut st);
+            },
+            None,
+        );
+        assert_eq!(s.status, RedisStatus::NoPerm);
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "CONFIG GET: NOPERM this user has no permissions to run the 'config|get' \
+                 command; grant user default what connwatch sends: ACL SETUSER default +info \
+                 +config|get +client|setname"
+            )
+        );
+        assert_eq!(s.config_status, ConfigStatus::Unavailable);
+        assert_eq!(s.config.and_then(|c| c.maxclients), Some(50), "from INFO");
+        assert_eq!(s.fresh_info().and_then(|i| i.connected_clients), Some(3));
+        assert_eq!(p.connect_attempts(), 1);
+    }
+
+    #[test]
+    fn the_acl_rule_names_exactly_the_commands_the_poller_sends() {
+        use crate::source::redis::replies::ACL_RULE;
+        let mut sent: Vec<String> = INFO_COMMANDS
+            .iter()
+            .chain(CONFIG_COMMANDS.iter())
+            .chain([&[b"CLIENT".as_slice(), b"SETNAME", CLIENT_NAME][..]].iter())
+            .map(|args| {
+                let name = String::from_utf8_lossy(args[0]).to_lowercase();
+                match name.as_str() {
+                    // Commands with subcommands are granted per subcommand.
+                    "config" | "client" => {
+                        format!(
+                            "+{name}|{}",
+                            String::from_utf8_lossy(args[1]).to_lowercase()
+                        )
+                    }
+                    _ => format!("+{name}"),
+                }
+            })
+            .collect();
+        sent.sort();
+        sent.dedup();
+        let mut rule: Vec<String> = ACL_RULE.split(' ').map(str::to_owned).collect();
+        rule.sort();
+        assert_eq!(rule, sent);
     }
 
     fn tls_target(port: u16) -> RedisTarget {

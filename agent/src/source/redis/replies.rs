@@ -35,6 +35,8 @@ pub(super) fn status_of_error_reply(msg: &str) -> Option<RedisStatus> {
         Some(RedisStatus::NoAuth)
     } else if msg.starts_with("ERR max number of clients") || msg.starts_with("DENIED") {
         Some(RedisStatus::Rejected)
+    } else if msg.starts_with("NOPERM") {
+        Some(RedisStatus::NoPerm)
     } else {
         None
     }
@@ -107,4 +109,17 @@ pub(super) fn setup_io_failure(e: ConnError, first_exchange: bool) -> Failure {
     } else {
         io_failure(e)
     }
+}
+
+/// The ACL rule that lets a user run every command the poller sends besides AUTH
+/// (which every user may run): `INFO <section>`, `CONFIG GET <name>`, `CLIENT SETNAME`.
+pub const ACL_RULE: &str = "+info +config|get +client|setname";
+
+/// An ACL denial (`NOPERM …`) of `what` (INFO, CONFIG GET), with the rule to grant
+/// `user` (`None`: the default user).
+pub(super) fn no_perm_message(what: &str, msg: &str, user: Option<&str>) -> String {
+    let user = user.unwrap_or("default");
+    one_line(&format!(
+        "{what}: {msg}; grant user {user} what connwatch sends: ACL SETUSER {user} {ACL_RULE}"
+    ))
 }
