@@ -103,6 +103,7 @@ pub fn redis_ok(at: Nanos, maxclients: u64, info: InfoFields) -> Event {
             config: Some(RedisConfig {
                 maxclients: Some(maxclients),
                 timeout: Some(0),
+                tls_port: Some(0),
             }),
             ..RedisSnapshot::disabled()
         }),
@@ -326,8 +327,9 @@ pub fn full_report() -> Report {
             evicted_clients: 1,
             rejected: 157,
             rejected_by_reason: RejectCounts {
-                maxclients: 150,
+                maxclients: 148,
                 protected_mode: 0,
+                tls: 2,
                 unknown: 7,
             },
             refused: 51,

@@ -182,6 +182,7 @@ fn redis_ok(info: InfoFields, maxclients: u64, timeout: u64) -> RedisSnapshot {
         config: Some(RedisConfig {
             maxclients: Some(maxclients),
             timeout: Some(timeout),
+            tls_port: Some(0),
         }),
         own_addr: Some("127.0.0.1:50000".parse().expect("addr")),
         target: Some("127.0.0.1:6379".parse().expect("addr")),
@@ -325,6 +326,7 @@ fn leak_and_storm() -> Vec<Report> {
                 rejected_by_reason: RejectCounts {
                     maxclients: 50 * i,
                     protected_mode: 0,
+                    tls: 0,
                     unknown: 0,
                 },
                 accept_errors: AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)]),
@@ -440,6 +442,7 @@ fn host_limits() -> Vec<Report> {
                 rejected_by_reason: RejectCounts {
                     maxclients: 5 * i - i / 2,
                     protected_mode: 0,
+                    tls: 0,
                     unknown: i / 2,
                 },
                 refused: i / 2,
@@ -499,6 +502,7 @@ fn unreachable_fanout() -> Vec<Report> {
                 config: Some(RedisConfig {
                     maxclients: Some(1_000),
                     timeout: Some(300),
+                    tls_port: Some(6380),
                 }),
                 own_addr: None,
                 target: Some("[::1]:6379".parse().expect("addr")),

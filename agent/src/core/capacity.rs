@@ -188,6 +188,7 @@ mod tests {
             config: Some(RedisConfig {
                 maxclients,
                 timeout: Some(0),
+                tls_port: Some(0),
             }),
             ..RedisSnapshot::disabled()
         }

@@ -141,7 +141,12 @@ impl Tracker {
                 if self.watches(key) {
                     let closed = self.conns.close(*ts, key, *how, activity.as_ref());
                     self.clients.on_closed(key.remote.ip(), *ts, &closed);
-                    let rejected = reject::classify(&closed);
+                    let tls_port = self
+                        .redis
+                        .as_ref()
+                        .and_then(|r| r.config)
+                        .is_some_and(|c| c.is_tls_port(key.local.port()));
+                    let rejected = reject::classify(&closed, tls_port);
                     if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);
@@ -1256,6 +1261,7 @@ mod tests {
             RejectCounts {
                 maxclients: 3,
                 protected_mode: 1,
+                tls: 0,
                 unknown: 0
             }
         );

@@ -93,12 +93,24 @@ pub struct InfoFields {
     pub replicas: Vec<SocketAddr>,
 }
 
-/// `CONFIG GET maxclients timeout`.
+/// `CONFIG GET maxclients`, `timeout`, `tls-port`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisConfig {
     pub maxclients: Option<u64>,
     /// Idle timeout in seconds (0: never).
     pub timeout: Option<u64>,
+    /// The port Redis serves TLS on (0: none); `None` when unknown (CONFIG GET
+    /// unavailable, or a server without TLS support). Absent from captures made
+    /// before it was asked.
+    #[serde(default)]
+    pub tls_port: Option<u16>,
+}
+
+impl RedisConfig {
+    /// Whether `port` is the server's TLS port, as far as CONFIG GET says.
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        self.tls_port == Some(port)
+    }
 }
 
 /// One poll's outcome.

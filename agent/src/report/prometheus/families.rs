@@ -65,10 +65,11 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
         "connwatch_connections_rejected_total",
         MetricType::Counter,
         "Connections Redis accepted and closed at once without reading anything, \
-         by reason (maxclients, protected_mode, unknown).",
+         by reason (maxclients, protected_mode, tls, unknown).",
     );
     f.sample(&[("reason", "maxclients")], by.maxclients);
     f.sample(&[("reason", "protected_mode")], by.protected_mode);
+    f.sample(&[("reason", "tls")], by.tls);
     f.sample(&[("reason", "unknown")], by.unknown);
     x.counter(
         "connwatch_connections_refused_total",

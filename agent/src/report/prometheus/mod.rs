@@ -170,11 +170,15 @@ mod tests {
         has(&text, "connwatch_connections_reset_total 58");
         has(
             &text,
-            r#"connwatch_connections_rejected_total{reason="maxclients"} 150"#,
+            r#"connwatch_connections_rejected_total{reason="maxclients"} 148"#,
         );
         has(
             &text,
             r#"connwatch_connections_rejected_total{reason="protected_mode"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_connections_rejected_total{reason="tls"} 2"#,
         );
         has(
             &text,

@@ -32,9 +32,11 @@ const INFO_COMMANDS: [&[&[u8]]; 5] = [
 
 /// What CONFIG GET asks, pipelined (each name on its own: several names in one
 /// CONFIG GET only exist from Redis 7.0).
-const CONFIG_COMMANDS: [&[&[u8]]; 2] = [
+const CONFIG_COMMANDS: [&[&[u8]]; 3] = [
     &[b"CONFIG", b"GET", b"maxclients"],
     &[b"CONFIG", b"GET", b"timeout"],
+    // Rejections on the TLS port carry no error line: see core::reject.
+    &[b"CONFIG", b"GET", b"tls-port"],
 ];
 
 const CLIENT_NAME: &[u8] = b"connwatch";
@@ -454,7 +456,7 @@ impl RedisPoller {
         if self.config_disabled {
             self.config = Some(RedisConfig {
                 maxclients: info.maxclients,
-                timeout: None,
+                ..RedisConfig::default()
             });
             return Ok(());
         }
@@ -474,22 +476,27 @@ impl RedisPoller {
         };
         let replies = conn.exchange(&CONFIG_COMMANDS).await.map_err(io_failure)?;
         self.config_asked_at = Some(now);
-        let (maxclients, timeout) = match replies.as_slice() {
-            [m, t] => (config_value(m, "maxclients"), config_value(t, "timeout")),
+        let (maxclients, timeout, tls_port) = match replies.as_slice() {
+            [m, t, p] => (
+                config_value(m, "maxclients"),
+                config_value(t, "timeout"),
+                config_value(p, "tls-port"),
+            ),
             _ => {
                 let e = Err("unexpected number of replies to CONFIG GET".to_string());
-                (e.clone(), e)
+                (e.clone(), e.clone(), e)
             }
         };
-        match (maxclients, timeout) {
-            (Ok(maxclients), Ok(timeout)) => {
+        match (maxclients, timeout, tls_port) {
+            (Ok(maxclients), Ok(timeout), Ok(tls_port)) => {
                 self.config = Some(RedisConfig {
                     maxclients,
                     timeout,
+                    tls_port: tls_port.and_then(|p| u16::try_from(p).ok()),
                 });
                 self.config_status = ConfigStatus::Ok;
             }
-            (Err(reason), _) | (_, Err(reason)) => {
+            (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => {
                 log::debug!(
                     "redis {}: CONFIG GET unavailable ({}); using INFO's maxclients, not \
                      asking again on this connection",
@@ -504,7 +511,7 @@ impl RedisPoller {
                 self.config_status = ConfigStatus::Unavailable;
                 self.config = Some(RedisConfig {
                     maxclients: info.maxclients,
-                    timeout: None,
+                    ..RedisConfig::default()
                 });
             }
         }
@@ -751,9 +758,10 @@ mod tests {
                     st.write_all(&[b]).unwrap();
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let _ = read_some(&mut st); // CONFIG GET maxclients, timeout
+                let _ = read_some(&mut st); // CONFIG GET maxclients, timeout, tls-port
                 st.write_all(
-                    b"*2\r\n$10\r\nmaxclients\r\n$3\r\n100\r\n*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+                    b"*2\r\n$10\r\nmaxclients\r\n$3\r\n100\r\n*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n\
+                      *2\r\n$8\r\ntls-port\r\n$4\r\n6380\r\n",
                 )
                 .unwrap();
                 let _ = read_some(&mut st);
@@ -772,7 +780,8 @@ mod tests {
             s.config,
             Some(RedisConfig {
                 maxclients: Some(100),
-                timeout: Some(0)
+                timeout: Some(0),
+                tls_port: Some(6380),
             })
         );
         assert_eq!(p.connect_attempts(), 1);
@@ -1060,7 +1069,7 @@ mod tests {
                 let _ = read_some(&mut st); // CONFIG GET …
                 let denied =
                     b"-NOPERM this user has no permissions to run the 'config|get' command\r\n";
-                st.write_all(&denied.repeat(2)).unwrap();
+                st.write_all(&denied.repeat(3)).unwrap();
                 let _ = read_some(&mut st);
             },
             None,
