@@ -209,7 +209,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         },
         redis: RedisReport::default(),
         limits: Limits::default(),
-        capacity: crate::core::capacity::capacity(None, &Limits::default(), 3),
+        capacity: crate::core::capacity::capacity(None, &Limits::default(), 3, None),
         verdicts: Vec::new(),
         clients,
     }
@@ -364,6 +364,7 @@ pub fn full_report() -> Report {
             connected_slaves: Some(1),
             cluster_connections: Some(0),
             blocked_clients: Some(0),
+            unix_clients: Some(4),
             used: 32,
             limit: Some(32),
             ratio: Some(1.0),

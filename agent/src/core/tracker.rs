@@ -266,7 +266,17 @@ impl Tracker {
             None => RedisReport::default(),
         };
         let limits = capacity::limits(self.redis.as_ref(), self.host.as_ref());
-        let capacity = capacity::capacity(self.redis.as_ref(), &limits, self.conns.len() as u64);
+        let queued = self
+            .host
+            .as_ref()
+            .and_then(|h| h.accept_queue)
+            .map(|(depth, _)| depth);
+        let capacity = capacity::capacity(
+            self.redis.as_ref(),
+            &limits,
+            self.conns.len() as u64,
+            queued,
+        );
         Report {
             kind: Kind::Report,
             ts: wall_time(clock, now),

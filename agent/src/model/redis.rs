@@ -88,6 +88,11 @@ pub struct InfoFields {
     pub total_connections_received: Option<u64>,
     /// `cluster_enabled` from INFO cluster.
     pub cluster_enabled: Option<bool>,
+    /// `master_link_status` of a replica: `up` while its link to its master (a
+    /// client of its own `connected_clients`) is connected. Absent from captures
+    /// made before it was read.
+    #[serde(default)]
+    pub master_link_up: Option<bool>,
     /// Replica addresses from `slaveN:ip=…,port=…` lines (port is the replica's
     /// listening port, not its connection's source port).
     pub replicas: Vec<SocketAddr>,

@@ -181,6 +181,12 @@ pub(super) fn capacity_families(x: &mut Exposition, r: &Report) {
         "limit - used; negative when the limit was lowered below what is in use.",
         c.headroom,
     );
+    x.gauge(
+        "connwatch_capacity_unix_clients",
+        "Clients INFO counts that are no TCP connection on the watched ports (over the \
+         Unix socket): slots the kernel's view cannot see. Absent without INFO.",
+        c.unix_clients,
+    );
 }
 
 pub(super) fn limit_families(x: &mut Exposition, r: &Report) {
@@ -289,6 +295,7 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
         "INFO clients blocked_clients (a subset of connected_clients).",
         c.blocked_clients,
     );
+
     x.counter(
         "connwatch_redis_rejected_connections_total",
         "INFO stats rejected_connections (resets when Redis restarts).",

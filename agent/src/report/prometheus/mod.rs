@@ -82,6 +82,7 @@ mod tests {
                 connected_slaves: None,
                 cluster_connections: None,
                 blocked_clients: None,
+                unix_clients: None,
                 used: 0,
                 limit: None,
                 ratio: None,
@@ -209,6 +210,7 @@ mod tests {
         has(&text, "connwatch_capacity_limit 32");
         has(&text, "connwatch_capacity_ratio 1");
         has(&text, "connwatch_capacity_headroom 0");
+        has(&text, "connwatch_capacity_unix_clients 4");
         has(&text, "connwatch_maxclients 10000");
         has(&text, "connwatch_effective_maxclients 32");
         has(&text, "connwatch_nofile_soft_limit 64");
@@ -419,6 +421,7 @@ mod tests {
             "connwatch_capacity_limit",
             "connwatch_capacity_ratio",
             "connwatch_capacity_headroom",
+            "connwatch_capacity_unix_clients",
             "connwatch_maxclients",
             "connwatch_effective_maxclients",
             "connwatch_nofile_soft_limit",
