@@ -103,6 +103,7 @@ pub fn redis_ok(at: Nanos, maxclients: u64, info: InfoFields) -> Event {
             config: Some(RedisConfig {
                 maxclients: Some(maxclients),
                 timeout: Some(0),
+                tls_port: Some(0),
             }),
             ..RedisSnapshot::disabled()
         }),
@@ -210,7 +211,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         },
         redis: RedisReport::default(),
         limits: Limits::default(),
-        capacity: crate::core::capacity::capacity(None, &Limits::default(), 3),
+        capacity: crate::core::capacity::capacity(None, &Limits::default(), 3, None),
         verdicts: Vec::new(),
         clients,
     }
@@ -329,8 +330,9 @@ pub fn full_report() -> Report {
             evicted_clients: 1,
             rejected: 157,
             rejected_by_reason: RejectCounts {
-                maxclients: 150,
+                maxclients: 148,
                 protected_mode: 0,
+                tls: 2,
                 unknown: 7,
             },
             refused: 51,
@@ -365,6 +367,7 @@ pub fn full_report() -> Report {
             connected_slaves: Some(1),
             cluster_connections: Some(0),
             blocked_clients: Some(0),
+            unix_clients: Some(4),
             used: 32,
             limit: Some(32),
             ratio: Some(1.0),

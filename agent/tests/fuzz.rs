@@ -488,6 +488,7 @@ fn info_parses_the_real_reply_exactly() {
             rejected_connections: Some(4321),
             total_connections_received: Some(1_234_567),
             cluster_enabled: Some(false),
+            master_link_up: None,
             replicas: vec![
                 "10.0.0.2:6380".parse().unwrap(),
                 "[::1]:6381".parse().unwrap()
@@ -573,6 +574,7 @@ fn conn_key() -> impl Strategy<Value = ConnKey> {
         socket_addr(),
     )
         .prop_map(|(local, remote)| ConnKey {
+            netns: 0,
             local: local.parse().unwrap(),
             remote,
         })
@@ -609,11 +611,11 @@ fn redis_snapshot() -> impl Strategy<Value = RedisSnapshot> {
         status,
         any::<Option<String>>(),
         proptest::option::of(info),
-        any::<(Option<u64>, Option<u64>)>(),
+        any::<(Option<u64>, Option<u64>, Option<u16>)>(),
         proptest::option::of(socket_addr()),
     )
         .prop_map(
-            |(status, error, info, (maxclients, timeout), own)| RedisSnapshot {
+            |(status, error, info, (maxclients, timeout, tls_port), own)| RedisSnapshot {
                 status,
                 error,
                 config_status: ConfigStatus::Ok,
@@ -621,6 +623,7 @@ fn redis_snapshot() -> impl Strategy<Value = RedisSnapshot> {
                 config: Some(RedisConfig {
                     maxclients,
                     timeout,
+                    tls_port,
                 }),
                 own_addr: own,
                 target: Some("127.0.0.1:6379".parse().unwrap()),

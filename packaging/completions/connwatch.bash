@@ -169,7 +169,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__capture)
-            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
+            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +196,22 @@ _connwatch() {
                     return 0
                     ;;
                 --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sni)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -299,7 +315,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__check)
-            opts="-p -i -f -v -q -h --port --interval --redis --password-file --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
+            opts="-p -i -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -326,6 +342,22 @@ _connwatch() {
                     return 0
                     ;;
                 --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sni)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -553,7 +585,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__watch)
-            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --verbose --quiet --help"
+            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,6 +612,22 @@ _connwatch() {
                     return 0
                     ;;
                 --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sni)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

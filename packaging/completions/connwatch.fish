@@ -37,8 +37,12 @@ complete -c connwatch -n "__fish_connwatch_needs_command" -f -a "man" -d 'Print 
 complete -c connwatch -n "__fish_connwatch_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port, rediss://[user@]host:port (TLS) or unix:///path/to/redis.sock. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l cacert -d 'CA certificates (PEM) that sign the server\'s certificate. Default: the system\'s CA store' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l cert -d 'Client certificate (PEM) for a server with tls-auth-clients; with --key' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l key -d 'The client certificate\'s private key (PEM)' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
@@ -61,6 +65,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s d -l durat
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s o -l output -d 'Write reports to this file instead of standard output (appends)' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l top -d 'Show at most this many client addresses in the text view and as Prometheus series (the rest are summed as addr="other"); json has them all' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187. Give a loopback address unless the metrics must be reachable from other hosts' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l tls -d 'Connect to Redis over TLS (as a rediss:// URL does), e.g. to the default target or a redis:// URL'
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
@@ -68,8 +74,12 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s q -l quiet
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port, rediss://[user@]host:port (TLS) or unix:///path/to/redis.sock. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l cacert -d 'CA certificates (PEM) that sign the server\'s certificate. Default: the system\'s CA store' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l cert -d 'Client certificate (PEM) for a server with tls-auth-clients; with --key' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l key -d 'The client certificate\'s private key (PEM)' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
@@ -91,6 +101,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s d -l dur
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l max-size -d 'Stop when the file reaches this size (compressed), e.g. 100M, 2G' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s f -l format -d 'Format of the summary printed at the end. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l tls -d 'Connect to Redis over TLS (as a rediss:// URL does), e.g. to the default target or a redis:// URL'
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redact -d 'Replace client addresses with stable pseudonyms (198.18.x.y, 2001:db8::n), so the file can be shared outside the team'
@@ -122,8 +134,12 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s q -l qui
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s h -l help -d 'Print help'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
-complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port, rediss://[user@]host:port (TLS) or unix:///path/to/redis.sock. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l password-file -d 'Read the Redis password from this file (first line). Default: $REDISCLI_AUTH' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l cacert -d 'CA certificates (PEM) that sign the server\'s certificate. Default: the system\'s CA store' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l cert -d 'Client certificate (PEM) for a server with tls-auth-clients; with --key' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l key -d 'The client certificate\'s private key (PEM)' -r -F
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
@@ -143,6 +159,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-c
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sample -d 'How long to sample before judging' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s f -l format -d 'Output format. Default: text on a terminal, json otherwise' -r -f -a "text\t'A refreshing table, worst client first'
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l tls -d 'Connect to Redis over TLS (as a rediss:// URL does), e.g. to the default target or a redis:// URL'
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'

@@ -196,6 +196,50 @@ impl Redis {
         redis
     }
 
+    /// A redis-server serving TLS only, on a free `--tls-port` (the returned
+    /// `port`; `--port 0`), with `certs`' server certificate and CA (which, by
+    /// Redis's default `tls-auth-clients yes`, also checks client certificates).
+    /// Ready when `redis-cli --tls` gets a PONG.
+    pub fn start_tls(certs: &TlsCerts, extra: &[&str]) -> Redis {
+        let port = free_port();
+        let dir = TempDir::new("redis-tls");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1 ::1"])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--tls-cert-file")
+            .arg(&certs.server_cert)
+            .arg("--tls-key-file")
+            .arg(&certs.server_key)
+            .arg("--tls-ca-cert-file")
+            .arg(&certs.ca)
+            .arg("--dir")
+            .arg(&dir.0)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (cargo xtask setup)");
+        let server_pid = child.id();
+        let redis = Redis {
+            port,
+            child,
+            _dir: dir,
+            server_pid,
+            netns: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while certs.redis_cli(port, &["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on tls-port {port} did not answer PING within 10 s"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        redis
+    }
+
     /// The server's pid, as the host numbers it.
     pub fn pid(&self) -> u32 {
         self.server_pid
@@ -243,6 +287,142 @@ impl Drop for Redis {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Certificates made with `openssl` for a TLS test, in a directory removed on drop:
+/// a CA; a server certificate it signs for 127.0.0.1 and localhost (in its
+/// subjectAltName: connwatch checks the name); a client certificate it signs (X.509
+/// v3: rustls takes no v1); and a second CA that signs none of them.
+pub struct TlsCerts {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub wrong_ca: PathBuf,
+    dir: TempDir,
+}
+
+impl TlsCerts {
+    pub fn make() -> TlsCerts {
+        let dir = TempDir::new("tls");
+        let at = |name: &str| dir.0.join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let self_signed = |name: &str, subject: &str| {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        };
+        self_signed("ca", "/CN=connwatch test CA");
+        self_signed("wrong-ca", "/CN=another CA");
+        let signed = |name: &str, subject: &str, extensions: &str| {
+            std::fs::write(at(&format!("{name}.ext")), extensions).expect("write extensions");
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        };
+        signed(
+            "server",
+            "/CN=localhost",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        );
+        signed("client", "/CN=connwatch", "extendedKeyUsage=clientAuth\n");
+        TlsCerts {
+            ca: at("ca.crt"),
+            server_cert: at("server.crt"),
+            server_key: at("server.key"),
+            client_cert: at("client.crt"),
+            client_key: at("client.key"),
+            wrong_ca: at("wrong-ca.crt"),
+            dir,
+        }
+    }
+
+    /// A path in the certificates' directory (for files a test writes there).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
+
+    /// `redis-cli --tls` with these certificates: the reply's first line, or `None`
+    /// when it could not connect.
+    pub fn redis_cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg("--cert")
+            .arg(&self.client_cert)
+            .arg("--key")
+            .arg(&self.client_key)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli must be installed (cargo xtask setup)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next()?.trim().to_owned();
+        (out.status.success() && !first.starts_with("Could not connect")).then_some(first)
+    }
+
+    /// The TLS arguments of `connwatch` for a server made with these certificates.
+    pub fn agent_args(&self) -> Vec<String> {
+        [
+            ("--cacert", &self.ca),
+            ("--cert", &self.client_cert),
+            ("--key", &self.client_key),
+        ]
+        .iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
     }
 }
 

@@ -66,7 +66,9 @@ fn real_server_plain() {
         s.config,
         Some(RedisConfig {
             maxclients: Some(1234),
-            timeout: Some(77)
+            timeout: Some(77),
+            // No TLS port configured.
+            tls_port: Some(0),
         })
     );
     let info = s.info.clone().unwrap();
@@ -157,16 +159,17 @@ fn real_server_without_config() {
         s.config,
         Some(RedisConfig {
             maxclients: from_info,
-            timeout: None
+            timeout: None,
+            tls_port: None,
         })
     );
     // Not asked again, even after the refresh period: the error count stays.
     let errors = info_field(&server, "stats", "total_error_replies");
-    assert_eq!(errors, "2"); // the two CONFIG GETs
+    assert_eq!(errors, "3"); // the three CONFIG GETs
     for t in [2, 70, 200] {
         assert_eq!(rt.block_on(p.poll_at(t * SEC)).status, RedisStatus::Ok);
     }
-    assert_eq!(info_field(&server, "stats", "total_error_replies"), "2");
+    assert_eq!(info_field(&server, "stats", "total_error_replies"), "3");
 }
 
 #[test]

@@ -182,6 +182,7 @@ fn redis_ok(info: InfoFields, maxclients: u64, timeout: u64) -> RedisSnapshot {
         config: Some(RedisConfig {
             maxclients: Some(maxclients),
             timeout: Some(timeout),
+            tls_port: Some(0),
         }),
         own_addr: Some("127.0.0.1:50000".parse().expect("addr")),
         target: Some("127.0.0.1:6379".parse().expect("addr")),
@@ -220,7 +221,12 @@ fn simulate(
         totals.open = clients.iter().map(|c| c.open).sum();
         totals.clients = clients.len() as u64;
         let limits = capacity::limits(Some(&redis), Some(&host));
-        let capacity = capacity::capacity(Some(&redis), &limits, totals.open);
+        let capacity = capacity::capacity(
+            Some(&redis),
+            &limits,
+            totals.open,
+            totals.accept_queue.map(|q| q.depth),
+        );
         let mut report = Report {
             kind: Kind::Report,
             ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + i * 1_000),
@@ -359,6 +365,7 @@ fn leak_and_storm() -> Vec<Report> {
                 rejected_by_reason: RejectCounts {
                     maxclients: 50 * i,
                     protected_mode: 0,
+                    tls: 0,
                     unknown: 0,
                 },
                 accept_errors: AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)]),
@@ -474,6 +481,7 @@ fn host_limits() -> Vec<Report> {
                 rejected_by_reason: RejectCounts {
                     maxclients: 5 * i - i / 2,
                     protected_mode: 0,
+                    tls: 0,
                     unknown: i / 2,
                 },
                 refused: i / 2,
@@ -533,6 +541,7 @@ fn unreachable_fanout() -> Vec<Report> {
                 config: Some(RedisConfig {
                     maxclients: Some(1_000),
                     timeout: Some(300),
+                    tls_port: Some(6380),
                 }),
                 own_addr: None,
                 target: Some("[::1]:6379".parse().expect("addr")),
@@ -909,6 +918,39 @@ fn the_schema_rejects_what_the_code_never_writes() {
     let mut bad = raised.clone();
     bad["type"] = json!("alert");
     assert!(!errors(&bad).is_empty());
+}
+
+#[test]
+fn the_schema_knows_every_redis_status_and_rejection_reason() {
+    let names = |v: &Value| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        n.sort();
+        n
+    };
+    let mut statuses: Vec<String> = RedisStatus::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        names(&schema()["$defs"]["redis"]["properties"]["status"]["enum"]),
+        statuses
+    );
+    let reasons = serde_json::to_value(RejectCounts::default()).expect("serialize");
+    let mut keys: Vec<String> = reasons
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    let by_reason = &schema()["$defs"]["totals"]["properties"]["rejected_by_reason"];
+    assert_eq!(names(&by_reason["required"]), keys);
 }
 
 #[test]

@@ -177,6 +177,14 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
     if let Some(b) = c.blocked_clients {
         let _ = writeln!(s, "  blocked clients   {b}");
     }
+    let unix = match c.unix_clients {
+        Some(0) => "none".to_owned(),
+        Some(n) => {
+            format!("{n} clients hold slots over the Unix socket (not in the kernel's TCP view)")
+        }
+        None => "unknown".to_owned(),
+    };
+    let _ = writeln!(s, "  unix socket       {unix}");
     let idle = r
         .clients
         .iter()
@@ -259,6 +267,23 @@ mod tests {
     }
 
     #[test]
+    fn text_names_the_slots_held_over_the_unix_socket() {
+        let mut r = report(&[]);
+        r.capacity.unix_clients = Some(5);
+        let text = render(&r, Status::Ok, Duration::from_secs(3));
+        assert!(
+            text.contains(
+                "  unix socket       5 clients hold slots over the Unix socket (not in the \
+                 kernel's TCP view)\n"
+            ),
+            "{text}"
+        );
+        r.capacity.unix_clients = Some(0);
+        let text = render(&r, Status::Ok, Duration::from_secs(3));
+        assert!(text.contains("  unix socket       none\n"), "{text}");
+    }
+
+    #[test]
     fn text_lists_the_checks_and_the_result() {
         let text = render(
             &report(&[Severity::Critical]),
@@ -272,6 +297,7 @@ mod tests {
             "fd limit",
             "idle connections",
             "listen overflows",
+            "unix socket       unknown",
             "CRITICAL s",
             "result: CRITICAL (exit 2)",
         ] {

@@ -64,13 +64,16 @@ pub struct LiveArgs {
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
     /// The Redis server to ask for INFO/CONFIG through one persistent connection:
-    /// redis://[user@]host:port. Default: redis://127.0.0.1:<first --port>.
+    /// redis://[user@]host:port, rediss://[user@]host:port (TLS) or
+    /// unix:///path/to/redis.sock. Default: redis://127.0.0.1:<first --port>.
     /// The password comes from --password-file or REDISCLI_AUTH, never from the URL.
     #[arg(long, value_name = "URL", conflicts_with = "no_redis")]
     pub redis: Option<String>,
     /// Read the Redis password from this file (first line). Default: $REDISCLI_AUTH.
     #[arg(long, value_name = "FILE", conflicts_with = "no_redis")]
     pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Do not connect to Redis at all: kernel and /proc figures only.
     #[arg(long)]
     pub no_redis: bool,
@@ -91,6 +94,64 @@ pub struct LiveArgs {
     pub debug_probes: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
+}
+
+/// TLS for the connection to Redis, with redis-cli's flags.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Connect to Redis over TLS (as a rediss:// URL does), e.g. to the default
+    /// target or a redis:// URL.
+    #[arg(long, help_heading = "Redis TLS", conflicts_with = "no_redis")]
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the server's certificate. Default: the
+    /// system's CA store.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Redis TLS",
+        conflicts_with = "no_redis"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for a server with tls-auth-clients; with --key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Redis TLS",
+        conflicts_with = "no_redis"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Redis TLS",
+        conflicts_with = "no_redis"
+    )]
+    pub key: Option<PathBuf>,
+    /// Do not verify the server's certificate (neither its CA nor its name).
+    #[arg(long, help_heading = "Redis TLS", conflicts_with = "no_redis")]
+    pub insecure: bool,
+    /// Server name to send (SNI) and to find in the server's certificate, instead of
+    /// the URL's host.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Redis TLS",
+        conflicts_with = "no_redis"
+    )]
+    pub sni: Option<String>,
+}
+
+impl TlsArgs {
+    pub fn options(&self) -> crate::source::redis::TlsOptions {
+        crate::source::redis::TlsOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure: self.insecure,
+            sni: self.sni.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +395,38 @@ mod tests {
         ]);
         assert_eq!(args.live.interval, Duration::from_millis(250));
         assert_eq!(args.live.ports, vec![6379, 6380]);
+    }
+
+    #[test]
+    fn tls_flags_are_redis_clis() {
+        let args = watch_args(&[
+            "connwatch",
+            "watch",
+            "--tls",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "client.pem",
+            "--key",
+            "client.key",
+            "--sni",
+            "redis.example",
+        ]);
+        assert!(args.live.tls.tls);
+        assert_eq!(
+            args.live.tls.options(),
+            crate::source::redis::TlsOptions {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("client.pem".into()),
+                key_file: Some("client.key".into()),
+                insecure: false,
+                sni: Some("redis.example".into()),
+            }
+        );
+        assert!(
+            Cli::try_parse_from(["connwatch", "check", "--insecure", "--no-redis"]).is_err(),
+            "TLS flags conflict with --no-redis"
+        );
     }
 
     #[test]

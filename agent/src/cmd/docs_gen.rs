@@ -127,7 +127,8 @@ fn footer() -> Roff {
         ),
         (
             exit::USAGE,
-            "Bad usage: flags, a Redis URL, an unreadable password file.",
+            "Bad usage: flags, a Redis URL, an unreadable password file, a missing or unusable \
+certificate file (--cacert, --cert, --key).",
         ),
         (
             exit::NO_PRIVILEGES,

@@ -21,22 +21,24 @@ pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
 }
 
 /// How the agent asks Redis: one target (`--redis`) for the home instance, or each
-/// instance at its own `127.0.0.1:<first port>`, from inside its namespace.
+/// instance at its own `127.0.0.1:<first port>`, from inside its namespace (with
+/// the TLS flags either way).
 #[derive(Clone)]
 pub struct RedisPlan {
-    /// `None`: the default, per instance.
+    /// `--redis`; `None`: `default`, per instance.
     pub target: Option<RedisTarget>,
+    /// `127.0.0.1:<first port>`, as each instance reaches its own Redis.
+    pub default: RedisTarget,
     pub password: Option<Password>,
-    pub port: u16,
 }
 
 impl RedisPlan {
-    /// The target of instance `home` (whether it is the home instance).
+    /// The target of an instance, given whether it is the home instance.
     pub fn target_for(&self, home: bool) -> Option<RedisTarget> {
         match (&self.target, home) {
             (Some(t), true) => Some(t.clone()),
             (Some(_), false) => None,
-            (None, _) => Some(RedisTarget::new("127.0.0.1", self.port)),
+            (None, _) => Some(self.default.clone()),
         }
     }
 }
@@ -47,12 +49,20 @@ pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>,
     if args.no_redis {
         return Ok(None);
     }
-    let target = args.redis.as_deref().map(RedisTarget::parse).transpose()?;
+    let tls = |t: RedisTarget| t.with_tls(args.tls.tls, args.tls.options());
+    let target = match args.redis.as_deref() {
+        Some(url) => Some(tls(RedisTarget::parse(url)?)?),
+        None => None,
+    };
+    let default = tls(RedisTarget::new(
+        "127.0.0.1",
+        ports.first().copied().unwrap_or(DEFAULT_PORT),
+    ))?;
     let password = load_password(args.password_file.as_deref())?;
     Ok(Some(RedisPlan {
         target,
+        default,
         password,
-        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
     }))
 }
 

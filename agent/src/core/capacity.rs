@@ -5,7 +5,7 @@
 //! lacks, a /proc file unreadable) is absent from the JSON, never 0.
 
 use crate::model::{
-    Capacity, CapacitySource, FileNr, HostSnapshot, Limits, RedisReport, RedisSnapshot, RedisStatus,
+    Capacity, CapacitySource, FileNr, HostSnapshot, InfoFields, Limits, RedisReport, RedisSnapshot,
 };
 
 /// Baselines taken at the first good reading, for deltas since the agent started.
@@ -28,10 +28,7 @@ impl Baselines {
                 *slot = Some(v);
             }
         }
-        if let Some(info) = redis
-            .filter(|r| r.status == RedisStatus::Ok)
-            .and_then(|r| r.info.as_ref())
-        {
+        if let Some(info) = redis.and_then(RedisSnapshot::fresh_info) {
             keep(&mut self.rejected_connections, info.rejected_connections);
             keep(
                 &mut self.total_connections_received,
@@ -52,7 +49,7 @@ fn delta(now: Option<u64>, base: Option<u64>) -> Option<u64> {
 impl RedisReport {
     pub fn from_snapshot(r: &RedisSnapshot, base: Option<&Baselines>) -> Self {
         let info = r.info.as_ref();
-        let field = |f: fn(&crate::model::InfoFields) -> Option<u64>| info.and_then(f);
+        let field = |f: fn(&InfoFields) -> Option<u64>| info.and_then(f);
         RedisReport {
             status: r.status,
             error: r.error.clone(),
@@ -106,11 +103,17 @@ pub fn limits(redis: Option<&RedisSnapshot>, h: Option<&HostSnapshot>) -> Limits
     }
 }
 
-/// Capacity from INFO when Redis answered, else from the kernel's open count.
-pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64) -> Capacity {
+/// Capacity from INFO when Redis answered, else from the kernel's open count
+/// (`kernel_open`: connections open on the watched ports, the agent's own excluded;
+/// `queued`: of those, the ones still waiting in the accept queue, when known).
+pub fn capacity(
+    redis: Option<&RedisSnapshot>,
+    limits: &Limits,
+    kernel_open: u64,
+    queued: Option<u64>,
+) -> Capacity {
     let info = redis
-        .filter(|r| r.status == RedisStatus::Ok)
-        .and_then(|r| r.info.as_ref())
+        .and_then(RedisSnapshot::fresh_info)
         .filter(|i| i.connected_clients.is_some());
     let limit = limits.effective_maxclients;
     let mut cap = match info {
@@ -120,6 +123,7 @@ pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64
             connected_slaves: i.connected_slaves,
             cluster_connections: i.cluster_connections,
             blocked_clients: i.blocked_clients,
+            unix_clients: unix_clients(i, kernel_open.saturating_sub(queued.unwrap_or(0))),
             used: i.connected_clients.unwrap_or(0)
                 + i.connected_slaves.unwrap_or(0)
                 + i.cluster_connections.unwrap_or(0),
@@ -133,6 +137,7 @@ pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64
             connected_slaves: None,
             cluster_connections: None,
             blocked_clients: None,
+            unix_clients: None,
             used: kernel_open,
             limit,
             ratio: None,
@@ -147,6 +152,22 @@ pub fn capacity(redis: Option<&RedisSnapshot>, limits: &Limits, kernel_open: u64
         }
     }
     cap
+}
+
+/// The clients INFO counts that the kernel's TCP view of the watched ports does not
+/// see: those over the Unix socket. INFO's `connected_clients` leaves replicas out
+/// (they are `connected_slaves`) but counts the agent's own connection and, on a
+/// replica, its link to its master; `tcp_accepted` (the watched ports' connections
+/// Redis has accepted, the agent's own excluded) counts replicas and the other
+/// clients. So: connected_clients + connected_slaves − 1 (the agent) − 1 (a master
+/// link that is up) − tcp_accepted, never below 0. `None` when INFO lacks
+/// `connected_clients`.
+pub fn unix_clients(info: &InfoFields, tcp_accepted: u64) -> Option<u64> {
+    let all = info
+        .connected_clients?
+        .saturating_add(info.connected_slaves.unwrap_or(0));
+    let not_clients = 1 + u64::from(info.master_link_up == Some(true));
+    Some(all.saturating_sub(not_clients).saturating_sub(tcp_accepted))
 }
 
 /// Descriptors Redis keeps for itself beyond its clients (`CONFIG_MIN_RESERVED_FDS`):
@@ -192,6 +213,7 @@ mod tests {
             config: Some(RedisConfig {
                 maxclients,
                 timeout: Some(0),
+                tls_port: Some(0),
             }),
             ..RedisSnapshot::disabled()
         }
@@ -218,7 +240,7 @@ mod tests {
         let r = redis(info, Some(200));
         let l = limits(Some(&r), Some(&host(100_000)));
         assert_eq!(l.effective_maxclients, Some(200));
-        let c = capacity(Some(&r), &l, 999);
+        let c = capacity(Some(&r), &l, 999, None);
         assert_eq!(c.source, CapacitySource::Info);
         assert_eq!(
             c.used, 100,
@@ -226,6 +248,49 @@ mod tests {
         );
         assert_eq!(c.ratio, Some(0.5));
         assert_eq!(c.headroom, Some(100));
+    }
+
+    #[test]
+    fn unix_clients_are_what_info_counts_beyond_the_tcp_connections() {
+        // 10 clients (the agent among them) and 2 replicas; the kernel sees 6 TCP
+        // connections accepted on the watched port, the replicas' 2 among them.
+        let info = InfoFields {
+            connected_clients: Some(10),
+            connected_slaves: Some(2),
+            ..InfoFields::default()
+        };
+        assert_eq!(unix_clients(&info, 6), Some(10 + 2 - 1 - 6));
+        // On a replica, its link to its master is one of connected_clients too.
+        let replica = InfoFields {
+            master_link_up: Some(true),
+            ..info.clone()
+        };
+        assert_eq!(unix_clients(&replica, 6), Some(4));
+        let down = InfoFields {
+            master_link_up: Some(false),
+            ..info.clone()
+        };
+        assert_eq!(unix_clients(&down, 6), Some(5));
+        // Never negative (INFO and the kernel were read at different instants).
+        assert_eq!(unix_clients(&info, 50), Some(0));
+        assert_eq!(unix_clients(&InfoFields::default(), 0), None);
+
+        // In the capacity section: connections still in the accept queue are not
+        // clients yet; without INFO the figure is unknown.
+        let r = redis(info, Some(100));
+        let l = limits(Some(&r), None);
+        assert_eq!(capacity(Some(&r), &l, 8, Some(2)).unix_clients, Some(5));
+        assert_eq!(capacity(Some(&r), &l, 8, None).unix_clients, Some(3));
+        let mut down = r.clone();
+        down.status = RedisStatus::Unreachable;
+        let c = capacity(Some(&down), &l, 8, None);
+        assert_eq!(c.unix_clients, None);
+        assert!(
+            serde_json::to_value(&c)
+                .unwrap()
+                .get("unix_clients")
+                .is_none()
+        );
     }
 
     #[test]
@@ -250,7 +315,7 @@ mod tests {
         let l = limits(Some(&r), Some(&host(132)));
         assert_eq!(l.maxclients, None);
         assert_eq!(l.effective_maxclients, Some(100));
-        let c = capacity(Some(&r), &l, 75);
+        let c = capacity(Some(&r), &l, 75, None);
         assert_eq!(c.source, CapacitySource::Kernel);
         assert_eq!(c.used, 75);
         assert_eq!(c.ratio, Some(0.75));

@@ -8,6 +8,13 @@
 //! closed before Redis's close landed; Redis wrote to it without being asked. An ordinary server-side close of a connection that never sent a
 //! command (the `timeout` idle kill, CLIENT KILL) lives at least a second: Redis's
 //! smallest `timeout` is 1 s.
+//!
+//! On Redis's TLS port no error line is readable: Redis turns a TLS connection away
+//! before the handshake, so it writes nothing and closes. That is a server-side
+//! close of a connection that read and wrote nothing — or a reset, when the
+//! client's ClientHello had arrived unread (the kernel answers a close with unread
+//! data with a RST). When the poller's `CONFIG GET tls-port` names the port, both
+//! count, with the reason `tls`.
 
 use std::time::Duration;
 
@@ -25,8 +32,9 @@ pub const MAXCLIENTS_REPLY: u64 = 36;
 const MAXCLIENTS_REPLY_MAX: u64 = 64;
 const PROTECTED_MODE_REPLY_MIN: u64 = 512;
 
-/// Whether a closed connection was a rejection, and why.
-pub fn classify(closed: &Closed) -> Option<RejectReason> {
+/// Whether a closed connection was a rejection, and why. `tls_port`: the connection
+/// was to Redis's TLS port.
+pub fn classify(closed: &Closed, tls_port: bool) -> Option<RejectReason> {
     let conn = closed.conn.as_ref()?;
     // Only connections seen opening: a seeded one predates us, its bytes are partial.
     if conn.origin != Origin::Opened {
@@ -43,11 +51,16 @@ pub fn classify(closed: &Closed) -> Option<RejectReason> {
         // and a fast client may read that error and close before Redis's own close
         // lands. A client that simply connects and leaves has received nothing.
         CloseKind::Reset | CloseKind::Client if conn.bytes_out > 0 => {}
+        // Over TLS Redis writes nothing: its close of the unread ClientHello is the
+        // reset. (A client that resets a TLS connection before its first byte — some
+        // TCP health checks do — looks the same: INFO's rejected_connections tells.)
+        CloseKind::Reset if tls_port => {}
         CloseKind::Reset | CloseKind::Client => return None,
     }
     Some(match conn.bytes_out {
         MAXCLIENTS_REPLY..=MAXCLIENTS_REPLY_MAX => RejectReason::MaxClients,
         n if n >= PROTECTED_MODE_REPLY_MIN => RejectReason::ProtectedMode,
+        0 if tls_port => RejectReason::Tls,
         _ => RejectReason::Unknown,
     })
 }
@@ -82,19 +95,19 @@ mod tests {
     #[test]
     fn maxclients_rejection_is_a_fast_server_close_that_read_nothing() {
         let c = closed(CloseKind::Server, Origin::Opened, 0, 0, 36);
-        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+        assert_eq!(classify(&c, false), Some(RejectReason::MaxClients));
         // The client had sent data: the close becomes a RST, still a rejection.
         let c = closed(CloseKind::Reset, Origin::Opened, 0, 0, 36);
-        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+        assert_eq!(classify(&c, false), Some(RejectReason::MaxClients));
     }
 
     #[test]
     fn a_client_that_reads_the_error_and_closes_first_was_still_rejected() {
         let c = closed(CloseKind::Client, Origin::Opened, 0, 0, 36);
-        assert_eq!(classify(&c), Some(RejectReason::MaxClients));
+        assert_eq!(classify(&c, false), Some(RejectReason::MaxClients));
         // …but not one that sent a command and got its reply.
         assert_eq!(
-            classify(&closed(CloseKind::Client, Origin::Opened, 0, 14, 7)),
+            classify(&closed(CloseKind::Client, Origin::Opened, 0, 14, 7), false),
             None
         );
     }
@@ -102,44 +115,78 @@ mod tests {
     #[test]
     fn protected_mode_and_unknown_replies() {
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 1020)),
+            classify(
+                &closed(CloseKind::Server, Origin::Opened, 2, 0, 1020),
+                false
+            ),
             Some(RejectReason::ProtectedMode)
         );
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 0)),
+            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 0), false),
             Some(RejectReason::Unknown)
         );
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 200)),
+            classify(&closed(CloseKind::Server, Origin::Opened, 2, 0, 200), false),
             Some(RejectReason::Unknown)
         );
+    }
+
+    #[test]
+    fn on_the_tls_port_a_silent_close_or_reset_is_a_tls_rejection() {
+        // Redis closed before the ClientHello arrived: a FIN, nothing written.
+        let c = closed(CloseKind::Server, Origin::Opened, 1, 0, 0);
+        assert_eq!(classify(&c, true), Some(RejectReason::Tls));
+        assert_eq!(classify(&c, false), Some(RejectReason::Unknown));
+        // The ClientHello had arrived unread: the close is a reset.
+        let c = closed(CloseKind::Reset, Origin::Opened, 1, 0, 0);
+        assert_eq!(classify(&c, true), Some(RejectReason::Tls));
+        assert_eq!(classify(&c, false), None);
+        // A TLS client served and gone: Redis read its handshake.
+        let c = closed(CloseKind::Reset, Origin::Opened, 3, 517, 1420);
+        assert_eq!(classify(&c, true), None);
+        let c = closed(CloseKind::Server, Origin::Opened, 3, 517, 1420);
+        assert_eq!(classify(&c, true), None);
+        // A client that connects and leaves without a byte either way.
+        let c = closed(CloseKind::Client, Origin::Opened, 0, 0, 0);
+        assert_eq!(classify(&c, true), None);
+        // Long-lived, or predating the agent: not a rejection there either.
+        let c = closed(CloseKind::Reset, Origin::Opened, 5_000, 0, 0);
+        assert_eq!(classify(&c, true), None);
+        let c = closed(CloseKind::Reset, Origin::Seeded, 1, 0, 0);
+        assert_eq!(classify(&c, true), None);
+        // Sizes still tell the plain-text replies apart.
+        let c = closed(CloseKind::Server, Origin::Opened, 0, 0, 36);
+        assert_eq!(classify(&c, true), Some(RejectReason::MaxClients));
     }
 
     #[test]
     fn ordinary_closes_are_not_rejections() {
         // The client read and wrote: a normal QUIT.
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Opened, 1, 14, 5)),
+            classify(&closed(CloseKind::Server, Origin::Opened, 1, 14, 5), false),
             None
         );
         // An idle connection killed by `timeout` lived for seconds.
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Opened, 5_000, 0, 0)),
+            classify(
+                &closed(CloseKind::Server, Origin::Opened, 5_000, 0, 0),
+                false
+            ),
             None
         );
         // The client closed first without having been sent anything.
         assert_eq!(
-            classify(&closed(CloseKind::Client, Origin::Opened, 0, 0, 0)),
+            classify(&closed(CloseKind::Client, Origin::Opened, 0, 0, 0), false),
             None
         );
         // A client abort before Redis wrote anything.
         assert_eq!(
-            classify(&closed(CloseKind::Reset, Origin::Opened, 0, 0, 0)),
+            classify(&closed(CloseKind::Reset, Origin::Opened, 0, 0, 0), false),
             None
         );
         // A connection that predates the agent.
         assert_eq!(
-            classify(&closed(CloseKind::Server, Origin::Seeded, 0, 0, 36)),
+            classify(&closed(CloseKind::Server, Origin::Seeded, 0, 0, 36), false),
             None
         );
         // Unknown to the table.
@@ -149,7 +196,7 @@ mod tests {
             lifetime: None,
             delta: ByteDelta::default(),
         };
-        assert_eq!(classify(&unknown), None);
+        assert_eq!(classify(&unknown, false), None);
     }
 
     #[test]
@@ -158,14 +205,16 @@ mod tests {
         counts.add(RejectReason::MaxClients);
         counts.add(RejectReason::MaxClients);
         counts.add(RejectReason::Unknown);
+        counts.add(RejectReason::Tls);
         assert_eq!(
             counts,
             RejectCounts {
                 maxclients: 2,
                 protected_mode: 0,
+                tls: 1,
                 unknown: 1
             }
         );
-        assert_eq!(counts.total(), 3);
+        assert_eq!(counts.total(), 4);
     }
 }

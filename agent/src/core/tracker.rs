@@ -141,7 +141,12 @@ impl Tracker {
                 if self.watches(key) {
                     let closed = self.conns.close(*ts, key, *how, activity.as_ref());
                     self.clients.on_closed(key.remote.ip(), *ts, &closed);
-                    let rejected = reject::classify(&closed);
+                    let tls_port = self
+                        .redis
+                        .as_ref()
+                        .and_then(|r| r.config)
+                        .is_some_and(|c| c.is_tls_port(key.local.port()));
+                    let rejected = reject::classify(&closed, tls_port);
                     if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);
@@ -261,7 +266,17 @@ impl Tracker {
             None => RedisReport::default(),
         };
         let limits = capacity::limits(self.redis.as_ref(), self.host.as_ref());
-        let capacity = capacity::capacity(self.redis.as_ref(), &limits, self.conns.len() as u64);
+        let queued = self
+            .host
+            .as_ref()
+            .and_then(|h| h.accept_queue)
+            .map(|(depth, _)| depth);
+        let capacity = capacity::capacity(
+            self.redis.as_ref(),
+            &limits,
+            self.conns.len() as u64,
+            queued,
+        );
         Report {
             kind: Kind::Report,
             ts: wall_time(clock, now),
@@ -1259,6 +1274,7 @@ mod tests {
             RejectCounts {
                 maxclients: 3,
                 protected_mode: 1,
+                tls: 0,
                 unknown: 0
             }
         );

@@ -111,6 +111,11 @@ pub struct Capacity {
     /// A subset of `connected_clients`: shown, not added to `used`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_clients: Option<u64>,
+    /// Clients INFO counts that are no TCP connection on the watched ports: over
+    /// the Unix socket (or on a port of this Redis not watched). They hold slots the
+    /// kernel's TCP view cannot see. Never negative; `None` without fresh INFO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_clients: Option<u64>,
     /// connected_clients + connected_slaves + cluster_connections: what Redis
     /// compares with maxclients when it accepts a connection.
     pub used: u64,

@@ -20,9 +20,17 @@ pub enum RedisStatus {
     NoAuth,
     /// The server turned our connection away (maxclients reached, protected mode).
     Rejected,
+    /// The TLS handshake failed (the server's certificate did not verify, it refused
+    /// ours, or the port does not speak TLS); the error names the cause.
+    TlsFailed,
+    /// The ACL user may not run a command the agent needs (INFO, CONFIG GET); the
+    /// error gives the rule to grant. When only CONFIG GET is denied, INFO still
+    /// answers and its figures are fresh (see [`RedisSnapshot::fresh_info`]).
+    #[serde(rename = "noperm")]
+    NoPerm,
     /// Polling is disabled (`--no-redis`).
     Disabled,
-    /// Any other error (protocol error, unexpected reply, ACL denies INFO).
+    /// Any other error (protocol error, unexpected reply, LOADING, BUSY).
     Error,
 }
 
@@ -33,6 +41,8 @@ named!(RedisStatus {
     AuthFailed => "auth_failed",
     NoAuth => "noauth",
     Rejected => "rejected",
+    TlsFailed => "tls_failed",
+    NoPerm => "noperm",
     Disabled => "disabled",
     Error => "error",
 });
@@ -78,17 +88,34 @@ pub struct InfoFields {
     pub total_connections_received: Option<u64>,
     /// `cluster_enabled` from INFO cluster.
     pub cluster_enabled: Option<bool>,
+    /// `master_link_status` of a replica: `up` while its link to its master (a
+    /// client of its own `connected_clients`) is connected. Absent from captures
+    /// made before it was read.
+    #[serde(default)]
+    pub master_link_up: Option<bool>,
     /// Replica addresses from `slaveN:ip=…,port=…` lines (port is the replica's
     /// listening port, not its connection's source port).
     pub replicas: Vec<SocketAddr>,
 }
 
-/// `CONFIG GET maxclients timeout`.
+/// `CONFIG GET maxclients`, `timeout`, `tls-port`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisConfig {
     pub maxclients: Option<u64>,
     /// Idle timeout in seconds (0: never).
     pub timeout: Option<u64>,
+    /// The port Redis serves TLS on (0: none); `None` when unknown (CONFIG GET
+    /// unavailable, or a server without TLS support). Absent from captures made
+    /// before it was asked.
+    #[serde(default)]
+    pub tls_port: Option<u16>,
+}
+
+impl RedisConfig {
+    /// Whether `port` is the server's TLS port, as far as CONFIG GET says.
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        self.tls_port == Some(port)
+    }
 }
 
 /// One poll's outcome.
@@ -118,6 +145,17 @@ impl RedisSnapshot {
             config: None,
             own_addr: None,
             target: None,
+        }
+    }
+
+    /// INFO as it answered on the last poll: with status `ok`, or `noperm` when only
+    /// CONFIG GET is denied (the poller drops INFO's figures when INFO itself is
+    /// denied). `None` when INFO did not answer (the last good values in `info` are
+    /// then stale).
+    pub fn fresh_info(&self) -> Option<&InfoFields> {
+        match self.status {
+            RedisStatus::Ok | RedisStatus::NoPerm => self.info.as_ref(),
+            _ => None,
         }
     }
 

@@ -408,7 +408,10 @@ pub enum RejectReason {
     MaxClients,
     /// `-DENIED Redis is running in protected mode …` (about 1 KB).
     ProtectedMode,
-    /// No reply (TLS, or the close raced the write) or an unknown one.
+    /// On Redis's TLS port (`tls-port`): Redis closes a TLS connection it turns away
+    /// before the handshake, without a readable error line.
+    Tls,
+    /// No reply (the close raced the write) or an unknown one.
     Unknown,
 }
 
@@ -417,6 +420,7 @@ impl RejectReason {
         match self {
             RejectReason::MaxClients => "maxclients",
             RejectReason::ProtectedMode => "protected_mode",
+            RejectReason::Tls => "tls",
             RejectReason::Unknown => "unknown",
         }
     }
@@ -427,6 +431,7 @@ impl RejectReason {
 pub struct RejectCounts {
     pub maxclients: u64,
     pub protected_mode: u64,
+    pub tls: u64,
     pub unknown: u64,
 }
 
@@ -435,13 +440,14 @@ impl RejectCounts {
         let slot = match reason {
             RejectReason::MaxClients => &mut self.maxclients,
             RejectReason::ProtectedMode => &mut self.protected_mode,
+            RejectReason::Tls => &mut self.tls,
             RejectReason::Unknown => &mut self.unknown,
         };
         *slot += 1;
     }
 
     pub fn total(&self) -> u64 {
-        self.maxclients + self.protected_mode + self.unknown
+        self.maxclients + self.protected_mode + self.tls + self.unknown
     }
 }
 

@@ -143,7 +143,7 @@ mod tests {
                 "closed_by_client": 5, "reset": 1, "clients": 2, "lost_events": 4,
                 "vanished": 0, "closes_without_bytes": 0, "accept_errors": {"EMFILE": 812},
                 "evicted_clients": 1, "rejected": 0,
-                "rejected_by_reason": {"maxclients": 0, "protected_mode": 0, "unknown": 0},
+                "rejected_by_reason": {"maxclients": 0, "protected_mode": 0, "tls": 0, "unknown": 0},
                 "refused": 0, "accept_errors_per_s": 0.0, "synack_retransmits": 0
             })
         );

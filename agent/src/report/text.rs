@@ -44,12 +44,9 @@ const NONE: &str = "-";
 /// `width`, longer lines are cut to it (ending in "…") so a refreshing screen
 /// never wraps.
 pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String {
-    let mut lines = vec![
-        header_line(report),
-        server_line(report),
-        totals_line(report),
-        String::new(),
-    ];
+    let mut lines = vec![header_line(report), server_line(report)];
+    lines.extend(unix_line(report));
+    lines.extend([totals_line(report), String::new()]);
     if !report.verdicts.is_empty() {
         lines.extend(verdict_lines(report));
         lines.push(String::new());
@@ -129,6 +126,20 @@ fn server_line(report: &Report) -> String {
         let _ = write!(line, "  maxclients {max}");
     }
     line
+}
+
+/// Slots held over the Unix socket, when there are any: the table below cannot show
+/// them (it is the kernel's TCP view).
+fn unix_line(report: &Report) -> Option<String> {
+    let n = report.capacity.unix_clients.filter(|&n| n > 0)?;
+    let clients = if n == 1 {
+        "client holds"
+    } else {
+        "clients hold"
+    };
+    Some(format!(
+        "unix socket: {n} {clients} slots over the Unix socket (not in the table: the kernel's TCP view does not see them)"
+    ))
 }
 
 /// Stale connections named under a leak in the terminal (the JSON has up to 20).
@@ -386,6 +397,27 @@ mod tests {
                 "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  accept queue 128/511  closes lost 3  closes without bytes 2  accept errors 20000/s EMFILE 812 ENFILE 4"
             )
         );
+    }
+
+    #[test]
+    fn slots_held_over_the_unix_socket_get_a_line_when_there_are_some() {
+        let mut r = report(vec![busy()]);
+        for unknown_or_none in [None, Some(0)] {
+            r.capacity.unix_clients = unknown_or_none;
+            let text = render_text(&r, 20, None);
+            assert!(!text.contains("unix socket"), "{text}");
+        }
+        r.capacity.unix_clients = Some(3);
+        let text = render_text(&r, 20, None);
+        assert_eq!(
+            text.lines().nth(2),
+            Some(
+                "unix socket: 3 clients hold slots over the Unix socket (not in the table: \
+                 the kernel's TCP view does not see them)"
+            )
+        );
+        r.capacity.unix_clients = Some(1);
+        assert!(render_text(&r, 20, None).contains("unix socket: 1 client holds slots"));
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
     if let Some(b) = c.blocked_clients.filter(|&b| b > 0) {
         capacity.push(format!("{b} blocked"));
     }
+    if let Some(n) = c.unix_clients.filter(|&n| n > 0) {
+        capacity.push(format!("{n} held over the Unix socket at the end"));
+    }
     fact(out, "Capacity", &capacity);
 
     // Totals.

@@ -278,6 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn the_header_says_how_many_slots_the_unix_socket_holds() {
+        // INFO counts 30 clients more than the kernel sees, the agent among them.
+        let mut reports = reports();
+        let html = render_html(&reports, "x");
+        assert_eq!(count(&html, "29 held over the Unix socket at the end"), 1);
+        for (n, shown) in [(Some(0), false), (None, false), (Some(6), true)] {
+            if let Some(last) = reports.last_mut() {
+                last.capacity.unix_clients = n;
+            }
+            let html = render_html(&reports, "x");
+            assert_eq!(html.contains("over the Unix socket"), shown, "{n:?}");
+        }
+    }
+
+    #[test]
     fn no_reports_and_one_report_render_without_panicking() {
         let html = render_html(&[], "empty capture");
         assert!(html.contains("holds no reports"));

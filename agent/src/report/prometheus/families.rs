@@ -65,10 +65,11 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
         "connwatch_connections_rejected_total",
         MetricType::Counter,
         "Connections Redis accepted and closed at once without reading anything, \
-         by reason (maxclients, protected_mode, unknown).",
+         by reason (maxclients, protected_mode, tls, unknown).",
     );
     f.sample(&[("reason", "maxclients")], by.maxclients);
     f.sample(&[("reason", "protected_mode")], by.protected_mode);
+    f.sample(&[("reason", "tls")], by.tls);
     f.sample(&[("reason", "unknown")], by.unknown);
     x.counter(
         "connwatch_connections_refused_total",
@@ -180,6 +181,12 @@ pub(super) fn capacity_families(x: &mut Exposition, r: &Report) {
         "limit - used; negative when the limit was lowered below what is in use.",
         c.headroom,
     );
+    x.gauge(
+        "connwatch_capacity_unix_clients",
+        "Clients INFO counts that are no TCP connection on the watched ports (over the \
+         Unix socket): slots the kernel's view cannot see. Absent without INFO.",
+        c.unix_clients,
+    );
 }
 
 pub(super) fn limit_families(x: &mut Exposition, r: &Report) {
@@ -232,8 +239,8 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
     let redis = &r.redis;
     x.gauge(
         "connwatch_redis_up",
-        "1 when Redis answered INFO on the last poll, else 0.",
-        Some(redis.status == RedisStatus::Ok),
+        "1 when Redis answered INFO on the last poll (capacity comes from INFO), else 0.",
+        Some(r.capacity.source == CapacitySource::Info),
     );
     let mut f = x.family(
         "connwatch_redis_status",
@@ -288,6 +295,7 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
         "INFO clients blocked_clients (a subset of connected_clients).",
         c.blocked_clients,
     );
+
     x.counter(
         "connwatch_redis_rejected_connections_total",
         "INFO stats rejected_connections (resets when Redis restarts).",

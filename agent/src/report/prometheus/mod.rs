@@ -125,6 +125,7 @@ mod tests {
                 connected_slaves: None,
                 cluster_connections: None,
                 blocked_clients: None,
+                unix_clients: None,
                 used: 0,
                 limit: None,
                 ratio: None,
@@ -262,11 +263,15 @@ mod tests {
         has(&text, "connwatch_connections_reset_total 58");
         has(
             &text,
-            r#"connwatch_connections_rejected_total{reason="maxclients"} 150"#,
+            r#"connwatch_connections_rejected_total{reason="maxclients"} 148"#,
         );
         has(
             &text,
             r#"connwatch_connections_rejected_total{reason="protected_mode"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_connections_rejected_total{reason="tls"} 2"#,
         );
         has(
             &text,
@@ -297,6 +302,7 @@ mod tests {
         has(&text, "connwatch_capacity_limit 32");
         has(&text, "connwatch_capacity_ratio 1");
         has(&text, "connwatch_capacity_headroom 0");
+        has(&text, "connwatch_capacity_unix_clients 4");
         has(&text, "connwatch_maxclients 10000");
         has(&text, "connwatch_effective_maxclients 32");
         has(&text, "connwatch_nofile_soft_limit 64");
@@ -321,8 +327,10 @@ mod tests {
             text.lines()
                 .filter(|l| l.starts_with("connwatch_redis_status{"))
                 .count(),
-            8
+            RedisStatus::ALL.len()
         );
+        has(&text, r#"connwatch_redis_status{status="tls_failed"} 0"#);
+        has(&text, r#"connwatch_redis_status{status="noperm"} 0"#);
     }
 
     #[test]
@@ -505,6 +513,7 @@ mod tests {
             "connwatch_capacity_limit",
             "connwatch_capacity_ratio",
             "connwatch_capacity_headroom",
+            "connwatch_capacity_unix_clients",
             "connwatch_maxclients",
             "connwatch_effective_maxclients",
             "connwatch_nofile_soft_limit",

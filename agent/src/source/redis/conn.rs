@@ -1,9 +1,10 @@
-//! One connection to Redis on the `redis` crate, over a TCP stream we open ourselves.
+//! One connection to Redis on the `redis` crate, over a stream we open ourselves.
 //!
-//! We connect the socket (with a deadline), read its local address — the agent's own
-//! connection as the server sees it — and only then hand the stream to the crate's
-//! `MultiplexedConnection`, whose driver runs as a task on the current runtime. The
-//! crate is told no password, no database and no client-library name, so it sends
+//! We connect the socket (with a deadline; see `stream`), read its local address —
+//! the agent's own connection as the server sees it — and only then hand the
+//! stream to the crate's `MultiplexedConnection`, whose driver runs as a task on the
+//! current runtime. The stream is a [`Stream`]: plain TCP, TLS over that TCP stream
+//! (rustls, set up in `tls`), or a Unix socket. The crate is told no password, no database and no client-library name, so it sends
 //! nothing by itself: AUTH and CLIENT SETNAME are ordinary commands of the poller,
 //! whose replies it maps to statuses itself (and a password need not be UTF-8).
 //!
@@ -22,7 +23,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,83 +31,17 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisConnectionInfo, ServerError, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::model::normalize;
-use crate::source::netns::Netns;
+use super::stream::{ConnError, Stream};
+use super::tls::{self, TlsClient};
 
 /// Most bytes one exchange may read (32 MiB): far above anything INFO or CONFIG GET
 /// return, far below what would hurt the host.
 pub const DEFAULT_MAX_REPLY: usize = 32 << 20;
 
-/// Most bytes read for a reply the server sends before any command (a rejection).
-const MAX_GREETING: usize = 64 << 10;
-
 /// Largest single read through the counting wrapper.
 const READ_CHUNK: usize = 16 << 10;
-
-/// Why an exchange with Redis failed below the level of its reply.
-#[derive(Debug)]
-pub enum ConnError {
-    /// TCP connect failed (refused, timed out, unreachable).
-    Connect { addr: SocketAddr, source: io::Error },
-    /// A read or write failed or timed out.
-    Io {
-        context: &'static str,
-        source: io::Error,
-    },
-    /// The server closed the connection.
-    Closed,
-    /// The server broke the protocol, or sent more than the reply limit.
-    Protocol(String),
-}
-
-impl fmt::Display for ConnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnError::Connect { addr, source } => {
-                write!(f, "connect to {addr}: {}", io_msg(source))
-            }
-            ConnError::Io { context, source } => write!(f, "{context}: {}", io_msg(source)),
-            ConnError::Closed => f.write_str("connection closed by the server"),
-            ConnError::Protocol(msg) => write!(f, "RESP protocol error: {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for ConnError {}
-
-fn io_msg(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
-        _ => e.to_string(),
-    }
-}
-
-impl ConnError {
-    /// The peer hung up (EOF, reset, broken pipe).
-    pub fn is_hangup(&self) -> bool {
-        match self {
-            ConnError::Closed => true,
-            ConnError::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            ),
-            _ => false,
-        }
-    }
-
-    fn timed_out(context: &'static str) -> Self {
-        ConnError::Io {
-            context,
-            source: io::ErrorKind::TimedOut.into(),
-        }
-    }
-}
 
 /// What the wire saw, shared by the stream wrapper (in the crate's driver task) and
 /// the connection: the crate's own errors say less (an EOF becomes "broken pipe").
@@ -121,6 +55,8 @@ struct Wire {
     eof: AtomicBool,
     /// The first I/O error of the current exchange.
     error: Mutex<Option<(&'static str, io::ErrorKind, String)>>,
+    /// The first TLS failure of the session, said in one line (see `tls::describe`).
+    tls_error: Mutex<Option<String>>,
 }
 
 impl Wire {
@@ -145,11 +81,27 @@ impl Wire {
     }
 }
 
-/// The TCP stream as the crate sees it: reads count against the exchange's budget,
+/// The stream as the crate sees it: reads count against the exchange's budget,
 /// and every failure is noted in the [`Wire`].
 struct Counted {
-    inner: TcpStream,
+    inner: Stream,
     wire: Arc<Wire>,
+    /// Describes a TLS failure (`Some` for a TLS stream).
+    tls: Option<TlsClient>,
+}
+
+impl Counted {
+    fn note(&self, context: &'static str, e: &io::Error) {
+        self.wire.record(context, e);
+        if let (Some(client), Some(err)) = (&self.tls, tls::rustls_error(e)) {
+            let mut slot = self
+                .wire
+                .tls_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            slot.get_or_insert_with(|| tls::describe(err, client));
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -179,7 +131,7 @@ impl AsyncRead for Counted {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => {
-                self.wire.record("reading a reply", &e);
+                self.note("reading a reply", &e);
                 Poll::Ready(Err(e))
             }
             Poll::Pending => Poll::Pending,
@@ -195,7 +147,7 @@ impl AsyncWrite for Counted {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Err(e)) = &result {
-            self.wire.record("sending a command", e);
+            self.note("sending a command", e);
         }
         result
     }
@@ -203,7 +155,7 @@ impl AsyncWrite for Counted {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Err(e)) = &result {
-            self.wire.record("sending a command", e);
+            self.note("sending a command", e);
         }
         result
     }
@@ -211,119 +163,6 @@ impl AsyncWrite for Counted {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Opens the TCP connection within `timeout`, with TCP_NODELAY, from inside
-/// `netns` when given (its socket is made there, so `127.0.0.1` is the namespace's).
-pub async fn open(
-    addr: SocketAddr,
-    timeout: Duration,
-    netns: Option<&Netns>,
-) -> Result<TcpStream, ConnError> {
-    let connect = async {
-        match netns {
-            None => TcpStream::connect(addr).await,
-            Some(netns) => {
-                let domain = if addr.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                };
-                let fd = netns.socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
-                let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
-                socket.connect(addr).await
-            }
-        }
-    };
-    let stream = match tokio::time::timeout(timeout.max(Duration::from_millis(1)), connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(ConnError::Connect { addr, source }),
-        Err(_) => {
-            return Err(ConnError::Connect {
-                addr,
-                source: io::ErrorKind::TimedOut.into(),
-            });
-        }
-    };
-    stream.set_nodelay(true).map_err(|source| ConnError::Io {
-        context: "setting TCP_NODELAY",
-        source,
-    })?;
-    Ok(stream)
-}
-
-/// The stream's local address: the agent's address as the server sees it (unless a
-/// NAT or proxy sits in between).
-pub fn local_addr(stream: &TcpStream) -> Result<SocketAddr, ConnError> {
-    stream
-        .local_addr()
-        .map(normalize)
-        .map_err(|source| ConnError::Io {
-            context: "reading the local address",
-            source,
-        })
-}
-
-/// Whether the server has already sent something (or closed) although we asked
-/// nothing: Redis rejects a connection (maxclients, protected mode) by writing an
-/// error and closing right after the accept. One non-blocking peek, no waiting.
-/// `Err(Closed)` on EOF.
-pub fn has_unsolicited_input(stream: TcpStream) -> Result<(bool, TcpStream), ConnError> {
-    let io = |context| move |source| ConnError::Io { context, source };
-    // tokio's stream is non-blocking, and so is the std stream it turns into: the peek
-    // returns at once. The round trip through std is how to peek without waiting for
-    // the runtime's readiness events.
-    let std_stream = stream.into_std().map_err(io("checking for a greeting"))?;
-    let mut byte = [0u8; 1];
-    let peeked = std_stream.peek(&mut byte);
-    let stream = TcpStream::from_std(std_stream).map_err(io("checking for a greeting"))?;
-    match peeked {
-        Ok(0) => Err(ConnError::Closed),
-        Ok(_) => Ok((true, stream)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((false, stream)),
-        Err(source) => Err(ConnError::Io {
-            context: "checking for a greeting",
-            source,
-        }),
-    }
-}
-
-/// Reads the one reply a server sent before any command, within `timeout`.
-pub async fn read_greeting(mut stream: TcpStream, timeout: Duration) -> Result<Value, ConnError> {
-    use tokio::io::AsyncReadExt as _;
-    let read = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|source| ConnError::Io {
-                    context: "reading a reply",
-                    source,
-                })?;
-            buf.extend_from_slice(&chunk[..n]);
-            match ::redis::parse_redis_value(&buf) {
-                Ok(value) => return Ok(value),
-                // Incomplete: the parser reports the end of its input as an I/O error.
-                Err(e) if e.is_io_error() && n > 0 && buf.len() < MAX_GREETING => {}
-                Err(_) if n == 0 && buf.is_empty() => return Err(ConnError::Closed),
-                Err(e) if e.is_io_error() && n == 0 => return Err(ConnError::Closed),
-                Err(e) if e.is_io_error() => {
-                    return Err(ConnError::Protocol(format!(
-                        "reply before any command longer than {MAX_GREETING} bytes"
-                    )));
-                }
-                Err(e) => return Err(ConnError::Protocol(e.to_string())),
-            }
-        }
-    };
-    let result = match tokio::time::timeout(timeout, read).await {
-        Ok(result) => result,
-        Err(_) => Err(ConnError::timed_out("reading a reply")),
-    };
-    let _ = stream.shutdown().await;
-    result
 }
 
 /// One connection, on the crate's multiplexed connection over our own stream. Only one
@@ -356,8 +195,10 @@ impl RedisConn {
     /// Hands `stream` to the crate. Sends nothing: no AUTH, SELECT, HELLO or CLIENT
     /// SETINFO (the caller authenticates). Must run inside a tokio runtime (the
     /// crate's driver is spawned on it).
+    /// `tls` describes the failures of a TLS stream.
     pub async fn over(
-        stream: TcpStream,
+        stream: Stream,
+        tls: Option<TlsClient>,
         io_timeout: Duration,
         max_reply: usize,
     ) -> Result<Self, ConnError> {
@@ -366,6 +207,7 @@ impl RedisConn {
         let counted = Counted {
             inner: stream,
             wire: Arc::clone(&wire),
+            tls,
         };
         let info = RedisConnectionInfo::default().set_skip_set_lib_name();
         // Our own deadline covers each exchange (see `exchange`); the crate's would
@@ -420,6 +262,15 @@ impl RedisConn {
     fn why(&self, e: &::redis::RedisError) -> ConnError {
         if self.wire.over.load(Ordering::Relaxed) {
             return ConnError::Protocol(format!("reply larger than {} bytes", self.max_reply));
+        }
+        if let Some(msg) = self
+            .wire
+            .tls_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return ConnError::Tls(format!("TLS: {msg}"));
         }
         if let Some((context, kind, msg)) = self.wire.take_error() {
             return ConnError::Io {

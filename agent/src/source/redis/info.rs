@@ -67,6 +67,13 @@ pub fn parse_info(text: &str) -> Result<InfoFields, InfoError> {
             "connected_slaves" => f.connected_slaves = num(),
             "rejected_connections" => f.rejected_connections = num(),
             "total_connections_received" => f.total_connections_received = num(),
+            "master_link_status" => {
+                f.master_link_up = match value {
+                    "up" => Some(true),
+                    "down" => Some(false),
+                    _ => None,
+                }
+            }
             "cluster_enabled" => {
                 f.cluster_enabled = match value {
                     "0" => Some(false),
@@ -151,6 +158,7 @@ mod tests {
                 rejected_connections: Some(7),
                 total_connections_received: Some(1234),
                 cluster_enabled: Some(false),
+                master_link_up: None,
                 replicas: vec![
                     "10.0.0.5:6380".parse().unwrap(),
                     "[::1]:6381".parse().unwrap()
@@ -183,6 +191,13 @@ mod tests {
         assert_eq!(info.connected_slaves, Some(0));
         assert_eq!(info.cluster_enabled, Some(true));
         assert_eq!(info.tcp_port, Some(7000));
+        assert_eq!(info.master_link_up, None, "no master_link_status line");
+        let linked = parse_info(&text.replace(
+            "master_port:7000\n",
+            "master_port:7000\nmaster_link_status:up\n",
+        ))
+        .unwrap();
+        assert_eq!(linked.master_link_up, Some(true));
         // slave_read_only, slave_priority… are not replica lines.
         assert!(info.replicas.is_empty());
     }

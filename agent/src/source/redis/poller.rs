@@ -1,21 +1,27 @@
 //! [`RedisPoller`] owns the one connection to Redis; [`spawn_poller`] polls it every
 //! interval as a task on the agent's tokio runtime and sends each snapshot.
 
-use std::sync::Arc;
-
-use crate::source::netns::Netns;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::Value;
 
 use super::backoff::{BackoffPolicy, Reconnect, dur_nanos};
-use super::conn::{self, ConnError, DEFAULT_MAX_REPLY, RedisConn, error_text, kind_name};
+use super::conn::{DEFAULT_MAX_REPLY, RedisConn, error_text, kind_name};
 use super::info::parse_info;
-use super::target::{Password, RedisTarget};
+use super::replies::{
+    Failure, config_value, io_failure, no_auth, no_perm_message, one_line, rejection,
+    setup_io_failure, status_of_error_reply,
+};
+use super::stream::{self, ConnError, Stream};
+use super::target::{Endpoint, Password, RedisTarget};
+use super::tls::TlsClient;
 use crate::model::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 use crate::model::{Nanos, monotonic_now};
+use crate::source::netns::Netns;
 
 /// The sections each poll asks for, pipelined (see the module comment).
 const INFO_COMMANDS: [&[&[u8]]; 5] = [
@@ -24,6 +30,15 @@ const INFO_COMMANDS: [&[&[u8]]; 5] = [
     &[b"INFO", b"stats"],
     &[b"INFO", b"replication"],
     &[b"INFO", b"cluster"],
+];
+
+/// What CONFIG GET asks, pipelined (each name on its own: several names in one
+/// CONFIG GET only exist from Redis 7.0).
+const CONFIG_COMMANDS: [&[&[u8]]; 3] = [
+    &[b"CONFIG", b"GET", b"maxclients"],
+    &[b"CONFIG", b"GET", b"timeout"],
+    // Rejections on the TLS port carry no error line: see core::reject.
+    &[b"CONFIG", b"GET", b"tls-port"],
 ];
 
 const CLIENT_NAME: &[u8] = b"connwatch";
@@ -57,60 +72,6 @@ impl Default for PollerOptions {
     }
 }
 
-/// Why the connection is down, and what that means.
-#[derive(Debug)]
-struct Failure {
-    status: RedisStatus,
-    message: String,
-}
-
-impl Failure {
-    fn new(status: RedisStatus, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-/// The status an error reply means, when it means more than "error".
-fn status_of_error_reply(msg: &str) -> Option<RedisStatus> {
-    if msg.starts_with("WRONGPASS")
-        || msg.starts_with("ERR invalid password")
-        || msg.starts_with("ERR invalid username-password pair")
-    {
-        Some(RedisStatus::AuthFailed)
-    } else if msg.starts_with("NOAUTH") {
-        Some(RedisStatus::NoAuth)
-    } else if msg.starts_with("ERR max number of clients") || msg.starts_with("DENIED") {
-        Some(RedisStatus::Rejected)
-    } else {
-        None
-    }
-}
-
-/// One line, at most 300 characters.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    if s.chars().count() > 300 {
-        out.push('…');
-    }
-    out
-}
-
-/// An I/O failure on a connection that was working: it is gone.
-fn io_failure(e: ConnError) -> Failure {
-    let status = match e {
-        ConnError::Protocol(_) => RedisStatus::Error,
-        _ => RedisStatus::Unreachable,
-    };
-    Failure::new(status, e.to_string())
-}
-
 /// The one reply to a single command.
 async fn command(conn: &mut RedisConn, args: &[&[u8]]) -> Result<Value, ConnError> {
     let mut replies = conn.exchange(&[args]).await?;
@@ -139,8 +100,10 @@ pub struct RedisPoller {
     resolved: Option<SocketAddr>,
     config_asked_at: Option<Nanos>,
     config_disabled: bool,
-    /// The network namespace the connection is made in (a container's); `None`:
-    /// the agent's own.
+    /// CONFIG GET was denied by the ACL on this connection: the NOPERM message, with
+    /// the rule to grant.
+    config_denied: Option<String>,
+    /// The network namespace TCP connections are made in; `None`: the agent's own.
     netns: Option<Arc<Netns>>,
 }
 
@@ -170,6 +133,7 @@ impl RedisPoller {
             own_addr: None,
             config_asked_at: None,
             config_disabled: false,
+            config_denied: None,
             netns: None,
         }
     }
@@ -210,6 +174,7 @@ impl RedisPoller {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.config_disabled = false;
+                self.config_denied = None;
                 self.config_asked_at = None;
                 match self.poll_connected(now).await {
                     Ok(()) => self.reconnect.on_success(),
@@ -282,42 +247,13 @@ impl RedisPoller {
         self.set_status(f.status, Some(one_line(&message)));
     }
 
-    /// Connect, AUTH, CLIENT SETNAME.
+    /// Connect (and the TLS handshake), AUTH, CLIENT SETNAME.
     async fn establish(&mut self) -> Result<RedisConn, Failure> {
-        let addr = self
-            .target
-            .resolve(self.opts.connect_timeout)
-            .await
-            .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
-        self.resolved = Some(addr);
-        let stream = conn::open(addr, self.opts.connect_timeout, self.netns.as_deref())
-            .await
-            .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
-        // Our own attempt shows in the kernel's view too, rejected or not.
-        self.own_addr = Some(
-            conn::local_addr(&stream)
-                .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?,
-        );
-
-        // A rejection (maxclients, protected mode) arrives unasked, right after the
-        // accept: read it before sending anything, the password least of all.
-        let stream = match conn::has_unsolicited_input(stream) {
-            Ok((false, stream)) => stream,
-            Ok((true, stream)) => {
-                return Err(
-                    match conn::read_greeting(stream, self.opts.io_timeout).await {
-                        Ok(Value::ServerError(e)) => rejection(&error_text(&e)),
-                        Ok(other) => Failure::new(
-                            RedisStatus::Error,
-                            format!("unexpected {} before any command", kind_name(&other)),
-                        ),
-                        Err(e) => setup_io_failure(e, true),
-                    },
-                );
-            }
-            Err(e) => return Err(setup_io_failure(e, true)),
+        let (stream, tls) = match self.target.endpoint.clone() {
+            Endpoint::Unix(path) => (self.open_unix(&path).await?, None),
+            Endpoint::Tcp { .. } => self.open_tcp().await?,
         };
-        let mut conn = RedisConn::over(stream, self.opts.io_timeout, self.opts.max_reply)
+        let mut conn = RedisConn::over(stream, tls, self.opts.io_timeout, self.opts.max_reply)
             .await
             .map_err(|e| setup_io_failure(e, true))?;
 
@@ -365,17 +301,105 @@ impl RedisPoller {
                 match status_of_error_reply(&msg) {
                     Some(RedisStatus::Rejected) => return Err(rejection(&msg)),
                     Some(RedisStatus::NoAuth) => return Err(no_auth(&msg)),
-                    Some(status) => return Err(Failure::new(status, msg)),
                     // Renamed or denied: the name only helps people reading CLIENT LIST.
-                    None => {
+                    Some(RedisStatus::NoPerm) | None => {
                         log::debug!("redis {}: CLIENT SETNAME: {}", self.target, one_line(&msg))
                     }
+                    Some(status) => return Err(Failure::new(status, msg)),
                 }
             }
             Ok(_) => {}
             Err(e) => return Err(setup_io_failure(e, first)),
         }
         Ok(conn)
+    }
+
+    /// The TCP connection, and TLS over it when asked for.
+    async fn open_tcp(&mut self) -> Result<(Stream, Option<TlsClient>), Failure> {
+        let addr = self
+            .target
+            .resolve(self.opts.connect_timeout)
+            .await
+            .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
+        self.resolved = Some(addr);
+        let stream = stream::open(addr, self.opts.connect_timeout, self.netns.as_deref())
+            .await
+            .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
+        // Our own attempt shows in the kernel's view too, rejected or not.
+        self.own_addr = Some(
+            stream::local_addr(&stream)
+                .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?,
+        );
+        if let Some(client) = self.tls_client()? {
+            // Redis writes nothing on a TLS connection before the handshake, not even
+            // its maxclients error: it closes it. A hang-up here is that rejection.
+            let tls = stream::handshake(stream, &client, self.opts.io_timeout)
+                .await
+                .map_err(|e| match e {
+                    ConnError::Tls(msg) => Failure::new(RedisStatus::TlsFailed, msg),
+                    e if e.is_hangup() => Failure::new(
+                        RedisStatus::Rejected,
+                        format!(
+                            "connection closed by the server during the TLS handshake \
+                             (maxclients reached?): {e}"
+                        ),
+                    ),
+                    e => io_failure(e),
+                })?;
+            return Ok((Stream::Tls(Box::new(tls)), Some(client)));
+        }
+        // A rejection (maxclients, protected mode) arrives unasked, right after the
+        // accept: read it before sending anything, the password least of all.
+        match stream::has_unsolicited_input(stream) {
+            Ok((false, stream)) => Ok((Stream::Tcp(stream), None)),
+            Ok((true, stream)) => Err(self.greeting(stream, Vec::new()).await),
+            Err(e) => Err(setup_io_failure(e, true)),
+        }
+    }
+
+    /// The Unix socket (no address of ours the kernel's TCP view could count).
+    async fn open_unix(&mut self, path: &Path) -> Result<Stream, Failure> {
+        self.own_addr = None;
+        self.resolved = None;
+        let stream = stream::open_unix(path, self.opts.connect_timeout)
+            .await
+            .map_err(|e| Failure::new(RedisStatus::Unreachable, e.to_string()))?;
+        match stream::unix_unsolicited_input(stream) {
+            Ok((None, stream)) => Ok(Stream::Unix(stream)),
+            Ok((Some(start), stream)) => Err(self.greeting(stream, start).await),
+            Err(e) => Err(setup_io_failure(e, true)),
+        }
+    }
+
+    /// What a reply sent before any command means: a rejection, normally.
+    async fn greeting<S>(&self, stream: S, start: Vec<u8>) -> Failure
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match stream::read_greeting(stream, start, self.opts.io_timeout).await {
+            Ok(Value::ServerError(e)) => rejection(&error_text(&e)),
+            Ok(other) => Failure::new(
+                RedisStatus::Error,
+                format!("unexpected {} before any command", kind_name(&other)),
+            ),
+            Err(e) => setup_io_failure(e, true),
+        }
+    }
+
+    /// The TLS configuration, when the target speaks TLS: the one built from the
+    /// flags at start, else (a `rediss://` target built in code) one built now with
+    /// the default options, kept for the next attempts.
+    fn tls_client(&mut self) -> Result<Option<TlsClient>, Failure> {
+        if let Some(client) = &self.target.tls_client {
+            return Ok(Some(client.clone()));
+        }
+        let (Some(opts), Some((host, _))) = (&self.target.tls, self.target.tcp()) else {
+            return Ok(None);
+        };
+        let client = TlsClient::new(opts, host)
+            .map_err(|e| Failure::new(RedisStatus::TlsFailed, e.to_string()))?;
+        self.target.tls_client = Some(client.clone());
+        Ok(Some(client))
     }
 
     /// One INFO round trip, and CONFIG GET when due. `Err`: drop the connection.
@@ -404,8 +428,17 @@ impl RedisPoller {
             return match status_of_error_reply(&msg) {
                 Some(RedisStatus::NoAuth) => Err(no_auth(&msg)),
                 Some(RedisStatus::Rejected) => Err(rejection(&msg)),
+                // The ACL denies INFO: the connection is fine, but nothing INFO said
+                // before holds now (unknown, not stale).
+                Some(RedisStatus::NoPerm) => {
+                    self.info = None;
+                    let user = self.target.username.as_deref();
+                    let message = no_perm_message("INFO", &msg, user);
+                    self.set_status(RedisStatus::NoPerm, Some(message));
+                    Ok(())
+                }
                 Some(status) => Err(Failure::new(status, format!("INFO: {msg}"))),
-                // LOADING, BUSY, an ACL that denies INFO…: the connection is fine.
+                // LOADING, BUSY…: the connection is fine.
                 None => {
                     self.set_status(RedisStatus::Error, Some(one_line(&format!("INFO: {msg}"))));
                     Ok(())
@@ -421,20 +454,20 @@ impl RedisPoller {
         };
         let result = self.refresh_config(now, &info).await;
         self.info = Some(info);
-        match result {
-            Ok(()) => {
-                self.set_status(RedisStatus::Ok, None);
-                Ok(())
-            }
-            Err(f) => Err(f),
+        result?;
+        // INFO answered; an ACL that denies CONFIG GET still wants a word.
+        match self.config_denied.clone() {
+            Some(message) => self.set_status(RedisStatus::NoPerm, Some(message)),
+            None => self.set_status(RedisStatus::Ok, None),
         }
+        Ok(())
     }
 
     async fn refresh_config(&mut self, now: Nanos, info: &InfoFields) -> Result<(), Failure> {
         if self.config_disabled {
             self.config = Some(RedisConfig {
                 maxclients: info.maxclients,
-                timeout: None,
+                ..RedisConfig::default()
             });
             return Ok(());
         }
@@ -452,91 +485,48 @@ impl RedisPoller {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::new(RedisStatus::Unreachable, "not connected"));
         };
-        let replies = conn
-            .exchange(&[
-                &[b"CONFIG", b"GET", b"maxclients"],
-                &[b"CONFIG", b"GET", b"timeout"],
-            ])
-            .await
-            .map_err(io_failure)?;
+        let replies = conn.exchange(&CONFIG_COMMANDS).await.map_err(io_failure)?;
         self.config_asked_at = Some(now);
-        let (maxclients, timeout) = match replies.as_slice() {
-            [m, t] => (config_value(m, "maxclients"), config_value(t, "timeout")),
+        let (maxclients, timeout, tls_port) = match replies.as_slice() {
+            [m, t, p] => (
+                config_value(m, "maxclients"),
+                config_value(t, "timeout"),
+                config_value(p, "tls-port"),
+            ),
             _ => {
                 let e = Err("unexpected number of replies to CONFIG GET".to_string());
-                (e.clone(), e)
+                (e.clone(), e.clone(), e)
             }
         };
-        match (maxclients, timeout) {
-            (Ok(maxclients), Ok(timeout)) => {
+        match (maxclients, timeout, tls_port) {
+            (Ok(maxclients), Ok(timeout), Ok(tls_port)) => {
                 self.config = Some(RedisConfig {
                     maxclients,
                     timeout,
+                    tls_port: tls_port.and_then(|p| u16::try_from(p).ok()),
                 });
                 self.config_status = ConfigStatus::Ok;
             }
-            (Err(reason), _) | (_, Err(reason)) => {
+            (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => {
                 log::debug!(
                     "redis {}: CONFIG GET unavailable ({}); using INFO's maxclients, not \
                      asking again on this connection",
                     self.target,
                     one_line(&reason)
                 );
+                if status_of_error_reply(&reason) == Some(RedisStatus::NoPerm) {
+                    let user = self.target.username.as_deref();
+                    self.config_denied = Some(no_perm_message("CONFIG GET", &reason, user));
+                }
                 self.config_disabled = true;
                 self.config_status = ConfigStatus::Unavailable;
                 self.config = Some(RedisConfig {
                     maxclients: info.maxclients,
-                    timeout: None,
+                    ..RedisConfig::default()
                 });
             }
         }
         Ok(())
-    }
-}
-
-/// `CONFIG GET name` → `[name, value]`; an empty array: the server has no such
-/// parameter.
-fn config_value(reply: &Value, name: &str) -> Result<Option<u64>, String> {
-    match reply {
-        Value::ServerError(e) => Err(error_text(e)),
-        Value::Array(items) if items.is_empty() => Ok(None),
-        Value::Array(items) => match items.as_slice() {
-            [_, Value::BulkString(v)] => Ok(std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())),
-            _ => Err(format!("unexpected reply to CONFIG GET {name}")),
-        },
-        other => Err(format!(
-            "unexpected {} in reply to CONFIG GET {name}",
-            kind_name(other)
-        )),
-    }
-}
-
-fn rejection(msg: &str) -> Failure {
-    Failure::new(RedisStatus::Rejected, format!("connection rejected: {msg}"))
-}
-
-fn no_auth(msg: &str) -> Failure {
-    Failure::new(
-        RedisStatus::NoAuth,
-        format!("{msg} (give the password with --password-file FILE or REDISCLI_AUTH)"),
-    )
-}
-
-/// An I/O failure while setting the connection up. A hang-up before the first reply
-/// is how Redis turns a client away when its error did not reach us.
-fn setup_io_failure(e: ConnError, first_exchange: bool) -> Failure {
-    if first_exchange && e.is_hangup() {
-        Failure::new(
-            RedisStatus::Rejected,
-            format!(
-                "connection closed by the server right after connect, before any reply \
-                 (maxclients reached or protected mode?): {e}"
-            ),
-        )
-    } else {
-        io_failure(e)
     }
 }
 
@@ -627,9 +617,8 @@ mod tests {
 
     fn target(host: &str, port: u16, user: Option<&str>) -> RedisTarget {
         RedisTarget {
-            host: host.into(),
-            port,
             username: user.map(String::from),
+            ..RedisTarget::new(host, port)
         }
     }
 
@@ -780,9 +769,10 @@ mod tests {
                     st.write_all(&[b]).unwrap();
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let _ = read_some(&mut st); // CONFIG GET maxclients, timeout
+                let _ = read_some(&mut st); // CONFIG GET maxclients, timeout, tls-port
                 st.write_all(
-                    b"*2\r\n$10\r\nmaxclients\r\n$3\r\n100\r\n*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+                    b"*2\r\n$10\r\nmaxclients\r\n$3\r\n100\r\n*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n\
+                      *2\r\n$8\r\ntls-port\r\n$4\r\n6380\r\n",
                 )
                 .unwrap();
                 let _ = read_some(&mut st);
@@ -801,7 +791,8 @@ mod tests {
             s.config,
             Some(RedisConfig {
                 maxclients: Some(100),
-                timeout: Some(0)
+                timeout: Some(0),
+                tls_port: Some(6380),
             })
         );
         assert_eq!(p.connect_attempts(), 1);
@@ -1012,6 +1003,288 @@ mod tests {
             all,
             b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$9\r\nconnwatch\r\n"
         );
+    }
+
+    /// The five INFO replies of a fake server, as one write.
+    fn info_replies(bodies: [&str; 5]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for body in bodies {
+            out.extend_from_slice(format!("${}\r\n{body}\r\n", body.len()).as_bytes());
+        }
+        out
+    }
+
+    const NOPERM_INFO: &[u8] =
+        b"-NOPERM this user has no permissions to run the 'info' command\r\n";
+
+    #[test]
+    fn an_acl_user_without_info_is_noperm_with_the_rule_to_grant() {
+        let (addr, server) = fake_server(|mut st| {
+            let _ = read_some(&mut st); // AUTH
+            st.write_all(b"+OK\r\n").unwrap();
+            let _ = read_some(&mut st); // CLIENT SETNAME: denied too, only logged
+            st.write_all(
+                b"-NOPERM this user has no permissions to run the 'client|setname' command\r\n",
+            )
+            .unwrap();
+            for _ in 0..2 {
+                let _ = read_some(&mut st); // the INFO pipeline
+                st.write_all(&NOPERM_INFO.repeat(5)).unwrap();
+            }
+            let _ = read_some(&mut st);
+        });
+        let mut p = RedisPoller::with_options(
+            target("127.0.0.1", addr.port(), Some("watcher")),
+            Some(Password::new("pw")),
+            opts(10),
+        );
+        let (first, second) = block_on(async {
+            let first = p.poll_at(SEC).await;
+            let second = p.poll_at(2 * SEC).await;
+            p.conn = None;
+            (first, second)
+        });
+        server.join().unwrap();
+        for s in [&first, &second] {
+            assert_eq!(s.status, RedisStatus::NoPerm);
+            assert_eq!(
+                s.error.as_deref(),
+                Some(
+                    "INFO: NOPERM this user has no permissions to run the 'info' command; \
+                     grant user watcher what connwatch sends: ACL SETUSER watcher +info \
+                     +config|get +client|setname"
+                )
+            );
+            assert_eq!(s.info, None, "unknown, not 0");
+            assert_eq!(s.fresh_info(), None);
+        }
+        // The connection is fine: kept, one connect only.
+        assert_eq!(p.connect_attempts(), 1);
+    }
+
+    #[test]
+    fn an_acl_user_without_config_get_is_noperm_and_info_still_counts() {
+        let (s, p) = poll_fake(
+            |mut st| {
+                let _ = read_some(&mut st); // CLIENT SETNAME
+                st.write_all(b"+OK\r\n").unwrap();
+                let _ = read_some(&mut st); // the INFO pipeline
+                st.write_all(&info_replies([
+                    "# Server\r\nredis_version:7.0.15\r\n",
+                    "# Clients\r\nconnected_clients:3\r\nmaxclients:50\r\n",
+                    "",
+                    "",
+                    "",
+                ]))
+                .unwrap();
+                let _ = read_some(&mut st); // CONFIG GET …
+                let denied =
+                    b"-NOPERM this user has no permissions to run the 'config|get' command\r\n";
+                st.write_all(&denied.repeat(3)).unwrap();
+                let _ = read_some(&mut st);
+            },
+            None,
+        );
+        assert_eq!(s.status, RedisStatus::NoPerm);
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "CONFIG GET: NOPERM this user has no permissions to run the 'config|get' \
+                 command; grant user default what connwatch sends: ACL SETUSER default +info \
+                 +config|get +client|setname"
+            )
+        );
+        assert_eq!(s.config_status, ConfigStatus::Unavailable);
+        assert_eq!(s.config.and_then(|c| c.maxclients), Some(50), "from INFO");
+        assert_eq!(s.fresh_info().and_then(|i| i.connected_clients), Some(3));
+        assert_eq!(p.connect_attempts(), 1);
+    }
+
+    #[test]
+    fn the_acl_rule_names_exactly_the_commands_the_poller_sends() {
+        use crate::source::redis::replies::ACL_RULE;
+        let mut sent: Vec<String> = INFO_COMMANDS
+            .iter()
+            .chain(CONFIG_COMMANDS.iter())
+            .chain([&[b"CLIENT".as_slice(), b"SETNAME", CLIENT_NAME][..]].iter())
+            .map(|args| {
+                let name = String::from_utf8_lossy(args[0]).to_lowercase();
+                match name.as_str() {
+                    // Commands with subcommands are granted per subcommand.
+                    "config" | "client" => {
+                        format!(
+                            "+{name}|{}",
+                            String::from_utf8_lossy(args[1]).to_lowercase()
+                        )
+                    }
+                    _ => format!("+{name}"),
+                }
+            })
+            .collect();
+        sent.sort();
+        sent.dedup();
+        let mut rule: Vec<String> = ACL_RULE.split(' ').map(str::to_owned).collect();
+        rule.sort();
+        assert_eq!(rule, sent);
+    }
+
+    fn tls_target(port: u16) -> RedisTarget {
+        target("127.0.0.1", port, None)
+            .with_tls(
+                true,
+                crate::source::redis::TlsOptions {
+                    insecure: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    }
+
+    fn poll_tls_fake(script: impl FnOnce(TcpStream) + Send + 'static) -> RedisSnapshot {
+        let (addr, server) = fake_server(script);
+        let mut p = RedisPoller::with_options(tls_target(addr.port()), None, opts(6));
+        let s = block_on(p.poll_at(SEC));
+        drop(p);
+        server.join().unwrap();
+        s
+    }
+
+    #[test]
+    fn a_hang_up_during_the_tls_handshake_is_a_rejection() {
+        // Redis at maxclients closes a TLS connection unread, without a word.
+        let s = poll_tls_fake(|st| {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(st);
+        });
+        assert_eq!(s.status, RedisStatus::Rejected, "{:?}", s.error);
+        let e = s.error.unwrap();
+        assert!(
+            e.starts_with(
+                "connection closed by the server during the TLS handshake (maxclients reached?)"
+            ),
+            "{e}"
+        );
+        assert!(s.own_addr.is_some(), "the attempt's own address is known");
+    }
+
+    #[test]
+    fn a_plain_text_port_fails_the_tls_handshake_with_its_cause() {
+        let s = poll_tls_fake(|mut st| {
+            let _ = read_some(&mut st); // the ClientHello
+            let _ = st.write_all(b"-ERR Protocol error: invalid multibulk length\r\n");
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        assert_eq!(s.status, RedisStatus::TlsFailed, "{:?}", s.error);
+        let e = s.error.unwrap();
+        assert!(
+            e.starts_with("TLS handshake failed: the server does not speak TLS here ("),
+            "{e}"
+        );
+        assert!(e.ends_with("is this its tls-port?"), "{e}");
+    }
+
+    #[test]
+    fn a_silent_server_times_the_tls_handshake_out() {
+        let quick = PollerOptions {
+            io_timeout: Duration::from_millis(200),
+            ..opts(7)
+        };
+        let (addr, server) = fake_server(|mut st| {
+            let _ = read_some(&mut st);
+            std::thread::sleep(Duration::from_millis(600));
+        });
+        let mut p = RedisPoller::with_options(tls_target(addr.port()), None, quick);
+        let s = block_on(p.poll_at(SEC));
+        drop(p);
+        server.join().unwrap();
+        assert_eq!(s.status, RedisStatus::TlsFailed);
+        assert_eq!(
+            s.error.as_deref(),
+            Some("TLS handshake failed: no answer within 200ms (is this the server's tls-port?)")
+        );
+    }
+
+    /// A one-shot server on a Unix socket running `script`; the path is removed after.
+    fn poll_unix_fake(
+        script: impl FnOnce(std::os::unix::net::UnixStream) + Send + 'static,
+    ) -> (RedisSnapshot, RedisPoller) {
+        let dir = crate::source::redis::tls::tests::temp_dir("unix");
+        let path = dir.join("redis.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            script(stream);
+        });
+        let mut p = RedisPoller::with_options(RedisTarget::unix(&path), None, opts(8));
+        let s = block_on(async {
+            let s = p.poll_at(SEC).await;
+            p.conn = None;
+            s
+        });
+        server.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (s, p)
+    }
+
+    #[test]
+    fn polls_over_a_unix_socket() {
+        let (s, p) = poll_unix_fake(|mut st| {
+            st.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = st.read(&mut buf); // CLIENT SETNAME
+            st.write_all(b"+OK\r\n").unwrap();
+            let _ = st.read(&mut buf); // the INFO pipeline
+            let bodies = [
+                "# Server\r\nredis_version:7.0.15\r\n",
+                "# Clients\r\nconnected_clients:4\r\n",
+                "",
+                "",
+                "",
+            ];
+            for body in bodies {
+                st.write_all(format!("${}\r\n{body}\r\n", body.len()).as_bytes())
+                    .unwrap();
+            }
+            let _ = st.read(&mut buf); // CONFIG GET
+            st.write_all(b"*0\r\n*0\r\n*0\r\n").unwrap();
+            let _ = st.read(&mut buf);
+        });
+        assert_eq!(s.status, RedisStatus::Ok, "{:?}", s.error);
+        assert_eq!(s.info.unwrap().connected_clients, Some(4));
+        assert_eq!(s.own_addr, None, "no TCP connection of ours to exclude");
+        assert_eq!(s.target, None);
+        assert_eq!(p.connect_attempts(), 1);
+    }
+
+    #[test]
+    fn a_rejection_on_a_unix_socket_is_read_before_any_command() {
+        let (s, _) = poll_unix_fake(|mut st| {
+            st.write_all(b"-ERR max number of clients reached\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        assert_eq!(s.status, RedisStatus::Rejected);
+        assert_eq!(
+            s.error.as_deref(),
+            Some("connection rejected: ERR max number of clients reached")
+        );
+    }
+
+    #[test]
+    fn a_missing_unix_socket_is_unreachable() {
+        let dir = crate::source::redis::tls::tests::temp_dir("nosock");
+        let path = dir.join("none.sock");
+        let mut p = RedisPoller::with_options(RedisTarget::unix(&path), None, opts(9));
+        let s = block_on(p.poll_at(SEC));
+        assert_eq!(s.status, RedisStatus::Unreachable);
+        assert_eq!(
+            s.error,
+            Some(format!(
+                "connect to unix://{}: No such file or directory (os error 2)",
+                path.display()
+            ))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

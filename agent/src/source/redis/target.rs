@@ -1,13 +1,15 @@
-//! Where to connect ([`RedisTarget`], parsed from a `redis://` URL) and with which
-//! password ([`Password`], from a file or `REDISCLI_AUTH`, never from argv, never
-//! printed).
+//! Where to connect ([`RedisTarget`], parsed from a `redis://`, `rediss://` or
+//! `unix://` URL, with TLS set up from redis-cli's flags) and with which password
+//! ([`Password`], from a file or `REDISCLI_AUTH`, never from argv, never printed).
 
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use super::tls::{TlsClient, TlsOptions};
 
 /// A bad `--redis` URL or password source. The message never contains a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,23 +41,100 @@ impl std::error::Error for ResolveError {}
 
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 
-/// Where the agent connects: `redis://[user@]host[:port][/db]`, `host[:port]`,
-/// `[v6addr][:port]`. The db number is accepted and ignored (INFO is server-wide).
+/// How the agent reaches the server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// Host name or IP address (IPv6 without brackets), and port.
+    Tcp { host: String, port: u16 },
+    /// A Unix socket (`unixsocket` in redis.conf).
+    Unix(PathBuf),
+}
+
+/// Where the agent connects: `redis://[user@]host[:port][/db]`, `host[:port]`,
+/// `[v6addr][:port]`, `rediss://…` (TLS), `unix:///path` or `unix:/path`. The db
+/// number is accepted and ignored (INFO is server-wide).
+#[derive(Clone, Debug)]
 pub struct RedisTarget {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    pub port: u16,
+    pub endpoint: Endpoint,
     /// ACL user for `AUTH user password`; `None`: `AUTH password`.
     pub username: Option<String>,
+    /// Speak TLS: `rediss://` or `--tls`. The options come from the flags
+    /// ([`with_tls`](Self::with_tls)); a `rediss://` URL alone means the defaults.
+    pub tls: Option<TlsOptions>,
+    /// The TLS configuration built from `tls` by [`with_tls`](Self::with_tls) (the
+    /// poller builds it on first use otherwise).
+    pub(super) tls_client: Option<TlsClient>,
 }
+
+impl PartialEq for RedisTarget {
+    /// Compares what was asked for; the built TLS configuration follows from it.
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint && self.username == other.username && self.tls == other.tls
+    }
+}
+
+impl Eq for RedisTarget {}
 
 impl RedisTarget {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         RedisTarget {
-            host: host.into(),
-            port,
+            endpoint: Endpoint::Tcp {
+                host: host.into(),
+                port,
+            },
             username: None,
+            tls: None,
+            tls_client: None,
+        }
+    }
+
+    /// A target on a Unix socket.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        RedisTarget {
+            endpoint: Endpoint::Unix(path.into()),
+            username: None,
+            tls: None,
+            tls_client: None,
+        }
+    }
+
+    /// Applies redis-cli's TLS flags: `tls` (`--tls`) turns TLS on for a
+    /// `redis://` (or default) target; the options need TLS (from either). The files
+    /// are read and checked now, so a bad one is a usage error at start.
+    pub fn with_tls(mut self, tls: bool, opts: TlsOptions) -> Result<Self, RedisArgError> {
+        let wanted = tls || self.tls.is_some();
+        if let Endpoint::Unix(path) = &self.endpoint
+            && wanted
+        {
+            return Err(arg_err(format!(
+                "TLS is not used over a Unix socket (unix://{}): Redis serves its \
+                 Unix socket in plain text; drop --tls and the TLS options",
+                path.display()
+            )));
+        }
+        if !wanted {
+            if opts.any() {
+                return Err(arg_err(format!(
+                    "{} needs TLS: give --tls or a rediss:// URL",
+                    opts.first_flag()
+                )));
+            }
+            return Ok(self);
+        }
+        let host = match &self.endpoint {
+            Endpoint::Tcp { host, .. } => host.clone(),
+            Endpoint::Unix(_) => String::new(),
+        };
+        self.tls_client = Some(TlsClient::new(&opts, &host).map_err(|e| arg_err(e.0))?);
+        self.tls = Some(opts);
+        Ok(self)
+    }
+
+    /// The TCP host and port; `None` for a Unix socket.
+    pub fn tcp(&self) -> Option<(&str, u16)> {
+        match &self.endpoint {
+            Endpoint::Tcp { host, port } => Some((host.as_str(), *port)),
+            Endpoint::Unix(_) => None,
         }
     }
 
@@ -64,21 +143,24 @@ impl RedisTarget {
         if s.is_empty() {
             return Err(arg_err("empty Redis address (expected redis://host:port)"));
         }
+        if let Some(path) = unix_path(s)? {
+            return Ok(RedisTarget::unix(path));
+        }
+        let mut tls = None;
         let rest = match s.find("://") {
             Some(i) => {
                 let scheme = s[..i].to_ascii_lowercase();
                 match scheme.as_str() {
-                    "redis" => &s[i + 3..],
+                    "redis" | "valkey" => &s[i + 3..],
                     "rediss" | "valkeys" => {
-                        return Err(arg_err(
-                            "TLS (rediss://) is not supported yet: connwatch can only poll a \
-                             plain-TCP Redis port (use redis://host:port)",
-                        ));
+                        tls = Some(TlsOptions::default());
+                        &s[i + 3..]
                     }
                     _ => {
                         return Err(arg_err(format!(
                             "unsupported scheme '{scheme}://' in the Redis address \
-                             (expected redis://host:port)"
+                             (expected redis://host:port, rediss://host:port or \
+                             unix:///path/to/redis.sock)"
                         )));
                     }
                 }
@@ -155,43 +237,50 @@ impl RedisTarget {
             )));
         }
         Ok(RedisTarget {
-            host: host.to_string(),
-            port,
+            endpoint: Endpoint::Tcp {
+                host: host.to_string(),
+                port,
+            },
             username,
+            tls,
+            tls_client: None,
         })
     }
 
     /// The first address the host name resolves to. An IP literal needs no lookup; a
     /// name is looked up on tokio's blocking pool (getaddrinfo blocks), within
     /// `timeout`, so a slow resolver never stalls the event loop.
+    /// Not for a Unix socket (an error).
     pub async fn resolve(&self, timeout: Duration) -> Result<SocketAddr, ResolveError> {
+        let Some((host, port)) = self.tcp() else {
+            return Err(ResolveError(
+                "a Unix socket has no address to resolve".into(),
+            ));
+        };
         if let Some(addr) = self.literal_addr() {
             return Ok(addr);
         }
-        let lookup = tokio::net::lookup_host((self.host.as_str(), self.port));
+        let lookup = tokio::net::lookup_host((host, port));
         let mut addrs = match tokio::time::timeout(timeout, lookup).await {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => {
-                return Err(ResolveError(format!("cannot resolve {}: {e}", self.host)));
+                return Err(ResolveError(format!("cannot resolve {host}: {e}")));
             }
             Err(_) => {
-                return Err(ResolveError(format!(
-                    "cannot resolve {}: timed out",
-                    self.host
-                )));
+                return Err(ResolveError(format!("cannot resolve {host}: timed out")));
             }
         };
         addrs
             .next()
-            .ok_or_else(|| ResolveError(format!("{} resolves to no address", self.host)))
+            .ok_or_else(|| ResolveError(format!("{host} resolves to no address")))
     }
 
     /// The address when the host is an IP literal (no lookup needed).
     pub(super) fn literal_addr(&self) -> Option<SocketAddr> {
-        self.host
-            .parse::<IpAddr>()
+        let (host, port) = self.tcp()?;
+        host.parse::<IpAddr>()
             .ok()
-            .map(|ip| SocketAddr::new(ip, self.port))
+            .map(|ip| SocketAddr::new(ip, port))
     }
 }
 
@@ -204,16 +293,58 @@ impl FromStr for RedisTarget {
 
 impl fmt::Display for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
+        let (host, port) = match &self.endpoint {
+            Endpoint::Unix(path) => return write!(f, "unix://{}", path.display()),
+            Endpoint::Tcp { host, port } => (host, port),
+        };
+        f.write_str(if self.tls.is_some() {
+            "rediss://"
+        } else {
+            "redis://"
+        })?;
         if let Some(user) = &self.username {
             write!(f, "{user}@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
+        if host.contains(':') {
+            write!(f, "[{host}]:{port}")
         } else {
-            write!(f, "{}:{}", self.host, self.port)
+            write!(f, "{host}:{port}")
         }
     }
+}
+
+/// The socket path of `unix:///path` or `unix:/path` (redis-cli's `-s`); `None` for
+/// any other scheme.
+fn unix_path(s: &str) -> Result<Option<PathBuf>, RedisArgError> {
+    let Some(scheme_end) = s.find(':') else {
+        return Ok(None);
+    };
+    if !s[..scheme_end].eq_ignore_ascii_case("unix") {
+        return Ok(None);
+    }
+    let rest = &s[scheme_end + 1..];
+    // unix:///path (an empty authority) or unix:/path; unix://host/… names a host,
+    // which a Unix socket has none of.
+    let path = match rest.strip_prefix("//") {
+        Some(p) if p.starts_with('/') => p,
+        Some(_) => {
+            return Err(arg_err(
+                "a unix:// address takes an absolute path: unix:///path/to/redis.sock \
+                 (three slashes) or unix:/path/to/redis.sock",
+            ));
+        }
+        None => rest,
+    };
+    if !path.starts_with('/') {
+        // `unix:6379`: a host that happens to be called "unix".
+        return Ok(None);
+    }
+    if path.contains('?') || path.contains('#') {
+        return Err(arg_err(
+            "a unix:// address takes no query: only the socket's path",
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 fn parse_port(p: &str) -> Result<u16, RedisArgError> {
@@ -345,9 +476,15 @@ mod tests {
 
     fn target(host: &str, port: u16, user: Option<&str>) -> RedisTarget {
         RedisTarget {
-            host: host.into(),
-            port,
             username: user.map(String::from),
+            ..RedisTarget::new(host, port)
+        }
+    }
+
+    fn tls_target(host: &str, port: u16, user: Option<&str>) -> RedisTarget {
+        RedisTarget {
+            tls: Some(TlsOptions::default()),
+            ..target(host, port, user)
         }
     }
 
@@ -367,6 +504,19 @@ mod tests {
             ("redis://[::1]", target("::1", 6379, None)),
             ("[fe80::1]:9", target("fe80::1", 9, None)),
             ("::1", target("::1", 6379, None)),
+            ("valkey://h:7", target("h", 7, None)),
+            ("rediss://h:6380", tls_target("h", 6380, None)),
+            ("REDISS://alice@h", tls_target("h", 6379, Some("alice"))),
+            ("rediss://[::1]:6390/0", tls_target("::1", 6390, None)),
+            ("valkeys://h", tls_target("h", 6379, None)),
+            (
+                "unix:///run/redis/redis.sock",
+                RedisTarget::unix("/run/redis/redis.sock"),
+            ),
+            ("unix:/tmp/r.sock", RedisTarget::unix("/tmp/r.sock")),
+            ("UNIX:///tmp/r.sock", RedisTarget::unix("/tmp/r.sock")),
+            // A host called "unix", not a socket.
+            ("unix:6380", target("unix", 6380, None)),
         ];
         for (input, want) in cases {
             assert_eq!(RedisTarget::parse(input), Ok(want), "{input}");
@@ -382,15 +532,32 @@ mod tests {
                 .to_string(),
             "redis://bob@h:7"
         );
+        assert_eq!(
+            RedisTarget::parse("rediss://bob@h:7").unwrap().to_string(),
+            "rediss://bob@h:7"
+        );
+        assert_eq!(
+            RedisTarget::parse("unix:/tmp/r.sock").unwrap().to_string(),
+            "unix:///tmp/r.sock"
+        );
+        let unix = RedisTarget::parse("unix:///tmp/r.sock").unwrap();
+        assert_eq!(unix.tcp(), None);
+        assert_eq!(unix.endpoint, Endpoint::Unix("/tmp/r.sock".into()));
+        assert_eq!(
+            RedisTarget::parse("rediss://h:1").unwrap().tcp(),
+            Some(("h", 1))
+        );
     }
 
     #[test]
     fn url_bad() {
         let cases = [
             ("", "empty"),
-            ("rediss://h:6379", "TLS (rediss://) is not supported yet"),
             ("http://h:6379", "unsupported scheme 'http://'"),
-            ("unix:///tmp/redis.sock", "unsupported scheme 'unix://'"),
+            ("unix://host/tmp/redis.sock", "takes an absolute path"),
+            ("unix://tmp/redis.sock", "takes an absolute path"),
+            ("unix:///tmp/redis.sock?db=1", "takes no query"),
+            ("rediss://h:0", "invalid port"),
             ("redis://h:0", "invalid port"),
             ("redis://h:65536", "invalid port"),
             ("redis://h:+5", "invalid port"),
@@ -416,6 +583,7 @@ mod tests {
             ":hunter2@h:6379",
             "redis://u:hun@ter2@h:1",
             "redis://u:hunter2@h:notaport",
+            "rediss://user:hunter2@h:6380",
         ] {
             let e = RedisTarget::parse(input).unwrap_err();
             assert!(e.0.contains("--password-file"), "{input}: {e}");
@@ -448,6 +616,57 @@ mod tests {
             e.to_string()
                 .starts_with("cannot resolve no-such-host.invalid"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_flags_turn_tls_on_and_need_it() {
+        let opts = TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        };
+        // --tls on a redis:// (or default) target.
+        let t = target("127.0.0.1", 6380, None)
+            .with_tls(true, opts.clone())
+            .unwrap();
+        assert_eq!(t.tls, Some(opts.clone()));
+        assert!(t.tls_client.is_some());
+        assert_eq!(t.to_string(), "rediss://127.0.0.1:6380");
+        // rediss:// needs no --tls.
+        let t = RedisTarget::parse("rediss://127.0.0.1:6380")
+            .unwrap()
+            .with_tls(false, opts.clone())
+            .unwrap();
+        assert_eq!(t.tls, Some(opts.clone()));
+        // Plain stays plain without TLS flags.
+        let t = target("h", 1, None)
+            .with_tls(false, TlsOptions::default())
+            .unwrap();
+        assert_eq!(t.tls, None);
+        assert!(t.tls_client.is_none());
+        // TLS options without TLS are a mistake, named.
+        let e = target("h", 1, None)
+            .with_tls(
+                false,
+                TlsOptions {
+                    ca_file: Some("/etc/ca.pem".into()),
+                    ..TlsOptions::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.0, "--cacert needs TLS: give --tls or a rediss:// URL");
+        // No TLS over a Unix socket.
+        let e = RedisTarget::unix("/tmp/r.sock")
+            .with_tls(true, TlsOptions::default())
+            .unwrap_err();
+        assert!(
+            e.0.starts_with("TLS is not used over a Unix socket (unix:///tmp/r.sock)"),
+            "{e}"
+        );
+        assert!(
+            RedisTarget::unix("/tmp/r.sock")
+                .with_tls(false, TlsOptions::default())
+                .is_ok()
         );
     }
 
