@@ -54,10 +54,14 @@ pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>,
         Some(url) => Some(tls(RedisTarget::parse(url)?)?),
         None => None,
     };
-    let default = tls(RedisTarget::new(
-        "127.0.0.1",
-        ports.first().copied().unwrap_or(DEFAULT_PORT),
-    ))?;
+    // With --redis the default is never used (see `target_for`).
+    let default = match &target {
+        Some(t) => t.clone(),
+        None => tls(RedisTarget::new(
+            "127.0.0.1",
+            ports.first().copied().unwrap_or(DEFAULT_PORT),
+        ))?,
+    };
     let password = load_password(args.password_file.as_deref())?;
     Ok(Some(RedisPlan {
         target,
