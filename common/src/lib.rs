@@ -62,7 +62,9 @@ pub mod counter {
     pub const COUNT: u32 = 3;
 }
 
-/// Capacity of the map of watched local ports.
+/// Entries of the array of watched local ports: one per port number.
+pub const PORT_COUNT: u32 = 1 << 16;
+/// How many ports may be watched at once.
 pub const MAX_WATCHED_PORTS: u32 = 64;
 /// Capacity of the map of watched (network namespace, port) pairs.
 pub const MAX_WATCHED_INSTANCES: u32 = 256;

@@ -5,12 +5,13 @@ use std::os::fd::AsRawFd as _;
 use anyhow::{Context as _, anyhow, bail};
 use std::collections::BTreeMap;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::{
     ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_WATCHED_INSTANCES, NetnsOffsets, TcpSockOffsets, WatchKey, counter, watch_mode,
+    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, TcpSockOffsets, WatchKey, counter,
+    watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -129,7 +130,10 @@ impl Probe {
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
 
-        let mut watched: HashMap<MapData, u16, u8> = take(&mut ebpf, "WATCHED_PORTS")?;
+        if spec.ports.len() > MAX_WATCHED_PORTS as usize {
+            bail!("too many ports to watch: at most {MAX_WATCHED_PORTS}");
+        }
+        let mut watched: Array<MapData, u8> = take(&mut ebpf, "WATCHED_PORTS")?;
         let mode = if spec.netns.is_empty() {
             watch_mode::ANY_NETNS
         } else {
@@ -137,7 +141,7 @@ impl Probe {
         };
         for port in &spec.ports {
             watched
-                .insert(port, mode, 0)
+                .set(u32::from(*port), mode, 0)
                 .with_context(|| format!("adding port {port} to the watched ports"))?;
         }
         let mut instances: HashMap<MapData, WatchKey, u8> = take(&mut ebpf, "WATCHED_INSTANCES")?;
