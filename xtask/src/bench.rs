@@ -15,6 +15,9 @@
 //! 5. 100,000 connections from as many distinct addresses: peak RSS, addresses
 //!    kept and evicted, events lost.
 //! 6. Time from a connection opening to the first report that names it.
+//! 7. What one connection event costs: each kernel program's ns per run beside the
+//!    bpftrace peer's (each alone on the same churn, bpf_stats), and the agent's CPU
+//!    per connection and per 10,000 connections/s, with their targets.
 //!
 //! Plus one keep-alive run with `kernel.bpf_stats_enabled=1` for the kernel-side cost.
 //!
@@ -41,6 +44,8 @@ use socket2::{Domain, Socket, Type};
 
 use crate::process;
 use crate::redis::{self, ScratchRedis};
+
+mod cost;
 
 /// Requests per keep-alive redis-benchmark run, and per churn (`-k 0`) run.
 const KEEPALIVE_REQUESTS: u32 = 200_000;
@@ -279,6 +284,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         });
     }
 
+    // 7. Per-event costs in the kernel: connwatch and the peer, each alone.
+    check_interrupted()?;
+    out.kernel = Some(cost::measure_kernel(&bin, port, opts.rounds, || {
+        agent_file(redis.dir())
+    })?);
+
     // 3. Churn, detached then attached.
     for attached in [false, true] {
         check_interrupted()?;
@@ -412,9 +423,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     {
         let agent = Agent::start(&bin, port, agent_file(redis.dir()))?;
         let before = agent.hwm_kib();
+        let ticks0 = cpu_ticks(agent.pid());
         let t0 = Instant::now();
         let (ok, errors) = churn(port, DISTINCT_TIME, DISTINCT_PER_THREAD, distinct_source)?;
         let secs = t0.elapsed().as_secs_f64();
+        let ticks1 = cpu_ticks(agent.pid());
         std::thread::sleep(Duration::from_millis(1500));
         let after = agent.hwm_kib();
         let maps = map_memlock_kib(agent.pid());
@@ -430,6 +443,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             evicted: last_field(&ndjson, "evicted_clients"),
             opened: last_field(&ndjson, "opened"),
             lost: last_field(&ndjson, "lost_events"),
+            cpu: ticks0
+                .zip(ticks1)
+                .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / secs),
         });
     }
 
@@ -788,10 +804,14 @@ struct DistinctResult {
     evicted: Option<u64>,
     opened: Option<u64>,
     lost: Option<u64>,
+    /// connwatch's CPU seconds per second during the churn.
+    cpu: Option<f64>,
 }
 
 #[derive(Debug, Default)]
 struct Results {
+    /// Part 7: the kernel programs' ns/run, connwatch and the peer each alone.
+    kernel: Option<cost::KernelCosts>,
     nofile: u64,
     detached: Runs,
     attached: Runs,
@@ -1341,7 +1361,68 @@ impl Results {
                 max,
             );
         }
+        self.costs_section(&mut s);
         s
+    }
+
+    /// Part 7: the per-event figures, each with its target.
+    fn costs_section(&self, s: &mut String) {
+        let _ = writeln!(s, "\n## 7. What one connection event costs\n");
+        if let Some(k) = &self.kernel {
+            let _ = writeln!(
+                s,
+                "**Kernel.** `redis-benchmark -p PORT -t ping -c {CLIENTS} -n {} -k 0` (a new connection \
+                 per request) with `kernel.bpf_stats_enabled=1`, once under connwatch alone and once \
+                 under the bpftrace peer (section 1's script) alone, in alternating order, {} rounds; \
+                 run_time_ns / run_cnt of each program from the process's /proc/PID/fdinfo (its \
+                 `prog_id`s; names from bpftool), medians over the rounds. Each side runs alone because \
+                 two programs on one tracepoint run in turn and the first pays the cold caches of the \
+                 record for both. `inet_sock_set_state` runs for every TCP state change of the host \
+                 (both ends of each connection), so most runs are of connections it drops at once.\n",
+                cost::KERNEL_CHURN_REQUESTS,
+                k.rounds,
+            );
+            k.table(s);
+        }
+        let _ = writeln!(
+            s,
+            "\n**Agent.** connwatch's CPU (utime+stime of its process) over the churn, per connection \
+             and per 10,000 connections/s; target ≤ {} % of a core per 10,000 connections/s.\n\n\
+             | load | connections/s | agent CPU % of a core | µs per connection | % of a core per 10k conn/s | target |\n\
+             |---|---|---|---|---|---|",
+            cost::AGENT_TARGET_PCT_PER_10K,
+        );
+        let mut row = |what: &str, rate: f64, cpu: Option<f64>| {
+            let cost = cost::agent_cost(cpu, rate);
+            let met = match cost {
+                Some((_, pct)) if pct <= cost::AGENT_TARGET_PCT_PER_10K => "met",
+                Some(_) => "NOT met",
+                None => "n/a",
+            };
+            let _ = writeln!(
+                s,
+                "| {what} | {rate:.0} | {} | {} | {} | ≤ {} %: {met} |",
+                num(cpu.map(|c| c * 100.0), 1),
+                num(cost.map(|c| c.0), 2),
+                num(cost.map(|c| c.1), 2),
+                cost::AGENT_TARGET_PCT_PER_10K,
+            );
+        };
+        if let Some(c) = &self.churn_attached {
+            row("section 3's churn (a few addresses)", c.rate, c.cpu);
+        }
+        if let Some(d) = &self.distinct {
+            let rate = if d.secs > 0.0 {
+                d.connections as f64 / d.secs
+            } else {
+                0.0
+            };
+            row(
+                "section 5 (every connection from a new address)",
+                rate,
+                d.cpu,
+            );
+        }
     }
 }
 

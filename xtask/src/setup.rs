@@ -16,8 +16,9 @@ use crate::process::{self, display, query, run_checked};
 /// /usr/bin/python3) that drives the diagnosis tests' clients in tests/clients/, and
 /// Prometheus (`prometheus` and `promtool`) that validates and scrapes `--metrics`, and
 /// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs, and
-/// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with.
-pub const APT_PACKAGES: [&str; 7] = [
+/// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with, and
+/// bpftool, which names the BPF programs whose per-run cost the bench reports.
+pub const APT_PACKAGES: [&str; 8] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
@@ -25,6 +26,7 @@ pub const APT_PACKAGES: [&str; 7] = [
     "prometheus",
     "chromium",
     "bpftrace",
+    "bpftool",
 ];
 /// Packages whose maintainer scripts start a system service nothing here needs.
 const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];
