@@ -37,10 +37,11 @@ pub use crate::cmd::targets::{
     DEFAULT_PORT, RedisPlan, UsageError, redis_target, scope, watched_ports,
 };
 
-/// How often the ring buffer is drained. The kernel wakes the agent only when a
-/// quarter MiB is queued (a burst); otherwise records wait up to this long, which
-/// costs nothing (they carry their own times, and every drain takes all of them)
-/// and saves a wakeup per connection event.
+/// How often the ring buffer is drained. The kernel programs never wake the agent
+/// (a wakeup per record would cost a context switch per connection event, and
+/// asking the ring how full it is a helper call per record): records wait up to
+/// this long, which costs nothing (they carry their own times, and every drain takes
+/// all of them); the 4 MiB ring holds seconds of the heaviest churn.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 
 /// The sock_diag scan of open connections costs in proportion to them (each one's
