@@ -43,9 +43,9 @@ pub use crate::cmd::targets::{
 /// and saves a wakeup per connection event.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 
-/// The sock_diag scan of open connections costs in proportion to them (each one's
-/// `tcp_info`, and a walk of the host's sockets): past this many per scan, it runs
-/// every few intervals instead of every one…
+/// The sock_diag scan of open connections costs in proportion to them (a lookup
+/// and a `tcp_info` each): past this many per scan, it runs every few intervals
+/// instead of every one…
 const SCAN_CONNS_PER_INTERVAL: usize = 2_000;
 /// …but at least this often. Idle thresholds are tens of seconds.
 const SCAN_MAX_PERIOD: Duration = Duration::from_secs(10);
