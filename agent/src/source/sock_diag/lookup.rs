@@ -399,6 +399,44 @@ mod tests {
         assert!(!link_local(&key("10.0.0.1:6379", "169.254.0.1:1")));
     }
 
+    #[test]
+    fn a_key_is_looked_up_through_the_listener_of_its_local_address() {
+        let listeners = [
+            DiagSocket {
+                ifindex: 0,
+                ..sock(state::LISTEN, "0.0.0.0:6379", "0.0.0.0:0", (0, 128), 1)
+            },
+            // Bound to interface 4 (a VRF): its connections are too.
+            DiagSocket {
+                ifindex: 4,
+                ..sock(state::LISTEN, "127.0.0.1:6380", "0.0.0.0:0", (0, 128), 2)
+            },
+            sock(state::LISTEN, "[::]:6381", "[::]:0", (0, 128), 3),
+        ];
+        let of = |local: &str| {
+            listener_of(&listeners, local.parse().unwrap()).map(|l| (l.inode, l.ifindex))
+        };
+        assert_eq!(of("10.0.0.1:6379"), Some((1, 0)));
+        assert_eq!(of("127.0.0.1:6380"), Some((2, 4)));
+        assert_eq!(of("10.0.0.1:6380"), None, "another address");
+        assert_eq!(of("10.0.0.1:6381"), Some((3, 0)), "a dual-stack listener");
+        assert_eq!(of("[fd00::1]:6381"), Some((3, 0)));
+        assert_eq!(of("10.0.0.1:6382"), None);
+
+        // idiag_if, at offset 40 of inet_diag_msg, is read into `ifindex`.
+        let mut payload = diag(
+            libc::AF_INET,
+            state::LISTEN,
+            "127.0.0.1:6380",
+            "0.0.0.0:0",
+            (0, 128),
+            (1000, 2),
+            &[],
+        );
+        payload[40..44].copy_from_slice(&4u32.to_ne_bytes());
+        assert_eq!(parse_diag_msg(&payload).unwrap().ifindex, 4);
+    }
+
     // ---- the replies ----------------------------------------------------------
 
     /// A reply to lookup `seq`: the socket `local`–`remote` in `state`, with
