@@ -44,9 +44,9 @@ pub use crate::cmd::targets::{
 /// all of them); the 4 MiB ring holds seconds of the heaviest churn.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 
-/// The sock_diag scan of open connections costs in proportion to them (each one's
-/// `tcp_info`, and a walk of the host's sockets): past this many per scan, it runs
-/// every few intervals instead of every one…
+/// The sock_diag scan of open connections costs in proportion to them (a lookup
+/// and a `tcp_info` each): past this many per scan, it runs every few intervals
+/// instead of every one…
 const SCAN_CONNS_PER_INTERVAL: usize = 2_000;
 /// …but at least this often. Idle thresholds are tens of seconds.
 const SCAN_MAX_PERIOD: Duration = Duration::from_secs(10);
@@ -303,15 +303,19 @@ impl Live<'_> {
         }
         // Traffic and idle times of the open connections come from one sock_diag
         // scan per namespace: the kernel keeps them per socket already, so the
-        // probes need not run on every message. Closes recorded before the scans
-        // are applied first, so what a scan misses was really lost.
+        // probes need not run on every message. The scan looks up the connections
+        // the instance holds, one hash lookup each, so the host's other sockets
+        // cost it nothing. Closes recorded before the scans are applied first, so
+        // what a scan misses was really lost.
         let mut scans = Vec::new();
         for site in self.sites.values_mut() {
             site.since_scan += 1;
             let open = self.fleet.open_connections(site.key);
             if site.since_scan >= scan_stride(open, self.interval) {
                 site.since_scan = 0;
-                match sock_diag::open_connections(&site.netns, site.key.netns, &self.ports, now) {
+                let keys = self.fleet.open_keys(site.key);
+                let (netns, ports) = (&site.netns, &self.ports);
+                match sock_diag::lookup_connections(netns, site.key.netns, ports, &keys, now) {
                     Ok(scan) => scans.push((site.key, scan)),
                     Err(e) => log::warn!(
                         "sock_diag scan of open connections in {} failed: {e}",
@@ -322,7 +326,11 @@ impl Live<'_> {
         }
         self.drain(reader)?;
         for (key, scan) in scans {
-            if let Some(ev) = self.fleet.activity_from_scan(key, now, &scan) {
+            let found = &scan.conns;
+            if let Some(ev) = self
+                .fleet
+                .activity_from_lookups(key, now, &scan.answered, found)
+            {
                 self.feed(&ev)?;
             }
         }

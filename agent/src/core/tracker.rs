@@ -380,6 +380,31 @@ impl Tracker {
     /// The caller applies every kernel record queued before the scan first, so a
     /// connection closed just before it is closed in the table, not gone.
     pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
+        self.activity(ts, scan, |_| true)
+    }
+
+    /// The same for a scan that looked connections up one by one: `found` are the
+    /// open ones with their figures, `answered` every key the kernel answered for
+    /// (found or not). Only those can be gone: a connection not asked for (opened
+    /// after the keys were taken) or not answered (a failed lookup) is neither.
+    /// Given every key the table holds, the event is the one
+    /// [`Tracker::activity_from_scan`] makes of a dump of the same sockets.
+    pub fn activity_from_lookups(
+        &self,
+        ts: Nanos,
+        answered: &[ConnKey],
+        found: &[(ConnKey, Activity)],
+    ) -> Event {
+        let answered: HashSet<&ConnKey> = answered.iter().collect();
+        self.activity(ts, found, |key| answered.contains(key))
+    }
+
+    fn activity(
+        &self,
+        ts: Nanos,
+        scan: &[(ConnKey, Activity)],
+        asked: impl Fn(&ConnKey) -> bool,
+    ) -> Event {
         let mut conns = Vec::new();
         let mut found = HashSet::with_capacity(scan.len());
         for (key, activity) in scan {
@@ -393,12 +418,19 @@ impl Tracker {
         let mut gone: Vec<ConnKey> = self
             .conns
             .iter()
-            .filter(|(key, conn)| conn.since < ts && !found.contains(key))
+            .filter(|(key, conn)| conn.since < ts && !found.contains(key) && asked(key))
             .map(|(key, _)| *key)
             .collect();
         conns.sort_by_key(|(key, _)| *key);
         gone.sort_unstable();
         Event::Activity { ts, conns, gone }
+    }
+
+    /// The keys of the connections open now, sorted: what a scan looks up.
+    pub fn open_keys(&self) -> Vec<ConnKey> {
+        let mut keys: Vec<ConnKey> = self.conns.iter().map(|(key, _)| *key).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// Connections open now.
@@ -852,6 +884,71 @@ mod tests {
             again,
             Event::Activity {
                 ts: scan_at + SEC,
+                conns: vec![],
+                gone: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn lookups_of_every_key_make_the_event_a_dump_makes_and_only_answered_keys_go() {
+        let (idle, busy, lost, failed) = (
+            redis("10.0.0.2:1"),
+            redis("10.0.0.2:2"),
+            redis("10.0.0.3:3"),
+            redis("10.0.0.3:4"),
+        );
+        let late = redis("10.0.0.2:5");
+        let mut t = tracker(&[
+            opened(START, idle),
+            opened(START, busy),
+            opened(START, lost),
+            opened(START, failed),
+            activity(START + SEC, &[(idle, 5, 9, Some(START + SEC))]),
+        ]);
+        let scan_at = START + 2 * SEC;
+        assert_eq!(t.open_keys(), vec![idle, busy, lost, failed]);
+        let found = [
+            (idle, figures(5, 9, Some(START + SEC))),
+            (busy, figures(10, 20, Some(scan_at))),
+        ];
+        // Every key answered: what a dump holding the same two sockets makes.
+        let every = t.open_keys();
+        let dump = t.activity_from_scan(scan_at, &found);
+        assert_eq!(
+            dump,
+            Event::Activity {
+                ts: scan_at,
+                conns: vec![(busy, figures(10, 20, Some(scan_at)))],
+                gone: vec![lost, failed],
+            }
+        );
+        assert_eq!(t.activity_from_lookups(scan_at, &every, &found), dump);
+        // Opened before the scan but applied after the keys were taken (so never
+        // asked for), and a lookup that failed: neither is gone.
+        t.apply(&opened(scan_at - 1, late));
+        let answered = [idle, busy, lost];
+        assert_eq!(
+            t.activity_from_lookups(scan_at, &answered, &found),
+            Event::Activity {
+                ts: scan_at,
+                conns: vec![(busy, figures(10, 20, Some(scan_at)))],
+                gone: vec![lost],
+            }
+        );
+        assert_eq!(
+            t.activity_from_scan(scan_at, &found),
+            Event::Activity {
+                ts: scan_at,
+                conns: vec![(busy, figures(10, 20, Some(scan_at)))],
+                gone: vec![late, lost, failed],
+            },
+            "a dump would call it gone"
+        );
+        assert_eq!(
+            t.activity_from_lookups(scan_at, &[], &[]),
+            Event::Activity {
+                ts: scan_at,
                 conns: vec![],
                 gone: vec![],
             }

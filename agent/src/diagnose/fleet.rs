@@ -161,6 +161,27 @@ impl Fleet {
         Some(m.pipeline.activity_from_scan(ts, scan))
     }
 
+    /// The same from a scan that looked up connections of `instance` one by one
+    /// (see `Tracker::activity_from_lookups`).
+    pub fn activity_from_lookups(
+        &self,
+        instance: InstanceKey,
+        ts: Nanos,
+        answered: &[ConnKey],
+        found: &[(ConnKey, Activity)],
+    ) -> Option<Event> {
+        let m = self.members.get(&instance)?;
+        Some(m.pipeline.activity_from_lookups(ts, answered, found))
+    }
+
+    /// The keys of the connections open now in `instance`, sorted (none for one
+    /// the fleet does not hold).
+    pub fn open_keys(&self, instance: InstanceKey) -> Vec<ConnKey> {
+        self.members
+            .get(&instance)
+            .map_or_else(Vec::new, |m| m.pipeline.open_keys())
+    }
+
     /// Connections open now in `instance` (0 for one the fleet does not hold).
     pub fn open_connections(&self, instance: InstanceKey) -> usize {
         self.members

@@ -52,6 +52,21 @@ impl Pipeline {
         self.tracker.activity_from_scan(ts, scan)
     }
 
+    /// The same from a scan by lookups (see [`Tracker::activity_from_lookups`]).
+    pub fn activity_from_lookups(
+        &self,
+        ts: Nanos,
+        answered: &[ConnKey],
+        found: &[(ConnKey, Activity)],
+    ) -> Event {
+        self.tracker.activity_from_lookups(ts, answered, found)
+    }
+
+    /// The keys of the connections open now, sorted.
+    pub fn open_keys(&self) -> Vec<ConnKey> {
+        self.tracker.open_keys()
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.tracker.open()

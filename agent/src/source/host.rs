@@ -827,6 +827,7 @@ TcpExt: 0 42 9
             state,
             inode,
             uid: 0,
+            ifindex: 0,
             rqueue,
             wqueue,
             last_data_recv_ms: None,

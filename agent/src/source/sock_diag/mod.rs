@@ -7,8 +7,10 @@
 //!
 //! - connections that existed before the agent started, with their traffic totals
 //!   and idle times (`struct tcp_info`), turned into [`Event::Seeded`];
-//! - traffic and idle times of every open connection each interval
-//!   ([`open_connections`]): the probes do not run per message;
+//! - traffic and idle times of every open connection each interval: the probes
+//!   do not run per message. [`lookup_connections`] asks for the connections the
+//!   agent tracks one by one (a hash lookup each, batched), so its cost does not
+//!   follow the host's other sockets; [`open_connections`] dumps them all;
 //! - the accept-queue depth and backlog of a listener (`idiag_rqueue`/`idiag_wqueue`
 //!   of a LISTEN socket) and its inode, which [`crate::source::host`] maps to a pid.
 //!
@@ -26,7 +28,9 @@ use std::ops::BitOr;
 use crate::model::{Activity, ConnKey, Event, Nanos};
 use crate::source::netns::Netns;
 
+mod lookup;
 mod netlink;
+pub use lookup::{Lookups, lookup_connections};
 use netlink::*;
 
 /// TCP states, as in `include/net/tcp_states.h` (the values `idiag_state` carries).
@@ -100,6 +104,8 @@ pub struct DiagSocket {
     /// accept queue, or a TIME_WAIT / SYN_RECV mini-socket).
     pub inode: u64,
     pub uid: u32,
+    /// The interface the socket is bound to (`idiag_if`); 0 for none, as usual.
+    pub ifindex: u32,
     /// Bytes not yet read; for a LISTEN socket, connections waiting in the accept queue.
     pub rqueue: u32,
     /// Bytes not yet acknowledged; for a LISTEN socket, the accept-queue limit (backlog).
@@ -254,9 +260,9 @@ mod tests {
 
     // ---- fabricated netlink buffers -------------------------------------------
 
-    const SEQ: u32 = 7;
+    pub(super) const SEQ: u32 = 7;
 
-    fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let len = NLMSG_HDRLEN + payload.len();
         let mut m = Vec::new();
         m.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -269,7 +275,7 @@ mod tests {
         m
     }
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
         let len = 4 + payload.len();
         let mut a = Vec::new();
         a.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -280,7 +286,7 @@ mod tests {
     }
 
     /// A `tcp_info` of `len` bytes with the fields we read filled in.
-    fn tcp_info(
+    pub(super) fn tcp_info(
         len: usize,
         state: u8,
         sent_ms: u32,
@@ -298,7 +304,7 @@ mod tests {
         t
     }
 
-    fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+    pub(super) fn ip_bytes(ip: IpAddr) -> [u8; 16] {
         let mut b = [0u8; 16];
         match ip {
             IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
@@ -308,7 +314,7 @@ mod tests {
     }
 
     /// The payload of a SOCK_DIAG_BY_FAMILY message: `inet_diag_msg` + `attrs`.
-    fn diag(
+    pub(super) fn diag(
         family: i32,
         state: u8,
         local: &str,
@@ -334,13 +340,20 @@ mod tests {
         p
     }
 
-    fn sock(state: u8, local: &str, remote: &str, queues: (u32, u32), inode: u64) -> DiagSocket {
+    pub(super) fn sock(
+        state: u8,
+        local: &str,
+        remote: &str,
+        queues: (u32, u32),
+        inode: u64,
+    ) -> DiagSocket {
         DiagSocket {
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
             state,
             inode,
             uid: 1000,
+            ifindex: 0,
             rqueue: queues.0,
             wqueue: queues.1,
             last_data_recv_ms: None,
@@ -460,13 +473,13 @@ mod tests {
         (buf, expected)
     }
 
-    fn done(seq: u32) -> Vec<u8> {
+    pub(super) fn done(seq: u32) -> Vec<u8> {
         nlmsg(NLMSG_DONE, NLM_F_MULTI_FLAG, seq, &0i32.to_ne_bytes())
     }
 
-    const NLM_F_MULTI_FLAG: u16 = 0x2;
+    pub(super) const NLM_F_MULTI_FLAG: u16 = 0x2;
 
-    fn error(seq: u32, errno: i32) -> Vec<u8> {
+    pub(super) fn error(seq: u32, errno: i32) -> Vec<u8> {
         let mut p = (-errno).to_ne_bytes().to_vec();
         p.extend_from_slice(&[0u8; NLMSG_HDRLEN]);
         nlmsg(NLMSG_ERROR, 0, seq, &p)
@@ -1016,7 +1029,7 @@ mod tests {
 
     // ---- the real kernel -----------------------------------------------------
 
-    mod live {
+    pub(super) mod live {
         use super::*;
         use socket2::{Domain, Socket, Type};
         use std::io::{Read, Write};
@@ -1024,7 +1037,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         use std::time::{Duration, Instant};
 
-        fn listen(addr: &str, backlog: i32) -> TcpListener {
+        pub(crate) fn listen(addr: &str, backlog: i32) -> TcpListener {
             let addr: SocketAddr = addr.parse().unwrap();
             let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
             if addr.is_ipv6() {
@@ -1035,7 +1048,7 @@ mod tests {
             s.into()
         }
 
-        fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+        pub(crate) fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
             let source: SocketAddr = source.parse().unwrap();
             let s = Socket::new(Domain::for_address(source), Type::STREAM, None).unwrap();
             s.bind(&source.into()).unwrap();
@@ -1049,7 +1062,7 @@ mod tests {
                 .ino()
         }
 
-        fn my_uid() -> u32 {
+        pub(crate) fn my_uid() -> u32 {
             std::fs::metadata("/proc/self").unwrap().uid()
         }
 
@@ -1410,7 +1423,7 @@ mod tests {
         }
     }
 
-    fn own() -> Netns {
+    pub(super) fn own() -> Netns {
         Netns::own().unwrap()
     }
 }

@@ -62,9 +62,10 @@ pub(super) const DUMP_ATTEMPTS: usize = 3;
 
 /// The netlink socket of one [`tcp_sockets`] call and its receive buffer.
 pub(super) struct NetlinkSocket {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
+    pub(super) fd: OwnedFd,
+    /// The sequence number of the last request sent.
+    pub(super) seq: u32,
+    pub(super) buf: Vec<u8>,
 }
 
 impl NetlinkSocket {
@@ -180,8 +181,40 @@ impl NetlinkSocket {
     }
 }
 
-/// One datagram from the kernel; an error if it did not fit in `buf`.
+/// One datagram from the kernel, waiting for it (up to the socket's timeout); an
+/// error if it did not fit in `buf`.
 pub(super) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    match recv_with(fd, buf, 0)? {
+        Received::Datagram(n) => Ok(n),
+        Received::Nothing => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "sock_diag dump: no reply from the kernel",
+        )),
+        Received::Overrun => Err(context(
+            io::Error::from_raw_os_error(libc::ENOBUFS),
+            "receiving the sock_diag reply",
+        )),
+    }
+}
+
+/// What one read of the socket found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Received {
+    /// A datagram of this many bytes, now at the start of the buffer.
+    Datagram(usize),
+    /// Nothing queued (with `MSG_DONTWAIT`), or nothing before the timeout.
+    Nothing,
+    /// ENOBUFS: the receive buffer was full and the kernel dropped replies. Said
+    /// once; the replies queued before are still there to read.
+    Overrun,
+}
+
+/// One datagram the kernel has already queued, without waiting.
+pub(super) fn recv_queued(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Received> {
+    recv_with(fd, buf, libc::MSG_DONTWAIT)
+}
+
+fn recv_with(fd: &OwnedFd, buf: &mut [u8], flags: i32) -> io::Result<Received> {
     loop {
         // SAFETY: sockaddr_nl is plain old data, for which all-zero bytes are valid.
         let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -195,20 +228,20 @@ pub(super) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
                 fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_TRUNC,
+                libc::MSG_TRUNC | flags,
                 (&raw mut from).cast(),
                 &mut from_len,
             )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(Received::Overrun);
+            }
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "sock_diag dump: no reply from the kernel",
-                    ));
+                    return Ok(Received::Nothing);
                 }
                 _ => return Err(context(err, "receiving the sock_diag reply")),
             }
@@ -224,7 +257,7 @@ pub(super) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
         if from.nl_pid != 0 {
             continue;
         }
-        return Ok(n);
+        return Ok(Received::Datagram(n));
     }
 }
 
@@ -314,34 +347,18 @@ pub(super) fn parse_chunk(
     out: &mut Vec<DiagSocket>,
 ) -> io::Result<ChunkStatus> {
     let mut status = ChunkStatus::default();
-    while !buf.is_empty() {
-        let len = u32_at(buf, 0)
-            .ok_or_else(|| invalid(format!("netlink header truncated: {} bytes", buf.len())))?
-            as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(invalid(format!(
-                "netlink message length {len} out of range ({} bytes left)",
-                buf.len()
-            )));
-        }
-        let (msg, rest) = buf.split_at(len);
-        buf = rest.get(align4(len) - len..).unwrap_or(&[]);
-        let kind = u16_at(msg, 4).unwrap_or(0);
-        let flags = u16_at(msg, 6).unwrap_or(0);
-        if u32_at(msg, 8) != Some(seq) {
+    while let Some(msg) = next_message(&mut buf)? {
+        if msg.seq != seq {
             continue;
         }
-        status.interrupted |= flags & NLM_F_DUMP_INTR != 0;
-        let payload = &msg[NLMSG_HDRLEN..];
-        match kind {
+        status.interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
+        match msg.kind {
             NLMSG_NOOP => {}
             NLMSG_ERROR => {
-                // struct nlmsgerr: the negative errno, then the request's header.
-                let errno = i32_at(payload, 0)
-                    .ok_or_else(|| invalid("NLMSG_ERROR without an error code".into()))?;
+                let errno = error_code(msg.payload)?;
                 if errno != 0 {
                     return Err(context(
-                        io::Error::from_raw_os_error(errno.saturating_neg()),
+                        io::Error::from_raw_os_error(errno),
                         "sock_diag dump",
                     ));
                 }
@@ -349,7 +366,7 @@ pub(super) fn parse_chunk(
             }
             NLMSG_DONE => {
                 // A dump's DONE carries its final status; negative means it failed.
-                if let Some(errno) = i32_at(payload, 0).filter(|e| *e < 0) {
+                if let Some(errno) = i32_at(msg.payload, 0).filter(|e| *e < 0) {
                     return Err(context(
                         io::Error::from_raw_os_error(errno.saturating_neg()),
                         "sock_diag dump",
@@ -359,11 +376,52 @@ pub(super) fn parse_chunk(
                 return Ok(status);
             }
             NLMSG_OVERRUN => return Err(invalid("netlink overrun: data lost".into())),
-            SOCK_DIAG_BY_FAMILY => out.push(parse_diag_msg(payload)?),
+            SOCK_DIAG_BY_FAMILY => out.push(parse_diag_msg(msg.payload)?),
             other => return Err(invalid(format!("unexpected netlink message type {other}"))),
         }
     }
     Ok(status)
+}
+
+/// One netlink message: its header's fields and its payload.
+pub(super) struct Message<'a> {
+    pub(super) kind: u16,
+    pub(super) flags: u16,
+    pub(super) seq: u32,
+    pub(super) payload: &'a [u8],
+}
+
+/// Takes the first message off `buf` (and its padding), checking its length;
+/// `None` at the end.
+pub(super) fn next_message<'a>(buf: &mut &'a [u8]) -> io::Result<Option<Message<'a>>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let len = u32_at(buf, 0)
+        .ok_or_else(|| invalid(format!("netlink header truncated: {} bytes", buf.len())))?
+        as usize;
+    if len < NLMSG_HDRLEN || len > buf.len() {
+        return Err(invalid(format!(
+            "netlink message length {len} out of range ({} bytes left)",
+            buf.len()
+        )));
+    }
+    let (msg, rest) = buf.split_at(len);
+    *buf = rest.get(align4(len) - len..).unwrap_or(&[]);
+    Ok(Some(Message {
+        kind: u16_at(msg, 4).unwrap_or(0),
+        flags: u16_at(msg, 6).unwrap_or(0),
+        seq: u32_at(msg, 8).unwrap_or(0),
+        payload: &msg[NLMSG_HDRLEN..],
+    }))
+}
+
+/// The errno of an NLMSG_ERROR payload (`struct nlmsgerr`: the negative errno,
+/// then the request's header), as a positive number; 0 is an acknowledgement.
+pub(super) fn error_code(payload: &[u8]) -> io::Result<i32> {
+    let code =
+        i32_at(payload, 0).ok_or_else(|| invalid("NLMSG_ERROR without an error code".into()))?;
+    Ok(code.saturating_neg())
 }
 
 /// Parses the payload of a SOCK_DIAG_BY_FAMILY message: `inet_diag_msg` + attributes.
@@ -376,7 +434,8 @@ pub(super) fn parse_diag_msg(p: &[u8]) -> io::Result<DiagSocket> {
     }
     let family = p[0];
     let state = p[1];
-    // inet_diag_sockid at 4: sport, dport (big-endian), src[16], dst[16], if, cookie.
+    // inet_diag_sockid at 4: sport, dport (big-endian), src[16], dst[16], if (at
+    // 40), cookie.
     let sport = u16::from_be_bytes([p[4], p[5]]);
     let dport = u16::from_be_bytes([p[6], p[7]]);
     let ip = |off: usize| -> io::Result<IpAddr> {
@@ -399,6 +458,7 @@ pub(super) fn parse_diag_msg(p: &[u8]) -> io::Result<DiagSocket> {
         wqueue: field(60)?,
         uid: field(64)?,
         inode: u64::from(field(68)?),
+        ifindex: field(40)?,
         last_data_recv_ms: None,
         last_data_sent_ms: None,
         bytes_received: None,
