@@ -17,9 +17,9 @@ use connwatch::core::capacity::{self, Baselines};
 use connwatch::core::rates::RateMeter;
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
-    AcceptErrors, Age, ClientVerdict, ConfigStatus, HostSnapshot, Idle, InfoFields, Kind, Lifetime,
-    RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report, RetryReport,
-    Totals, Trend, Verdict,
+    AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
+    Kind, Lifetime, RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report,
+    RetryReport, Totals, Trend, Verdict,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -238,6 +238,9 @@ fn simulate(
             limits,
             capacity,
             verdicts: Vec::new(),
+            clients_mode: ClientsMode::Full,
+            clients_omitted: 0,
+            clients_gone: Vec::new(),
             clients,
         };
         meter.fill(now, &mut report);
