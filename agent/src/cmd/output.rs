@@ -109,6 +109,9 @@ impl Output {
         Ok(())
     }
 
+    /// One report, as an interval with a single instance: a stream of several
+    /// instances goes through [`Output::write_all`] (an instance missing from an
+    /// interval has left, and its next report holds every row).
     pub fn write(&mut self, report: &Report) -> Result<(), OutputError> {
         self.write_all(std::slice::from_ref(report))
     }

@@ -76,10 +76,14 @@ impl Held {
 /// One instance's stream.
 #[derive(Debug)]
 struct Stream {
-    /// `uptime` of the last report written with every row.
-    last_full: Duration,
-    /// Every address of the previous report, as the reader holds it.
-    held: HashMap<IpAddr, Held>,
+    /// `uptime` of the last report written with every row; `None` before the first.
+    last_full: Option<Duration>,
+    /// Every address of the previous report, as the reader holds it, with the
+    /// number of the report that last held it (kept in place from one report to
+    /// the next: one entry per address, however many reports).
+    held: HashMap<IpAddr, (Held, u64)>,
+    /// Reports chosen so far.
+    reports: u64,
 }
 
 /// Chooses the client rows of each NDJSON report; one stream per instance
@@ -134,38 +138,39 @@ impl RowFilter {
         let Some(every) = self.full_every else {
             return Cow::Borrowed(report);
         };
-        let held: HashMap<IpAddr, Held> = report
-            .clients
-            .iter()
-            .map(|c| (c.addr, Held::of(c)))
-            .collect();
-        let stream = self.streams.get_mut(&netns(report));
-        let Some(stream) = stream.filter(|s| !due(s.last_full, report.uptime, every)) else {
-            self.streams.insert(
-                netns(report),
-                Stream {
-                    last_full: report.uptime,
-                    held,
-                },
-            );
+        let stream = self.streams.entry(netns(report)).or_insert(Stream {
+            last_full: None,
+            held: HashMap::new(),
+            reports: 0,
+        });
+        let full = stream
+            .last_full
+            .is_none_or(|last| due(last, report.uptime, every));
+        stream.reports += 1;
+        let this = stream.reports;
+        let mut clients: Vec<ClientReport> = Vec::new();
+        for c in &report.clients {
+            let now = Held::of(c);
+            let before = stream.held.insert(c.addr, (now, this));
+            let changed = before.is_none_or(|(held, _)| held != now);
+            if !full && (changed || c.verdict != ClientVerdict::Healthy) {
+                clients.push(c.clone());
+            }
+        }
+        // What the previous report held and this one does not: evicted.
+        let mut gone: Vec<IpAddr> = Vec::new();
+        stream.held.retain(|addr, (_, at)| {
+            let kept = *at == this;
+            if !kept {
+                gone.push(*addr);
+            }
+            kept
+        });
+        if full {
+            stream.last_full = Some(report.uptime);
             return Cow::Borrowed(report);
-        };
-        let clients: Vec<ClientReport> = report
-            .clients
-            .iter()
-            .filter(|c| {
-                c.verdict != ClientVerdict::Healthy || stream.held.get(&c.addr) != held.get(&c.addr)
-            })
-            .cloned()
-            .collect();
-        let mut gone: Vec<IpAddr> = stream
-            .held
-            .keys()
-            .filter(|addr| !held.contains_key(addr))
-            .copied()
-            .collect();
+        }
         gone.sort_unstable();
-        stream.held = held;
         Cow::Owned(Report {
             kind: report.kind,
             ts: report.ts,
