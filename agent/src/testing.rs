@@ -213,6 +213,9 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         limits: Limits::default(),
         capacity: crate::core::capacity::capacity(None, &Limits::default(), 3, None),
         verdicts: Vec::new(),
+        clients_mode: ClientsMode::Full,
+        clients_omitted: 0,
+        clients_gone: Vec::new(),
         clients,
     }
 }
@@ -377,6 +380,9 @@ pub fn full_report() -> Report {
             verdict(VerdictKind::FdLimit, Severity::Critical, None),
             verdict(VerdictKind::Leak, Severity::Warning, Some("10.0.0.5")),
         ],
+        clients_mode: ClientsMode::Full,
+        clients_omitted: 0,
+        clients_gone: Vec::new(),
         clients,
     }
 }

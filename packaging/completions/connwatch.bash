@@ -79,7 +79,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__analyze)
-            opts="-f -o -v -q -h --format --output --redact --top --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --verbose --quiet --help"
+            opts="-f -o -v -q -h --format --output --redact --top --clients --full-every --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -102,6 +102,14 @@ _connwatch() {
                     return 0
                     ;;
                 --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --clients)
+                    COMPREPLY=($(compgen -W "changed all" -- "${cur}"))
+                    return 0
+                    ;;
+                --full-every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -585,7 +593,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__watch)
-            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --verbose --quiet --help"
+            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --clients --full-every --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -724,6 +732,14 @@ _connwatch() {
                     return 0
                     ;;
                 --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --clients)
+                    COMPREPLY=($(compgen -W "changed all" -- "${cur}"))
+                    return 0
+                    ;;
+                --full-every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

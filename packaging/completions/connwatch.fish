@@ -63,8 +63,11 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s f -l forma
 json\t'One NDJSON report object per interval (schema: docs/REPORT.md)'"
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s d -l duration -d 'Stop after this long (e.g. 30s) and print a last report. Default: run until SIGINT/SIGTERM' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s o -l output -d 'Write reports to this file instead of standard output (appends)' -r -F
-complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l top -d 'Show at most this many client addresses in the text view and as Prometheus series (the rest are summed as addr="other"); json has them all' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l top -d 'Show at most this many client addresses in the text view and as Prometheus series (the rest are summed as addr="other"); json is not limited (see --clients)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187. Give a loopback address unless the metrics must be reachable from other hosts' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l clients -d 'json: which client rows each report holds. changed: every row in the first report and every --full-every, and between them only the rows that changed (a counter moved, open connections, verdict, a new address) or carry a verdict other than healthy. all: every row in every report. Only json is trimmed: the text view, --metrics and HTML show the whole report' -r -f -a "changed\t'The changed rows; every row in the first report and every --full-every'
+all\t'Every row in every report'"
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l full-every -d 'json with --clients changed: a report with every row this often (by uptime), so a reader can start anywhere in the stream' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l tls -d 'Connect to Redis over TLS (as a rediss:// URL does), e.g. to the default target or a redis:// URL'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
@@ -109,11 +112,14 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redact -
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s f -l format -d 'text: the last report and every verdict seen; json: every interval\'s report as NDJSON (as `watch` printed it); html: a self-contained report with charts' -r -f -a "text\t''
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s f -l format -d 'text: the last report and every verdict seen; json: every interval\'s report as NDJSON (as `watch` writes it, --clients included); html: a self-contained report with charts' -r -f -a "text\t''
 json\t''
 html\t''"
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s o -l output -d 'Write to this file instead of standard output' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l top -d 'Client addresses shown in the text view' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l clients -d 'json: which client rows each report holds. changed: every row in the first report and every --full-every, and between them only the rows that changed (a counter moved, open connections, verdict, a new address) or carry a verdict other than healthy. all: every row in every report. Only json is trimmed: the text view, --metrics and HTML show the whole report' -r -f -a "changed\t'The changed rows; every row in the first report and every --full-every'
+all\t'Every row in every report'"
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l full-every -d 'json with --clients changed: a report with every row this often (by uptime), so a reader can start anywhere in the stream' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -131,7 +137,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l redact -d 'Replace client addresses with stable pseudonyms in the output'
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s q -l quiet -d 'Only errors in the log'
-complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s h -l help -d 'Print help'
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s i -l interval -d 'Time between reports, e.g. 1s, 500ms, 1m' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l redis -d 'The Redis server to ask for INFO/CONFIG through one persistent connection: redis://[user@]host:port, rediss://[user@]host:port (TLS) or unix:///path/to/redis.sock. Default: redis://127.0.0.1:<first --port>. The password comes from --password-file or REDISCLI_AUTH, never from the URL' -r

@@ -687,8 +687,8 @@ pub enum Attempt {
     Refused,
 }
 
-/// The real `connwatch watch --format json` running with its probes, its reports
-/// collected as they come.
+/// The real `connwatch watch --format json --clients all` running with its
+/// probes, its reports collected as they come.
 pub struct Agent {
     child: Child,
     reports: Arc<Mutex<Vec<Value>>>,
@@ -705,9 +705,14 @@ impl Agent {
     }
 
     /// [`Agent::watch`] with more arguments and environment variables.
+    ///
+    /// With `--clients all`: the fixtures look at whole reports (every address's
+    /// row in every report). The default stream, which writes a row only when it
+    /// changed, is tested in tests/tests/ndjson.rs.
     pub fn watch_with(ports: &[u16], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(connwatch_bin());
         cmd.args(["watch", "--format", "json", "--interval", AGENT_INTERVAL]);
+        cmd.args(["--clients", "all"]);
         for p in ports {
             cmd.args(["--port", &p.to_string()]);
         }
@@ -893,6 +898,64 @@ pub fn client<'a>(report: &'a Value, addr: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|c| c["addr"] == addr)
+}
+
+/// What a reader of the NDJSON stream holds, rebuilt line by line as
+/// docs/REPORT.md says: a `full` report replaces an instance's rows; a `changed`
+/// one drops `clients_gone` and replaces the rows it carries, the rest stay as
+/// they were.
+#[derive(Default)]
+pub struct Rebuilt {
+    /// Per instance (`instance.netns`, 0 for null): address → its last row.
+    rows: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, Value>>,
+}
+
+impl Rebuilt {
+    /// Applies one report line; returns the report as the reader rebuilds it: every
+    /// known address's row (in address order), `clients_mode` `full`. Panics when
+    /// the rebuilt rows are not exactly `totals.clients` addresses, or a `changed`
+    /// line comes before a `full` one of its instance.
+    pub fn apply(&mut self, line: &Value) -> Value {
+        assert_eq!(line["type"], "report", "not a report line: {line}");
+        let netns = line["instance"]["netns"].as_u64().unwrap_or(0);
+        let carried = line["clients"].as_array().expect("clients[]");
+        let mode = line["clients_mode"].as_str().expect("clients_mode");
+        let rows = match mode {
+            "full" => {
+                let rows = self.rows.entry(netns).or_default();
+                rows.clear();
+                rows
+            }
+            "changed" => {
+                let rows = self
+                    .rows
+                    .get_mut(&netns)
+                    .unwrap_or_else(|| panic!("a changed line before a full one: {line}"));
+                for gone in line["clients_gone"].as_array().expect("clients_gone[]") {
+                    let gone = gone.as_str().expect("an address");
+                    assert!(rows.remove(gone).is_some(), "{gone} gone but never held");
+                }
+                rows
+            }
+            other => panic!("unknown clients_mode {other:?}"),
+        };
+        for c in carried {
+            let addr = c["addr"].as_str().expect("addr").to_owned();
+            rows.insert(addr, c.clone());
+        }
+        assert_eq!(
+            Some(rows.len() as u64),
+            line["totals"]["clients"].as_u64(),
+            "rebuilt rows against totals.clients at uptime {}",
+            line["uptime_s"]
+        );
+        let mut whole = line.clone();
+        whole["clients"] = Value::Array(rows.values().cloned().collect());
+        whole["clients_mode"] = Value::from("full");
+        whole["clients_omitted"] = Value::from(0);
+        whole["clients_gone"] = Value::Array(Vec::new());
+        whole
+    }
 }
 
 /// A count field of the client `addr` (0 when the address is absent).

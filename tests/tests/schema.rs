@@ -17,9 +17,9 @@ use connwatch::core::capacity::{self, Baselines};
 use connwatch::core::rates::RateMeter;
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
-    AcceptErrors, Age, ClientVerdict, ConfigStatus, HostSnapshot, Idle, InfoFields, Kind, Lifetime,
-    RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report, RetryReport,
-    Totals, Trend, Verdict,
+    AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
+    Kind, Lifetime, RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report,
+    RetryReport, Totals, Trend, Verdict,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -238,6 +238,9 @@ fn simulate(
             limits,
             capacity,
             verdicts: Vec::new(),
+            clients_mode: ClientsMode::Full,
+            clients_omitted: 0,
+            clients_gone: Vec::new(),
             clients,
         };
         meter.fill(now, &mut report);
@@ -827,6 +830,65 @@ fn synthetic_reports_of_every_shape_validate() {
 }
 
 #[test]
+fn both_forms_of_the_stream_validate() {
+    use connwatch::model::ClientsMode;
+    use connwatch::report::rows::RowFilter;
+    let scenarios = [
+        leak_and_storm(),
+        host_limits(),
+        unreachable_fanout(),
+        bare(),
+    ];
+    // (mode, rows left out) of every line, per form.
+    let mut seen: Vec<(bool, ClientsMode, u64)> = Vec::new();
+    for all in [false, true] {
+        for scenario in &scenarios {
+            let mut filter = if all {
+                RowFilter::all()
+            } else {
+                RowFilter::changed(Duration::from_secs(10))
+            };
+            for r in scenario {
+                let line = filter.select(r);
+                assert_valid_text(&render_json(&line).expect("render"));
+                assert_eq!(
+                    line.clients.len() as u64 + line.clients_omitted,
+                    r.totals.clients
+                );
+                seen.push((all, line.clients_mode, line.clients_omitted));
+            }
+        }
+    }
+    let count = |all, mode, left_out: bool| {
+        seen.iter()
+            .filter(|&&(a, m, o)| a == all && m == mode && (o > 0) == left_out)
+            .count()
+    };
+    // --clients all: every line full. changed: a full line per instance and
+    // cadence, and changed lines that leave rows out.
+    assert_eq!(count(true, ClientsMode::Full, false), 129);
+    assert!(count(false, ClientsMode::Full, false) >= 3);
+    assert!(count(false, ClientsMode::Changed, true) >= 10);
+    assert_eq!(
+        seen.iter().filter(|s| !s.0).count(),
+        seen.iter().filter(|s| s.0).count()
+    );
+
+    // An address evicted between two lines is named in clients_gone.
+    let mut filter = RowFilter::changed(Duration::from_secs(300));
+    let before = leak_and_storm().swap_remove(10);
+    filter.select(&before);
+    let mut after = before.clone();
+    after.uptime += Duration::from_secs(1);
+    let evicted = after.clients.pop().expect("a row");
+    after.totals.clients -= 1;
+    let line = filter.select(&after);
+    assert_eq!(line.clients_gone, vec![evicted.addr]);
+    assert_eq!(line.clients_mode, ClientsMode::Changed);
+    assert_valid_text(&render_json(&line).expect("render"));
+}
+
+#[test]
 fn verdict_transition_lines_validate() {
     let storm = leak_and_storm();
     let limits = host_limits();
@@ -896,6 +958,28 @@ fn the_schema_rejects_what_the_code_never_writes() {
         &with("/totals/accept_errors/EMFILE", json!(0)),
         "/totals/accept_errors/EMFILE",
     );
+    // The client rows' form: a known mode; nothing left out or gone when full.
+    assert_invalid_at(&with("/clients_mode", json!("partial")), "/clients_mode");
+    assert_invalid_at(&with("/clients_omitted", json!(3)), "/clients_omitted");
+    assert_invalid_at(&with("/clients_gone", json!(["10.0.0.1"])), "/clients_gone");
+    let mut changed = with("/clients_mode", json!("changed"));
+    changed["clients_omitted"] = json!(3);
+    changed["clients_gone"] = json!(["10.0.0.1", "2001:db8::1"]);
+    assert!(errors(&changed).is_empty(), "{:?}", errors(&changed));
+    changed["clients_gone"] = json!(["10.0.0.1", "nowhere"]);
+    assert_invalid_at(&changed, "/clients_gone/1");
+    changed["clients_gone"] = json!(["10.0.0.1", "10.0.0.1"]);
+    assert_invalid_at(&changed, "/clients_gone");
+    changed["clients_gone"] = json!([]);
+    changed["clients_omitted"] = json!(-1);
+    assert_invalid_at(&changed, "/clients_omitted");
+    let mut no_mode = report.clone();
+    no_mode
+        .as_object_mut()
+        .expect("report")
+        .remove("clients_mode");
+    assert_invalid_at(&no_mode, "");
+
     let mut missing = report.clone();
     missing["totals"]
         .as_object_mut()
@@ -1056,7 +1140,19 @@ fn every_line_of_a_real_run_validates() {
         reset.reset();
     });
     let lines = check_every_line(&lines);
-    let last = last_report(&lines);
+    // The default stream: every row first, then the rows that changed.
+    let reports: Vec<&Value> = lines.iter().filter(|l| l["type"] == "report").collect();
+    assert_eq!(reports[0]["clients_mode"], "full");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["clients_mode"] == "changed" && r["clients_omitted"].as_u64() > Some(0)),
+        "no line left a row out"
+    );
+    // The figures below are what a reader rebuilds from it.
+    let mut rebuilt = connwatch_tests::Rebuilt::default();
+    let whole: Vec<Value> = reports.iter().map(|r| rebuilt.apply(r)).collect();
+    let last = last_report(&whole);
     assert_eq!(last["redis"]["status"], "ok");
     assert_eq!(last["capacity"]["source"], "info");
     let row = |addr: &str| {
@@ -1089,10 +1185,18 @@ fn every_line_of_a_run_without_redis_validates() {
     let _serial = serial();
     let redis = Redis::start();
     let mut held = Vec::new();
-    let lines = run_agent(redis.port, &["--no-redis"], || {
+    let lines = run_agent(redis.port, &["--no-redis", "--clients", "all"], || {
         held = Client::many("127.0.0.5", redis.addr(), 2);
     });
     let lines = check_every_line(&lines);
+    // --clients all: every row in every report.
+    for r in lines.iter().filter(|l| l["type"] == "report") {
+        assert_eq!(r["clients_mode"], "full");
+        assert_eq!(
+            r["clients"].as_array().map(|c| c.len() as u64),
+            r["totals"]["clients"].as_u64()
+        );
+    }
     let last = last_report(&lines);
     assert_eq!(
         last["redis"],

@@ -306,9 +306,13 @@ fn sighup_reopens_the_output_file_for_logrotate() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     for path in [&rotated, &file] {
-        for line in std::fs::read_to_string(path).unwrap().lines() {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["type"], "report");
         }
+        // Each file can be read alone: its first report holds every client row.
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["clients_mode"], "full", "{}", path.display());
     }
 }

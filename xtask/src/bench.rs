@@ -18,6 +18,9 @@
 //! 7. What one connection event costs: each kernel program's ns per run beside the
 //!    bpftrace peer's (each alone on the same churn, bpf_stats), and the agent's CPU
 //!    per connection and per 10,000 connections/s, with their targets.
+//! 8. The NDJSON stream's size, `--clients changed` (the default) against
+//!    `--clients all`: 1,000 quiet clients, and a soak-like churn from random
+//!    addresses; runnable alone with `cargo xtask bench --only ndjson`.
 //!
 //! Plus one keep-alive run with `kernel.bpf_stats_enabled=1` for the kernel-side cost.
 //!
@@ -75,6 +78,15 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Options {
     pub rounds: usize,
     pub idle: Vec<usize>,
+    /// Run only this part (and splice its section into docs/PERFORMANCE.md).
+    pub only: Option<Part>,
+}
+
+/// A part of the bench that can run alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Part 8: the NDJSON stream's size.
+    Ndjson,
 }
 
 /// What runs beside Redis during a part-1 round.
@@ -190,6 +202,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "bench: scratch redis-server (pid {}) on 127.0.0.1:{port}, open-file limit {nofile}",
         redis.pid()
     ));
+    if opts.only == Some(Part::Ndjson) {
+        let section = ndjson(&bin, port, redis.dir())?.markdown();
+        drop(redis);
+        println!("{section}");
+        let path = process::repo_root().join("docs").join("PERFORMANCE.md");
+        let doc = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, splice_section(&doc, NDJSON_HEADING, &section))
+            .with_context(|| format!("writing {}", path.display()))?;
+        say(&format!(
+            "bench: wrote section 8 of {} ({:.0} s)",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
     let mut out = Results {
         nofile,
         ..Results::default()
@@ -477,6 +504,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         agent.stop()?;
     }
+
+    // 7. The NDJSON stream's size.
+    check_interrupted()?;
+    out.ndjson = Some(ndjson(&bin, port, redis.dir())?);
 
     drop(redis);
     out.elapsed = started.elapsed();
@@ -835,6 +866,8 @@ struct Results {
     churn_detached: Option<ChurnResult>,
     churn_attached: Option<ChurnResult>,
     idle: Vec<IdleLevel>,
+    /// Part 8.
+    ndjson: Option<NdjsonResult>,
     elapsed: Duration,
 }
 
@@ -1363,6 +1396,12 @@ impl Results {
             );
         }
         self.costs_section(&mut s);
+
+        // Part 8.
+        if let Some(n) = &self.ndjson {
+            s.push('\n');
+            s.push_str(&n.markdown());
+        }
         s
     }
 
@@ -1508,20 +1547,19 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, port: u16, file: PathBuf) -> anyhow::Result<Self> {
+        Agent::start_args(bin, port, file, &["--no-redis"])
+    }
+
+    /// `connwatch watch --format json --interval 1s ARGS -p PORT -q -o FILE`.
+    fn start_args(bin: &Path, port: u16, file: PathBuf, args: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "watch",
-            "--format",
-            "json",
-            "--interval",
-            "1s",
-            "--no-redis",
-        ])
-        .args(["-p", &port.to_string(), "-q", "-o"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["watch", "--format", "json", "--interval", "1s"])
+            .args(args)
+            .args(["-p", &port.to_string(), "-q", "-o"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let child = cmd
             .process_group(0)
             .spawn()
@@ -2153,6 +2191,452 @@ mod scan_cost_tests {
     }
 }
 
+// ---------------------------------------------------------------------------
+// 8. The NDJSON stream's size.
+
+/// Part 8's heading in docs/PERFORMANCE.md (`--only ndjson` replaces that section).
+const NDJSON_HEADING: &str = "## 8. The NDJSON stream's size";
+/// Quiet clients held (one connection each, from as many addresses), and how long
+/// each stream is recorded over them.
+const NDJSON_QUIET: usize = 1_000;
+const NDJSON_QUIET_TIME: Duration = Duration::from_secs(20);
+/// The soak-like load: connect/PING/close from a new random 127.x.y.z address
+/// each time, paced at this rate, for this long; its last `NDJSON_STEADY` (the
+/// address table full, as in a long soak) are measured.
+const NDJSON_SOAK_RATE: u32 = 1_000;
+const NDJSON_SOAK_THREADS: u32 = 2;
+const NDJSON_SOAK_TIME: Duration = Duration::from_secs(60);
+const NDJSON_STEADY: Duration = Duration::from_secs(30);
+/// connwatch's default `--full-every` and `--interval`, for the per-day figures.
+const FULL_EVERY_DEFAULT_S: f64 = 300.0;
+const DAY_S: f64 = 86_400.0;
+/// The targets: 1,000 quiet clients under 100 MB a day by default; the soak
+/// stream at least 20 times smaller than with `--clients all`.
+const QUIET_TARGET_MB_PER_DAY: f64 = 100.0;
+/// The packaged unit's `--interval` and `--full-every` (packaging/connwatch.service).
+const UNIT_INTERVAL_S: f64 = 5.0;
+const UNIT_FULL_EVERY_S: f64 = 3_600.0;
+const SOAK_TARGET_RATIO: f64 = 20.0;
+
+/// Report lines of one NDJSON stream, by `clients_mode`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamSize {
+    pub full_lines: u64,
+    pub full_bytes: u64,
+    pub changed_lines: u64,
+    pub changed_bytes: u64,
+    /// Largest `totals.clients` (addresses known) of the lines counted.
+    pub clients: u64,
+    pub lost_events: u64,
+}
+
+impl StreamSize {
+    /// The report lines (newline included) of `ndjson` from `uptime_s` ≥ `from` on.
+    pub fn of(ndjson: &str, from: f64) -> StreamSize {
+        let mut size = StreamSize::default();
+        for line in ndjson.lines() {
+            if !line.starts_with("{\"type\":\"report\"")
+                || float_field(line, "uptime_s").is_none_or(|u| u < from)
+            {
+                continue;
+            }
+            let bytes = line.len() as u64 + 1;
+            if line.contains("\"clients_mode\":\"changed\"") {
+                size.changed_lines += 1;
+                size.changed_bytes += bytes;
+            } else {
+                size.full_lines += 1;
+                size.full_bytes += bytes;
+            }
+            // The first "clients": of a line is totals.clients.
+            size.clients = size.clients.max(field_of(line, "clients").unwrap_or(0));
+            size.lost_events = size
+                .lost_events
+                .max(field_of(line, "lost_events").unwrap_or(0));
+        }
+        size
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.full_lines + self.changed_lines
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        let n = self.lines();
+        (n > 0).then(|| (self.full_bytes + self.changed_bytes) as f64 / n as f64)
+    }
+
+    pub fn mean_full(&self) -> Option<f64> {
+        (self.full_lines > 0).then(|| self.full_bytes as f64 / self.full_lines as f64)
+    }
+
+    pub fn mean_changed(&self) -> Option<f64> {
+        (self.changed_lines > 0).then(|| self.changed_bytes as f64 / self.changed_lines as f64)
+    }
+}
+
+/// Bytes a day of a stream that writes one line a second: with `--clients all`,
+/// every line is a full one; by default, a full line every 5 minutes (of the size
+/// `full`, measured in the `--clients all` stream over the same load) and changed
+/// lines in between.
+pub fn per_day(changed_line: Option<f64>, full_line: Option<f64>) -> Option<f64> {
+    per_day_with(changed_line, full_line, 1.0, FULL_EVERY_DEFAULT_S)
+}
+
+/// [`per_day`] for a line every `interval_s` and a full one every `full_every_s`.
+pub fn per_day_with(
+    changed_line: Option<f64>,
+    full_line: Option<f64>,
+    interval_s: f64,
+    full_every_s: f64,
+) -> Option<f64> {
+    let full = full_line?;
+    let lines = DAY_S / interval_s;
+    match changed_line {
+        None => Some(full * lines),
+        Some(changed) => {
+            let fulls = DAY_S / full_every_s.max(interval_s);
+            Some(full * fulls + changed * (lines - fulls))
+        }
+    }
+}
+
+/// The float `"key":X` of an NDJSON line (the first one).
+fn float_field(line: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `doc` with the section that starts at the line `heading` replaced by
+/// `section` (up to the next `## ` heading), or `section` appended.
+pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
+    let section = section.trim_end_matches('\n');
+    let Some(start) = doc.find(&format!("\n{heading}")).map(|i| i + 1) else {
+        return format!("{}\n\n{section}\n", doc.trim_end_matches('\n'));
+    };
+    let rest = &doc[start + heading.len()..];
+    match rest.find("\n## ") {
+        Some(end) => format!("{}{section}\n{}", &doc[..start], &rest[end..]),
+        None => format!("{}{section}\n", &doc[..start]),
+    }
+}
+
+/// What part 8 measured.
+#[derive(Debug, Default)]
+struct NdjsonResult {
+    quiet_changed: StreamSize,
+    quiet_all: StreamSize,
+    soak_changed: StreamSize,
+    soak_all: StreamSize,
+    soak_connections: u64,
+    soak_errors: u64,
+    soak_secs: f64,
+}
+
+/// Part 8: the size of `watch --format json` (with Redis, as the packaged unit
+/// runs it) by default and with `--clients all`, over 1,000 quiet clients (one
+/// stream after the other) and over a soak-like churn (both streams at once, on
+/// the same connections).
+fn ndjson(bin: &Path, port: u16, dir: &Path) -> anyhow::Result<NdjsonResult> {
+    let mut out = NdjsonResult::default();
+    say(&format!(
+        "bench: part 8, NDJSON size over {NDJSON_QUIET} quiet clients ({} s per stream)",
+        NDJSON_QUIET_TIME.as_secs()
+    ));
+    {
+        let mut quiet: Vec<TcpStream> = Vec::with_capacity(NDJSON_QUIET);
+        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        for j in 0..NDJSON_QUIET {
+            let src = Ipv4Addr::new(127, 0, 30 + (j / 250) as u8, 1 + (j % 250) as u8);
+            let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            sock.bind(&SocketAddr::from((src, 0)).into())
+                .with_context(|| format!("binding {src}"))?;
+            sock.connect_timeout(&server.into(), IO_TIMEOUT)
+                .with_context(|| format!("connecting from {src}"))?;
+            let mut stream: TcpStream = sock.into();
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            redis::command_on(&mut stream, &["PING"])?;
+            quiet.push(stream);
+        }
+        for (mode, args) in [("changed", &[][..]), ("all", &["--clients", "all"][..])] {
+            check_interrupted()?;
+            let agent =
+                Agent::start_args(bin, port, dir.join(format!("quiet-{mode}.ndjson")), args)?;
+            std::thread::sleep(NDJSON_QUIET_TIME);
+            let size = StreamSize::of(&agent.stop()?, 0.0);
+            if mode == "all" {
+                out.quiet_all = size;
+            } else {
+                out.quiet_changed = size;
+            }
+        }
+    }
+
+    check_interrupted()?;
+    say(&format!(
+        "bench: part 8, NDJSON size over {NDJSON_SOAK_RATE} connections/s from random addresses ({} s)",
+        NDJSON_SOAK_TIME.as_secs()
+    ));
+    let changed = Agent::start_args(bin, port, dir.join("soak-changed.ndjson"), &[])?;
+    let all = Agent::start_args(
+        bin,
+        port,
+        dir.join("soak-all.ndjson"),
+        &["--clients", "all"],
+    )?;
+    let t0 = Instant::now();
+    let (ok, errors) = paced_churn(port, NDJSON_SOAK_RATE, NDJSON_SOAK_TIME)?;
+    out.soak_secs = t0.elapsed().as_secs_f64();
+    (out.soak_connections, out.soak_errors) = (ok, errors);
+    let changed = changed.stop()?;
+    let all = all.stop()?;
+    // The last NDJSON_STEADY seconds of each stream, by its own uptime.
+    let steady = |ndjson: &str| {
+        let end = ndjson
+            .lines()
+            .rev()
+            .find_map(|l| float_field(l, "uptime_s"))
+            .unwrap_or(0.0);
+        StreamSize::of(ndjson, end - NDJSON_STEADY.as_secs_f64())
+    };
+    out.soak_changed = steady(&changed);
+    out.soak_all = steady(&all);
+    Ok(out)
+}
+
+/// A new source address in 127.0.0.0/8 for every connection, spread at random
+/// (splitmix64 of thread and count): the soak's clients.
+pub fn random_source(thread: u32, i: u32) -> Ipv4Addr {
+    let mut z = (u64::from(thread) << 32 | u64::from(i)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    Ipv4Addr::new(127, (z >> 16) as u8, (z >> 8) as u8, 1 + (z % 254) as u8)
+}
+
+/// connect/PING/close from [`random_source`] addresses at `rate` a second over
+/// [`NDJSON_SOAK_THREADS`] threads for `time` (each on its own schedule, bounded
+/// by the deadline); returns (completed connections, errors).
+fn paced_churn(port: u16, rate: u32, time: Duration) -> anyhow::Result<(u64, u64)> {
+    let server: socket2::SockAddr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
+    let start = Instant::now();
+    let gap = Duration::from_secs(1) * NDJSON_SOAK_THREADS / rate.max(1);
+    let mut handles = Vec::new();
+    for t in 0..NDJSON_SOAK_THREADS {
+        let server = server.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("soak-{t}"))
+                .spawn(move || {
+                    let (mut ok, mut errors) = (0u64, 0u64);
+                    let ping = redis::encode_command(&["PING"]);
+                    let mut buf = [0u8; 16];
+                    let mut i = 0u32;
+                    loop {
+                        let due = start + gap * i;
+                        if due >= start + time || process::interrupted() {
+                            break;
+                        }
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let src = random_source(t, i);
+                        let mut once = || -> std::io::Result<()> {
+                            let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+                            sock.bind(&SocketAddr::from((src, 0)).into())?;
+                            sock.connect_timeout(&server, IO_TIMEOUT)?;
+                            let mut stream: TcpStream = sock.into();
+                            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+                            stream.write_all(&ping)?;
+                            let n = stream.read(&mut buf)?;
+                            if !buf[..n].starts_with(b"+PONG") {
+                                return Err(std::io::Error::other("no PONG"));
+                            }
+                            Ok(())
+                        };
+                        match once() {
+                            Ok(()) => ok += 1,
+                            Err(_) => errors += 1,
+                        }
+                        i += 1;
+                    }
+                    (ok, errors)
+                })?,
+        );
+    }
+    let mut total = (0, 0);
+    for h in handles {
+        let (ok, errors) = h.join().map_err(|_| anyhow!("a soak thread panicked"))?;
+        total.0 += ok;
+        total.1 += errors;
+    }
+    Ok(total)
+}
+
+fn mb(bytes: Option<f64>) -> String {
+    num(bytes.map(|b| b / 1e6), 1)
+}
+
+fn kb(bytes: Option<f64>) -> String {
+    num(bytes.map(|b| b / 1e3), 1)
+}
+
+impl NdjsonResult {
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{NDJSON_HEADING}\n");
+        let _ = writeln!(
+            s,
+            "What `watch --format json` writes with Redis connected (as the packaged unit runs it), \
+             by default (`--clients changed`: a client row only when it changed or its verdict is not \
+             healthy, every row every `--full-every` 5m) and with `--clients all` (every row every \
+             interval). Commands (also alone: `sudo cargo xtask bench --only ndjson`, which replaces \
+             this section):\n\n\
+             ```sh\ntarget/release/connwatch watch --format json --interval 1s -p PORT -q -o FILE                 # default\n\
+             target/release/connwatch watch --format json --interval 1s --clients all -p PORT -q -o FILE   # every row\n```\n"
+        );
+        let q = (&self.quiet_changed, &self.quiet_all);
+        let quiet_day = per_day(q.0.mean_changed(), q.1.mean());
+        let quiet_all_day = per_day(None, q.1.mean());
+        let _ = writeln!(
+            s,
+            "**{NDJSON_QUIET} quiet clients:** one idle connection each from 127.0.30–33.x (a PING, \
+             then nothing), {} s per stream, one after the other.\n",
+            NDJSON_QUIET_TIME.as_secs()
+        );
+        let _ = writeln!(
+            s,
+            "| `--clients` | report lines (full + changed) | addresses | bytes per full line | bytes per changed line | per day |\n\
+             |---|---|---|---|---|---|\n\
+             | changed (default) | {} + {} | {} | {} | {} | **{} MB** |\n\
+             | all | {} + 0 | {} | {} | — | {} MB |\n",
+            q.0.full_lines,
+            q.0.changed_lines,
+            q.0.clients,
+            num(q.0.mean_full(), 0),
+            num(q.0.mean_changed(), 0),
+            mb(quiet_day),
+            q.1.full_lines,
+            q.1.clients,
+            num(q.1.mean(), 0),
+            mb(quiet_all_day),
+        );
+        let o = (&self.soak_changed, &self.soak_all);
+        let soak_day = per_day(o.0.mean_changed(), o.1.mean());
+        let soak_all_day = per_day(None, o.1.mean());
+        let ratio_day = soak_all_day.zip(soak_day).map(|(a, c)| a / c);
+        let measured = (o.1.full_bytes + o.1.changed_bytes) as f64
+            / (o.0.full_bytes + o.0.changed_bytes).max(1) as f64;
+        let _ = writeln!(
+            s,
+            "**Soak-like churn:** connect, PING, close from a new random 127.x.y.z address each \
+             time, paced at {NDJSON_SOAK_RATE}/s over {NDJSON_SOAK_THREADS} threads for {} s ({} \
+             connections, {} errors, {:.0}/s), both streams recording at once. The table of \
+             addresses fills to its bound ({MAX_ADDRESSES_DOC}, then the longest-quiet 1/8 are \
+             evicted at once, as in a long soak) within the first 20 s; the figures are the last \
+             {} s of each stream.\n",
+            NDJSON_SOAK_TIME.as_secs(),
+            self.soak_connections,
+            self.soak_errors,
+            self.soak_connections as f64 / self.soak_secs.max(0.001),
+            NDJSON_STEADY.as_secs(),
+        );
+        let _ = writeln!(
+            s,
+            "| `--clients` | report lines (full + changed) | addresses (max) | lost events | bytes per line | per day |\n\
+             |---|---|---|---|---|---|\n\
+             | changed (default) | {} + {} | {} | {} | {} KB | **{} GB** |\n\
+             | all | {} + 0 | {} | {} | {} KB | {} GB |\n",
+            o.0.full_lines,
+            o.0.changed_lines,
+            o.0.clients,
+            o.0.lost_events,
+            kb(o.0.mean()),
+            num(soak_day.map(|b| b / 1e9), 1),
+            o.1.full_lines,
+            o.1.clients,
+            o.1.lost_events,
+            kb(o.1.mean()),
+            num(soak_all_day.map(|b| b / 1e9), 1),
+        );
+        let _ = writeln!(
+            s,
+            "Per day is extrapolated from these short runs, at one line a second: with `--clients \
+             all`, the mean line × 86,400; by default, 288 full lines a day (every 5 minutes; a full \
+             line is the size of a `--clients all` line over the same load) and the mean changed line \
+             for the other 86,112. Over the {} s measured, the default stream was {:.1}× smaller than \
+             `--clients all`; per day, with its full lines, {}×.\n",
+            NDJSON_STEADY.as_secs(),
+            measured,
+            num(ratio_day, 1),
+        );
+        // The packaged unit (packaging/connwatch.service) reports every 5 s with a full
+        // line every hour: the target is judged on what it writes.
+        let unit_day = per_day_with(
+            q.0.mean_changed(),
+            q.1.mean(),
+            UNIT_INTERVAL_S,
+            UNIT_FULL_EVERY_S,
+        );
+        let _ = writeln!(
+            s,
+            "The packaged unit runs `--interval 5s --full-every 1h` (a log to keep; verdicts judge \
+             the same windows): from the same line sizes, {NDJSON_QUIET} quiet clients write **{} MB \
+             a day** there.\n",
+            mb(unit_day),
+        );
+        let quiet_met = unit_day.is_some_and(|d| d / 1e6 < QUIET_TARGET_MB_PER_DAY);
+        let soak_met = ratio_day.is_some_and(|r| r >= SOAK_TARGET_RATIO);
+        let verdict = |ok: bool, known: bool| match (ok, known) {
+            (true, _) => "met",
+            (false, true) => "NOT met",
+            (false, false) => "n/a",
+        };
+        let _ = writeln!(
+            s,
+            "**Targets:** {NDJSON_QUIET} quiet clients under {QUIET_TARGET_MB_PER_DAY:.0} MB a day \
+             with the packaged unit: {} MB — **{}**. The soak stream at least {SOAK_TARGET_RATIO:.0}× smaller than \
+             with `--clients all`: {}× — **{}**.",
+            mb(unit_day),
+            verdict(quiet_met, unit_day.is_some()),
+            num(ratio_day, 1),
+            verdict(soak_met, ratio_day.is_some()),
+        );
+        if !quiet_met && quiet_day.is_some() {
+            let _ = writeln!(
+                s,
+                "\nWhy the quiet target is missed: a changed line of quiet clients carries no row \
+                 at all; its {} bytes are the host figures every report keeps (totals, redis, limits, \
+                 capacity, instance), 86,400 times a day ({} MB), and a line with every row every 5 \
+                 minutes adds {} MB. Fewer lines are what helps: extrapolated from the same line \
+                 sizes (not measured with these flags), `--full-every 1h` would write {} MB a day, \
+                 `--interval 2s --full-every 30m` {} MB, `--interval 5s --full-every 1h` {} MB.",
+                num(q.0.mean_changed(), 0),
+                mb(q.0.mean_changed().map(|c| c * DAY_S)),
+                mb(q.1.mean().map(|f| f * DAY_S / FULL_EVERY_DEFAULT_S)),
+                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 1.0, 3_600.0)),
+                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 2.0, 1_800.0)),
+                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 5.0, 3_600.0)),
+            );
+        }
+        if !soak_met && ratio_day.is_some() {
+            let _ = writeln!(
+                s,
+                "\nWhy the soak target is missed: every new address is one row written once (it \
+                 appeared), {NDJSON_SOAK_RATE} a second, while `--clients all` writes the {} or so \
+                 addresses kept each second: the ratio cannot exceed addresses kept over addresses \
+                 new per interval.",
+                o.1.clients,
+            );
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2326,5 +2810,82 @@ mod tests {
         assert_eq!(usec_per_call(info, "client|list"), Some(10000.5));
         assert_eq!(usec_per_call(info, "info"), Some(13.0));
         assert_eq!(usec_per_call(info, "ping"), None);
+    }
+
+    #[test]
+    fn ndjson_stream_sizes_by_mode_and_uptime() {
+        let ndjson = "{\"type\":\"report\",\"ts\":\"x\",\"uptime_s\":1.0,\"totals\":{\"open\":3,\"clients\":1000,\"lost_events\":0},\"clients_mode\":\"full\",\"clients\":[]}\n\
+                      {\"type\":\"verdict\",\"ts\":\"x\",\"event\":\"raised\"}\n\
+                      {\"type\":\"report\",\"ts\":\"x\",\"uptime_s\":2.0,\"totals\":{\"open\":3,\"clients\":1001,\"lost_events\":2},\"clients_mode\":\"changed\",\"clients\":[]}\n\
+                      {\"type\":\"report\",\"ts\":\"x\",\"uptime_s\":3.5e0,\"totals\":{\"open\":3,\"clients\":999,\"lost_events\":2},\"clients_mode\":\"changed\",\"clients\":[]}\n";
+        let lens: Vec<u64> = ndjson.lines().map(|l| l.len() as u64 + 1).collect();
+        let all = StreamSize::of(ndjson, 0.0);
+        assert_eq!(
+            all,
+            StreamSize {
+                full_lines: 1,
+                full_bytes: lens[0],
+                changed_lines: 2,
+                changed_bytes: lens[2] + lens[3],
+                clients: 1001,
+                lost_events: 2,
+            }
+        );
+        assert_eq!(all.lines(), 3);
+        let late = StreamSize::of(ndjson, 2.5);
+        assert_eq!(
+            (late.full_lines, late.changed_lines, late.clients),
+            (0, 1, 999)
+        );
+        assert_eq!(late.mean_full(), None);
+        assert_eq!(late.mean(), Some(lens[3] as f64));
+    }
+
+    #[test]
+    fn ndjson_per_day_counts_a_full_line_every_five_minutes() {
+        assert_eq!(per_day(None, Some(1_000.0)), Some(86_400_000.0));
+        // 288 full lines of 100 kB and 86,112 changed lines of 1 kB.
+        assert_eq!(
+            per_day(Some(1_000.0), Some(100_000.0)),
+            Some(288.0 * 100_000.0 + 86_112.0 * 1_000.0)
+        );
+        assert_eq!(per_day(Some(1.0), None), None);
+        // A line every 2 s, a full one every 30 minutes: 48 full, 43,152 changed.
+        assert_eq!(
+            per_day_with(Some(1_000.0), Some(100_000.0), 2.0, 1_800.0),
+            Some(48.0 * 100_000.0 + 43_152.0 * 1_000.0)
+        );
+    }
+
+    #[test]
+    fn a_section_is_spliced_in_place_or_appended() {
+        let doc = "# P\n\n## 6. Six\n\nsix\n\n## 7. Seven\n\nold\n\n## 8. Eight\n\neight\n";
+        assert_eq!(
+            splice_section(doc, "## 7. Seven", "## 7. Seven\n\nnew\n"),
+            "# P\n\n## 6. Six\n\nsix\n\n## 7. Seven\n\nnew\n\n## 8. Eight\n\neight\n"
+        );
+        let last = "# P\n\n## 7. Seven\n\nold\nmore\n";
+        assert_eq!(
+            splice_section(last, "## 7. Seven", "## 7. Seven\n\nnew\n"),
+            "# P\n\n## 7. Seven\n\nnew\n"
+        );
+        assert_eq!(
+            splice_section("# P\n\n## 6. Six\n", "## 7. Seven", "## 7. Seven\n\nnew\n"),
+            "# P\n\n## 6. Six\n\n## 7. Seven\n\nnew\n"
+        );
+    }
+
+    #[test]
+    fn random_sources_are_loopback_and_rarely_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for t in 0..2 {
+            for i in 0..30_000 {
+                let a = random_source(t, i);
+                assert_eq!(a.octets()[0], 127);
+                assert!(a.octets()[3] >= 1 && a.octets()[3] <= 254);
+                seen.insert(a);
+            }
+        }
+        assert!(seen.len() > 59_800, "{} distinct of 60,000", seen.len());
     }
 }

@@ -54,6 +54,9 @@ enum Command {
         /// Idle-connection levels for the CLIENT LIST comparison and memory, e.g. 5000,10000.
         #[arg(long, value_delimiter = ',', default_values_t = [5000u64, 10000, 15000], value_parser = clap::value_parser!(u64).range(1..=15000))]
         idle: Vec<u64>,
+        /// Run only this part (ndjson: about 2 minutes after the build) and replace its section of docs/PERFORMANCE.md.
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
     /// Setup, release build, then regenerate packaging/connwatch.1 and packaging/completions/ from the binary.
     Dist,
@@ -93,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::run(seconds)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { rounds, idle } => {
+        Command::Bench { rounds, idle, only } => {
             setup::run()?;
             bench::run(&bench::Options {
                 rounds: usize::try_from(rounds)?,
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .into_iter()
                     .map(usize::try_from)
                     .collect::<Result<_, _>>()?,
+                only,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -45,6 +45,8 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         None => Box::new(BufWriter::new(io::stdout())),
     };
 
+    // HTML and the text summary read whole reports; only the NDJSON is trimmed.
+    let mut rows = args.rows.filter();
     let mut reports: Vec<Report> = Vec::new();
     // The last report of each instance, home first.
     let mut last: BTreeMap<(bool, u32), Report> = BTreeMap::new();
@@ -59,7 +61,14 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         };
-        for report in fleet.apply(&ev) {
+        let interval = fleet.apply(&ev);
+        if args.format == AnalyzeFormat::Json {
+            // As `watch` writes them: the client rows --clients chooses.
+            for report in rows.interval(&interval) {
+                report::json::write_line(&mut out, &report)?;
+            }
+        }
+        for report in interval {
             for v in &report.verdicts {
                 seen.entry((v.kind, v.addr))
                     .and_modify(|s| {
@@ -74,14 +83,9 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                         summary: v.summary.clone(),
                     });
             }
-            match args.format {
-                AnalyzeFormat::Json => report::json::write_line(&mut out, &report)?,
-                // One timeline: the home instance's (the others are in --format json).
-                AnalyzeFormat::Html if netns_of(&report) == fleet.home().netns => {
-                    reports.push(report.clone())
-                }
-                AnalyzeFormat::Html => {}
-                AnalyzeFormat::Text => {}
+            // One timeline: the home instance's (the others are in --format json).
+            if args.format == AnalyzeFormat::Html && netns_of(&report) == fleet.home().netns {
+                reports.push(report.clone());
             }
             last.insert(
                 (netns_of(&report) != fleet.home().netns, netns_of(&report)),

@@ -168,13 +168,54 @@ pub struct WatchArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Show at most this many client addresses in the text view and as Prometheus
-    /// series (the rest are summed as addr="other"); json has them all.
+    /// series (the rest are summed as addr="other"); json is not limited (see --clients).
     #[arg(long, default_value_t = 20)]
     pub top: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187. Give a
     /// loopback address unless the metrics must be reachable from other hosts.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub rows: RowArgs,
+}
+
+/// Which client rows each NDJSON report holds (docs/REPORT.md, "Client rows").
+#[derive(Debug, Args)]
+pub struct RowArgs {
+    /// json: which client rows each report holds. changed: every row in the first
+    /// report and every --full-every, and between them only the rows that changed
+    /// (a counter moved, open connections, verdict, a new address) or carry a
+    /// verdict other than healthy. all: every row in every report. Only json is
+    /// trimmed: the text view, --metrics and HTML show the whole report.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "changed",
+        value_name = "WHICH",
+        help_heading = "NDJSON output"
+    )]
+    pub clients: Clients,
+    /// json with --clients changed: a report with every row this often (by
+    /// uptime), so a reader can start anywhere in the stream.
+    #[arg(long, default_value = "5m", value_name = "DUR", value_parser = parse_duration, help_heading = "NDJSON output")]
+    pub full_every: Duration,
+}
+
+impl RowArgs {
+    pub fn filter(&self) -> crate::report::rows::RowFilter {
+        match self.clients {
+            Clients::Changed => crate::report::rows::RowFilter::changed(self.full_every),
+            Clients::All => crate::report::rows::RowFilter::all(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Clients {
+    /// The changed rows; every row in the first report and every --full-every.
+    Changed,
+    /// Every row in every report.
+    All,
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +245,8 @@ pub struct AnalyzeArgs {
     /// The capture file (from `connwatch capture`).
     pub file: PathBuf,
     /// text: the last report and every verdict seen; json: every interval's report
-    /// as NDJSON (as `watch` printed it); html: a self-contained report with charts.
+    /// as NDJSON (as `watch` writes it, --clients included); html: a self-contained
+    /// report with charts.
     #[arg(short, long, value_enum, default_value = "text")]
     pub format: AnalyzeFormat,
     /// Write to this file instead of standard output.
@@ -216,6 +258,8 @@ pub struct AnalyzeArgs {
     /// Client addresses shown in the text view.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    #[command(flatten)]
+    pub rows: RowArgs,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }
@@ -444,6 +488,26 @@ mod tests {
         {
             Command::Capture(args) => assert_eq!(args.max_size, 100 << 20),
             other => panic!("not capture: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_rows_default_to_changed_with_a_full_report_every_five_minutes() {
+        let args = watch_args(&["connwatch", "watch"]);
+        assert_eq!(args.rows.clients, Clients::Changed);
+        assert_eq!(
+            args.rows.full_every,
+            crate::report::rows::DEFAULT_FULL_EVERY
+        );
+        let args = watch_args(&["connwatch", "watch", "--clients", "all"]);
+        assert_eq!(args.rows.clients, Clients::All);
+        let args = watch_args(&["connwatch", "watch", "--full-every", "30s"]);
+        assert_eq!(args.rows.full_every, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["connwatch", "watch", "--full-every", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["connwatch", "watch", "--clients", "some"]).is_err());
+        match Cli::parse_from(["connwatch", "analyze", "x.cwcap", "--clients", "all"]).command {
+            Command::Analyze(args) => assert_eq!(args.rows.clients, Clients::All),
+            other => panic!("not analyze: {other:?}"),
         }
     }
 

@@ -48,7 +48,8 @@ impl Sink for WatchSink {
 pub fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     // Usage errors first, before anything is loaded.
     live::redis_target(&args.live, &live::watched_ports(&args.live))?;
-    let output = Output::open(args.format, args.output.as_deref(), args.top)?;
+    let output =
+        Output::open(args.format, args.output.as_deref(), args.top)?.with_rows(args.rows.filter());
     let metrics_listener = args.metrics.map(MetricsListener::bind).transpose()?;
     let mut sink = WatchSink {
         output,

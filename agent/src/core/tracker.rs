@@ -14,8 +14,8 @@ use crate::core::conn::{ByteDelta, Conn, ConnTable, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::core::reject::{self};
 use crate::model::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, ClientVerdict, HostSnapshot, Idle, Kind,
-    Lifetime, RedisReport, RedisSnapshot, RejectCounts, Report, RetryReport, Totals, micros,
+    AcceptErrors, AcceptQueue, Age, ClientReport, ClientVerdict, ClientsMode, HostSnapshot, Idle,
+    Kind, Lifetime, RedisReport, RedisSnapshot, RejectCounts, Report, RetryReport, Totals, micros,
     worst_first,
 };
 use crate::model::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, Nanos, normalize};
@@ -288,6 +288,9 @@ impl Tracker {
             limits,
             capacity,
             verdicts: Vec::new(),
+            clients_mode: ClientsMode::Full,
+            clients_omitted: 0,
+            clients_gone: Vec::new(),
             clients,
         }
     }

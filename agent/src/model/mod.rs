@@ -27,7 +27,7 @@ pub use host::{HostSnapshot, Listener};
 pub use instance::{Instance, InstanceKey};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 pub use report::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, Idle, Kind, Lifetime, Rates, RejectCounts,
-    RejectReason, Report, RetryReport, Totals, Trend, errno_name, worst_first,
+    AcceptErrors, AcceptQueue, Age, ClientReport, ClientsMode, Idle, Kind, Lifetime, Rates,
+    RejectCounts, RejectReason, Report, RetryReport, Totals, Trend, errno_name, worst_first,
 };
 pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

@@ -45,9 +45,36 @@ pub struct Report {
     pub capacity: Capacity,
     /// Host-level verdicts, most severe first (see docs/DIAGNOSIS.md).
     pub verdicts: Vec<Verdict>,
+    /// Which rows `clients` holds: every known address (`full`, as every report is
+    /// built), or only those an NDJSON stream must write again (`changed`; made by
+    /// `report::rows` between full snapshots).
+    pub clients_mode: ClientsMode,
+    /// Known addresses whose row this report leaves out: nothing of theirs moved
+    /// since the row last written. 0 when `full`.
+    pub clients_omitted: u64,
+    /// Addresses whose row the previous report of the stream held (written or left
+    /// out) and that are no longer known (evicted), in address order. Empty when `full`.
+    pub clients_gone: Vec<IpAddr>,
     /// Sorted with [`worst_first`].
     pub clients: Vec<ClientReport>,
 }
+
+/// Which client rows a report carries (`--clients`, docs/REPORT.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientsMode {
+    /// Every known address's row.
+    #[default]
+    Full,
+    /// Only the rows that changed since last written, and those with a verdict
+    /// other than healthy; the rest are as last written.
+    Changed,
+}
+
+named!(ClientsMode {
+    Full => "full",
+    Changed => "changed",
+});
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Totals {

@@ -100,6 +100,9 @@ mod tests {
             r#""limits""#,
             r#""capacity":{"source""#,
             r#""verdicts":[]"#,
+            r#""clients_mode":"full""#,
+            r#""clients_omitted":0"#,
+            r#""clients_gone":[]"#,
             r#""clients":[{"addr""#,
             r#""open""#,
             r#""seeded""#,
@@ -200,7 +203,7 @@ mod tests {
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
         assert_eq!(keys(quiet).len(), 19);
-        assert_eq!(keys(&v).len(), 11);
+        assert_eq!(keys(&v).len(), 14);
         assert!(v["instance"].is_null());
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
@@ -211,6 +214,19 @@ mod tests {
             json!({"status": "disabled", "config": "unknown"})
         );
         assert_eq!(v["limits"], json!({}));
+    }
+
+    #[test]
+    fn a_changed_report_says_what_it_left_out_and_what_is_gone() {
+        let mut r = sample();
+        r.clients.truncate(1);
+        r.clients_mode = ClientsMode::Changed;
+        r.clients_omitted = 7;
+        r.clients_gone = vec!["10.0.0.9".parse().unwrap(), "2001:db8::2".parse().unwrap()];
+        let line = render_json(&r).unwrap();
+        assert!(line.contains(
+            r#""verdicts":[],"clients_mode":"changed","clients_omitted":7,"clients_gone":["10.0.0.9","2001:db8::2"],"clients":[{"addr":"10.1.2.3","#
+        ));
     }
 
     #[test]

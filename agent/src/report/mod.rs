@@ -5,10 +5,13 @@
 //! - [`json`]: one NDJSON line per report;
 //! - [`prometheus`]: the text exposition served on `/metrics`;
 //! - [`html`]: a self-contained page for a capture's analysis.
+//!
+//! [`rows`] chooses which client rows an NDJSON stream writes (`--clients`).
 
 pub mod html;
 pub mod json;
 pub mod prometheus;
+pub mod rows;
 pub mod text;
 
 pub use json::{render_json, write_line};

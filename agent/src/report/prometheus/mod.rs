@@ -132,6 +132,9 @@ mod tests {
                 headroom: None,
             },
             verdicts: Vec::new(),
+            clients_mode: ClientsMode::Full,
+            clients_omitted: 0,
+            clients_gone: Vec::new(),
             clients: Vec::new(),
         }
     }
