@@ -789,30 +789,8 @@ impl Agent {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.latest_of(netns)
-                && pred(&r)
-            {
-                return r;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "connwatch exited ({status}) while waiting for {what}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; last report of netns {netns}:\n{}\nstderr:\n{}",
-                    self.latest_of(netns)
-                        .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
-                        .unwrap_or_default(),
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let which = format!("last report of netns {netns}");
+        self.wait_until(what, &which, timeout, |a| a.latest_of(netns), pred)
     }
 
     /// Waits until a report satisfies `pred`, and returns it. Panics with the last
@@ -823,9 +801,22 @@ impl Agent {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_until(what, "last report", timeout, Agent::latest, pred)
+    }
+
+    /// Waits until `latest` (`which` report) satisfies `pred`; panics with it and
+    /// the agent's stderr after `timeout`, or when the agent exits.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        which: &str,
+        timeout: Duration,
+        latest: impl Fn(&Agent) -> Option<Value>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(r) = self.latest()
+            if let Some(r) = latest(self)
                 && pred(&r)
             {
                 return r;
@@ -838,8 +829,8 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "timed out waiting for {what}; last report:\n{}\nstderr:\n{}",
-                    self.latest()
+                    "timed out waiting for {what}; {which}:\n{}\nstderr:\n{}",
+                    latest(self)
                         .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
                         .unwrap_or_default(),
                     self.stderr()

@@ -1857,6 +1857,42 @@ fn connect_from(source: Ipv4Addr, port: u16) -> anyhow::Result<TcpStream> {
 /// connect/PING/close loops from [`CHURN_THREADS`] threads for `time`, at most
 /// `per_thread` each, from the addresses `source(thread, i)`;
 /// returns (completed connections, errors).
+/// One connection from `src`: connect, PING, read the PONG, close. With
+/// `bind_no_port` the source port is chosen at connect time
+/// (IP_BIND_ADDRESS_NO_PORT), so many sources share the ephemeral range.
+fn ping_once(
+    src: Ipv4Addr,
+    server: &socket2::SockAddr,
+    bind_no_port: bool,
+    ping: &[u8],
+    buf: &mut [u8; 16],
+) -> std::io::Result<()> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    if bind_no_port {
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and a pointer to an int of the given size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    sock.bind(&SocketAddr::from((src, 0)).into())?;
+    sock.connect_timeout(server, IO_TIMEOUT)?;
+    let mut stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(ping)?;
+    let n = stream.read(buf)?;
+    if !buf[..n].starts_with(b"+PONG") {
+        return Err(std::io::Error::other("no PONG"));
+    }
+    Ok(())
+}
+
 fn churn(
     port: u16,
     time: Duration,
@@ -1881,31 +1917,7 @@ fn churn(
                             break;
                         }
                         let src = source(t, i);
-                        let mut once = || -> std::io::Result<()> {
-                            let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-                            let one: libc::c_int = 1;
-                            // SAFETY: a valid socket fd and a pointer to an int of the given size.
-                            unsafe {
-                                libc::setsockopt(
-                                    sock.as_raw_fd(),
-                                    libc::IPPROTO_IP,
-                                    libc::IP_BIND_ADDRESS_NO_PORT,
-                                    (&raw const one).cast(),
-                                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                                );
-                            }
-                            sock.bind(&SocketAddr::from((src, 0)).into())?;
-                            sock.connect_timeout(&server, IO_TIMEOUT)?;
-                            let mut stream: TcpStream = sock.into();
-                            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-                            stream.write_all(&ping)?;
-                            let n = stream.read(&mut buf)?;
-                            if !buf[..n].starts_with(b"+PONG") {
-                                return Err(std::io::Error::other("no PONG"));
-                            }
-                            Ok(())
-                        };
-                        match once() {
+                        match ping_once(src, &server, true, &ping, &mut buf) {
                             Ok(()) => ok += 1,
                             Err(_) => errors += 1,
                         }
@@ -2445,20 +2457,7 @@ fn paced_churn(port: u16, rate: u32, time: Duration) -> anyhow::Result<(u64, u64
                             std::thread::sleep(wait);
                         }
                         let src = random_source(t, i);
-                        let mut once = || -> std::io::Result<()> {
-                            let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-                            sock.bind(&SocketAddr::from((src, 0)).into())?;
-                            sock.connect_timeout(&server, IO_TIMEOUT)?;
-                            let mut stream: TcpStream = sock.into();
-                            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-                            stream.write_all(&ping)?;
-                            let n = stream.read(&mut buf)?;
-                            if !buf[..n].starts_with(b"+PONG") {
-                                return Err(std::io::Error::other("no PONG"));
-                            }
-                            Ok(())
-                        };
-                        match once() {
+                        match ping_once(src, &server, false, &ping, &mut buf) {
                             Ok(()) => ok += 1,
                             Err(_) => errors += 1,
                         }

@@ -148,21 +148,9 @@ impl Fleet {
             .collect()
     }
 
-    /// The interval's [`Event::Activity`] for `instance` from a sock_diag scan of
-    /// its namespace (see `Tracker::activity_from_scan`); `None` for an instance
-    /// the fleet does not hold.
-    pub fn activity_from_scan(
-        &self,
-        instance: InstanceKey,
-        ts: Nanos,
-        scan: &[(ConnKey, Activity)],
-    ) -> Option<Event> {
-        let m = self.members.get(&instance)?;
-        Some(m.pipeline.activity_from_scan(ts, scan))
-    }
-
-    /// The same from a scan that looked up connections of `instance` one by one
-    /// (see `Tracker::activity_from_lookups`).
+    /// The interval's [`Event::Activity`] for `instance` from a scan that looked up
+    /// its connections one by one (see `Tracker::activity_from_lookups`); `None`
+    /// for an instance the fleet does not hold.
     pub fn activity_from_lookups(
         &self,
         instance: InstanceKey,
@@ -198,15 +186,6 @@ impl Fleet {
 
     pub fn home(&self) -> InstanceKey {
         self.home
-    }
-
-    /// The home instance's pipeline.
-    pub fn home_pipeline(&self) -> Option<&Pipeline> {
-        self.members.get(&self.home).map(|m| &m.pipeline)
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
     }
 }
 

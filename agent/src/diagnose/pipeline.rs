@@ -46,13 +46,8 @@ impl Pipeline {
         Some(report)
     }
 
-    /// The interval's [`Event::Activity`] from a sock_diag scan of the open
-    /// connections (see [`Tracker::activity_from_scan`]).
-    pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
-        self.tracker.activity_from_scan(ts, scan)
-    }
-
-    /// The same from a scan by lookups (see [`Tracker::activity_from_lookups`]).
+    /// The interval's [`Event::Activity`] from a scan that looked the open
+    /// connections up (see [`Tracker::activity_from_lookups`]).
     pub fn activity_from_lookups(
         &self,
         ts: Nanos,

@@ -74,6 +74,9 @@ pub struct OwnerCache {
     scanned_at: Option<std::time::Instant>,
     /// Full scans done (for tests and debugging).
     scans: u64,
+    /// What /proc said of the listener's process (name, inner pid, container),
+    /// read again only when the pid changes.
+    facts: Option<(u32, netns::ProcessFacts)>,
 }
 
 impl OwnerCache {
@@ -317,10 +320,19 @@ pub fn snapshot(
     }
     snap.instance = instance.map(|mut i| {
         i.pid = snap.pid;
-        let facts = snap
-            .pid
-            .map(|pid| netns::process_facts(Path::new("/proc"), pid))
-            .unwrap_or_default();
+        let facts = match snap.pid {
+            Some(pid) => {
+                if owners.facts.as_ref().is_none_or(|(p, _)| *p != pid) {
+                    owners.facts = Some((pid, netns::process_facts(Path::new("/proc"), pid)));
+                }
+                owners
+                    .facts
+                    .as_ref()
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_default()
+            }
+            None => netns::ProcessFacts::default(),
+        };
         i.comm = facts.comm;
         i.ns_pid = facts.ns_pid;
         i.container_id = facts.container_id;
