@@ -183,16 +183,17 @@ fn the_scan_by_lookups_stays_flat_while_the_dump_grows_with_time_wait_sockets() 
     let netns = Netns::open(&ns.path()).expect("open the namespace");
     let tracked = in_netns(&ns.path(), || Tracked::new(TRACKED));
     let keys = tracked.keys(netns.inode());
+    let host_before = host_time_wait();
     let before = cost(&ns, tracked.port, &keys);
     say(&before);
 
     let t = Instant::now();
     let made = in_netns(&ns.path(), || time_wait(0, PER_SOURCE));
     let count = in_netns(&ns.path(), time_wait_count);
+    let host_after = host_time_wait();
     eprintln!(
-        "made {made} TIME_WAIT sockets in {:?}; the namespace holds {count}, the host's own {}",
+        "made {made} TIME_WAIT sockets in {:?}; the namespace holds {count}, the host's own {host_before} -> {host_after}",
         t.elapsed(),
-        host_time_wait()
     );
     assert_eq!((made, count), (PER_SOURCE, PER_SOURCE as u64));
     assert!(
@@ -208,12 +209,19 @@ fn the_scan_by_lookups_stays_flat_while_the_dump_grows_with_time_wait_sockets() 
         after.lookup_us < 1.5 * before.lookup_us + 300.0,
         "lookups grew: {before:?} → {after:?}"
     );
-    // …while the dump walks each of them (about 4 ms here; its baseline moves with
-    // what other namespaces hold, so only a clear growth is asked for).
-    assert!(
-        after.dump_us > before.dump_us + 500.0,
-        "the dump did not grow: {before:?} → {after:?}"
-    );
+    // …while the dump walks each socket of the shared hash, the host's own
+    // TIME_WAIT ones included. Earlier tests leave tens of thousands there, which
+    // expire while this one runs (CI saw 100k+ fall to 65k), so growth is asked
+    // for only when the hash as a whole grew by half the namespace's sockets.
+    let grown = (host_after + PER_SOURCE as u64) as i64 - host_before as i64;
+    if grown >= (PER_SOURCE / 2) as i64 {
+        assert!(
+            after.dump_us > before.dump_us + 500.0,
+            "the dump did not grow with {grown} more sockets in the hash: {before:?} → {after:?}"
+        );
+    } else {
+        eprintln!("the hash grew by {grown} sockets only: the dump's growth is not judged");
+    }
     assert!(after.dump_us > 2.0 * after.lookup_us, "{after:?}");
 }
 
