@@ -400,7 +400,7 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
 }
 
 /// Sends a record, never waking the reader: it drains the ring on its own timer
-/// (`RING_DRAIN_INTERVAL` in userspace, 25 ms). A wakeup per record would cost the
+/// (`RING_DRAIN_INTERVAL` in userspace, 100 ms). A wakeup per record would cost the
 /// agent a context switch per connection event, and asking the ring how full it is
 /// to wake it on bursts costs a helper call per record; the 4 MiB ring holds about
 /// 52,000 records, two seconds of 10,000 connections/s even if the agent stalls.

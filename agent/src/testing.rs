@@ -217,6 +217,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         clients_omitted: 0,
         clients_gone: Vec::new(),
         clients,
+        evicted: Vec::new(),
     }
 }
 
@@ -230,6 +231,7 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         verdict: ClientVerdict::Healthy,
         retry: None,
         rates: None,
+        changed: true,
         addr: parsed(addr),
         open,
         seeded: 0,
@@ -384,5 +386,6 @@ pub fn full_report() -> Report {
         clients_omitted: 0,
         clients_gone: Vec::new(),
         clients,
+        evicted: Vec::new(),
     }
 }

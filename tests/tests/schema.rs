@@ -3,7 +3,7 @@
 //! schema must be strict enough to catch a stray key or a count sent as text.
 //!
 //! The synthetic reports are built from the library's own pieces (the capacity
-//! join, the rate meter, the diagnoser) over a minute of simulated intervals, so
+//! join, the row cache and its rates, the diagnoser) over a minute of simulated intervals, so
 //! the verdict evidence validated is what the code really writes.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
 
 use connwatch::core::capacity::{self, Baselines};
-use connwatch::core::rates::RateMeter;
+use connwatch::core::row_cache::{Changes, RowCache};
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
     AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
@@ -131,6 +131,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         bytes_out: 0,
         retry: None,
         rates: None,
+        changed: true,
     }
 }
 
@@ -197,8 +198,8 @@ struct Interval {
     clients: Vec<connwatch::model::ClientReport>,
 }
 
-/// Runs reports 0..=`last`, one per second, through the capacity join, the rate
-/// meter and the diagnoser as `watch` does; returns every report. `stale(i, ip,
+/// Runs reports 0..=`last`, one per second, through the capacity join, the row
+/// cache (which fills the rates) and the diagnoser as `watch` does; returns every report. `stale(i, ip,
 /// idle)` lists `ip`'s connections idle at least `idle` at second `i`.
 fn simulate(
     last: u64,
@@ -206,7 +207,7 @@ fn simulate(
     stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
 ) -> Vec<Report> {
     let mut base = Baselines::default();
-    let mut meter = RateMeter::default();
+    let mut rows = RowCache::default();
     let mut diagnoser = Diagnoser::new(Thresholds::default());
     let mut reports = Vec::new();
     for i in 0..=last {
@@ -241,9 +242,16 @@ fn simulate(
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),
-            clients,
+            clients: Vec::new(),
+            evicted: Vec::new(),
         };
-        meter.fill(now, &mut report);
+        let changes = Changes {
+            moved: clients.iter().map(|c| c.addr).collect(),
+            open: Vec::new(),
+            all: false,
+        };
+        let by_addr = |ip| clients.iter().find(|c| c.addr == ip).copied();
+        (report.clients, report.evicted) = rows.update(now, changes, by_addr);
         diagnoser.diagnose(now, &mut report, &|ip, idle| stale(i, ip, idle));
         reports.push(report);
     }
@@ -881,6 +889,7 @@ fn both_forms_of_the_stream_validate() {
     let mut after = before.clone();
     after.uptime += Duration::from_secs(1);
     let evicted = after.clients.pop().expect("a row");
+    after.evicted = vec![evicted.addr];
     after.totals.clients -= 1;
     let line = filter.select(&after);
     assert_eq!(line.clients_gone, vec![evicted.addr]);

@@ -1389,7 +1389,7 @@ impl Results {
                  127.0.201.i, then read connwatch's output file every 2 ms until a report names that \
                  address. Reports are written at the end of each `--interval` (1 s here), so the wait \
                  is bounded by it: median {} ms, max {:.0} ms. The kernel-to-agent part (ring buffer, \
-                 drained every 25 ms) is not the bound; the interval is — lower it for faster reports.",
+                 drained every 100 ms) is not the bound; the interval is — lower it for faster reports.",
                 self.latency_ms.len(),
                 num(median(&self.latency_ms), 0),
                 max,

@@ -7,7 +7,7 @@
 //! ([`ClientTable::evict_quiet`]), and so can the longest-quiet ones when a flood
 //! of new addresses reaches [`MAX_ADDRESSES`]. Evictions are counted.
 
-use std::collections::HashMap;
+use crate::model::FastMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,6 +53,8 @@ pub struct ClientStats {
     pub last_seen: Nanos,
     /// Gaps between a failed attempt and the next one.
     pub retry: RetryGaps,
+    /// Touched since the last [`ClientTable::take_changes`].
+    moved: bool,
 }
 
 impl ClientStats {
@@ -95,10 +97,13 @@ impl ClientStats {
 
 #[derive(Clone, Debug)]
 pub struct ClientTable {
-    clients: HashMap<IpAddr, ClientStats>,
+    clients: FastMap<IpAddr, ClientStats>,
     retention: Nanos,
     max_addresses: usize,
     evicted: u64,
+    /// Addresses touched or dropped since the last [`ClientTable::take_changes`]
+    /// (each once while it stays known; a dropped one may repeat).
+    changes: Vec<IpAddr>,
 }
 
 impl Default for ClientTable {
@@ -116,10 +121,11 @@ impl ClientTable {
     /// open connections.
     pub fn with_max_addresses(retention: Duration, max_addresses: usize) -> Self {
         ClientTable {
-            clients: HashMap::new(),
+            clients: FastMap::default(),
             retention: u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX),
             max_addresses: max_addresses.max(8),
             evicted: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -129,7 +135,23 @@ impl ClientTable {
         }
         let stats = self.clients.entry(ip).or_default();
         stats.touch(ts);
+        if !stats.moved {
+            stats.moved = true;
+            self.changes.push(ip);
+        }
         stats
+    }
+
+    /// The addresses touched, dropped or evicted since the last call: the rows a
+    /// report must build again (those no longer known are gone from it).
+    pub fn take_changes(&mut self) -> Vec<IpAddr> {
+        let changes = std::mem::take(&mut self.changes);
+        for ip in &changes {
+            if let Some(stats) = self.clients.get_mut(ip) {
+                stats.moved = false;
+            }
+        }
+        changes
     }
 
     /// A connection from `ip` was seen opening.
@@ -200,6 +222,10 @@ impl ClientTable {
         }
         stats.bytes_in = stats.bytes_in.saturating_sub(conn.bytes_in);
         stats.bytes_out = stats.bytes_out.saturating_sub(conn.bytes_out);
+        if !stats.moved {
+            stats.moved = true;
+            self.changes.push(ip);
+        }
         if stats.is_blank() {
             entry.remove();
         }
@@ -210,8 +236,14 @@ impl ClientTable {
     pub fn evict_quiet(&mut self, now: Nanos) -> u64 {
         let retention = self.retention;
         let before = self.clients.len();
-        self.clients
-            .retain(|_, s| s.open > 0 || now.saturating_sub(s.last_seen) <= retention);
+        let changes = &mut self.changes;
+        self.clients.retain(|ip, s| {
+            let keep = s.open > 0 || now.saturating_sub(s.last_seen) <= retention;
+            if !keep {
+                changes.push(*ip);
+            }
+            keep
+        });
         let evicted = (before - self.clients.len()) as u64;
         self.evicted += evicted;
         evicted
@@ -238,6 +270,7 @@ impl ClientTable {
         }
         for (_, ip) in quiet {
             self.clients.remove(&ip);
+            self.changes.push(ip);
             self.evicted += 1;
         }
     }

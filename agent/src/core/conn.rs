@@ -5,7 +5,7 @@
 //! know — a byte delta or a [`Closed`] record — so the two tables stay consistent
 //! without looking into each other.
 
-use std::collections::HashMap;
+use crate::model::FastMap;
 
 use crate::model::{Activity, CloseKind, ConnKey, Nanos};
 
@@ -145,7 +145,7 @@ pub struct ConnCounts {
 
 #[derive(Clone, Debug, Default)]
 pub struct ConnTable {
-    conns: HashMap<ConnKey, Conn>,
+    conns: FastMap<ConnKey, Conn>,
     counts: ConnCounts,
 }
 

@@ -5,7 +5,7 @@
 //! - [`conn`]: the table of open connections;
 //! - [`client`]: per-address statistics; [`retry`]: retry gaps and their trend;
 //! - [`histogram`]: fixed-memory quantiles; [`reject`]: the rejection classifier;
-//! - [`rates`]: per-address rates between reports; [`capacity`]: the INFO and
+//! - [`row_cache`]: the client rows between reports, with their rates; [`capacity`]: the INFO and
 //!   `/proc` joins into limits and capacity;
 //! - [`tracker`]: the facade that applies events and builds a report.
 
@@ -13,7 +13,7 @@ pub mod capacity;
 pub mod client;
 pub mod conn;
 pub mod histogram;
-pub mod rates;
 pub mod reject;
 pub mod retry;
+pub mod row_cache;
 pub mod tracker;

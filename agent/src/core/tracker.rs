@@ -4,21 +4,22 @@
 //! updates the connection table and routes what changed to the per-client table.
 //! [`Tracker::report`] joins the two into a [`Report`] at a given instant.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use crate::core::capacity::{self, Baselines};
-use crate::core::client::{ClientStats, ClientTable, DEFAULT_RETENTION};
-use crate::core::conn::{ByteDelta, Conn, ConnTable, Origin};
-use crate::core::histogram::nearest_rank;
+use crate::core::client::{ClientTable, DEFAULT_RETENTION};
+use crate::core::conn::{ByteDelta, Conn, ConnTable};
 use crate::core::reject::{self};
+use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, ClientVerdict, ClientsMode, HostSnapshot, Idle,
-    Kind, Lifetime, RedisReport, RedisSnapshot, RejectCounts, Report, RetryReport, Totals, micros,
-    worst_first,
+    AcceptErrors, AcceptQueue, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
+    RejectCounts, Report, Totals, micros,
 };
-use crate::model::{Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, Nanos, normalize};
+use crate::model::{
+    Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
+};
 
 /// Connections the tracker chose not to count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct Tracker {
     host: Option<HostSnapshot>,
     baselines: Baselines,
     accept_rate: AcceptRate,
+    /// The previous report's client rows, and the replicas they were built with.
+    rows: RowCache,
+    replicas: Vec<IpAddr>,
 }
 
 /// Failed accepts per second between the last two counter readings.
@@ -92,6 +96,8 @@ impl Tracker {
             host: None,
             baselines: Baselines::default(),
             accept_rate: AcceptRate::default(),
+            rows: RowCache::default(),
+            replicas: Vec::new(),
         }
     }
 
@@ -250,17 +256,33 @@ impl Tracker {
 
     /// The state at `now`. `clock` maps `now` to wall-clock time, and `clock.mono`
     /// — taken when the source started — is the agent's start for `uptime_s`.
-    pub fn report(&self, now: Nanos, clock: &Clock) -> Report {
+    ///
+    /// Client rows are rebuilt only for the addresses that changed since the
+    /// previous report ([`RowCache`]), so reports are asked for in time order.
+    pub fn report(&mut self, now: Nanos, clock: &Clock) -> Report {
         let open = self.open_by_address(now);
-        let mut clients: Vec<ClientReport> = self
-            .clients
-            .iter()
-            .map(|(ip, stats)| {
-                let internal = self.redis.as_ref().is_some_and(|r| r.is_replica(*ip));
-                client_report(*ip, stats, open.get(ip), internal)
-            })
-            .collect();
-        clients.sort_by(worst_first);
+        let replicas: Vec<IpAddr> = self
+            .redis
+            .as_ref()
+            .and_then(|r| r.info.as_ref())
+            .map(|i| i.replicas.iter().map(SocketAddr::ip).collect())
+            .unwrap_or_default();
+        let changes = Changes {
+            moved: self.clients.take_changes(),
+            open: open.keys().copied().collect(),
+            all: replicas != self.replicas,
+        };
+        let clients = &self.clients;
+        let (clients, evicted) = self.rows.update(now, changes, |ip| {
+            let stats = clients.get(&ip)?;
+            Some(client_report(
+                ip,
+                stats,
+                open.get(&ip),
+                replicas.contains(&ip),
+            ))
+        });
+        self.replicas = replicas;
         let redis = match &self.redis {
             Some(r) => RedisReport::from_snapshot(r, Some(&self.baselines)),
             None => RedisReport::default(),
@@ -292,6 +314,7 @@ impl Tracker {
             clients_omitted: 0,
             clients_gone: Vec::new(),
             clients,
+            evicted,
         }
     }
 
@@ -363,13 +386,13 @@ impl Tracker {
     }
 
     /// Ages and idle times of open connections, grouped by client address.
-    fn open_by_address(&self, now: Nanos) -> HashMap<IpAddr, OpenConns> {
-        let mut by_ip: HashMap<IpAddr, OpenConns> = HashMap::new();
+    fn open_by_address(&self, now: Nanos) -> FastMap<IpAddr, OpenConns> {
+        let mut by_ip: FastMap<IpAddr, OpenConns> = FastMap::default();
         for (key, conn) in self.conns.iter() {
             by_ip.entry(key.remote.ip()).or_default().add(conn, now);
         }
         for open in by_ip.values_mut() {
-            open.idle.sort_unstable();
+            open.finish();
         }
         by_ip
     }
@@ -458,43 +481,6 @@ impl Tracker {
     }
 }
 
-/// What the report needs of one address's open connections.
-#[derive(Debug, Default)]
-struct OpenConns {
-    max_age: Nanos,
-    any_seeded: bool,
-    /// Sorted once all are added.
-    idle: Vec<Nanos>,
-}
-
-impl OpenConns {
-    fn add(&mut self, conn: &Conn, now: Nanos) {
-        self.max_age = self.max_age.max(conn.age(now));
-        self.any_seeded |= conn.origin == Origin::Seeded;
-        self.idle.push(conn.idle(now));
-    }
-
-    fn age(&self) -> Age {
-        // A seeded connection predates the agent, so its true age exceeds what is
-        // measured from its seed time — and likely every measured age, since the
-        // others opened after the agent started. Any seeded one makes the maximum a
-        // lower bound, whichever connection it was measured on.
-        Age {
-            max: micros(self.max_age),
-            lower_bound: self.any_seeded,
-        }
-    }
-
-    fn idle(&self) -> Option<Idle> {
-        let p50 = *self.idle.get(nearest_rank_index(0.5, self.idle.len())?)?;
-        let max = *self.idle.last()?;
-        Some(Idle {
-            p50: micros(p50),
-            max: micros(max),
-        })
-    }
-}
-
 /// sock_diag times data movement in jiffies (up to 10 ms) and reports it as "ms
 /// ago", so one instant read twice can differ by this much.
 const ACTIVITY_JITTER: Nanos = 10_000_000;
@@ -508,61 +494,6 @@ fn moved(conn: &Conn, activity: &Activity) -> bool {
             (Some(_), None) => true,
             (None, _) => false,
         }
-}
-
-fn nearest_rank_index(q: f64, len: usize) -> Option<usize> {
-    let len = u64::try_from(len).ok().filter(|&n| n > 0)?;
-    usize::try_from(nearest_rank(q, len) - 1).ok()
-}
-
-fn client_report(
-    ip: IpAddr,
-    s: &ClientStats,
-    open: Option<&OpenConns>,
-    internal: bool,
-) -> ClientReport {
-    ClientReport {
-        addr: ip,
-        open: s.open,
-        seeded: s.seeded_open,
-        opened: s.opened,
-        closed: s.closed,
-        closed_by_server: s.closed_by_server,
-        closed_by_client: s.closed_by_client,
-        reset: s.reset,
-        rejected: s.rejected,
-        refused: s.refused,
-        failed: s.retry.failures(),
-        internal,
-        verdict: ClientVerdict::Healthy,
-        lifetime: lifetime(s),
-        age: open.map(OpenConns::age),
-        idle: open.and_then(OpenConns::idle),
-        bytes_in: s.bytes_in,
-        bytes_out: s.bytes_out,
-        retry: retry(s),
-        rates: None,
-    }
-}
-
-fn retry(s: &ClientStats) -> Option<RetryReport> {
-    let r = &s.retry;
-    Some(RetryReport {
-        gaps: r.count(),
-        p50_ms: r.recent_median()? as f64 / 1e3,
-        last_ms: r.last()? as f64 / 1e3,
-        trend: r.trend(),
-    })
-}
-
-fn lifetime(s: &ClientStats) -> Option<Lifetime> {
-    let h = &s.lifetime_us;
-    Some(Lifetime {
-        p50: Duration::from_micros(h.quantile(0.5)?),
-        p90: Duration::from_micros(h.quantile(0.9)?),
-        p99: Duration::from_micros(h.quantile(0.99)?),
-        max: Duration::from_micros(h.max()?),
-    })
 }
 
 /// [`Clock::wall_time`] without its panics on overflow.
@@ -669,13 +600,110 @@ mod tests {
             .unwrap_or_else(|| panic!("no row for {addr}"))
     }
 
+    /// The rows a report builds from the cache are those a full rebuild gives,
+    /// whatever happens between reports: one-shot clients, holders, traffic,
+    /// closes by either side, refusals, evictions and addresses coming back.
+    #[test]
+    fn cached_rows_are_the_rows_a_full_rebuild_gives() {
+        let mut cached = Tracker::with_retention(vec![6379], Duration::from_secs(5));
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut open: Vec<ConnKey> = Vec::new();
+        let mut rebuilt = 0;
+        let mut gone = 0;
+        let mut held: HashSet<IpAddr> = HashSet::new();
+        for i in 1..=40u64 {
+            let mut events = Vec::new();
+            for j in 0..30 {
+                let ts = START + (i - 1) * SEC + j * 10 * MS;
+                let k = redis(&format!(
+                    "10.0.{}.{}:{}",
+                    next(3),
+                    next(40) + 1,
+                    20_000 + i * 40 + j
+                ));
+                match next(6) {
+                    0 | 1 => {
+                        events.push(opened(ts, k));
+                        events.push(closed(ts + MS, k, CloseKind::Client));
+                    }
+                    2 => {
+                        events.push(opened(ts, k));
+                        open.push(k);
+                    }
+                    3 if !open.is_empty() => {
+                        let k = open.swap_remove(next(open.len() as u64) as usize);
+                        let how = [CloseKind::Client, CloseKind::Server, CloseKind::Reset];
+                        events.push(closed(ts, k, how[next(3) as usize]));
+                    }
+                    4 => events.push(Event::Refused { ts, key: k }),
+                    _ => {
+                        let conns: Vec<_> = open
+                            .iter()
+                            .map(|&k| (k, i * 100, i * 50, Some(ts)))
+                            .collect();
+                        events.push(activity(ts, &conns));
+                    }
+                }
+            }
+            events.push(Event::Tick {
+                ts: START + i * SEC,
+            });
+            for ev in &events {
+                cached.apply(ev);
+            }
+            let now = START + i * SEC;
+            let a = cached.report(now, &clock());
+            // Every row built anew from the table, and sorted.
+            let open = cached.open_by_address(now);
+            let mut full: Vec<ClientReport> = cached
+                .clients
+                .iter()
+                .map(|(ip, s)| client_report(*ip, s, open.get(ip), false))
+                .collect();
+            full.sort_by(worst_first);
+            let strip = |c: &ClientReport| ClientReport {
+                rates: None,
+                changed: true,
+                ..*c
+            };
+            assert_eq!(
+                a.clients.iter().map(strip).collect::<Vec<_>>(),
+                full,
+                "interval {i}"
+            );
+            // Evicted: exactly the addresses of the previous report not in this one.
+            let now_held: HashSet<IpAddr> = a.clients.iter().map(|c| c.addr).collect();
+            let mut left: Vec<IpAddr> = held.difference(&now_held).copied().collect();
+            let mut evicted = a.evicted.clone();
+            left.sort();
+            evicted.sort();
+            assert_eq!(evicted, left, "interval {i}");
+            gone += evicted.len();
+            held = now_held;
+            rebuilt += a.clients.iter().filter(|c| c.changed).count();
+            if i > 1 {
+                assert!(a.clients.iter().all(|c| c.rates.is_some() || c.changed));
+            }
+        }
+        assert!(gone > 0, "evictions were exercised");
+        assert_eq!(gone as u64, cached.clients.evicted());
+        assert!(
+            rebuilt < 40 * cached.clients.len(),
+            "rows were reused: {rebuilt}"
+        );
+    }
+
     #[test]
     fn exact_lifetimes_of_short_connections() {
         // Lifetimes below 64 µs are exact in the histogram.
         let a = redis("10.0.0.2:1");
         let b = redis("10.0.0.2:2");
         let c = redis("10.0.0.2:3");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START + SEC, a),
             closed(START + SEC + 20 * US, a, CloseKind::Server),
             opened(START + SEC, b),
@@ -724,7 +752,7 @@ mod tests {
         let b = redis("10.0.0.2:2");
         let c = redis("10.0.0.3:1");
         let d = redis("10.0.0.3:2");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START, a),
             opened(START, b),
             opened(START, c),
@@ -763,7 +791,7 @@ mod tests {
         let a = redis("10.0.0.2:1");
         let b = redis("10.0.0.2:2");
         let c = redis("10.0.0.2:3");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START, a),
             opened(START, b),
             opened(START + 4 * SEC, c),
@@ -800,7 +828,7 @@ mod tests {
     fn seeded_connections_have_lower_bound_age_and_idle() {
         let old = redis("10.0.0.2:1");
         let new = redis("10.0.0.2:2");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START + SEC, new),
             seeded(START + 2 * SEC, old, Some(START - 30 * SEC)),
         ]);
@@ -962,7 +990,7 @@ mod tests {
     fn age_is_a_lower_bound_when_any_open_connection_is_seeded() {
         let old = redis("10.0.0.2:1");
         let new = redis("10.0.0.2:2");
-        let t = tracker(&[opened(START + SEC, new), seeded(START + 2 * SEC, old, None)]);
+        let mut t = tracker(&[opened(START + SEC, new), seeded(START + 2 * SEC, old, None)]);
         let r = t.report(START + 62 * SEC, &clock());
         // The measured maximum is the new connection's 61 s, but the seeded one
         // predates the agent, so the true maximum may be larger.
@@ -978,7 +1006,7 @@ mod tests {
     #[test]
     fn seeded_connection_closing_has_no_lifetime() {
         let old = redis("10.0.0.2:1");
-        let t = tracker(&[
+        let mut t = tracker(&[
             seeded(START, old, None),
             closed(START + 5 * SEC, old, CloseKind::Client),
         ]);
@@ -995,7 +1023,7 @@ mod tests {
     #[test]
     fn seeding_a_connection_already_seen_opening_keeps_it_exact() {
         let k = redis("10.0.0.2:1");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START + SEC, k),
             Event::Seeded {
                 ts: START + 2 * SEC,
@@ -1021,7 +1049,7 @@ mod tests {
     #[test]
     fn closing_an_unknown_connection_counts_without_lifetime() {
         let k = redis("10.0.0.9:5555");
-        let t = tracker(&[Event::Closed {
+        let mut t = tracker(&[Event::Closed {
             ts: START + SEC,
             key: k,
             how: CloseKind::Reset,
@@ -1043,7 +1071,7 @@ mod tests {
     #[test]
     fn duplicate_open_is_not_a_double_open() {
         let k = redis("10.0.0.2:1");
-        let t = tracker(&[opened(START, k), opened(START + 5 * SEC, k)]);
+        let mut t = tracker(&[opened(START, k), opened(START + 5 * SEC, k)]);
         let r = t.report(START + 6 * SEC, &clock());
         let row = client(&r, "10.0.0.2");
         assert_eq!((row.open, row.opened, row.closed), (1, 2, 1));
@@ -1057,7 +1085,7 @@ mod tests {
     fn ipv6_and_ipv4_mapped_addresses() {
         let v6 = key("[2001:db8::100]:6379", "[2001:db8::7]:40000");
         let mapped = key("[::ffff:10.0.0.1]:6379", "[::ffff:192.168.1.9]:40000");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START, v6),
             opened(START, mapped),
             closed(
@@ -1122,7 +1150,7 @@ mod tests {
     #[test]
     fn other_ports_are_ignored_and_counted() {
         let other = key("10.0.0.1:6380", "10.0.0.2:1");
-        let t = tracker(&[
+        let mut t = tracker(&[
             opened(START, other),
             activity(START + SEC, &[(other, 5, 5, Some(START + SEC))]),
             closed(START + SEC, other, CloseKind::Reset),
@@ -1142,7 +1170,7 @@ mod tests {
 
     #[test]
     fn clients_ordered_worst_first() {
-        let t = tracker(&[
+        let mut t = tracker(&[
             // .5: one open. .6: one open, one reset. .7: nothing open, five opened.
             // .8: nothing open, three opened. ::1 same as .8: address decides.
             opened(START, redis("10.0.0.5:1")),
@@ -1227,7 +1255,7 @@ mod tests {
 
     #[test]
     fn report_time_and_uptime() {
-        let t = Tracker::new(vec![6380, 6379, 6379]);
+        let mut t = Tracker::new(vec![6380, 6379, 6379]);
         let r = t.report(START + 42 * SEC + 123_456_789, &clock());
         assert_eq!(r.ports, [6379, 6380]);
         assert_eq!(r.uptime, Duration::from_micros(42_123_456));
@@ -1239,7 +1267,7 @@ mod tests {
 
     #[test]
     fn report_before_the_clock_does_not_panic() {
-        let t = tracker(&[opened(START, redis("10.0.0.2:1"))]);
+        let mut t = tracker(&[opened(START, redis("10.0.0.2:1"))]);
         let r = t.report(0, &clock());
         assert_eq!(r.uptime, Duration::ZERO);
         assert_eq!(r.clients[0].age.map(|a| a.max), Some(Duration::ZERO));

@@ -37,9 +37,12 @@ impl Diagnoser {
             // Addresses with nothing open and no failures cannot be a leak or storm:
             // no history for them (and none kept once they are back to that), so a
             // fan-out of 100k addresses stays cheap. Should one come back, the
-            // baseline below (zero at the previous report) is exact.
+            // baseline below (zero at the previous report) is exact. A row that did
+            // not change has no history to drop: it had none at its last change.
             if c.open == 0 && failures == 0 {
-                self.clients.remove(&c.addr);
+                if c.changed {
+                    self.clients.remove(&c.addr);
+                }
                 continue;
             }
             let h = self.clients.entry(c.addr).or_insert_with(|| {
@@ -65,14 +68,14 @@ impl Diagnoser {
                 });
             }
         }
-        let present: std::collections::HashSet<IpAddr> =
-            report.clients.iter().map(|c| c.addr).collect();
-        self.clients.retain(|ip, h| {
+        for ip in &report.evicted {
+            self.clients.remove(ip);
+        }
+        for h in self.clients.values_mut() {
             while h.front().is_some_and(|s| s.ts < keep_from) && h.len() > 1 {
                 h.pop_front();
             }
-            present.contains(ip)
-        });
+        }
         let t = &report.totals;
         let fd = t
             .accept_errors

@@ -18,7 +18,7 @@ pub mod transitions;
 
 pub use thresholds::Thresholds;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -26,28 +26,31 @@ use history::{HostSample, Sample};
 use serde_json::{Map, Value, json};
 
 use crate::model::Nanos;
-use crate::model::{Report, Verdict, VerdictKind};
+use crate::model::{ClientVerdict, FastMap, FastSet, Report, Verdict, VerdictKind};
 
 /// Keeps the history verdicts need and decides them.
 #[derive(Debug)]
 pub struct Diagnoser {
     cfg: Thresholds,
-    clients: HashMap<IpAddr, VecDeque<Sample>>,
+    clients: FastMap<IpAddr, VecDeque<Sample>>,
     host: VecDeque<HostSample>,
     /// When the previous report was recorded; `None` before the first.
     last: Option<Nanos>,
     /// This report's host figures. The history is downsampled; "now" never is.
     host_now: Option<HostSample>,
+    /// Addresses judged anything but healthy in the previous report.
+    flagged: FastSet<IpAddr>,
 }
 
 impl Diagnoser {
     pub fn new(cfg: Thresholds) -> Self {
         Diagnoser {
             cfg,
-            clients: HashMap::new(),
+            clients: FastMap::default(),
             host: VecDeque::new(),
             last: None,
             host_now: None,
+            flagged: FastSet::default(),
         }
     }
 
@@ -71,11 +74,26 @@ impl Diagnoser {
         self.record(now, report);
         let limit = report.capacity.limit;
         let mut verdicts = Vec::new();
+        let mut flagged = FastSet::default();
         for c in report.clients.iter_mut() {
+            // Nothing open and no failure ever: healthy, as it was (had it been open
+            // or failing at the previous report, its row would have changed). Most
+            // rows of a host with many one-shot clients end here.
+            if c.open == 0 && c.failed == 0 {
+                continue;
+            }
             let (verdict, host_verdict) = self.judge_client(now, c, limit, stale);
             c.verdict = verdict;
+            if verdict != ClientVerdict::Healthy {
+                flagged.insert(c.addr);
+            }
+            // A verdict that changes changes the row, even if no figure moved.
+            if (verdict != ClientVerdict::Healthy) != self.flagged.contains(&c.addr) {
+                c.changed = true;
+            }
             verdicts.extend(host_verdict);
         }
+        self.flagged = flagged;
         let misbehaving = verdicts
             .iter()
             .any(|v: &Verdict| matches!(v.kind, VerdictKind::Leak | VerdictKind::RetryStorm));

@@ -5,7 +5,6 @@
 //! capture file. Because a capture records every event the live pipeline saw —
 //! ticks included — a replay reaches the same reports and the same verdicts.
 
-use crate::core::rates::RateMeter;
 use crate::core::tracker::Tracker;
 use crate::diagnose::{Diagnoser, Thresholds};
 use crate::model::Report;
@@ -14,7 +13,6 @@ use crate::model::{Activity, Clock, ConnKey, Event, Nanos};
 pub struct Pipeline {
     tracker: Tracker,
     diagnoser: Diagnoser,
-    rates: RateMeter,
     clock: Clock,
 }
 
@@ -25,7 +23,6 @@ impl Pipeline {
         Pipeline {
             tracker: Tracker::new(ports),
             diagnoser: Diagnoser::new(thresholds),
-            rates: RateMeter::default(),
             clock,
         }
     }
@@ -38,7 +35,6 @@ impl Pipeline {
         };
         let now = *ts;
         let mut report = self.tracker.report(now, &self.clock);
-        self.rates.fill(now, &mut report);
         let tracker = &self.tracker;
         self.diagnoser.diagnose(now, &mut report, &|ip, idle| {
             tracker.stale_connections(ip, now, idle)

@@ -11,6 +11,7 @@ mod named;
 pub mod capacity;
 pub mod event;
 pub mod format;
+pub mod hash;
 pub mod host;
 pub mod instance;
 pub mod redis;
@@ -23,6 +24,7 @@ pub use event::{
     monotonic_now, normalize,
 };
 pub use format::{format_ts, human_bytes, human_duration, micros};
+pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};
 pub use instance::{Instance, InstanceKey};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};

@@ -57,6 +57,11 @@ pub struct Report {
     pub clients_gone: Vec<IpAddr>,
     /// Sorted with [`worst_first`].
     pub clients: Vec<ClientReport>,
+    /// Addresses the previous report of this instance held and this one does not
+    /// (evicted since), in no order. Not serialized: an NDJSON stream names them in
+    /// `clients_gone`.
+    #[serde(skip)]
+    pub evicted: Vec<IpAddr>,
 }
 
 /// Which client rows a report carries (`--clients`, docs/REPORT.md).
@@ -130,7 +135,7 @@ pub struct AcceptQueue {
     pub backlog: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ClientReport {
     /// IPv4-mapped IPv6 addresses appear as IPv4.
     pub addr: IpAddr,
@@ -171,6 +176,11 @@ pub struct ClientReport {
     /// Opens, closes, rejections and refusals per second over the last interval;
     /// `None` the first time an address appears.
     pub rates: Option<Rates>,
+    /// Whether the row was rebuilt for this report (its address had an event,
+    /// holds connections, or its rates came to rest) or its verdict changed. A row
+    /// without it is exactly as in the previous report. Not serialized.
+    #[serde(skip)]
+    pub changed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -224,7 +234,8 @@ pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
         .then_with(|| a.addr.cmp(&b.addr))
 }
 
-fn lost(c: &ClientReport) -> u64 {
+/// Connections an address lost: resets, server closes and refusals.
+pub fn lost(c: &ClientReport) -> u64 {
     c.reset
         .saturating_add(c.closed_by_server)
         .saturating_add(c.refused)

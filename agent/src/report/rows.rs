@@ -25,11 +25,13 @@
 //! that report, or a copy with fewer rows.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::model::{ClientReport, ClientVerdict, ClientsMode, Report};
+use crate::model::{ClientReport, ClientVerdict, ClientsMode, FastMap, Report};
 
 /// How often a `--clients changed` stream writes every row, by default.
 pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -78,12 +80,11 @@ impl Held {
 struct Stream {
     /// `uptime` of the last report written with every row; `None` before the first.
     last_full: Option<Duration>,
-    /// Every address of the previous report, as the reader holds it, with the
-    /// number of the report that last held it (kept in place from one report to
-    /// the next: one entry per address, however many reports).
-    held: HashMap<IpAddr, (Held, u64)>,
-    /// Reports chosen so far.
-    reports: u64,
+    /// Every address of the previous report, as the reader holds it (kept in
+    /// place from one report to the next: one entry per address). Reports come
+    /// in order: a row not `changed` is as the previous report held it, and
+    /// `evicted` names the addresses that left.
+    held: FastMap<IpAddr, Held>,
 }
 
 /// Chooses the client rows of each NDJSON report; one stream per instance
@@ -140,36 +141,41 @@ impl RowFilter {
         };
         let stream = self.streams.entry(netns(report)).or_insert(Stream {
             last_full: None,
-            held: HashMap::new(),
-            reports: 0,
+            held: FastMap::default(),
         });
         let full = stream
             .last_full
             .is_none_or(|last| due(last, report.uptime, every));
-        stream.reports += 1;
-        let this = stream.reports;
-        let mut clients: Vec<ClientReport> = Vec::new();
-        for c in &report.clients {
-            let now = Held::of(c);
-            let before = stream.held.insert(c.addr, (now, this));
-            let changed = before.is_none_or(|(held, _)| held != now);
-            if !full && (changed || c.verdict != ClientVerdict::Healthy) {
-                clients.push(c.clone());
-            }
-        }
-        // What the previous report held and this one does not: evicted.
-        let mut gone: Vec<IpAddr> = Vec::new();
-        stream.held.retain(|addr, (_, at)| {
-            let kept = *at == this;
-            if !kept {
-                gone.push(*addr);
-            }
-            kept
-        });
         if full {
+            // The reader starts over from this report: it holds every row.
+            stream.held.clear();
+            stream
+                .held
+                .extend(report.clients.iter().map(|c| (c.addr, Held::of(c))));
             stream.last_full = Some(report.uptime);
             return Cow::Borrowed(report);
         }
+        // A row the report did not change is as the reader holds it; only the others
+        // are compared with what was written. Rows with a verdict go out every
+        // interval.
+        let mut clients: Vec<ClientReport> = Vec::new();
+        for c in &report.clients {
+            let flagged = c.verdict != ClientVerdict::Healthy;
+            if c.changed {
+                let now = Held::of(c);
+                if stream.held.insert(c.addr, now) != Some(now) || flagged {
+                    clients.push(*c);
+                }
+            } else if flagged {
+                clients.push(*c);
+            }
+        }
+        let mut gone: Vec<IpAddr> = report
+            .evicted
+            .iter()
+            .filter(|a| stream.held.remove(a).is_some())
+            .copied()
+            .collect();
         gone.sort_unstable();
         Cow::Owned(Report {
             kind: report.kind,
@@ -186,6 +192,7 @@ impl RowFilter {
             clients_omitted: (report.clients.len() - clients.len()) as u64,
             clients_gone: gone,
             clients,
+            evicted: report.evicted.clone(),
         })
     }
 }
@@ -376,6 +383,81 @@ mod tests {
         );
     }
 
+    /// Over the real pipeline, the rows written are those a comparison of every
+    /// row with what was written picks, and the addresses gone those that left:
+    /// one-shot clients, a holder, and a storm that starts and stops (its verdict
+    /// leaves a row that no longer moves). Evictions: the tracker's tests.
+    #[test]
+    fn changed_rows_are_those_a_comparison_of_every_row_picks() {
+        use crate::testing::{START, Sim, conn, opened, rejected};
+        use std::collections::HashSet;
+        const S: u64 = 1_000_000_000;
+        let mut ev = Vec::new();
+        ev.push(opened(START, conn("10.1.0.1", 1)));
+        let mut port = 2;
+        for s in 0..20u64 {
+            for k in 0..5u64 {
+                let at = START + s * S + k * 100_000_000;
+                let key = conn(&format!("10.2.{s}.{k}"), port);
+                port += 1;
+                ev.push(opened(at, key));
+                ev.push(crate::testing::closed(
+                    at + 1_000,
+                    key,
+                    crate::model::CloseKind::Client,
+                    7,
+                    7,
+                ));
+            }
+            if (3..6).contains(&s) {
+                let mut at = START + s * S + 300_000_000;
+                for _ in 0..50 {
+                    at = rejected(&mut ev, at, conn("10.3.0.1", port)) + 1_000_000;
+                    port += 1;
+                }
+            }
+        }
+        let mut sim = Sim::new(ev);
+        let mut f = RowFilter::changed(Duration::from_secs(3600));
+        let mut reader: HashMap<IpAddr, Held> = HashMap::new();
+        let (mut flagged, mut unflagged) = (0, 0);
+        for i in 0..30 {
+            let r = sim.step();
+            let out = f.select(&r);
+            let mut expect_rows: Vec<IpAddr> = Vec::new();
+            for c in &r.clients {
+                let now = Held::of(c);
+                let before = reader.insert(c.addr, now);
+                if i == 0 || before != Some(now) || c.verdict != ClientVerdict::Healthy {
+                    expect_rows.push(c.addr);
+                }
+            }
+            let present: HashSet<IpAddr> = r.clients.iter().map(|c| c.addr).collect();
+            let mut expect_gone: Vec<IpAddr> = reader
+                .keys()
+                .filter(|a| !present.contains(a))
+                .copied()
+                .collect();
+            reader.retain(|a, _| present.contains(a));
+            expect_gone.sort();
+            if i > 0 {
+                assert_eq!(out.clients_gone, expect_gone, "report {i}");
+            }
+            let rows: Vec<IpAddr> = out.clients.iter().map(|c| c.addr).collect();
+            assert_eq!(rows, expect_rows, "report {i}");
+            let storm = r.clients.iter().find(|c| c.addr.to_string() == "10.3.0.1");
+            match storm.map(|c| (c.verdict, c.changed)) {
+                Some((ClientVerdict::Healthy, _)) if flagged > 0 && unflagged == 0 => {
+                    unflagged = i;
+                    assert!(rows.contains(&storm.unwrap().addr), "the verdict left");
+                }
+                Some((v, _)) if v != ClientVerdict::Healthy => flagged += 1,
+                _ => {}
+            }
+        }
+        assert!(flagged > 0 && unflagged > 0, "{flagged} {unflagged}");
+    }
+
     #[test]
     fn with_clients_all_every_report_is_the_report_as_built() {
         let mut f = RowFilter::all();
@@ -395,6 +477,8 @@ mod tests {
         r.clients
             .retain(|c| !["10.0.0.1", "10.0.0.200"].contains(&c.addr.to_string().as_str()));
         r.clients.push(client("10.5.5.5", 0, 0, 1));
+        // As the tracker names them (in no order), and once.
+        r.evicted = vec!["10.0.0.200".parse().unwrap(), "10.0.0.1".parse().unwrap()];
         let out = write(&mut f, &r);
         assert_eq!(
             shape(&out),
@@ -408,6 +492,7 @@ mod tests {
         assert_eq!(addrs(&out), ["10.5.5.5"]);
         // Named once: the next report holds neither.
         r.uptime += SEC;
+        r.evicted.clear();
         assert_eq!(
             shape(&write(&mut f, &r)),
             (ClientsMode::Changed, 0, 200, vec![])

@@ -136,6 +136,7 @@ mod tests {
             clients_omitted: 0,
             clients_gone: Vec::new(),
             clients: Vec::new(),
+            evicted: Vec::new(),
         }
     }
 

@@ -1,0 +1,443 @@
+//! The client rows of the previous report, kept so that the next one rebuilds
+//! only the rows of the addresses that moved.
+//!
+//! A flood of one-shot clients leaves the table full of quiet addresses (up to
+//! [`crate::core::client::MAX_ADDRESSES`], kept ten minutes): rebuilding,
+//! sorting and rating every one of them each interval cost the agent more than
+//! the connections did. Here a report costs one pass that copies the rows out in
+//! order, plus work for each address that changed: its row is rebuilt, its rates
+//! computed against the row it replaces, and it is moved to its new place in the
+//! order.
+//!
+//! A row is rebuilt when its address had an event since the last report, when it
+//! holds connections (their age and idle time move with the clock), when its
+//! rates are not yet at rest (not all 0 after a first look), and all of them when
+//! the set of replicas changes. Every other row is as it was, rates 0 included.
+//! Rebuilt rows carry `changed`; the others do not.
+
+use std::cmp::Ordering;
+use std::net::IpAddr;
+
+use std::time::Duration;
+
+use crate::core::client::ClientStats;
+use crate::core::conn::{Conn, Origin};
+use crate::core::histogram::nearest_rank;
+use crate::model::{
+    Age, ClientReport, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates, RetryReport, micros,
+    worst_first,
+};
+
+#[derive(Debug, Default)]
+pub struct RowCache {
+    /// Every row of the previous report, in report order.
+    rows: Vec<ClientReport>,
+    /// Addresses whose row the previous report rebuilt or brought to rest: their
+    /// `changed` is cleared at the next unless they change again.
+    changed: Vec<IpAddr>,
+    /// Of those, the ones with connections or rates not yet at rest: looked at
+    /// again at the next report whatever happens.
+    restless: Vec<IpAddr>,
+    /// Time of the previous report.
+    last: Option<Nanos>,
+}
+
+/// What changed since the previous report.
+pub struct Changes {
+    /// Addresses with an event since the previous report (may repeat, may be gone).
+    pub moved: Vec<IpAddr>,
+    /// Addresses holding connections now.
+    pub open: Vec<IpAddr>,
+    /// Rebuild every row (the replicas changed).
+    pub all: bool,
+}
+
+/// What becomes of a row of the previous report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Rebuilt (or gone, if the address is no longer known).
+    Rebuilt,
+    /// Unchanged, rates brought to rest (0).
+    Rest,
+    /// Unchanged, `changed` cleared.
+    Settle,
+}
+
+impl RowCache {
+    /// The rows of a report at `now`, worst first, and the addresses the previous
+    /// report held that this one does not. `build` makes an address's row as it
+    /// is now (`None`: no longer known); rates are filled here.
+    ///
+    /// The previous rows are copied over in runs: the rows of moved and open
+    /// addresses are rebuilt and merged in at their new places; a row whose rates
+    /// come to rest keeps its place (its counts did not move) with rates 0.
+    pub fn update(
+        &mut self,
+        now: Nanos,
+        changes: Changes,
+        build: impl Fn(IpAddr) -> Option<ClientReport>,
+    ) -> (Vec<ClientReport>, Vec<IpAddr>) {
+        let mut fates: FastMap<IpAddr, Fate> = FastMap::default();
+        for ip in std::mem::take(&mut self.changed) {
+            fates.insert(ip, Fate::Settle);
+        }
+        for ip in std::mem::take(&mut self.restless) {
+            fates.insert(ip, Fate::Rest);
+        }
+        let all = changes.all.then_some(self.rows.iter().map(|c| c.addr));
+        for ip in changes
+            .moved
+            .into_iter()
+            .chain(changes.open)
+            .chain(all.into_iter().flatten())
+        {
+            fates.insert(ip, Fate::Rebuilt);
+        }
+        let secs = self
+            .last
+            .and_then(|last| now.checked_sub(last))
+            .filter(|&d| d > 0)
+            .map(|d| d as f64 / 1e9);
+        self.last = Some(now);
+
+        // The rebuilt rows, in order, and where each is.
+        let mut fresh: Vec<ClientReport> = fates
+            .iter()
+            .filter(|(_, f)| **f == Fate::Rebuilt)
+            .filter_map(|(&ip, _)| build(ip))
+            .map(|c| ClientReport { changed: true, ..c })
+            .collect();
+        fresh.sort_unstable_by(worst_first);
+        let at: FastMap<IpAddr, usize> =
+            fresh.iter().enumerate().map(|(i, c)| (c.addr, i)).collect();
+
+        // One look-up per previous row: the rows that change, by position. Rates
+        // are taken here, against the rows they replace.
+        let old = std::mem::take(&mut self.rows);
+        let mut marks: Vec<(usize, Fate)> = Vec::with_capacity(fates.len());
+        let mut gone = Vec::new();
+        for (j, row) in old.iter().enumerate() {
+            let Some(&fate) = fates.get(&row.addr) else {
+                continue;
+            };
+            if fate == Fate::Rebuilt {
+                match at.get(&row.addr) {
+                    Some(&i) => fresh[i].rates = secs.map(|secs| rates(row, &fresh[i], secs)),
+                    None => gone.push(row.addr),
+                }
+            }
+            marks.push((j, fate));
+        }
+        // Where each rebuilt row goes among the previous ones.
+        let places: Vec<usize> = fresh
+            .iter()
+            .map(|c| old.partition_point(|o| worst_first(o, c) == Ordering::Less))
+            .collect();
+
+        let mut rows = Vec::with_capacity(old.len() + fresh.len());
+        let (mut from, mut f, mut m) = (0, 0, 0);
+        loop {
+            let mark = marks.get(m).map(|&(j, _)| j);
+            // The next rebuilt row, if it comes before the next marked one.
+            let place = places
+                .get(f)
+                .copied()
+                .filter(|&p| mark.is_none_or(|j| p <= j));
+            match (place, mark) {
+                (Some(p), _) => {
+                    rows.extend_from_slice(&old[from..p]);
+                    rows.push(fresh[f]);
+                    from = p;
+                    f += 1;
+                }
+                (_, Some(j)) => {
+                    rows.extend_from_slice(&old[from..j]);
+                    let mut row = old[j];
+                    match marks[m].1 {
+                        Fate::Rebuilt => {}
+                        Fate::Rest => {
+                            row.rates = Some(Rates::default());
+                            row.changed = true;
+                            rows.push(row);
+                        }
+                        Fate::Settle => {
+                            row.changed = false;
+                            rows.push(row);
+                        }
+                    }
+                    from = j + 1;
+                    m += 1;
+                }
+                (None, None) => {
+                    rows.extend_from_slice(&old[from..]);
+                    break;
+                }
+            }
+        }
+        for row in rows.iter().filter(|c| c.changed) {
+            self.changed.push(row.addr);
+            if row.open > 0 || row.rates != Some(Rates::default()) {
+                self.restless.push(row.addr);
+            }
+        }
+        self.rows = rows;
+        (self.rows.clone(), gone)
+    }
+
+    /// Rows kept.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Per-second rates from the counts of the row before to the row now.
+fn rates(before: &ClientReport, now: &ClientReport, secs: f64) -> Rates {
+    let per_s = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs * 10.0).round() / 10.0;
+    Rates {
+        opened_per_s: per_s(before.opened, now.opened),
+        closed_per_s: per_s(before.closed, now.closed),
+        rejected_per_s: per_s(before.rejected, now.rejected),
+        refused_per_s: per_s(before.refused, now.refused),
+    }
+}
+
+/// What the report needs of one address's open connections.
+#[derive(Debug, Default)]
+pub struct OpenConns {
+    max_age: Nanos,
+    any_seeded: bool,
+    /// Sorted once all are added.
+    idle: Vec<Nanos>,
+}
+
+impl OpenConns {
+    pub fn add(&mut self, conn: &Conn, now: Nanos) {
+        self.max_age = self.max_age.max(conn.age(now));
+        self.any_seeded |= conn.origin == Origin::Seeded;
+        self.idle.push(conn.idle(now));
+    }
+
+    /// Once every connection is added.
+    pub fn finish(&mut self) {
+        self.idle.sort_unstable();
+    }
+
+    fn age(&self) -> Age {
+        // A seeded connection predates the agent, so its true age exceeds what is
+        // measured from its seed time — and likely every measured age, since the
+        // others opened after the agent started. Any seeded one makes the maximum a
+        // lower bound, whichever connection it was measured on.
+        Age {
+            max: micros(self.max_age),
+            lower_bound: self.any_seeded,
+        }
+    }
+
+    fn idle(&self) -> Option<Idle> {
+        let p50 = *self.idle.get(nearest_rank_index(0.5, self.idle.len())?)?;
+        let max = *self.idle.last()?;
+        Some(Idle {
+            p50: micros(p50),
+            max: micros(max),
+        })
+    }
+}
+
+fn nearest_rank_index(q: f64, len: usize) -> Option<usize> {
+    let len = u64::try_from(len).ok().filter(|&n| n > 0)?;
+    usize::try_from(nearest_rank(q, len) - 1).ok()
+}
+
+/// An address's row as its statistics and open connections say now (verdict
+/// healthy, no rates: the diagnoser and [`RowCache::update`] fill those).
+pub fn client_report(
+    ip: IpAddr,
+    s: &ClientStats,
+    open: Option<&OpenConns>,
+    internal: bool,
+) -> ClientReport {
+    ClientReport {
+        addr: ip,
+        open: s.open,
+        seeded: s.seeded_open,
+        opened: s.opened,
+        closed: s.closed,
+        closed_by_server: s.closed_by_server,
+        closed_by_client: s.closed_by_client,
+        reset: s.reset,
+        rejected: s.rejected,
+        refused: s.refused,
+        failed: s.retry.failures(),
+        internal,
+        verdict: ClientVerdict::Healthy,
+        lifetime: lifetime(s),
+        age: open.map(OpenConns::age),
+        idle: open.and_then(OpenConns::idle),
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        retry: retry(s),
+        rates: None,
+        changed: true,
+    }
+}
+
+fn retry(s: &ClientStats) -> Option<RetryReport> {
+    let r = &s.retry;
+    Some(RetryReport {
+        gaps: r.count(),
+        p50_ms: r.recent_median()? as f64 / 1e3,
+        last_ms: r.last()? as f64 / 1e3,
+        trend: r.trend(),
+    })
+}
+
+fn lifetime(s: &ClientStats) -> Option<Lifetime> {
+    let h = &s.lifetime_us;
+    Some(Lifetime {
+        p50: Duration::from_micros(h.quantile(0.5)?),
+        p90: Duration::from_micros(h.quantile(0.9)?),
+        p99: Duration::from_micros(h.quantile(0.99)?),
+        max: Duration::from_micros(h.max()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::worst_first;
+    use crate::testing::client;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    const SEC: Nanos = 1_000_000_000;
+
+    /// A table of rows as the tracker would build them, and the cache over it.
+    struct Fixture {
+        table: RefCell<HashMap<IpAddr, ClientReport>>,
+        cache: RowCache,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                table: RefCell::new(HashMap::new()),
+                cache: RowCache::default(),
+            }
+        }
+
+        fn set(&self, row: ClientReport) -> IpAddr {
+            let ip = row.addr;
+            self.table.borrow_mut().insert(ip, row);
+            ip
+        }
+
+        fn report(&mut self, now: Nanos, moved: Vec<IpAddr>) -> (Vec<ClientReport>, Vec<IpAddr>) {
+            let table = self.table.borrow().clone();
+            let open = table.values().filter(|c| c.open > 0).map(|c| c.addr);
+            let changes = Changes {
+                moved,
+                open: open.collect(),
+                all: false,
+            };
+            self.cache
+                .update(now, changes, |ip| table.get(&ip).cloned())
+        }
+    }
+
+    fn row(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
+        client(addr, open, lost, opened)
+    }
+
+    #[test]
+    fn rows_come_out_worst_first_as_a_full_sort_would_order_them() {
+        let mut f = Fixture::new();
+        let mut moved = Vec::new();
+        for i in 0..300u64 {
+            let addr = format!("10.0.{}.{}", i % 7, i % 251);
+            moved.push(f.set(row(&addr, i % 3, i % 5, i % 11)));
+        }
+        let (rows, gone) = f.report(SEC, moved);
+        let mut sorted = rows.clone();
+        sorted.sort_by(worst_first);
+        assert_eq!(rows, sorted);
+        assert_eq!(rows.len(), f.table.borrow().len());
+        assert!(gone.is_empty());
+
+        // One address moves to the top; the order follows.
+        let ip = f.set(row("10.0.3.3", 50, 0, 60));
+        let (rows, _) = f.report(2 * SEC, vec![ip]);
+        assert_eq!(rows[0].addr, ip);
+        // Its rate is against the row it replaced, further down (opened 3 → 60).
+        assert_eq!(rows[0].rates.map(|r| r.opened_per_s), Some(57.0));
+        let mut sorted = rows.clone();
+        sorted.sort_by(worst_first);
+        assert_eq!(rows, sorted);
+    }
+
+    #[test]
+    fn only_moved_open_and_restless_rows_are_rebuilt_and_rates_come_to_rest() {
+        let mut f = Fixture::new();
+        let quiet = f.set(row("10.0.0.1", 0, 0, 1));
+        let holder = f.set(row("10.0.0.2", 2, 0, 2));
+        let (rows, _) = f.report(SEC, vec![quiet, holder]);
+        assert!(rows.iter().all(|c| c.changed && c.rates.is_none()));
+
+        // Nothing moved: the holder is rebuilt (its connections age), and so is the
+        // quiet one, whose rates are known for the first time (0).
+        let (rows, _) = f.report(2 * SEC, vec![]);
+        let zero = Some(Rates::default());
+        assert_eq!(
+            rows.iter()
+                .map(|c| (c.addr, c.changed, c.rates))
+                .collect::<Vec<_>>(),
+            vec![(holder, true, zero), (quiet, true, zero)]
+        );
+
+        // At rest: the quiet row is left as it was.
+        let (rows, _) = f.report(3 * SEC, vec![]);
+        assert_eq!(
+            rows.iter().map(|c| (c.addr, c.changed)).collect::<Vec<_>>(),
+            vec![(holder, true), (quiet, false)]
+        );
+
+        // It opens 4 connections in 2 s: 2/s, then back to 0 at the next report.
+        let mut busier = row("10.0.0.1", 0, 0, 5);
+        busier.closed = 5;
+        f.set(busier);
+        let (rows, _) = f.report(5 * SEC, vec![quiet]);
+        let r = rows.iter().find(|c| c.addr == quiet).unwrap();
+        assert_eq!(r.rates.map(|r| r.opened_per_s), Some(2.0));
+        assert!(r.changed);
+        let (rows, _) = f.report(6 * SEC, vec![]);
+        let r = rows.iter().find(|c| c.addr == quiet).unwrap();
+        assert_eq!((r.rates, r.changed), (zero, true));
+        let (rows, _) = f.report(7 * SEC, vec![]);
+        let r = rows.iter().find(|c| c.addr == quiet).unwrap();
+        assert_eq!((r.rates, r.changed), (zero, false));
+    }
+
+    #[test]
+    fn addresses_no_longer_known_are_gone_once_and_come_back_new() {
+        let mut f = Fixture::new();
+        let a = f.set(row("10.0.0.1", 0, 0, 1));
+        let b = f.set(row("10.0.0.2", 0, 0, 1));
+        f.report(SEC, vec![a, b]);
+        f.table.borrow_mut().remove(&a);
+        let (rows, gone) = f.report(2 * SEC, vec![a]);
+        assert_eq!(gone, vec![a]);
+        assert_eq!(rows.iter().map(|c| c.addr).collect::<Vec<_>>(), vec![b]);
+        let (_, gone) = f.report(3 * SEC, vec![a]);
+        assert!(gone.is_empty(), "named once");
+
+        f.set(row("10.0.0.1", 0, 0, 3));
+        let (rows, _) = f.report(4 * SEC, vec![a]);
+        let back = rows.iter().find(|c| c.addr == a).unwrap();
+        assert_eq!(back.rates, None, "new again: no rate before a second look");
+        assert_eq!(f.cache.len(), 2);
+        assert!(!f.cache.is_empty());
+    }
+}
