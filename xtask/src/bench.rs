@@ -17,7 +17,9 @@
 //! 6. Time from a connection opening to the first report that names it.
 //! 7. What one connection event costs: each kernel program's ns per run beside the
 //!    bpftrace peer's (each alone on the same churn, bpf_stats), and the agent's CPU
-//!    per connection and per 10,000 connections/s, with their targets.
+//!    per connection and per 10,000 connections/s, with their targets: over
+//!    sections 3 and 5, and under the soak mix (200 held, a new random address per
+//!    connection at 2,000/s, Redis connected) with the default and the unit's flags.
 //! 8. The NDJSON stream's size, `--clients changed` (the default) against
 //!    `--clients all`: 1,000 quiet clients, and a soak-like churn from random
 //!    addresses; runnable alone with `cargo xtask bench --only ndjson`.
@@ -505,7 +507,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         agent.stop()?;
     }
 
-    // 7. The NDJSON stream's size.
+    // 7. The agent's CPU under the soak mix (section 7's table).
+    for (label, args) in SOAK_CPU_RUNS {
+        check_interrupted()?;
+        say(&format!(
+            "bench: part 7, agent CPU under the soak mix ({label}, {} s)",
+            SOAK_CPU_TIME.as_secs()
+        ));
+        out.soak_cpu
+            .push(soak_cpu(&bin, port, agent_file(redis.dir()), label, args)?);
+    }
+
+    // 8. The NDJSON stream's size.
     check_interrupted()?;
     out.ndjson = Some(ndjson(&bin, port, redis.dir())?);
 
@@ -868,6 +881,9 @@ struct Results {
     idle: Vec<IdleLevel>,
     /// Part 8.
     ndjson: Option<NdjsonResult>,
+    /// Part 7: the agent's CPU under the soak mix, as a new user runs it and as
+    /// the packaged unit does.
+    soak_cpu: Vec<SoakCpu>,
     elapsed: Duration,
 }
 
@@ -1463,6 +1479,24 @@ impl Results {
                 d.cpu,
             );
         }
+        for c in &self.soak_cpu {
+            row(&c.label, c.rate, c.cpu);
+        }
+        if !self.soak_cpu.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe soak mix: {SOAK_CPU_HELD} connections held from 127.0.40.x while \
+                 {NDJSON_SOAK_THREADS} threads connect, PING and close from a new random 127.x.y.z \
+                 address each time, paced at {SOAK_CPU_RATE}/s, for {} s with Redis connected; the \
+                 agent writes NDJSON to a file; CPU over the last {} s (the address table full, \
+                 its longest-quiet 1/8 evicted every ~1.3 s, as in a long soak). At this rate the \
+                 per-interval work (a copy of the 20,000 rows, the scan, /proc, INFO, the \
+                 wakeups) weighs on every connection: the 5 s interval of the packaged unit \
+                 spreads it.",
+                SOAK_CPU_TIME.as_secs(),
+                SOAK_CPU_STEADY.as_secs(),
+            );
+        }
     }
 }
 
@@ -1550,11 +1584,15 @@ impl Agent {
         Agent::start_args(bin, port, file, &["--no-redis"])
     }
 
-    /// `connwatch watch --format json --interval 1s ARGS -p PORT -q -o FILE`.
+    /// `connwatch watch --format json --interval 1s ARGS -p PORT -q -o FILE` (ARGS
+    /// may name another `--interval`).
     fn start_args(bin: &Path, port: u16, file: PathBuf, args: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
-        cmd.args(["watch", "--format", "json", "--interval", "1s"])
-            .args(args)
+        cmd.args(["watch", "--format", "json"]);
+        if !args.contains(&"--interval") {
+            cmd.args(["--interval", "1s"]);
+        }
+        cmd.args(args)
             .args(["-p", &port.to_string(), "-q", "-o"])
             .arg(&file)
             .stdin(Stdio::null())
@@ -2201,6 +2239,76 @@ mod scan_cost_tests {
         );
         assert!(scan_cost_markdown(&flat[..1], None, None).contains("n/a"));
     }
+}
+
+// ---------------------------------------------------------------------------
+// 7 (agent). The agent's CPU under the soak mix.
+
+/// The soak mix: connections held, the churn's pace, how long it runs and the
+/// last stretch measured (the address table is full after ~10 s).
+const SOAK_CPU_HELD: usize = 200;
+const SOAK_CPU_RATE: u32 = 2_000;
+const SOAK_CPU_TIME: Duration = Duration::from_secs(45);
+const SOAK_CPU_STEADY: Duration = Duration::from_secs(25);
+/// The runs: as `watch` runs by default, and as the packaged unit runs it.
+const SOAK_CPU_RUNS: [(&str, &[&str]); 2] = [
+    ("soak mix, `--interval 1s` (the default)", &[]),
+    (
+        "soak mix, `--interval 5s --full-every 1h` (the packaged unit)",
+        &["--interval", "5s", "--full-every", "1h"],
+    ),
+];
+
+/// The agent's CPU over the steady part of one soak-mix run.
+#[derive(Debug, Default)]
+struct SoakCpu {
+    label: String,
+    /// Connections a second over the whole run (paced: the same in its steady part).
+    rate: f64,
+    /// CPU seconds a second over the steady part.
+    cpu: Option<f64>,
+}
+
+fn soak_cpu(
+    bin: &Path,
+    port: u16,
+    file: PathBuf,
+    label: &str,
+    args: &[&str],
+) -> anyhow::Result<SoakCpu> {
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut held: Vec<TcpStream> = Vec::with_capacity(SOAK_CPU_HELD);
+    for j in 0..SOAK_CPU_HELD {
+        let src = Ipv4Addr::new(127, 0, 40, 1 + j as u8);
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        sock.bind(&SocketAddr::from((src, 0)).into())
+            .with_context(|| format!("binding {src}"))?;
+        sock.connect_timeout(&server.into(), IO_TIMEOUT)
+            .with_context(|| format!("connecting from {src}"))?;
+        held.push(sock.into());
+    }
+    let agent = Agent::start_args(bin, port, file, args)?;
+    let pid = agent.pid();
+    let t0 = Instant::now();
+    let churn = std::thread::spawn(move || paced_churn(port, SOAK_CPU_RATE, SOAK_CPU_TIME));
+    std::thread::sleep(SOAK_CPU_TIME - SOAK_CPU_STEADY);
+    let ticks0 = cpu_ticks(pid);
+    let steady0 = Instant::now();
+    let (ok, _errors) = churn
+        .join()
+        .map_err(|_| anyhow!("the soak churn panicked"))??;
+    let ticks1 = cpu_ticks(pid);
+    let steady = steady0.elapsed().as_secs_f64();
+    let secs = t0.elapsed().as_secs_f64();
+    agent.stop()?;
+    drop(held);
+    Ok(SoakCpu {
+        label: label.to_string(),
+        rate: ok as f64 / secs.max(0.001),
+        cpu: ticks0
+            .zip(ticks1)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / steady.max(0.001)),
+    })
 }
 
 // ---------------------------------------------------------------------------
