@@ -11,7 +11,8 @@
 //! userspace. All judgment happens in userspace, where it can be tested.
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
-//! (kernel 6.18); they are part of the tracepoints' ABI. `sport`/`dport` there are
+//! (kernel 6.18) and live in `connwatch_common::tracepoints`, where the loader
+//! checks them against the running kernel's format files before attaching. `sport`/`dport` there are
 //! already in host byte order. Each program's section below quotes the kernel
 //! prototype and the record layout it relies on.
 //!
@@ -36,6 +37,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
+use connwatch_common::tracepoints::{send_reset, set_state, synack, sys_exit};
 use connwatch_common::{
     AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS,
     MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, TcpSockOffsets, WatchKey,
@@ -181,19 +183,6 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
 //   ESTABLISHED → CLOSE         reset
 // Later transitions (FIN_WAIT2, LAST_ACK, final CLOSE) carry nothing new for us.
 // ---------------------------------------------------------------------------------
-mod set_state {
-    pub const SKADDR: usize = 8;
-    pub const OLDSTATE: usize = 16;
-    pub const NEWSTATE: usize = 20;
-    pub const SPORT: usize = 24;
-    pub const DPORT: usize = 26;
-    pub const FAMILY: usize = 28;
-    pub const PROTOCOL: usize = 30;
-    pub const SADDR: usize = 32;
-    pub const DADDR: usize = 36;
-    pub const SADDR_V6: usize = 40;
-    pub const DADDR_V6: usize = 56;
-}
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -433,15 +422,6 @@ fn send(ctx: &TracePointContext, ev: &ConnEvent) {
 // IPv4 address@4, IPv6 address@8). Without a socket (skaddr == 0) the reset answers
 // a segment to a port nothing listens on: saddr is that local port, daddr the client.
 // ---------------------------------------------------------------------------------
-mod send_reset {
-    pub const SKBADDR: usize = 8;
-    pub const SKADDR: usize = 16;
-    pub const SADDR: usize = 32;
-    pub const DADDR: usize = 60;
-    pub const SIN_PORT: usize = 2;
-    pub const SIN_ADDR: usize = 4;
-    pub const SIN6_ADDR: usize = 8;
-}
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
@@ -500,8 +480,6 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
 // A listener re-sending its SYN-ACK: the handshake is not completing. Counted only
 // (one count for all watched listeners).
 // ---------------------------------------------------------------------------------
-const SYNACK_SKADDR: usize = 8;
-const SYNACK_SPORT: usize = 24;
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
@@ -510,13 +488,13 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 }
 
 fn try_retransmit_synack(ctx: &TracePointContext) -> Option<()> {
-    let sport: u16 = ctx_load(ctx, SYNACK_SPORT);
+    let sport: u16 = ctx_load(ctx, synack::SPORT);
     let mode = watch_mode_of(sport);
     if mode == 0 {
         return None;
     }
     if mode == watch_mode::LISTED_NETNS {
-        let netns = sock_netns(field(ctx, SYNACK_SKADDR)?);
+        let netns = sock_netns(field(ctx, synack::SKADDR)?);
         if !watched_in(mode, netns, sport) {
             return None;
         }
@@ -535,7 +513,6 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Option<()> {
 // Failed accepts come in floods (an EMFILE spin is ~20k/s): counted per errno in a
 // per-CPU array, never sent one by one.
 // ---------------------------------------------------------------------------------
-const SYSCALL_RET: usize = 16;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
@@ -550,7 +527,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 }
 
 fn count_accept_error(ctx: &TracePointContext) -> Option<()> {
-    let ret: i64 = ctx_load(ctx, SYSCALL_RET);
+    let ret: i64 = ctx_load(ctx, sys_exit::RET);
     if ret >= 0 {
         return None;
     }

@@ -199,6 +199,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         uptime: Duration::from_secs(310),
         ports: vec![6379],
         instance: None,
+        probe: None,
         totals: Totals {
             open: 3,
             opened: 10,
@@ -317,6 +318,7 @@ pub fn full_report() -> Report {
         uptime: Duration::from_micros(12_500_000),
         ports: vec![6379],
         instance: None,
+        probe: None,
         totals: Totals {
             open: 32,
             opened: 439,

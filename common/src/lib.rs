@@ -9,6 +9,8 @@
 
 use core::mem::{offset_of, size_of};
 
+pub mod tracepoints;
+
 /// `AF_INET` and `AF_INET6`, as the tracepoints report them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -130,6 +130,9 @@ fn a_replay_reaches_the_same_counts_and_verdicts_as_the_live_capture() {
     );
     let replayed = last_json(&replay.stdout);
     assert_eq!(conclusions(&replayed), conclusions(&live));
+    // What the probe could see travels in the capture's header.
+    assert_eq!(replayed["probe"], live["probe"]);
+    assert_eq!(live["probe"]["features"]["refusals"], true, "{live}");
     assert_eq!(
         replayed["ts"], live["ts"],
         "the same interval, the same wall-clock time"

@@ -234,6 +234,7 @@ fn simulate(
             uptime: Duration::from_micros(i * 1_000_000 + 1_234),
             ports: vec![6379],
             instance: instance_of(i),
+            probe: probe_of(i),
             totals,
             redis: RedisReport::from_snapshot(&redis, Some(&base)),
             limits,
@@ -261,6 +262,27 @@ fn simulate(
 /// A leak (10.0.0.66, one more idle connection a second) beside a retry storm
 /// (10.0.0.77, 50 rejections a second retried after 2.5 ms), a client that
 /// predates the agent over IPv6, one that came and went, and one new this interval.
+/// What synthetic report `i` says of the probe: unknown, every source, or a kernel
+/// without the reset program, in turn.
+fn probe_of(i: u64) -> Option<connwatch::model::ProbeReport> {
+    use connwatch::model::{Features, ProbeReport};
+    match i % 3 {
+        0 => None,
+        1 => Some(ProbeReport {
+            kernel: Some("6.18.0".into()),
+            features: Features::ALL,
+        }),
+        _ => Some(ProbeReport {
+            kernel: Some("6.1.0-28-cloud-amd64".into()),
+            features: Features {
+                refusals: false,
+                synack_retransmits: false,
+                ..Features::ALL
+            },
+        }),
+    }
+}
+
 /// The instance of synthetic report `i`: unknown, the host's own Redis, or one in
 /// a pod's container, in turn.
 fn instance_of(i: u64) -> Option<connwatch::model::Instance> {

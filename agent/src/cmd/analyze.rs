@@ -32,6 +32,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         .home
         .clone()
         .unwrap_or_else(|| Instance::bare(InstanceKey { netns: 0 }, true));
+    let probe = header.probe();
     let mut fleet = Fleet::new(
         header.ports.clone(),
         args.thresholds.thresholds(),
@@ -61,7 +62,10 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         };
-        let interval = fleet.apply(&ev);
+        let mut interval = fleet.apply(&ev);
+        for report in &mut interval {
+            report.probe = probe.clone();
+        }
         if args.format == AnalyzeFormat::Json {
             // As `watch` writes them: the client rows --clients chooses.
             for report in rows.interval(&interval) {

@@ -145,6 +145,16 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
         _ => format!("used {} (limit unknown)", c.used),
     };
     let _ = writeln!(s, "  capacity          {capacity}");
+    let kernel = match &r.probe {
+        Some(p) => p.unseen_line().unwrap_or_else(|| {
+            format!(
+                "kernel {}: every source seen",
+                p.kernel.as_deref().unwrap_or("unknown")
+            )
+        }),
+        None => "unknown".to_owned(),
+    };
+    let _ = writeln!(s, "  kernel            {kernel}");
     let t = &r.totals;
     let _ = writeln!(
         s,

@@ -27,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::cmd::cli::LiveArgs;
 use crate::diagnose::fleet::Fleet;
 use crate::model::{Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, monotonic_now};
-use crate::model::{RedisSnapshot, RedisStatus, Report};
+use crate::model::{ProbeReport, RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
 use crate::source::redis::{RedisPoller, spawn_poller_with};
@@ -67,8 +67,15 @@ pub fn scan_stride(open: usize, interval: Duration) -> u32 {
 /// Where a live run's events and reports go.
 pub trait Sink {
     /// Called once the probes are attached, before the first event; `home` is the
-    /// instance reported even with nothing listening.
-    fn start(&mut self, _ports: &[u16], _clock: &Clock, _home: &Instance) -> anyhow::Result<()> {
+    /// instance reported even with nothing listening, `probe` what the programs
+    /// can see on this kernel.
+    fn start(
+        &mut self,
+        _ports: &[u16],
+        _clock: &Clock,
+        _home: &Instance,
+        _probe: &ProbeReport,
+    ) -> anyhow::Result<()> {
         Ok(())
     }
     /// Every event, in the order the pipeline applies it.
@@ -139,6 +146,8 @@ struct Live<'a> {
     redis: Option<RedisPlan>,
     redis_tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
     interval: Duration,
+    /// What the programs see on this kernel, in every report.
+    probe_report: ProbeReport,
     sink: &'a mut dyn Sink,
 }
 
@@ -347,7 +356,10 @@ impl Live<'_> {
             }
             Err(e) => log::warn!("{e:#}"),
         }
-        let reports = self.feed(&Event::Tick { ts: now })?;
+        let mut reports = self.feed(&Event::Tick { ts: now })?;
+        for r in &mut reports {
+            r.probe = Some(self.probe_report.clone());
+        }
         self.sink.reports(&reports)
     }
 
@@ -437,7 +449,11 @@ async fn run_async(
         netns: if netns_aware { home_netns.inode() } else { 0 },
     };
     let home = Instance::bare(home_key, home_netns.is_own());
-    sink.start(&ports, &clock, &home)?;
+    let probe_report = ProbeReport {
+        kernel: crate::source::capture::kernel_release(),
+        features: probe.features(),
+    };
+    sink.start(&ports, &clock, &home, &probe_report)?;
     let (redis_tx, mut redis_rx) = mpsc::channel(64);
     let mut live = Live {
         probe,
@@ -451,6 +467,7 @@ async fn run_async(
         redis,
         redis_tx,
         interval: args.interval,
+        probe_report,
         sink,
     };
     live.add_site(home_netns, true)?;

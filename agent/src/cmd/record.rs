@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::cmd::cli::{CaptureArgs, Format};
 use crate::cmd::live::{self, Sink};
 use crate::cmd::output::Output;
-use crate::model::{Clock, Event, Instance};
+use crate::model::{Clock, Event, Instance, ProbeReport};
 use crate::model::{Report, human_bytes};
 use crate::source::capture::{Header, Writer};
 
@@ -36,9 +36,16 @@ impl CaptureSink {
 }
 
 impl Sink for CaptureSink {
-    fn start(&mut self, ports: &[u16], clock: &Clock, home: &Instance) -> anyhow::Result<()> {
+    fn start(
+        &mut self,
+        ports: &[u16],
+        clock: &Clock,
+        home: &Instance,
+        probe: &ProbeReport,
+    ) -> anyhow::Result<()> {
         let mut header = Header::new(ports.to_vec(), clock, self.interval, self.redact);
         header.home = Some(home.clone());
+        header.features = Some(probe.features);
         self.writer = Some(Writer::create(&self.path, &header)?);
         Ok(())
     }

@@ -7,7 +7,7 @@ use crate::cmd::live::{self, Sink};
 use crate::cmd::metrics_http::{MetricsListener, MetricsServer};
 use crate::cmd::output::{Output, OutputError};
 use crate::model::Report;
-use crate::model::{Clock, Instance};
+use crate::model::{Clock, Instance, ProbeReport};
 
 struct WatchSink {
     output: Output,
@@ -19,7 +19,13 @@ struct WatchSink {
 }
 
 impl Sink for WatchSink {
-    fn start(&mut self, _ports: &[u16], _clock: &Clock, _home: &Instance) -> anyhow::Result<()> {
+    fn start(
+        &mut self,
+        _ports: &[u16],
+        _clock: &Clock,
+        _home: &Instance,
+        _probe: &ProbeReport,
+    ) -> anyhow::Result<()> {
         if let Some(listener) = self.metrics_listener.take() {
             let (server, _task) = listener.serve()?;
             log::info!("serving metrics at http://{}/metrics", server.local_addr());

@@ -305,6 +305,7 @@ impl Tracker {
             uptime: micros(now.saturating_sub(clock.mono)),
             ports: self.ports.clone(),
             instance: None,
+            probe: None,
             totals: self.totals(),
             redis,
             limits,

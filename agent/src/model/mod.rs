@@ -14,6 +14,7 @@ pub mod format;
 pub mod hash;
 pub mod host;
 pub mod instance;
+pub mod probe;
 pub mod redis;
 pub mod report;
 pub mod verdict;
@@ -27,6 +28,7 @@ pub use format::{format_ts, human_bytes, human_duration, micros};
 pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};
 pub use instance::{Instance, InstanceKey};
+pub use probe::{Features, ProbeReport};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientsMode, Idle, Kind, Lifetime, Rates,

@@ -39,6 +39,9 @@ pub struct Report {
     /// The Redis this report is about: its network namespace, process and
     /// container; `null` when the source did not tell instances apart.
     pub instance: Option<super::instance::Instance>,
+    /// What the kernel programs can see on this kernel; `null` when not known (a
+    /// replay of a capture made before connwatch recorded it).
+    pub probe: Option<super::probe::ProbeReport>,
     pub totals: Totals,
     pub redis: RedisReport,
     pub limits: Limits,

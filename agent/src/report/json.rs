@@ -78,6 +78,7 @@ mod tests {
             r#""uptime_s""#,
             r#""ports""#,
             r#""instance""#,
+            r#""probe""#,
             r#""totals""#,
             r#""open""#,
             r#""opened""#,
@@ -203,8 +204,9 @@ mod tests {
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
         assert_eq!(keys(quiet).len(), 19);
-        assert_eq!(keys(&v).len(), 14);
+        assert_eq!(keys(&v).len(), 15);
         assert!(v["instance"].is_null());
+        assert!(v["probe"].is_null());
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
         assert_eq!(keys(&v["totals"]).len(), 17);

@@ -183,6 +183,7 @@ impl RowFilter {
             uptime: report.uptime,
             ports: report.ports.clone(),
             instance: report.instance.clone(),
+            probe: report.probe.clone(),
             totals: report.totals.clone(),
             redis: report.redis.clone(),
             limits: report.limits.clone(),

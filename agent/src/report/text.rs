@@ -45,6 +45,7 @@ const NONE: &str = "-";
 /// never wraps.
 pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String {
     let mut lines = vec![header_line(report), server_line(report)];
+    lines.extend(report.probe.as_ref().and_then(|p| p.unseen_line()));
     lines.extend(unix_line(report));
     lines.extend([totals_line(report), String::new()]);
     if !report.verdicts.is_empty() {
@@ -418,6 +419,28 @@ mod tests {
         );
         r.capacity.unix_clients = Some(1);
         assert!(render_text(&r, 20, None).contains("unix socket: 1 client holds slots"));
+    }
+
+    #[test]
+    fn sources_the_kernel_lacks_get_a_line_the_others_none() {
+        let mut r = report(vec![busy()]);
+        r.probe = Some(ProbeReport {
+            kernel: Some("6.18.0".into()),
+            features: Features::ALL,
+        });
+        assert!(!render_text(&r, 20, None).contains("not seen"));
+        r.probe = Some(ProbeReport {
+            kernel: Some("6.1.0-28-cloud-amd64".into()),
+            features: Features {
+                refusals: false,
+                ..Features::ALL
+            },
+        });
+        let text = render_text(&r, 20, None);
+        assert_eq!(
+            text.lines().nth(2),
+            Some("not seen on kernel 6.1.0-28-cloud-amd64: refusals (reported as unknown)")
+        );
     }
 
     #[test]

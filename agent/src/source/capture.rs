@@ -48,6 +48,10 @@ pub struct Header {
     /// connwatch told namespaces apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<crate::model::Instance>,
+    /// What the kernel programs could see (absent in captures made before
+    /// connwatch recorded it: a replay then reports `probe` as unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<crate::model::Features>,
 }
 
 /// A monotonic reading and the wall-clock time (ns since the Unix epoch) taken with it.
@@ -91,8 +95,23 @@ impl Header {
             redacted,
             connwatch_version: env!("CARGO_PKG_VERSION").to_owned(),
             home: None,
+            features: None,
         }
     }
+
+    /// What a replay's reports say of the probe: this header's kernel and features,
+    /// or nothing when the capture did not record them.
+    pub fn probe(&self) -> Option<crate::model::ProbeReport> {
+        Some(crate::model::ProbeReport {
+            kernel: Some(self.kernel.clone()).filter(|k| !k.is_empty()),
+            features: self.features?,
+        })
+    }
+}
+
+/// The running kernel's release (`uname -r`), if readable.
+pub fn kernel_release() -> Option<String> {
+    Some(read_trimmed("/proc/sys/kernel/osrelease")).filter(|k| !k.is_empty())
 }
 
 fn read_trimmed(path: &str) -> String {

@@ -80,6 +80,19 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
         fact(out, "Instance", &lines);
     }
 
+    // What the kernel programs saw.
+    if let Some(p) = &last.probe {
+        let mut lines = vec![format!(
+            "kernel {}",
+            p.kernel.as_deref().unwrap_or("unknown")
+        )];
+        lines.push(
+            p.unseen_line()
+                .unwrap_or_else(|| "every source seen".to_owned()),
+        );
+        fact(out, "Kernel", &lines);
+    }
+
     // Redis: the last word, what it runs, and every other status seen.
     let r = &last.redis;
     let status = r.status.as_str();

@@ -50,6 +50,7 @@ pub fn render(report: &Report, top: usize) -> String {
             .and_then(crate::model::Instance::metric_label),
     };
     instance_family(&mut x, report);
+    probe_family(&mut x, report);
     agent_families(&mut x, report);
     connection_families(&mut x, report);
     capacity_families(&mut x, report);
@@ -66,6 +67,23 @@ pub fn render(report: &Report, top: usize) -> String {
 pub fn render_all(reports: &[Report], top: usize) -> String {
     let texts: Vec<String> = reports.iter().map(|r| render(r, top)).collect();
     exposition::merge(&texts)
+}
+
+/// `connwatch_probe_feature`: each source of facts, 1 when the kernel offers it.
+fn probe_family(x: &mut Exposition, r: &Report) {
+    let Some(p) = &r.probe else {
+        return;
+    };
+    let kernel = p.kernel.as_deref().unwrap_or("");
+    let mut family = x.family(
+        "connwatch_probe_feature",
+        exposition::MetricType::Gauge,
+        "Whether the kernel programs can see this source of facts on this kernel \
+         (1) or not (0: its figures are unknown, not 0); the kernel release as a label.",
+    );
+    for (feature, on) in p.features.each() {
+        family.sample(&[("feature", feature), ("kernel", kernel)], u64::from(on));
+    }
 }
 
 /// `connwatch_instance_info`: what the report knows of its instance, as labels.
@@ -116,6 +134,7 @@ mod tests {
             uptime: Duration::ZERO,
             ports: vec![6379],
             instance: None,
+            probe: None,
             totals: Totals::default(),
             redis: RedisReport::default(),
             limits: Limits::default(),
@@ -202,6 +221,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_probes_sources_are_one_series_each_and_absent_when_unknown() {
+        let mut r = full_report();
+        assert!(!render(&r, 2).contains("connwatch_probe_feature"));
+        r.probe = Some(ProbeReport {
+            kernel: Some("6.1.0-28-cloud-amd64".into()),
+            features: Features {
+                refusals: false,
+                ..Features::ALL
+            },
+        });
+        let text = render(&r, 2);
+        check_format(&text);
+        has(
+            &text,
+            r#"connwatch_probe_feature{feature="refusals",kernel="6.1.0-28-cloud-amd64"} 0"#,
+        );
+        has(
+            &text,
+            r#"connwatch_probe_feature{feature="connections",kernel="6.1.0-28-cloud-amd64"} 1"#,
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_probe_feature{"))
+            .count();
+        assert_eq!(series, 6);
     }
 
     #[test]

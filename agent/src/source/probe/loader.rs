@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
+use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
     ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
     MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, TcpSockOffsets, WatchKey, counter,
@@ -31,14 +32,46 @@ pub struct WatchSpec {
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connwatch"));
 
-/// (program, tracepoint category, tracepoint name); tracefs checks that each exists.
-pub(super) const ATTACHMENTS: &[(&str, &str, &str)] = &[
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
-];
+/// The program every count comes from: without it (or with its record laid out
+/// otherwise) the agent stops. Without one of the others
+/// (`connwatch_common::tracepoints::LAYOUTS` lists them all) it runs, and says
+/// what it cannot see.
+pub(super) const CONNECTIONS_PROGRAM: &str = "inet_sock_set_state";
+
+/// What is not seen without each optional program.
+fn lost_without(program: &str) -> &'static str {
+    match program {
+        "sys_exit_accept4" | "sys_exit_accept" => {
+            "failed accepts (EMFILE, ENFILE: the fd-limit verdict) of the programs that call it"
+        }
+        "tcp_send_reset" => "connections refused because nothing listened (refused)",
+        "tcp_retransmit_synack" => "SYN-ACK retransmits of the watched listeners",
+        _ => "its records",
+    }
+}
+
+/// The programs whose tracepoint record is laid out as they read it. Stops when
+/// the connection program's is not; says what is lost for each other one.
+fn programs_to_attach(tracefs: &std::path::Path) -> anyhow::Result<Vec<&'static str>> {
+    let mut attach = Vec::new();
+    for (layout, result) in super::abi::check_all(tracefs) {
+        match result {
+            Ok(()) => attach.push(layout.program),
+            Err(why) if layout.program == CONNECTIONS_PROGRAM => bail!(
+                "tracepoint {}:{}: {why}; connwatch cannot read this kernel's connection records",
+                layout.category,
+                layout.name
+            ),
+            Err(why) => log::warn!(
+                "tracepoint {}:{}: {why}; not attached: {} will not be seen on this kernel",
+                layout.category,
+                layout.name,
+                lost_without(layout.program)
+            ),
+        }
+    }
+    Ok(attach)
+}
 
 /// Where this kernel keeps the byte counters the close record reads. Without BTF
 /// the programs still run, and closes carry no byte counts (rejections cannot be
@@ -91,6 +124,10 @@ pub struct Probe {
     listener_pids: BTreeMap<u32, u8>,
     /// The programs read each socket's network namespace.
     netns_aware: bool,
+    /// The programs attached (those whose record this kernel lays out as they read it).
+    attached: Vec<&'static str>,
+    /// Closes carry byte counts (`struct tcp_sock` found in BTF).
+    byte_counts: bool,
 }
 
 impl Probe {
@@ -103,6 +140,7 @@ impl Probe {
                 "this connwatch was built without its BPF programs (AYA_BUILD_SKIP); rebuild it with `cargo xtask build`"
             );
         }
+        let attach = programs_to_attach(std::path::Path::new(super::TRACEFS))?;
         raise_memlock_limit();
         let offsets = tcp_offsets();
         let netns_layout = netns_layout();
@@ -158,7 +196,8 @@ impl Probe {
             }
         }
 
-        for (program, category, name) in ATTACHMENTS {
+        for layout in LAYOUTS.iter().filter(|l| attach.contains(&l.program)) {
+            let (program, category, name) = (layout.program, layout.category, layout.name);
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?
@@ -193,7 +232,27 @@ impl Probe {
             _ebpf: ebpf,
             listener_pids: BTreeMap::new(),
             netns_aware: netns_layout.is_some(),
+            attached: attach,
+            byte_counts: offsets != TcpSockOffsets::default(),
         })
+    }
+
+    /// What the programs see on this kernel.
+    pub fn features(&self) -> crate::model::Features {
+        let attached = |p: &str| self.attached.contains(&p);
+        crate::model::Features {
+            connections: true,
+            byte_counts: self.byte_counts,
+            netns: self.netns_aware,
+            accept_errors: attached("sys_exit_accept4") || attached("sys_exit_accept"),
+            refusals: attached("tcp_send_reset"),
+            synack_retransmits: attached("tcp_retransmit_synack"),
+        }
+    }
+
+    /// Whether `program` is attached.
+    pub fn attached(&self, program: &str) -> bool {
+        self.attached.contains(&program)
     }
 
     /// Whether records carry their socket's network namespace (else netns 0).

@@ -3,6 +3,7 @@
 //! (ring-buffer records, per-CPU counters); and finding the kernel fields the
 //! programs read, in the kernel's BTF.
 
+mod abi;
 mod btf;
 mod decode;
 mod loader;

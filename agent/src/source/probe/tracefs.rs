@@ -9,8 +9,9 @@ use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Mounts tracefs at [`TRACEFS`] unless it is already there, then checks that every
-/// tracepoint we need exists. Returns whether it mounted it.
+/// Mounts tracefs at [`TRACEFS`] unless it is already there, then checks that the
+/// tracepoint every count comes from exists (the others are optional: the loader
+/// says what is lost without one). Returns whether it mounted it.
 pub fn ensure_tracefs() -> anyhow::Result<bool> {
     let root = Path::new(TRACEFS);
     let mounted = if is_populated(root) {
@@ -25,7 +26,11 @@ pub fn ensure_tracefs() -> anyhow::Result<bool> {
         mount_tracefs(root)?;
         true
     };
-    for (_, category, name) in super::loader::ATTACHMENTS {
+    let required = connwatch_common::tracepoints::LAYOUTS
+        .iter()
+        .filter(|l| l.program == super::loader::CONNECTIONS_PROGRAM);
+    for layout in required {
+        let (category, name) = (layout.category, layout.name);
         let dir = root.join("events").join(category).join(name);
         if !dir.join("id").exists() {
             bail!(
