@@ -208,6 +208,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
             closed_by_client: 5,
             reset: 1,
             clients: clients.len() as u64,
+            refused: Some(0),
             ..Totals::default()
         },
         redis: RedisReport::default(),
@@ -226,7 +227,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
 pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     ClientReport {
         rejected: 0,
-        refused: 0,
+        refused: Some(0),
         failed: 0,
         internal: false,
         verdict: ClientVerdict::Healthy,
@@ -274,7 +275,7 @@ pub fn full_report() -> Report {
     let mut stormer = client("2001:db8::7", 1, 200, 400);
     stormer.verdict = ClientVerdict::RetryStorm;
     stormer.rejected = 150;
-    stormer.refused = 50;
+    stormer.refused = Some(50);
     stormer.lifetime = Some(Lifetime {
         p50: Duration::from_micros(410),
         p90: Duration::from_micros(655),
@@ -287,7 +288,7 @@ pub fn full_report() -> Report {
     });
     let mut small = client("10.0.0.9", 1, 3, 4);
     small.rejected = 2;
-    small.refused = 1;
+    small.refused = Some(1);
     small.idle = Some(Idle {
         p50: Duration::from_secs(1),
         max: Duration::from_micros(7_500_000),
@@ -342,7 +343,7 @@ pub fn full_report() -> Report {
                 tls: 2,
                 unknown: 7,
             },
-            refused: 51,
+            refused: Some(51),
             accept_errors_per_s: 20_000.0,
             listen_overflows: Some(4),
             listen_drops: Some(4),

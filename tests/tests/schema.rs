@@ -120,7 +120,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         closed_by_client: 0,
         reset: 0,
         rejected: 0,
-        refused: 0,
+        refused: Some(0),
         failed: 0,
         internal: false,
         verdict: ClientVerdict::Healthy,
@@ -234,7 +234,7 @@ fn simulate(
             uptime: Duration::from_micros(i * 1_000_000 + 1_234),
             ports: vec![6379],
             instance: instance_of(i),
-            probe: probe_of(i),
+            probe: None,
             totals,
             redis: RedisReport::from_snapshot(&redis, Some(&base)),
             limits,
@@ -254,6 +254,8 @@ fn simulate(
         let by_addr = |ip| clients.iter().find(|c| c.addr == ip).copied();
         (report.clients, report.evicted) = rows.update(now, changes, by_addr);
         diagnoser.diagnose(now, &mut report, &|ip, idle| stale(i, ip, idle));
+        // As the live loop does: refusals unknown where the kernel lacks them.
+        report.set_probe(probe_of(i));
         reports.push(report);
     }
     reports
@@ -457,7 +459,7 @@ fn host_limits() -> Vec<Report> {
         clients.push(replica);
 
         let mut backoff = row("10.0.0.30");
-        backoff.refused = i / 2;
+        backoff.refused = Some(i / 2);
         backoff.failed = i / 2;
         backoff.retry = if i >= 2 {
             retry(i / 2 - 1, 1_500.0, Trend::Growing)
@@ -517,7 +519,7 @@ fn host_limits() -> Vec<Report> {
                     tls: 0,
                     unknown: i / 2,
                 },
-                refused: i / 2,
+                refused: Some(i / 2),
                 accept_errors: AcceptErrors::from_kernel(&[
                     (libc::EMFILE, 2_000 * i),
                     (libc::ENFILE, i),

@@ -64,7 +64,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         };
         let mut interval = fleet.apply(&ev);
         for report in &mut interval {
-            report.probe = probe.clone();
+            report.set_probe(probe.clone());
         }
         if args.format == AnalyzeFormat::Json {
             // As `watch` writes them: the client rows --clients chooses.

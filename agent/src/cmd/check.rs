@@ -159,7 +159,9 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
     let _ = writeln!(
         s,
         "  rejections        {} rejected, {} refused in the sample",
-        t.rejected, t.refused
+        t.rejected,
+        t.refused
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
     );
     let (opened, closed): (f64, f64) = r
         .clients

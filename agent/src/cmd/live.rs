@@ -358,7 +358,7 @@ impl Live<'_> {
         }
         let mut reports = self.feed(&Event::Tick { ts: now })?;
         for r in &mut reports {
-            r.probe = Some(self.probe_report.clone());
+            r.set_probe(Some(self.probe_report.clone()));
         }
         self.sink.reports(&reports)
     }

@@ -59,7 +59,7 @@ impl Sink for CaptureSink {
 
     fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
         let rejected: u64 = reports.iter().map(|r| r.totals.rejected).sum();
-        let refused: u64 = reports.iter().map(|r| r.totals.refused).sum();
+        let refused: u64 = reports.iter().filter_map(|r| r.totals.refused).sum();
         let (events, bytes) = {
             let w = self.writer()?;
             (w.events(), w.bytes())

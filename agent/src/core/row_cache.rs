@@ -156,7 +156,7 @@ impl RowCache {
                     match marks[m].1 {
                         Fate::Rebuilt => {}
                         Fate::Rest => {
-                            row.rates = Some(Rates::default());
+                            row.rates = Some(Rates::ZERO);
                             row.changed = true;
                             rows.push(row);
                         }
@@ -176,7 +176,7 @@ impl RowCache {
         }
         for row in rows.iter().filter(|c| c.changed) {
             self.changed.push(row.addr);
-            if row.open > 0 || row.rates != Some(Rates::default()) {
+            if row.open > 0 || row.rates != Some(Rates::ZERO) {
                 self.restless.push(row.addr);
             }
         }
@@ -201,7 +201,7 @@ fn rates(before: &ClientReport, now: &ClientReport, secs: f64) -> Rates {
         opened_per_s: per_s(before.opened, now.opened),
         closed_per_s: per_s(before.closed, now.closed),
         rejected_per_s: per_s(before.rejected, now.rejected),
-        refused_per_s: per_s(before.refused, now.refused),
+        refused_per_s: before.refused.zip(now.refused).map(|(a, b)| per_s(a, b)),
     }
 }
 
@@ -270,7 +270,7 @@ pub fn client_report(
         closed_by_client: s.closed_by_client,
         reset: s.reset,
         rejected: s.rejected,
-        refused: s.refused,
+        refused: Some(s.refused),
         failed: s.retry.failures(),
         internal,
         verdict: ClientVerdict::Healthy,
@@ -389,7 +389,7 @@ mod tests {
         // Nothing moved: the holder is rebuilt (its connections age), and so is the
         // quiet one, whose rates are known for the first time (0).
         let (rows, _) = f.report(2 * SEC, vec![]);
-        let zero = Some(Rates::default());
+        let zero = Some(Rates::ZERO);
         assert_eq!(
             rows.iter()
                 .map(|c| (c.addr, c.changed, c.rates))

@@ -336,7 +336,7 @@ impl Tracker {
             evicted_clients: self.clients.evicted(),
             rejected: self.rejected.total(),
             rejected_by_reason: self.rejected,
-            refused: self.refused,
+            refused: Some(self.refused),
             accept_errors_per_s: self.accept_rate.per_s,
             listen_overflows: self
                 .listen_delta(|h| h.listen_overflows, self.baselines.listen_overflows),
@@ -1158,7 +1158,13 @@ mod tests {
             seeded(START, key("10.0.0.1:22", "10.0.0.2:2"), None),
         ]);
         let r = t.report(START + 2 * SEC, &clock());
-        assert_eq!(r.totals, Totals::default());
+        assert_eq!(
+            r.totals,
+            Totals {
+                refused: Some(0),
+                ..Totals::default()
+            }
+        );
         assert!(r.clients.is_empty());
         assert_eq!(
             t.ignored(),
@@ -1426,9 +1432,9 @@ mod tests {
             },
         ];
         let r = tracker(&events).report(START + SEC, &clock());
-        assert_eq!(client(&r, "127.0.0.4").refused, 2);
+        assert_eq!(client(&r, "127.0.0.4").refused, Some(2));
         assert!(r.clients.iter().all(|c| c.addr.to_string() != "127.0.0.5"));
-        assert_eq!(r.totals.refused, 2);
+        assert_eq!(r.totals.refused, Some(2));
     }
 
     #[test]

@@ -114,8 +114,9 @@ pub struct Totals {
     /// protected mode), and by reason.
     pub rejected: u64,
     pub rejected_by_reason: RejectCounts,
-    /// Connection attempts the kernel refused because nothing listened.
-    pub refused: u64,
+    /// Connection attempts the kernel refused because nothing listened; `None`
+    /// when this kernel does not show them (`probe.features.refusals`).
+    pub refused: Option<u64>,
     /// Failed accepts per second over the last interval (all errnos in `accept_errors`).
     pub accept_errors_per_s: f64,
     /// Growth of TcpExt ListenOverflows / ListenDrops since the agent started
@@ -153,8 +154,9 @@ pub struct ClientReport {
     pub reset: u64,
     /// Of `closed`, connections Redis turned away at once (maxclients, protected mode).
     pub rejected: u64,
-    /// Attempts refused by the kernel: nothing listened on the port.
-    pub refused: u64,
+    /// Attempts refused by the kernel: nothing listened on the port; `None` when
+    /// this kernel does not show them.
+    pub refused: Option<u64>,
     /// Failed attempts, each counted once: rejected, refused or reset (a rejection
     /// Redis's close turned into a reset is one failure, not two). For diagnosis.
     #[serde(skip)]
@@ -237,11 +239,28 @@ pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
         .then_with(|| a.addr.cmp(&b.addr))
 }
 
-/// Connections an address lost: resets, server closes and refusals.
+/// Connections an address lost: resets, server closes and refusals (when seen).
 pub fn lost(c: &ClientReport) -> u64 {
     c.reset
         .saturating_add(c.closed_by_server)
-        .saturating_add(c.refused)
+        .saturating_add(c.refused.unwrap_or(0))
+}
+
+impl Report {
+    /// Sets what the probe could see, and reports as unknown (`null`) what it
+    /// could not: refusals where the kernel does not show them.
+    pub fn set_probe(&mut self, probe: Option<super::probe::ProbeReport>) {
+        if probe.as_ref().is_some_and(|p| !p.features.refusals) {
+            self.totals.refused = None;
+            for c in &mut self.clients {
+                c.refused = None;
+                if let Some(r) = &mut c.rates {
+                    r.refused_per_s = None;
+                }
+            }
+        }
+        self.probe = probe;
+    }
 }
 
 /// Failed accepts by errno, most frequent first; serialized as a JSON object
@@ -439,7 +458,18 @@ pub struct Rates {
     pub opened_per_s: f64,
     pub closed_per_s: f64,
     pub rejected_per_s: f64,
-    pub refused_per_s: f64,
+    /// `None` when this kernel does not show refusals.
+    pub refused_per_s: Option<f64>,
+}
+
+impl Rates {
+    /// Nothing moved over the interval.
+    pub const ZERO: Rates = Rates {
+        opened_per_s: 0.0,
+        closed_per_s: 0.0,
+        rejected_per_s: 0.0,
+        refused_per_s: Some(0.0),
+    };
 }
 
 /// Why Redis turned a connection away, told by the size of its one reply.

@@ -48,7 +48,7 @@ struct Held {
     closed_by_client: u64,
     reset: u64,
     rejected: u64,
-    refused: u64,
+    refused: Option<u64>,
     bytes_in: u64,
     bytes_out: u64,
     internal: bool,

@@ -202,8 +202,12 @@ fn totals_line(report: &Report) -> String {
     if t.rejected > 0 {
         let _ = write!(line, "  rejected {}", t.rejected);
     }
-    if t.refused > 0 {
-        let _ = write!(line, "  refused {}", t.refused);
+    match t.refused {
+        Some(n) if n > 0 => {
+            let _ = write!(line, "  refused {n}");
+        }
+        Some(_) => {}
+        None => line.push_str("  refused ?"),
     }
     if let Some(q) = t.accept_queue.filter(|q| q.depth > 0) {
         let _ = write!(line, "  accept queue {}/{}", q.depth, q.backlog);
@@ -275,7 +279,10 @@ fn row(c: &ClientReport) -> [String; COLUMNS] {
             "{} ({}/{}/{})",
             c.closed, c.closed_by_server, c.closed_by_client, c.reset
         ),
-        pair(c.rejected.to_string(), c.refused.to_string()),
+        pair(
+            c.rejected.to_string(),
+            c.refused.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        ),
         c.lifetime.map_or_else(
             || NONE.to_owned(),
             |l| pair(human_duration(l.p50), human_duration(l.p99)),
@@ -429,18 +436,28 @@ mod tests {
             features: Features::ALL,
         });
         assert!(!render_text(&r, 20, None).contains("not seen"));
-        r.probe = Some(ProbeReport {
+        r.set_probe(Some(ProbeReport {
             kernel: Some("6.1.0-28-cloud-amd64".into()),
             features: Features {
                 refusals: false,
                 ..Features::ALL
             },
-        });
+        }));
         let text = render_text(&r, 20, None);
         assert_eq!(
             text.lines().nth(2),
             Some("not seen on kernel 6.1.0-28-cloud-amd64: refusals (reported as unknown)")
         );
+        // Unknown, not 0: in the totals and in every row, and null in JSON.
+        assert!(
+            text.lines().nth(3).unwrap().ends_with("refused ?"),
+            "{text}"
+        );
+        assert!(r.clients.iter().all(|c| c.refused.is_none()));
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::report::json::render_json(&r).unwrap()).unwrap();
+        assert!(json["totals"]["refused"].is_null());
+        assert!(json["clients"][0]["refused"].is_null());
     }
 
     #[test]

@@ -159,7 +159,7 @@ fn rates_chart(out: &mut String, reports: &[Report], tl: &Timeline) {
         (
             "refused by the kernel / s (nothing listening)",
             PURPLE,
-            |r| r.totals.refused,
+            |r| r.totals.refused.unwrap_or(0),
             "no refusal",
         ),
         (

@@ -164,9 +164,12 @@ fn client_row(out: &mut String, c: &ClientReport) {
         c.closed_by_client,
         c.reset,
         c.rejected,
-        c.refused,
     ] {
         count_cell(out, n);
+    }
+    match c.refused {
+        Some(n) => count_cell(out, n),
+        None => cell(out, "", "unknown", "num"),
     }
     match c.retry {
         Some(r) => {

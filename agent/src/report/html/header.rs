@@ -209,7 +209,12 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
             "{} closed ({} by server, {} by client, {} reset)",
             t.closed, t.closed_by_server, t.closed_by_client, t.reset
         ),
-        format!("{} rejected, {} refused", t.rejected, t.refused),
+        format!(
+            "{} rejected, {} refused",
+            t.rejected,
+            t.refused
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+        ),
     ];
     if !t.accept_errors.is_empty() {
         let by: Vec<String> = t

@@ -12,7 +12,8 @@ struct ClientCount {
     name: &'static str,
     kind: MetricType,
     help: &'static str,
-    get: fn(&ClientReport) -> u64,
+    /// `None`: unknown on this kernel (no series).
+    get: fn(&ClientReport) -> Option<u64>,
 }
 
 const CLIENT_COUNTS: [ClientCount; 5] = [
@@ -21,31 +22,32 @@ const CLIENT_COUNTS: [ClientCount; 5] = [
         kind: MetricType::Gauge,
         help: "Connections open now from this client address (top addresses, worst \
                first; addr=\"other\" sums the rest).",
-        get: |c| c.open,
+        get: |c| Some(c.open),
     },
     ClientCount {
         name: "connwatch_client_opened_total",
         kind: MetricType::Counter,
         help: "Connections opened from this client address.",
-        get: |c| c.opened,
+        get: |c| Some(c.opened),
     },
     ClientCount {
         name: "connwatch_client_closed_total",
         kind: MetricType::Counter,
         help: "Connections from this client address that began to close.",
-        get: |c| c.closed,
+        get: |c| Some(c.closed),
     },
     ClientCount {
         name: "connwatch_client_rejected_total",
         kind: MetricType::Counter,
         help: "Connections from this client address Redis turned away at once \
                (maxclients, protected mode).",
-        get: |c| c.rejected,
+        get: |c| Some(c.rejected),
     },
     ClientCount {
         name: "connwatch_client_refused_total",
         kind: MetricType::Counter,
-        help: "Attempts from this client address refused because nothing listened.",
+        help: "Attempts from this client address refused because nothing listened \
+               (absent where the kernel does not show them).",
         get: |c| c.refused,
     },
 ];
@@ -56,13 +58,17 @@ pub(super) fn client_families(x: &mut Exposition, r: &Report, top: usize) {
     let rows = || shown.iter().zip(addrs.iter().map(String::as_str));
 
     for count in &CLIENT_COUNTS {
+        // Unknown for one row is unknown for all (the kernel does not show it).
+        if r.clients.first().is_some_and(|c| (count.get)(c).is_none()) {
+            continue;
+        }
         let mut f = x.family(count.name, count.kind, count.help);
         for (c, addr) in rows() {
-            f.sample(&[("addr", addr)], (count.get)(c));
+            f.sample(&[("addr", addr)], (count.get)(c).unwrap_or(0));
         }
-        let sum = rest
-            .iter()
-            .fold(0u64, |acc, c| acc.saturating_add((count.get)(c)));
+        let sum = rest.iter().fold(0u64, |acc, c| {
+            acc.saturating_add((count.get)(c).unwrap_or(0))
+        });
         f.sample(&[("addr", OTHER)], sum);
     }
 

@@ -74,8 +74,8 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
     x.counter(
         "connwatch_connections_refused_total",
         "Connection attempts the kernel answered with a RST because nothing listened \
-         on the watched port.",
-        Some(t.refused),
+         on the watched port (absent where the kernel does not show them).",
+        t.refused,
     );
     let mut f = x.family(
         "connwatch_accept_errors_total",
