@@ -432,11 +432,17 @@ async fn run_async(
     // Attached: what loading took is no longer needed. Before any thread starts,
     // since capabilities are per thread. Entering other namespaces (every one by
     // default) takes CAP_SYS_ADMIN: kept for that only.
-    let extra = if all_namespaces || !home_netns.is_own() {
+    let mut extra = if all_namespaces || !home_netns.is_own() {
         probe::NETNS_CAPS
     } else {
         0
     };
+    // Before 6.5 every bpf(2) command checks CAP_BPF (see MAP_READ_CAPS).
+    let release = crate::source::capture::kernel_release().unwrap_or_default();
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
+    if probe::map_reads_need_cap_bpf(&release, disabled.as_deref()) {
+        extra |= probe::MAP_READ_CAPS;
+    }
     match probe::drop_capabilities(extra) {
         Ok(kept) => log::info!(
             "dropped capabilities; kept: {}",

@@ -13,6 +13,7 @@ mod tracefs;
 pub use decode::decode;
 pub use loader::{EventReader, Probe, WatchSpec};
 pub use privileges::{
-    MissingPrivileges, NETNS_CAPS, check_privileges, drop_capabilities, kept_names,
+    MAP_READ_CAPS, MissingPrivileges, NETNS_CAPS, check_privileges, drop_capabilities, kept_names,
+    map_reads_need_cap_bpf,
 };
 pub use tracefs::{TRACEFS, ensure_tracefs};

@@ -20,6 +20,28 @@ pub const KEPT_CAPS: u64 = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_PTRACE);
 /// INFO connection), also after a container restarts or a new one appears.
 pub const NETNS_CAPS: u64 = 1 << CAP_SYS_ADMIN;
 
+/// Kept besides on kernels whose `bpf(2)` checks the caller's capabilities on
+/// every command, map reads through a descriptor already held included: before
+/// 6.5 (commit "bpf: move unprivileged checks into map_create() and
+/// bpf_prog_load()"), `__sys_bpf` refuses any command with EPERM when
+/// `kernel.unprivileged_bpf_disabled` is set (Debian and Ubuntu set it) and the
+/// caller lacks CAP_BPF (or CAP_SYS_ADMIN). Without it the per-interval counter
+/// reads (failed accepts, lost records) would fail after the drop there.
+pub const MAP_READ_CAPS: u64 = 1 << CAP_BPF;
+
+/// Whether reading the programs' maps needs [`MAP_READ_CAPS`] on a kernel of
+/// `release` (`uname -r`) with `kernel.unprivileged_bpf_disabled` = `disabled`
+/// (`None`: unreadable, taken as set). Unknown releases keep it: a capability
+/// kept is a smaller harm than counters that cannot be read.
+pub fn map_reads_need_cap_bpf(release: &str, disabled: Option<&str>) -> bool {
+    let version = |s: &str| -> Option<(u32, u32)> {
+        let mut parts = s.split(|c: char| !c.is_ascii_digit());
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let before_6_5 = version(release).is_none_or(|v| v < (6, 5));
+    before_6_5 && disabled.is_none_or(|d| d.trim() != "0")
+}
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// `struct __user_cap_header_struct`.
@@ -91,6 +113,7 @@ pub fn kept_names(mask: u64) -> Vec<&'static str> {
         (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
         (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
         (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_BPF, "CAP_BPF"),
     ]
     .into_iter()
     .filter(|(cap, _)| mask & (1 << cap) != 0)
@@ -139,6 +162,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn map_reads_keep_cap_bpf_only_where_the_kernel_checks_it_on_every_command() {
+        // 6.1 (Debian 12, Amazon Linux 2023) and 5.15 (Ubuntu 22.04) with the
+        // distributions' default of 2: kept.
+        assert!(map_reads_need_cap_bpf("6.1.0-28-cloud-amd64", Some("2\n")));
+        assert!(map_reads_need_cap_bpf("5.15.0-126-generic", Some("1")));
+        assert!(map_reads_need_cap_bpf("5.14.0-503.el9.x86_64", None));
+        // Unprivileged BPF allowed: the check passes without it.
+        assert!(!map_reads_need_cap_bpf("6.1.0-28-cloud-amd64", Some("0")));
+        // 6.5 and later check only at map creation and program load.
+        assert!(!map_reads_need_cap_bpf("6.18.44-fc-v1045", Some("2")));
+        assert!(!map_reads_need_cap_bpf("6.8.0-49-generic", Some("2")));
+        assert!(!map_reads_need_cap_bpf("10.0.1", Some("2")));
+        // A release it cannot read: kept.
+        assert!(map_reads_need_cap_bpf("custom", Some("2")));
+    }
+
+    #[test]
     fn parses_effective_capabilities() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
         assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
@@ -148,8 +188,12 @@ mod tests {
     #[test]
     fn kept_capabilities_are_named() {
         assert_eq!(
-            kept_names(KEPT_CAPS | (1 << CAP_BPF)),
+            kept_names(KEPT_CAPS | (1 << CAP_PERFMON)),
             ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"]
+        );
+        assert_eq!(
+            kept_names(KEPT_CAPS | MAP_READ_CAPS),
+            ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_BPF"]
         );
         assert_eq!(
             kept_names(KEPT_CAPS | NETNS_CAPS),
