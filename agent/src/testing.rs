@@ -331,10 +331,10 @@ pub fn full_report() -> Report {
             lost_events: 3,
             vanished: 0,
             closes_without_bytes: 0,
-            accept_errors: AcceptErrors::from_kernel(&[
+            accept_errors: Some(AcceptErrors::from_kernel(&[
                 (libc::EMFILE, 812),
                 (libc::ECONNABORTED, 2),
-            ]),
+            ])),
             evicted_clients: 1,
             rejected: 157,
             rejected_by_reason: RejectCounts {
@@ -344,10 +344,10 @@ pub fn full_report() -> Report {
                 unknown: 7,
             },
             refused: Some(51),
-            accept_errors_per_s: 20_000.0,
+            accept_errors_per_s: Some(20_000.0),
             listen_overflows: Some(4),
             listen_drops: Some(4),
-            synack_retransmits: 9,
+            synack_retransmits: Some(9),
             accept_queue: Some(AcceptQueue {
                 depth: 5,
                 backlog: 511,

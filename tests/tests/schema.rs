@@ -403,7 +403,7 @@ fn leak_and_storm() -> Vec<Report> {
                     tls: 0,
                     unknown: 0,
                 },
-                accept_errors: AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)]),
+                accept_errors: Some(AcceptErrors::from_kernel(&[(libc::EAGAIN, 9_000)])),
                 listen_overflows: Some(0),
                 listen_drops: Some(i),
                 accept_queue: Some(connwatch::model::AcceptQueue {
@@ -520,15 +520,15 @@ fn host_limits() -> Vec<Report> {
                     unknown: i / 2,
                 },
                 refused: Some(i / 2),
-                accept_errors: AcceptErrors::from_kernel(&[
+                accept_errors: Some(AcceptErrors::from_kernel(&[
                     (libc::EMFILE, 2_000 * i),
                     (libc::ENFILE, i),
                     (libc::EAGAIN, 5),
-                ]),
-                accept_errors_per_s: if i > 0 { 2_001.0 } else { 0.0 },
+                ])),
+                accept_errors_per_s: Some(if i > 0 { 2_001.0 } else { 0.0 }),
                 listen_overflows: Some(10 * i),
                 listen_drops: Some(10 * i),
-                synack_retransmits: i,
+                synack_retransmits: Some(i),
                 accept_queue: Some(connwatch::model::AcceptQueue {
                     depth: 511,
                     backlog: 511,

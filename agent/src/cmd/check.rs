@@ -183,8 +183,14 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
         _ => "unknown".to_owned(),
     };
     let _ = writeln!(s, "  fd limit          {fd}");
-    if !t.accept_errors.is_empty() {
-        let _ = writeln!(s, "  accept failures   {}/s", t.accept_errors_per_s);
+    match (&t.accept_errors, t.accept_errors_per_s) {
+        (Some(e), Some(per_s)) if !e.is_empty() => {
+            let _ = writeln!(s, "  accept failures   {per_s}/s");
+        }
+        (None, _) => {
+            let _ = writeln!(s, "  accept failures   unknown on this kernel");
+        }
+        _ => {}
     }
     if let Some(b) = c.blocked_clients {
         let _ = writeln!(s, "  blocked clients   {b}");

@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].limits.maxclients, Some(60));
         assert_eq!(reports[0].totals.refused, Some(1));
-        assert_eq!(reports[0].totals.accept_errors.total(), 5);
+        assert_eq!(reports[0].totals.accept_errors.as_ref().unwrap().total(), 5);
     }
 
     #[test]

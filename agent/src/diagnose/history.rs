@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Diagnoser, nanos};
-use crate::model::{Nanos, Report};
+use crate::model::{AcceptErrors, Nanos, Report};
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Sample {
@@ -77,9 +77,11 @@ impl Diagnoser {
             }
         }
         let t = &report.totals;
+        // Unknown failed accepts (a kernel without them) count as none here.
         let fd = t
             .accept_errors
             .iter()
+            .flat_map(AcceptErrors::iter)
             .filter(|(n, _)| *n == "EMFILE" || *n == "ENFILE")
             .map(|(_, n)| n)
             .sum();
@@ -87,7 +89,7 @@ impl Diagnoser {
             ts: now,
             rejected: t.rejected,
             fd_failures: fd,
-            accept_failures: t.accept_errors.total(),
+            accept_failures: t.accept_errors.as_ref().map_or(0, AcceptErrors::total),
         };
         self.host_now = Some(sample);
         if self.host.back().is_none_or(|s| now >= s.ts + min_step) {

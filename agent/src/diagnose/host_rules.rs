@@ -45,7 +45,7 @@ impl Diagnoser {
                 Severity::Critical,
                 format!(
                     "Redis is out of file descriptors: accept() fails with EMFILE/ENFILE {}/s, {queued} connections wait in the accept queue, and INFO counts none of it",
-                    r.totals.accept_errors_per_s
+                    r.totals.accept_errors_per_s.unwrap_or(0.0)
                 ),
             )
         } else {

@@ -84,7 +84,7 @@ named!(ClientsMode {
     Changed => "changed",
 });
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Totals {
     /// Connections open now.
     pub open: u64,
@@ -106,8 +106,9 @@ pub struct Totals {
     /// Closes whose byte counts the kernel could not read: such a close cannot be
     /// told to be a rejection.
     pub closes_without_bytes: u64,
-    /// Failed accepts of the listeners, by errno name.
-    pub accept_errors: AcceptErrors,
+    /// Failed accepts of the listeners, by errno name; `None` where the kernel
+    /// does not show them (`probe.features.accept_errors`).
+    pub accept_errors: Option<AcceptErrors>,
     /// Quiet client addresses dropped to bound memory.
     pub evicted_clients: u64,
     /// Connections Redis accepted and closed at once without reading (maxclients,
@@ -118,19 +119,49 @@ pub struct Totals {
     /// when this kernel does not show them (`probe.features.refusals`).
     pub refused: Option<u64>,
     /// Failed accepts per second over the last interval (all errnos in `accept_errors`).
-    pub accept_errors_per_s: f64,
+    pub accept_errors_per_s: Option<f64>,
     /// Growth of TcpExt ListenOverflows / ListenDrops since the agent started
     /// (host-wide: every listener on the host counts); absent when unreadable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_overflows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_drops: Option<u64>,
-    /// SYN-ACKs the watched listeners had to send again.
-    pub synack_retransmits: u64,
+    /// SYN-ACKs the watched listeners had to send again; `None` where the kernel
+    /// does not show them.
+    pub synack_retransmits: Option<u64>,
     /// Connections waiting in the watched listeners' accept queues now, and the
     /// queues' size; absent when unreadable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_queue: Option<AcceptQueue>,
+}
+
+/// Nothing counted yet, on a kernel that shows every source; what /proc and the
+/// accept queue say is not known.
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            open: 0,
+            opened: 0,
+            closed: 0,
+            closed_by_server: 0,
+            closed_by_client: 0,
+            reset: 0,
+            clients: 0,
+            lost_events: 0,
+            vanished: 0,
+            closes_without_bytes: 0,
+            accept_errors: Some(AcceptErrors::default()),
+            evicted_clients: 0,
+            rejected: 0,
+            rejected_by_reason: RejectCounts::default(),
+            refused: Some(0),
+            accept_errors_per_s: Some(0.0),
+            listen_overflows: None,
+            listen_drops: None,
+            synack_retransmits: Some(0),
+            accept_queue: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -250,7 +281,17 @@ impl Report {
     /// Sets what the probe could see, and reports as unknown (`null`) what it
     /// could not: refusals where the kernel does not show them.
     pub fn set_probe(&mut self, probe: Option<super::probe::ProbeReport>) {
-        if probe.as_ref().is_some_and(|p| !p.features.refusals) {
+        let lacks = |f: fn(&super::probe::Features) -> bool| {
+            probe.as_ref().is_some_and(|p| !f(&p.features))
+        };
+        if lacks(|f| f.accept_errors) {
+            self.totals.accept_errors = None;
+            self.totals.accept_errors_per_s = None;
+        }
+        if lacks(|f| f.synack_retransmits) {
+            self.totals.synack_retransmits = None;
+        }
+        if lacks(|f| f.refusals) {
             self.totals.refused = None;
             for c in &mut self.clients {
                 c.refused = None;

@@ -53,8 +53,10 @@ mod tests {
         r.uptime = Duration::from_micros(42_500_000);
         r.ports = vec![6379, 6380];
         r.totals.lost_events = 4;
-        r.totals.accept_errors =
-            AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::EAGAIN, 9)]);
+        r.totals.accept_errors = Some(AcceptErrors::from_kernel(&[
+            (libc::EMFILE, 812),
+            (libc::EAGAIN, 9),
+        ]));
         r.totals.evicted_clients = 1;
         r
     }

@@ -226,9 +226,10 @@ fn totals_line(report: &Report) -> String {
     if t.closes_without_bytes > 0 {
         let _ = write!(line, "  closes without bytes {}", t.closes_without_bytes);
     }
-    if !t.accept_errors.is_empty() {
-        let _ = write!(line, "  accept errors {}/s", t.accept_errors_per_s);
-        for (name, n) in t.accept_errors.iter() {
+    if let Some(errors) = t.accept_errors.as_ref().filter(|e| !e.is_empty()) {
+        let per_s = t.accept_errors_per_s.unwrap_or(0.0);
+        let _ = write!(line, "  accept errors {per_s}/s");
+        for (name, n) in errors.iter() {
             let _ = write!(line, " {name} {n}");
         }
     }
@@ -390,9 +391,11 @@ mod tests {
         r.totals.lost_events = 12;
         r.totals.vanished = 3;
         r.totals.closes_without_bytes = 2;
-        r.totals.accept_errors =
-            AcceptErrors::from_kernel(&[(libc::EMFILE, 812), (libc::ENFILE, 4)]);
-        r.totals.accept_errors_per_s = 20_000.0;
+        r.totals.accept_errors = Some(AcceptErrors::from_kernel(&[
+            (libc::EMFILE, 812),
+            (libc::ENFILE, 4),
+        ]));
+        r.totals.accept_errors_per_s = Some(20_000.0);
         r.totals.rejected = 5;
         r.totals.accept_queue = Some(AcceptQueue {
             depth: 128,
@@ -440,13 +443,17 @@ mod tests {
             kernel: Some("6.1.0-28-cloud-amd64".into()),
             features: Features {
                 refusals: false,
+                accept_errors: false,
+                synack_retransmits: false,
                 ..Features::ALL
             },
         }));
         let text = render_text(&r, 20, None);
         assert_eq!(
             text.lines().nth(2),
-            Some("not seen on kernel 6.1.0-28-cloud-amd64: refusals (reported as unknown)")
+            Some(
+                "not seen on kernel 6.1.0-28-cloud-amd64: accept_errors, refusals, synack_retransmits (reported as unknown)"
+            )
         );
         // Unknown, not 0: in the totals and in every row, and null in JSON.
         assert!(
@@ -456,7 +463,14 @@ mod tests {
         assert!(r.clients.iter().all(|c| c.refused.is_none()));
         let json: serde_json::Value =
             serde_json::from_str(&crate::report::json::render_json(&r).unwrap()).unwrap();
-        assert!(json["totals"]["refused"].is_null());
+        for unknown in [
+            "refused",
+            "accept_errors",
+            "accept_errors_per_s",
+            "synack_retransmits",
+        ] {
+            assert!(json["totals"][unknown].is_null(), "{unknown}");
+        }
         assert!(json["clients"][0]["refused"].is_null());
     }
 

@@ -7,7 +7,7 @@ use super::svg::{
     time_chart,
 };
 use super::timeline::Timeline;
-use crate::model::{ClientVerdict, Report};
+use crate::model::{AcceptErrors, ClientVerdict, Report};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -165,7 +165,12 @@ fn rates_chart(out: &mut String, reports: &[Report], tl: &Timeline) {
         (
             "failed accept() / s",
             AMBER,
-            |r| r.totals.accept_errors.total(),
+            |r| {
+                r.totals
+                    .accept_errors
+                    .as_ref()
+                    .map_or(0, AcceptErrors::total)
+            },
             "no failed accept",
         ),
     ];

@@ -216,13 +216,16 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
         ),
     ];
-    if !t.accept_errors.is_empty() {
-        let by: Vec<String> = t
-            .accept_errors
-            .iter()
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        totals.push(format!("failed accepts: {}", by.join(", ")));
+    match &t.accept_errors {
+        Some(errors) if !errors.is_empty() => {
+            let by: Vec<String> = errors
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            totals.push(format!("failed accepts: {}", by.join(", ")));
+        }
+        Some(_) => {}
+        None => totals.push("failed accepts: unknown on this kernel".to_owned()),
     }
     if let Some(o) = t.listen_overflows.filter(|&o| o > 0) {
         totals.push(format!("{o} listen overflows"));

@@ -77,23 +77,25 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
          on the watched port (absent where the kernel does not show them).",
         t.refused,
     );
-    let mut f = x.family(
-        "connwatch_accept_errors_total",
-        MetricType::Counter,
-        "Failed accept() calls of the processes owning the watched listeners, by \
-         errno (EAGAIN and EINTR left out). EMFILE/ENFILE: out of file descriptors.",
-    );
-    for name in ALWAYS_ERRNOS {
-        let n = t
-            .accept_errors
-            .iter()
-            .find(|(e, _)| *e == name)
-            .map_or(0, |(_, n)| n);
-        f.sample(&[("errno", name)], n);
-    }
-    for (name, n) in t.accept_errors.iter() {
-        if !ALWAYS_ERRNOS.contains(&name) {
+    // Absent where the kernel does not show failed accepts.
+    if let Some(errors) = &t.accept_errors {
+        let mut f = x.family(
+            "connwatch_accept_errors_total",
+            MetricType::Counter,
+            "Failed accept() calls of the processes owning the watched listeners, by \
+             errno (EAGAIN and EINTR left out). EMFILE/ENFILE: out of file descriptors.",
+        );
+        for name in ALWAYS_ERRNOS {
+            let n = errors
+                .iter()
+                .find(|(e, _)| *e == name)
+                .map_or(0, |(_, n)| n);
             f.sample(&[("errno", name)], n);
+        }
+        for (name, n) in errors.iter() {
+            if !ALWAYS_ERRNOS.contains(&name) {
+                f.sample(&[("errno", name)], n);
+            }
         }
     }
     x.gauge(
@@ -138,7 +140,7 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
     x.counter(
         "connwatch_synack_retransmits_total",
         "SYN-ACKs the watched listeners had to send again.",
-        Some(t.synack_retransmits),
+        t.synack_retransmits,
     );
     x.gauge(
         "connwatch_accept_queue_depth",
