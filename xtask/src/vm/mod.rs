@@ -48,6 +48,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let vm_dir = process::target_dir().join("vm");
     fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
 
+    // The kernel first: a series apt does not offer fails before minutes of builds.
+    let kernel = kernel::ensure(&vm_dir, &options.series)?;
     process::build_agent(true)?;
     let mut guest_build = process::cargo();
     guest_build.args(["build", "--release", "-p", GUEST_PACKAGE]);
@@ -56,7 +58,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     run_checked(&mut guest_build).with_context(|| format!("build failed: {shown}"))?;
     let release_dir = process::target_dir().join("release");
 
-    let kernel = kernel::ensure(&vm_dir, &options.series)?;
     let initrd_path = vm_dir.join(format!("initrd-{}.cpio", kernel.release));
     let size = initrd::build(
         &initrd::Inputs {
