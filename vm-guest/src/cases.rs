@@ -33,9 +33,23 @@ pub fn note_tracefs_before(mounted: bool) {
     TRACEFS_BEFORE.store(mounted, Ordering::SeqCst);
 }
 
-/// The latest report, pretty, for a failure message's detail lines.
+/// A report for a failure message's detail lines, compact enough for the
+/// console: one line per top-level field, one per client row.
 fn shown(report: &Value) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_default()
+    let Some(fields) = report.as_object() else {
+        return report.to_string();
+    };
+    let mut lines = Vec::new();
+    for (key, value) in fields {
+        match (key.as_str(), value.as_array()) {
+            ("clients", Some(rows)) => {
+                lines.push(format!("clients: {} rows", rows.len()));
+                lines.extend(rows.iter().map(|row| format!("  {row}")));
+            }
+            _ => lines.push(format!("{key}: {value}")),
+        }
+    }
+    lines.join("\n")
 }
 
 /// (a) N held connections and M short ones (connect, PING, close): every total and
@@ -273,7 +287,9 @@ fn capture_analyze() -> Option<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start connwatch capture");
-    // connwatch creates the file once its probes are attached.
+    // connwatch creates the file once its probes are attached, before it seeds the
+    // connections that exist from sock_diag: the traffic below starts at once, so
+    // connections open while the seeding runs must be counted once, too.
     let deadline = Instant::now() + WAIT;
     while !file.exists() {
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
@@ -327,10 +343,11 @@ fn capture_analyze() -> Option<String> {
             "127.0.0.50": short("127.0.0.50"), "127.0.0.51": short("127.0.0.51"),
         })
     };
+    let got = counts(&live);
     assert_eq!(
-        counts(&live),
+        got,
         want,
-        "the live capture's last report\n{}",
+        "the live capture's last report counts {got} (want {want})\n{}",
         shown(&live)
     );
     assert_eq!(
