@@ -6,6 +6,8 @@
 //! - `demo`: setup, build, a scratch redis-server, `connwatch watch` and a traffic mix.
 //! - `bench`: release build, then connwatch's cost to Redis measured side by side (docs/PERFORMANCE.md).
 //! - `dist`: setup, release build, then regenerates the man page and completions in packaging/.
+//! - `vm-test`: setup, release build, then a smoke set of connwatch cases inside a qemu VM
+//!   booting Debian's cloud kernel of a series (6.1 by default).
 
 mod bench;
 mod demo;
@@ -16,6 +18,7 @@ mod redis;
 mod setup;
 mod test_cmd;
 mod traffic;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -30,7 +33,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, prometheus, chromium, nightly rust-src, bpf-linker 0.13.0.
+    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, prometheus, chromium, bpftrace, bpftool, qemu-system-x86, nightly rust-src, bpf-linker 0.13.0.
     Setup,
     /// Setup, then build the connwatch agent (and its BPF programs).
     Build {
@@ -60,6 +63,15 @@ enum Command {
     },
     /// Setup, release build, then regenerate packaging/connwatch.1 and packaging/completions/ from the binary.
     Dist,
+    /// Setup, release build, then boot Debian's cloud kernel in qemu and run a smoke set of connwatch cases inside.
+    VmTest {
+        /// The kernel series: the newest linux-image-<SERIES>.0-*-cloud-amd64-unsigned apt-cache offers.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+        /// auto: KVM when /dev/kvm works and the guest reaches init within 10 s, else TCG.
+        #[arg(long, value_enum, default_value_t = vm::Accel::Auto)]
+        accel: vm::Accel,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +123,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dist => {
             setup::run()?;
             dist::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VmTest { kernel, accel } => {
+            setup::run()?;
+            vm::run(&vm::Options {
+                series: kernel,
+                accel,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -17,8 +17,9 @@ use crate::process::{self, display, query, run_checked};
 /// Prometheus (`prometheus` and `promtool`) that validates and scrapes `--metrics`, and
 /// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs, and
 /// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with, and
-/// bpftool, which names the BPF programs whose per-run cost the bench reports.
-pub const APT_PACKAGES: [&str; 8] = [
+/// bpftool, which names the BPF programs whose per-run cost the bench reports, and
+/// qemu-system-x86, which boots Debian's 6.1 kernel for `cargo xtask vm-test`.
+pub const APT_PACKAGES: [&str; 9] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
@@ -27,6 +28,7 @@ pub const APT_PACKAGES: [&str; 8] = [
     "chromium",
     "bpftrace",
     "bpftool",
+    "qemu-system-x86",
 ];
 /// Packages whose maintainer scripts start a system service nothing here needs.
 const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];
@@ -356,6 +358,7 @@ mod tests {
             ("python3-redis", Some("install ok installed")),
             ("prometheus", Some("install ok installed")),
             ("chromium", Some("install ok installed")),
+            ("qemu-system-x86", Some("install ok installed")),
         ];
         assert!(missing_packages(&all_there).is_empty());
 
@@ -368,16 +371,30 @@ mod tests {
             ("python3-redis", Some("install ok installed")),
             ("prometheus", None),
             ("chromium", Some("unknown ok not-installed")),
+            // dpkg-query failed: never installed
+            ("qemu-system-x86", None),
         ];
         assert_eq!(
             missing_packages(&some_missing),
-            ["redis-server", "redis-tools", "prometheus", "chromium"]
+            [
+                "redis-server",
+                "redis-tools",
+                "prometheus",
+                "chromium",
+                "qemu-system-x86"
+            ]
         );
     }
 
     #[test]
     fn every_package_is_checked() {
-        for package in ["redis-server", "python3-redis", "prometheus", "chromium"] {
+        for package in [
+            "redis-server",
+            "python3-redis",
+            "prometheus",
+            "chromium",
+            "qemu-system-x86",
+        ] {
             assert!(APT_PACKAGES.contains(&package), "{package}");
         }
     }
@@ -390,7 +407,8 @@ mod tests {
             "llvm-22-dev",
             "redis-tools",
             "python3-redis",
-            "chromium"
+            "chromium",
+            "qemu-system-x86"
         ]));
         assert!(!starts_a_service(&[]));
     }

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: unit tests, then the root integration tests; every part
-//! runs even when an earlier one failed, and a summary says what ran.
+//! `cargo xtask test`: unit tests, then the root integration tests, then the smoke
+//! set inside a VM booting Debian's 6.1 kernel; every part runs even when an
+//! earlier one failed, and a summary says what ran.
 
 use std::process::{Command, ExitCode};
 
@@ -11,6 +12,8 @@ const INTEGRATION_PACKAGE: &str = "connwatch-tests";
 const BPF_PACKAGE: &str = "connwatch-ebpf";
 /// The records and constants the kernel programs and userspace share (no_std).
 const COMMON_PACKAGE: &str = "connwatch-common";
+/// The kernel series the VM part boots (Debian 12's).
+const VM_KERNEL: &str = "6.1";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -80,6 +83,28 @@ pub fn run() -> anyhow::Result<ExitCode> {
             outcome: Outcome::Skipped("connwatch did not build"),
         });
     }
+
+    // Last: the smoke set on Debian 12's own kernel, in qemu (it builds the release
+    // binary itself).
+    let vm_command = format!("cargo xtask vm-test --kernel {VM_KERNEL}");
+    let outcome = if build_ok {
+        println!("\ntest: vm test: {vm_command}");
+        let options = crate::vm::Options {
+            series: VM_KERNEL.to_owned(),
+            accel: crate::vm::Accel::Auto,
+        };
+        match crate::vm::run(&options) {
+            Ok(()) => Outcome::Passed,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        }
+    } else {
+        Outcome::Skipped("connwatch did not build")
+    };
+    parts.push(Part {
+        name: "vm test (6.1)",
+        command: vm_command,
+        outcome,
+    });
 
     println!("\ntest summary:");
     for part in &parts {
