@@ -162,6 +162,15 @@ impl ClientTable {
         stats.retry.on_attempt(ts);
     }
 
+    /// A connection from `ip` counted as seeded turned out to have opened at `ts`,
+    /// after the agent started (see `ConnTable::adopt_seeded`).
+    pub fn on_adopted(&mut self, ip: IpAddr, ts: Nanos) {
+        let stats = self.entry(ip, ts);
+        stats.seeded_open = stats.seeded_open.saturating_sub(1);
+        stats.opened += 1;
+        stats.retry.on_attempt(ts);
+    }
+
     /// An attempt from `ip` failed at `ts` (rejected, refused, reset).
     pub fn on_failed_attempt(&mut self, ip: IpAddr, ts: Nanos) {
         self.entry(ip, ts).retry.on_failure(ts);

@@ -171,6 +171,28 @@ impl ConnTable {
         })
     }
 
+    /// An open record of a connection the seed scan found first: the probes attach
+    /// before the scan, so a connection opened around it is seen both ways, and its
+    /// record may be drained after the scan. Two open connections cannot share a
+    /// key, so it is the same connection, now known to have opened at `ts`:
+    /// returns `true` and changes it into an opened one (counted as opened, no
+    /// longer as seeded). (Were the seeded one's close record lost, the new
+    /// connection takes its place without a close counted: `lost_events` says so.)
+    /// `false` for anything else.
+    pub fn adopt_seeded(&mut self, ts: Nanos, key: &ConnKey) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.origin != Origin::Seeded {
+            return false;
+        }
+        conn.origin = Origin::Opened;
+        conn.since = ts;
+        self.counts.seeded = self.counts.seeded.saturating_sub(1);
+        self.counts.opened += 1;
+        true
+    }
+
     /// A connection found open at the agent's start. Returns `false` and changes
     /// nothing when the table already knows it: the probes attach before the seed
     /// scan, so a connection opened in between is seen both ways, and its open

@@ -225,6 +225,10 @@ impl Tracker {
 
     fn on_opened(&mut self, ts: Nanos, key: ConnKey) {
         let ip = key.remote.ip();
+        if self.conns.adopt_seeded(ts, &key) {
+            self.clients.on_adopted(ip, ts);
+            return;
+        }
         if let Some(replaced) = self.conns.open(ts, key) {
             self.clients.on_closed(ip, ts, &replaced);
         }
@@ -1045,6 +1049,41 @@ mod tests {
         );
         assert_eq!(row.idle.map(|i| i.max), Some(Duration::from_secs(1)));
         assert_eq!((row.bytes_in, row.bytes_out), (64, 8));
+    }
+
+    /// The other order: the seed scan finds the connection before its open record
+    /// is drained (it opened while the agent started). One connection, opened at
+    /// its record's time; no close is counted for the seed it replaces.
+    #[test]
+    fn an_open_record_drained_after_the_seed_is_the_same_connection() {
+        let k = redis("10.0.0.2:1");
+        let mut t = tracker(&[
+            Event::Seeded {
+                ts: START + 2 * SEC,
+                key: k,
+                activity: Activity {
+                    bytes_in: 64,
+                    bytes_out: 8,
+                    last_active: Some(START + 2 * SEC),
+                },
+            },
+            opened(START + SEC, k),
+        ]);
+        let r = t.report(START + 3 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!((row.open, row.seeded, row.opened, row.closed), (1, 0, 1, 0));
+        assert_eq!((r.totals.open, r.totals.opened, r.totals.closed), (1, 1, 0));
+        assert_eq!(
+            row.age.map(|a| (a.max, a.lower_bound)),
+            Some((Duration::from_secs(2), false))
+        );
+        assert_eq!((row.bytes_in, row.bytes_out), (64, 8));
+        // Its close later is an ordinary one, with a lifetime.
+        t.apply(&closed(START + 4 * SEC, k, CloseKind::Client));
+        let r = t.report(START + 5 * SEC, &clock());
+        let row = client(&r, "10.0.0.2");
+        assert_eq!((row.open, row.closed, row.closed_by_client), (0, 1, 1));
+        assert_eq!(row.lifetime.map(|l| l.max), Some(Duration::from_secs(3)));
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub(super) fn parse_chunk(
                 if errno != 0 {
                     return Err(context(
                         io::Error::from_raw_os_error(errno),
-                        "sock_diag dump",
+                        dump_what(errno),
                     ));
                 }
                 // errno 0 is an acknowledgement, which a dump does not need.
@@ -367,9 +367,10 @@ pub(super) fn parse_chunk(
             NLMSG_DONE => {
                 // A dump's DONE carries its final status; negative means it failed.
                 if let Some(errno) = i32_at(msg.payload, 0).filter(|e| *e < 0) {
+                    let errno = errno.saturating_neg();
                     return Err(context(
-                        io::Error::from_raw_os_error(errno.saturating_neg()),
-                        "sock_diag dump",
+                        io::Error::from_raw_os_error(errno),
+                        dump_what(errno),
                     ));
                 }
                 status.done = true;
@@ -535,4 +536,15 @@ pub(super) fn invalid(msg: String) -> io::Error {
 
 pub(super) fn context(err: io::Error, what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// What a failed dump was, and why when the reason is a module not loaded: the
+/// kernel answers ENOENT when no handler serves the family, which Debian's cloud
+/// kernels (6.1) build as the `inet_diag` and `tcp_diag` modules.
+fn dump_what(errno: i32) -> &'static str {
+    if errno == libc::ENOENT {
+        "sock_diag dump (no TCP diag handler: load the inet_diag and tcp_diag modules, `modprobe tcp_diag`)"
+    } else {
+        "sock_diag dump"
+    }
 }
