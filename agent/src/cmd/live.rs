@@ -437,7 +437,7 @@ async fn run_async(
     } else {
         0
     };
-    // Before 6.5 every bpf(2) command checks CAP_BPF (see MAP_READ_CAPS).
+    // Before 5.19 every bpf(2) command checks CAP_BPF (see MAP_READ_CAPS).
     let release = crate::source::capture::kernel_release().unwrap_or_default();
     let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
     if probe::map_reads_need_cap_bpf(&release, disabled.as_deref()) {
