@@ -87,6 +87,20 @@ fn say(message: &str) {
     eprintln!("vm-test: {message}");
 }
 
+/// Whether a kernel of `series` is unpacked under `kernels` already.
+fn has_cached(kernels: &Path, series: &str) -> bool {
+    let names: Vec<String> = fs::read_dir(kernels)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("vmlinuz").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    newest_cached(names.iter().map(String::as_str), series).is_some()
+}
+
 /// The kernel of `series` under `vm_dir`, downloading and unpacking it if needed.
 pub fn ensure(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
     let kernels = vm_dir.join("kernel");
@@ -94,11 +108,27 @@ pub fn ensure(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
         "^linux-image-{}\\.0-[0-9]+-cloud-amd64-unsigned$",
         series.replace('.', "\\.")
     );
-    let search = process::query("apt-cache", &["search", "--names-only", &pattern])?
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default();
-    let Some(package) = newest_package(&search, series) else {
+    let search = || -> anyhow::Result<Option<String>> {
+        let found = process::query("apt-cache", &["search", "--names-only", &pattern])?
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        Ok(newest_package(&found, series))
+    };
+    let mut package = search()?;
+    if package.is_none() && !has_cached(&kernels, series) {
+        // A machine whose package lists were never fetched (or were cleaned, as
+        // in container images): fetch them once and look again.
+        say("apt-cache offers no cloud kernel: running apt-get update -q once");
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if updated.is_ok_and(|s| s.success()) {
+            package = search()?;
+        }
+    }
+    let Some(package) = package else {
         // Offline or without the lists: a kernel unpacked earlier still boots.
         let cached: Vec<String> = fs::read_dir(&kernels)
             .map(|entries| {
