@@ -883,6 +883,17 @@ impl Drop for Agent {
     }
 }
 
+/// The last JSON line of a command's output (a report or an `analyze` line).
+pub fn last_json(out: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in the output:\n{text}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
 /// The `clients[]` entry for `addr` in a report.
 pub fn client<'a>(report: &'a Value, addr: &str) -> Option<&'a Value> {
     report["clients"]

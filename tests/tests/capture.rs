@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 
-use connwatch_tests::{Attempt, Client, Redis, TempDir, connwatch_bin, pause, serial};
+use connwatch_tests::{Attempt, Client, Redis, TempDir, connwatch_bin, last_json, pause, serial};
 use serde_json::Value;
 
 fn run(args: &[&str]) -> Output {
@@ -26,16 +26,6 @@ fn spawn_capture(port: u16, args: &[&str], file: &std::path::Path) -> std::proce
         .stderr(Stdio::piped())
         .spawn()
         .expect("start connwatch capture")
-}
-
-fn last_json(out: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(out);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON in {text}"));
-    serde_json::from_str(line).unwrap()
 }
 
 /// What must survive a replay: per-client counts and verdicts, host verdicts, totals.

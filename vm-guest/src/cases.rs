@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use connwatch_tests::{
-    Agent, Attempt, Client, Redis, TempDir, client, connwatch_bin, count, free_port, pause,
+    Agent, Attempt, Client, Redis, TempDir, client, connwatch_bin, count, free_port, last_json,
+    pause,
 };
 use serde_json::{Value, json};
 
@@ -375,16 +376,6 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
         pause(100);
     }
     child.wait_with_output().expect("the child's output")
-}
-
-fn last_json(out: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(out);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line in the output:\n{text}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 /// What a replay must reach, as tests/tests/capture.rs compares it: per-client

@@ -438,9 +438,9 @@ async fn run_async(
         0
     };
     // Before 5.19 every bpf(2) command checks CAP_BPF (see MAP_READ_CAPS).
-    let release = crate::source::capture::kernel_release().unwrap_or_default();
+    let release = crate::source::capture::kernel_release();
     let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
-    if probe::map_reads_need_cap_bpf(&release, disabled.as_deref()) {
+    if probe::map_reads_need_cap_bpf(release.as_deref().unwrap_or(""), disabled.as_deref()) {
         extra |= probe::MAP_READ_CAPS;
     }
     match probe::drop_capabilities(extra) {
@@ -456,7 +456,7 @@ async fn run_async(
     };
     let home = Instance::bare(home_key, home_netns.is_own());
     let probe_report = ProbeReport {
-        kernel: crate::source::capture::kernel_release(),
+        kernel: release,
         features: probe.features(),
     };
     sink.start(&ports, &clock, &home, &probe_report)?;

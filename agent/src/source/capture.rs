@@ -87,7 +87,7 @@ impl Header {
             format: FORMAT.to_owned(),
             version: VERSION,
             host: read_trimmed("/proc/sys/kernel/hostname"),
-            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            kernel: kernel_release().unwrap_or_default(),
             ports,
             started_at: humantime::format_rfc3339_millis(clock.wall).to_string(),
             clock: HeaderClock::of(clock),

@@ -87,8 +87,8 @@ fn say(message: &str) {
     eprintln!("vm-test: {message}");
 }
 
-/// Whether a kernel of `series` is unpacked under `kernels` already.
-fn has_cached(kernels: &Path, series: &str) -> bool {
+/// The newest kernel of `series` unpacked under `kernels` already, if any.
+fn cached_release(kernels: &Path, series: &str) -> Option<String> {
     let names: Vec<String> = fs::read_dir(kernels)
         .map(|entries| {
             entries
@@ -98,7 +98,7 @@ fn has_cached(kernels: &Path, series: &str) -> bool {
                 .collect()
         })
         .unwrap_or_default();
-    newest_cached(names.iter().map(String::as_str), series).is_some()
+    newest_cached(names.iter().map(String::as_str), series)
 }
 
 /// The kernel of `series` under `vm_dir`, downloading and unpacking it if needed.
@@ -116,7 +116,7 @@ pub fn ensure(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
         Ok(newest_package(&found, series))
     };
     let mut package = search()?;
-    if package.is_none() && !has_cached(&kernels, series) {
+    if package.is_none() && cached_release(&kernels, series).is_none() {
         // A machine whose package lists were never fetched (or were cleaned, as
         // in container images): fetch them once and look again.
         say("apt-cache offers no cloud kernel: running apt-get update -q once");
@@ -130,16 +130,7 @@ pub fn ensure(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
     }
     let Some(package) = package else {
         // Offline or without the lists: a kernel unpacked earlier still boots.
-        let cached: Vec<String> = fs::read_dir(&kernels)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().join("vmlinuz").is_file())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let release = newest_cached(cached.iter().map(String::as_str), series).ok_or_else(|| {
+        let release = cached_release(&kernels, series).ok_or_else(|| {
             anyhow!(
                 "apt-cache offers no linux-image-{series}.0-*-cloud-amd64-unsigned and none is cached in {} \
                  (Debian 12 has the 6.1 kernels in bookworm and bookworm-security; run apt-get update)",
