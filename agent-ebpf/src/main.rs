@@ -37,11 +37,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
-use connwatch_common::tracepoints::{send_reset, set_state, synack, sys_exit};
+use connwatch_common::tracepoints::{
+    kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
+};
 use connwatch_common::{
     AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS,
-    MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, TcpSockOffsets, WatchKey,
-    counter, event_kind, tcp_state, watch_mode,
+    MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets,
+    TcpSockOffsets, WatchKey, counter, event_kind, tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -68,6 +70,17 @@ static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets {
     net_inum: 0,
     skb_dev: 0,
     dev_net: 0,
+};
+
+/// How the refusal program on `skb:kfree_skb` reads a dropped packet; set by
+/// userspace at load time (all zero: unknown, that program reports nothing).
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static PACKET_OFFSETS: PacketOffsets = PacketOffsets {
+    head: 0,
+    network_header: 0,
+    transport_header: 0,
+    no_socket_reason: 0,
 };
 
 /// Non-zero: send diagnostics through aya-log (`--debug-probes`); set by userspace
@@ -323,8 +336,9 @@ fn watched_in(mode: u8, netns: u32, port: u16) -> bool {
 #[inline(always)]
 fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address and fails (we return None)
-    // instead of faulting; `base` is a live socket during its state change, and
-    // `offset` comes from the kernel's BTF for `struct tcp_sock`.
+    // instead of faulting; `base` is a kernel object the tracepoint hands us (a
+    // socket during its state change, a packet being freed) or a pointer read from
+    // one, and `offset` comes from the kernel's BTF for that object's type.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
@@ -469,6 +483,109 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         );
         return None;
     }
+    send(ctx, &ev);
+    Some(())
+}
+
+// ---------------------------------------------------------------------------------
+// skb:kfree_skb
+//   TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+//   5.17 to 6.x: skbaddr@8 location@16 protocol@24 reason@28
+//   with rx_sk:  skbaddr@8 location@16 rx_sk@24 protocol@32 reason@36
+// Refusals where tcp:tcp_send_reset does not report resets sent without a socket
+// (6.1): a TCP segment to a port nothing listens on is answered with a reset, then
+// dropped with reason NO_SOCKET. The loader attaches one of the two programs, only
+// when tcp_send_reset cannot serve, so a refusal is never counted twice. Every drop
+// of the host comes here: the reason (a plain load) is compared first, the packet
+// is read only for NO_SOCKET drops. `protocol` is the EtherType, in host order.
+// ---------------------------------------------------------------------------------
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// TCP header flags (byte 13).
+const TCP_RST: u8 = 0x04;
+
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    let reason: u32 = ctx_load(&ctx, kfree_skb::REASON);
+    let _ = try_no_socket_drop(&ctx, reason, kfree_skb::PROTOCOL, kfree_skb::SKBADDR);
+    0
+}
+
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb_rx_sk(ctx: TracePointContext) -> u32 {
+    let reason: u32 = ctx_load(&ctx, kfree_skb_rx_sk::REASON);
+    let _ = try_no_socket_drop(
+        &ctx,
+        reason,
+        kfree_skb_rx_sk::PROTOCOL,
+        kfree_skb_rx_sk::SKBADDR,
+    );
+    0
+}
+
+#[inline(always)]
+fn try_no_socket_drop(
+    ctx: &TracePointContext,
+    reason: u32,
+    protocol_at: usize,
+    skbaddr_at: usize,
+) -> Option<()> {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the all-zero initializer into the code.
+    let off: PacketOffsets = unsafe { core::ptr::read_volatile(&PACKET_OFFSETS) };
+    if reason != off.no_socket_reason || off.head == 0 {
+        return None;
+    }
+    let protocol: u16 = ctx_load(ctx, protocol_at);
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return None;
+    }
+    let skb: u64 = ctx_load(ctx, skbaddr_at);
+    let head: u64 = kernel_read(skb, off.head)?;
+    let network: u16 = kernel_read(skb, off.network_header)?;
+    let transport: u16 = kernel_read(skb, off.transport_header)?;
+    // UDP drops its unclaimed datagrams with the same reason: the IP header says
+    // which protocol the transport header is.
+    let mut ev = ConnEvent {
+        kind: event_kind::REFUSED,
+        ..ConnEvent::default()
+    };
+    if protocol == ETH_P_IP {
+        let ip: [u8; 20] = kernel_read(head, u32::from(network))?;
+        if u16::from(ip[9]) != IPPROTO_TCP {
+            return None;
+        }
+        ev.family = AF_INET;
+        ev.raddr[..4].copy_from_slice(&ip[12..16]);
+        ev.laddr[..4].copy_from_slice(&ip[16..20]);
+    } else {
+        let ip: [u8; 40] = kernel_read(head, u32::from(network))?;
+        if u16::from(ip[6]) != IPPROTO_TCP {
+            return None;
+        }
+        ev.family = AF_INET6;
+        ev.raddr.copy_from_slice(&ip[8..24]);
+        ev.laddr.copy_from_slice(&ip[24..40]);
+    }
+    let tcp: [u8; 14] = kernel_read(head, u32::from(transport))?;
+    // A reset is not answered with one.
+    if tcp[13] & TCP_RST != 0 {
+        return None;
+    }
+    let lport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let mode = watch_mode_of(lport);
+    if mode == 0 {
+        return None;
+    }
+    let netns = skb_netns(skb);
+    if !watched_in(mode, netns, lport) {
+        return None;
+    }
+    ev.ts_ns = ktime_ns();
+    ev.lport = lport;
+    ev.rport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    ev.netns = netns;
     send(ctx, &ev);
     Some(())
 }

@@ -44,7 +44,8 @@ pub mod event_kind {
     /// The connection was reset while established (ESTABLISHED → CLOSE).
     pub const RESET: u8 = 4;
     /// The kernel answered an attempt to a watched port with a RST: nothing listens
-    /// there (tcp:tcp_send_reset without a socket). Only the addresses are set.
+    /// there (tcp:tcp_send_reset without a socket, or skb:kfree_skb with reason
+    /// NO_SOCKET). Only the addresses are set.
     pub const REFUSED: u8 = 5;
 }
 
@@ -113,6 +114,24 @@ pub struct NetnsOffsets {
     pub skb_dev: u32,
     /// `struct net_device`: the `struct net *` in `nd_net`.
     pub dev_net: u32,
+}
+
+/// What the refusal program on `skb:kfree_skb` needs to read a dropped packet's
+/// addresses, set by userspace before load: `struct sk_buff` offsets found in the
+/// kernel's BTF, and the number this kernel gives the drop reason `NO_SOCKET` (from
+/// the tracepoint's format file). A zero `head` means unknown: the program then
+/// reports nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketOffsets {
+    /// `struct sk_buff`: `head` (the buffer the header offsets count from).
+    pub head: u32,
+    /// `struct sk_buff`: `network_header` (u16).
+    pub network_header: u32,
+    /// `struct sk_buff`: `transport_header` (u16).
+    pub transport_header: u32,
+    /// `enum skb_drop_reason`: the value of `SKB_DROP_REASON_NO_SOCKET`.
+    pub no_socket_reason: u32,
 }
 
 /// Byte offsets of the `struct tcp_sock` fields read when a connection closes,
@@ -185,6 +204,9 @@ const _: () = {
     assert!(offset_of!(WatchKey, port) == 4);
     assert!(size_of::<NetnsOffsets>() == 16);
 
+    assert!(size_of::<PacketOffsets>() == 16);
+    assert!(offset_of!(PacketOffsets, no_socket_reason) == 12);
+
     assert!(size_of::<TcpSockOffsets>() == 24);
     assert!(offset_of!(TcpSockOffsets, bytes_received) == 0);
     assert!(offset_of!(TcpSockOffsets, bytes_acked) == 4);
@@ -203,6 +225,8 @@ mod user {
     unsafe impl aya::Pod for super::TcpSockOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetnsOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketOffsets {}
     // SAFETY: as above (its padding is an explicit field, always written as 0).
     unsafe impl aya::Pod for super::WatchKey {}
 }

@@ -61,6 +61,23 @@ pub mod synack {
     pub const SPORT: usize = 24;
 }
 
+/// `skb:kfree_skb` on kernels 5.17 to 6.x before `rx_sk` was added (Debian 12's
+/// 6.1): where a refusal is seen when `tcp:tcp_send_reset` does not report resets
+/// sent without a socket. A packet to a port nothing listens on is dropped with
+/// reason `NO_SOCKET` after the kernel answered it with a reset.
+pub mod kfree_skb {
+    pub const SKBADDR: usize = 8;
+    pub const PROTOCOL: usize = 24;
+    pub const REASON: usize = 28;
+}
+
+/// `skb:kfree_skb` on kernels whose record has `rx_sk` (6.18 here).
+pub mod kfree_skb_rx_sk {
+    pub const SKBADDR: usize = 8;
+    pub const PROTOCOL: usize = 32;
+    pub const REASON: usize = 36;
+}
+
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 pub mod sys_exit {
     pub const RET: usize = 16;
@@ -107,6 +124,26 @@ pub const LAYOUTS: &[Layout] = &[
             f("skaddr", send_reset::SKADDR, 8),
             f("saddr", send_reset::SADDR, 28),
             f("daddr", send_reset::DADDR, 28),
+        ],
+    },
+    Layout {
+        program: "kfree_skb",
+        category: "skb",
+        name: "kfree_skb",
+        fields: &[
+            f("skbaddr", kfree_skb::SKBADDR, 8),
+            f("protocol", kfree_skb::PROTOCOL, 2),
+            f("reason", kfree_skb::REASON, 4),
+        ],
+    },
+    Layout {
+        program: "kfree_skb_rx_sk",
+        category: "skb",
+        name: "kfree_skb",
+        fields: &[
+            f("skbaddr", kfree_skb_rx_sk::SKBADDR, 8),
+            f("protocol", kfree_skb_rx_sk::PROTOCOL, 2),
+            f("reason", kfree_skb_rx_sk::REASON, 4),
         ],
     },
     Layout {

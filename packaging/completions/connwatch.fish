@@ -24,7 +24,7 @@ function __fish_connwatch_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c connwatch -n "__fish_connwatch_needs_command" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_needs_command" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_needs_command" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_needs_command" -s V -l version -d 'Print version'
@@ -72,7 +72,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l tls -d 'Co
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
-complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
@@ -109,7 +109,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l insecure
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redact -d 'Replace client addresses with stable pseudonyms (198.18.x.y, 2001:db8::n), so the file can be shared outside the team'
-complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s f -l format -d 'text: the last report and every verdict seen; json: every interval\'s report as NDJSON (as `watch` writes it, --clients included); html: a self-contained report with charts' -r -f -a "text\t''
@@ -135,7 +135,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l blocked-
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity-critical -d '…and critical from this ratio' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l redact -d 'Replace client addresses with stable pseudonyms in the output'
-complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s p -l port -d 'Local TCP port to watch (repeat for several). Default: 6379' -r
@@ -169,13 +169,13 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l tls -d 'Co
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
-complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c connwatch -n "__fish_connwatch_using_subcommand completions" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand completions" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand completions" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c connwatch -n "__fish_connwatch_using_subcommand man" -s v -l verbose -d 'More log output (-v: debug, -vv: trace). RUST_LOG overrides'
+complete -c connwatch -n "__fish_connwatch_using_subcommand man" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand man" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand man" -s h -l help -d 'Print help'
 complete -c connwatch -n "__fish_connwatch_using_subcommand help; and not __fish_seen_subcommand_from watch capture analyze check completions man help" -f -a "watch" -d 'Watch connections to one or more ports live and report per client address, with verdicts (leak, retry storm, limits …) and the first thing to do'

@@ -711,16 +711,31 @@ impl Agent {
     /// changed, is tested in tests/tests/ndjson.rs.
     pub fn watch_with(ports: &[u16], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(connwatch_bin());
-        cmd.args(["watch", "--format", "json", "--interval", AGENT_INTERVAL]);
-        cmd.args(["--clients", "all"]);
-        for p in ports {
-            cmd.args(["--port", &p.to_string()]);
-        }
-        cmd.args(args);
-        cmd.env_remove("REDISCLI_AUTH");
+        cmd.args(Agent::watch_args(ports, args));
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Agent::start(cmd)
+    }
+
+    /// The arguments [`Agent::watch_with`] runs connwatch with.
+    pub fn watch_args(ports: &[u16], args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = ["watch", "--format", "json", "--interval", AGENT_INTERVAL]
+            .into_iter()
+            .chain(["--clients", "all"])
+            .map(String::from)
+            .collect();
+        for p in ports {
+            all.extend(["--port".to_owned(), p.to_string()]);
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    /// Runs `cmd` (connwatch with [`Agent::watch_args`], or a wrapper that runs
+    /// it) and waits for the first report.
+    pub fn start(mut cmd: Command) -> Agent {
+        cmd.env_remove("REDISCLI_AUTH");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

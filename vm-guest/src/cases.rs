@@ -174,8 +174,9 @@ fn maxclients_rejection() -> Option<String> {
 }
 
 /// (c) Attempts on a watched port nothing listens on: counted exactly in
-/// `totals.refused`, or `null` when this kernel gives the agent no refusal source
-/// (said in `probe.features`). A 0 that stays 0 is the failure.
+/// `totals.refused`. From 5.17 every kernel has a refusal source (socket-less
+/// resets on `tcp:tcp_send_reset`, or `skb:kfree_skb` drops with reason
+/// NO_SOCKET); before, `null` (said in `probe.features`) passes. A 0 is the failure.
 fn refused() -> Option<String> {
     const ATTEMPTS: u64 = 7;
     let port = free_port();
@@ -193,6 +194,11 @@ fn refused() -> Option<String> {
         let refused = &latest["totals"]["refused"];
         if refused.is_null() && !latest.is_null() {
             let features = &latest["probe"]["features"];
+            let release = crate::system::kernel_release();
+            assert!(
+                !has_drop_reasons(&release),
+                "totals.refused is null on {release}, which reports drops with reason NO_SOCKET; probe.features {features}"
+            );
             return Some(format!(
                 "totals.refused is null: the refusal source is unavailable on this kernel; probe.features {}",
                 serde_json::to_string(features).unwrap_or_default()
@@ -428,6 +434,14 @@ fn cap_mask(pid: u32, key: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// Whether kernel `release` (`uname -r`) reports why it drops packets (5.17+).
+fn has_drop_reasons(release: &str) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 17)
+}
+
 /// (f) Once attached, connwatch keeps only what it still needs: CAP_DAC_READ_SEARCH
 /// and CAP_SYS_PTRACE (Redis's /proc entries), plus CAP_SYS_ADMIN while it
 /// watches every network namespace (setns); and sets no_new_privs.
@@ -498,4 +512,19 @@ fn capabilities() -> Option<String> {
         "CapEff {:016x} every namespace, {kept:016x} own namespace; before: {ours:016x}",
         kept | SYS_ADMIN,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_drop_reasons;
+
+    #[test]
+    fn drop_reasons_from_5_17() {
+        assert!(!has_drop_reasons("4.19.0-27-amd64"));
+        assert!(!has_drop_reasons("5.15.0-91-generic"));
+        assert!(!has_drop_reasons("5.14.0-427.el9.x86_64"));
+        assert!(has_drop_reasons("5.17.0"));
+        assert!(has_drop_reasons("6.1.0-57-cloud-amd64"));
+        assert!(has_drop_reasons("6.18.0"));
+    }
 }

@@ -17,8 +17,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// The tracepoints connwatch attaches to (README, *Requirements*).
-const TRACEPOINTS: [&str; 5] = [
+const TRACEPOINTS: [&str; 6] = [
     "tcp/tcp_send_reset",
+    "skb/kfree_skb",
     "sock/inet_sock_set_state",
     "tcp/tcp_retransmit_synack",
     "syscalls/sys_exit_accept4",

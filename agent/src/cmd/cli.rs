@@ -18,7 +18,7 @@ PRIVILEGES in connwatch(1) lists what a non-root user needs). \
 Start with `connwatch watch --help`."
 )]
 pub struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors in the log.

@@ -26,7 +26,8 @@ pub struct Features {
     /// Failed accepts by errno (`syscalls:sys_exit_accept4`, `sys_exit_accept`).
     pub accept_errors: bool,
     /// Connections refused because nothing listened (`tcp:tcp_send_reset`,
-    /// resets sent without a socket).
+    /// resets sent without a socket; else `skb:kfree_skb`, drops with reason
+    /// NO_SOCKET).
     pub refusals: bool,
     /// SYN-ACK retransmits (`tcp:tcp_retransmit_synack`).
     pub synack_retransmits: bool,

@@ -103,18 +103,40 @@ pub fn check(layout: &Layout, fields: &[FormatField]) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// The number a format file's print format gives `symbol` in a
+/// `__print_symbolic` table (`{ 3, "NO_SOCKET" }`): how the kernel numbers an enum
+/// value the record holds. `None` when the table does not list it.
+pub fn symbol_value(text: &str, symbol: &str) -> Option<u32> {
+    let print = text.lines().find(|l| l.starts_with("print fmt:"))?;
+    let quoted = format!("\"{symbol}\"");
+    let at = print.find(&quoted)?;
+    let before = &print[..at];
+    let open = before.rfind('{')?;
+    before[open + 1..]
+        .trim()
+        .strip_suffix(',')?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The format file of `category:name` under `tracefs`.
+pub fn format_text(tracefs: &Path, category: &str, name: &str) -> Result<String, Mismatch> {
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    std::fs::read_to_string(&path)
+        .map_err(|e| Mismatch::Unreadable(format!("{}: {e}", path.display())))
+}
+
 /// Each program's layout checked against the format files under `tracefs`.
 pub fn check_all(tracefs: &Path) -> Vec<(&'static Layout, Result<(), Mismatch>)> {
     LAYOUTS
         .iter()
         .map(|layout| {
-            let path = tracefs
-                .join("events")
-                .join(layout.category)
-                .join(layout.name)
-                .join("format");
-            let result = std::fs::read_to_string(&path)
-                .map_err(|e| Mismatch::Unreadable(format!("{}: {e}", path.display())))
+            let result = format_text(tracefs, layout.category, layout.name)
                 .and_then(|text| check(layout, &parse_format(&text)));
             (layout, result)
         })
@@ -220,5 +242,46 @@ print fmt: \"family=%s protocol=%s sport=%hu\", REC->family
             check(layout("tcp_send_reset"), &parse_format(old)),
             Err(Mismatch::Moved { field: "saddr", .. })
         ));
+    }
+
+    /// Debian 12's 6.1 `skb:kfree_skb` (no `rx_sk`): the older program's layout,
+    /// not the newer one's; and the number of `NO_SOCKET` read from its print format.
+    const KFREE_SKB_6_1: &str = "name: kfree_skb
+ID: 1381
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:enum skb_drop_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+
+print fmt: \"skbaddr=%p protocol=%u location=%p reason: %s\", REC->skbaddr, REC->protocol, REC->location, __print_symbolic(REC->reason, { 1, \"NOT_SPECIFIED\" }, { 2, \"NO_SOCKET\" }, { 3, \"PKT_TOO_SMALL\" }, { 68, \"MAX\" })
+";
+
+    #[test]
+    fn each_kfree_skb_record_matches_one_program() {
+        let fields = parse_format(KFREE_SKB_6_1);
+        assert_eq!(check(layout("kfree_skb"), &fields), Ok(()));
+        assert_eq!(
+            check(layout("kfree_skb_rx_sk"), &fields),
+            Err(Mismatch::Moved {
+                field: "protocol",
+                built: (32, 2),
+                found: (24, 2)
+            })
+        );
+        assert_eq!(symbol_value(KFREE_SKB_6_1, "NO_SOCKET"), Some(2));
+        assert_eq!(symbol_value(KFREE_SKB_6_1, "NOT_SPECIFIED"), Some(1));
+        assert_eq!(symbol_value(KFREE_SKB_6_1, "SOCKET_CLOSE"), None);
+        // Only the print format's table counts, not a name elsewhere.
+        assert_eq!(symbol_value("field:int NO_SOCKET;\n", "NO_SOCKET"), None);
+        assert_eq!(
+            symbol_value("print fmt: \"%s\", { x, \"NO_SOCKET\" }", "NO_SOCKET"),
+            None
+        );
     }
 }

@@ -298,6 +298,17 @@ pub fn netns_offsets(blob: &[u8]) -> Result<NetnsOffsets, BtfError> {
     })
 }
 
+/// Where a packet's buffer and its network and transport headers are in
+/// `struct sk_buff` (`head`, `network_header`, `transport_header`), from a BTF blob.
+pub fn skb_header_offsets(blob: &[u8]) -> Result<(u32, u32, u32), BtfError> {
+    let btf = Btf::parse(blob)?;
+    Ok((
+        btf.path_offset("sk_buff", &["head"], Leaf::Ptr)?,
+        btf.field_offset("sk_buff", "network_header", 2)?,
+        btf.field_offset("sk_buff", "transport_header", 2)?,
+    ))
+}
+
 /// The `struct tcp_sock` fields the close record reads, from a BTF blob.
 pub fn tcp_sock_offsets(blob: &[u8]) -> Result<TcpSockOffsets, BtfError> {
     let btf = Btf::parse(blob)?;
@@ -522,6 +533,18 @@ mod tests {
         assert!(o.net_inum > 0 && o.dev_net > 0, "{o:?}");
         assert_eq!(o.sock_net % 8, 0);
         assert_eq!(o.dev_net % 8, 0);
+    }
+
+    #[test]
+    fn the_running_kernel_says_where_a_packets_headers_are() {
+        let blob = std::fs::read(VMLINUX_BTF).expect("the kernel publishes its BTF");
+        let (head, network, transport) = skb_header_offsets(&blob).unwrap();
+        // The three sit together near the end of struct sk_buff's fixed part, head
+        // 8-aligned, the header offsets 2 bytes each, network before transport.
+        assert_eq!(head % 8, 0);
+        assert!(head > 100 && head < 512, "{head}");
+        assert!(transport > 100 && transport < 512, "{transport}");
+        assert_eq!(network, transport + 2);
     }
 
     /// The kernels we support publish BTF (a world-readable file).

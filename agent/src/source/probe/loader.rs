@@ -11,12 +11,12 @@ use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
     ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, TcpSockOffsets, WatchKey, counter,
-    watch_mode,
+    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
+    WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
-use super::btf::{VMLINUX_BTF, netns_offsets, tcp_sock_offsets};
+use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
 use super::decode::decode;
 use crate::model::{Event, InstanceKey, KernelCounters};
 
@@ -38,39 +38,112 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 /// what it cannot see.
 pub(super) const CONNECTIONS_PROGRAM: &str = "inet_sock_set_state";
 
+/// The programs that see refusals, best first; at most one is attached, so a
+/// refusal is counted once. `tcp:tcp_send_reset` reports resets sent without a
+/// socket on recent kernels (6.10+); older ones (6.1) report them only as a drop
+/// with reason `NO_SOCKET` on `skb:kfree_skb` (5.17+), whose record has two layouts.
+pub(super) const REFUSAL_PROGRAMS: &[&str] = &["tcp_send_reset", "kfree_skb_rx_sk", "kfree_skb"];
+
 /// What is not seen without each optional program.
 fn lost_without(program: &str) -> &'static str {
     match program {
         "sys_exit_accept4" | "sys_exit_accept" => {
             "failed accepts (EMFILE, ENFILE: the fd-limit verdict) of the programs that call it"
         }
-        "tcp_send_reset" => "connections refused because nothing listened (refused)",
+        p if REFUSAL_PROGRAMS.contains(&p) => {
+            "connections refused because nothing listened (refused)"
+        }
         "tcp_retransmit_synack" => "SYN-ACK retransmits of the watched listeners",
         _ => "its records",
     }
 }
 
-/// The programs whose tracepoint record is laid out as they read it. Stops when
-/// the connection program's is not; says what is lost for each other one.
-fn programs_to_attach(tracefs: &std::path::Path) -> anyhow::Result<Vec<&'static str>> {
+/// The programs whose tracepoint record is laid out as they read it, with one
+/// refusal program at most (the first of [`REFUSAL_PROGRAMS`] that fits; the
+/// `kfree_skb` ones only with `packets` known). Stops when the connection
+/// program's record is not as it reads it; says what is lost for each other one.
+fn programs_to_attach(
+    tracefs: &std::path::Path,
+    packets: Option<PacketOffsets>,
+) -> anyhow::Result<Vec<&'static str>> {
     let mut attach = Vec::new();
+    // Why each refusal program that does not fit does not.
+    let mut unfit: Vec<(&str, String)> = Vec::new();
+    let mut refusal_fits: Vec<&str> = Vec::new();
     for (layout, result) in super::abi::check_all(tracefs) {
+        let tracepoint = format!("{}:{}", layout.category, layout.name);
+        let result = match result {
+            Ok(()) if layout.category == "skb" && packets.is_none() => Err(
+                "the packet layout or the NO_SOCKET drop reason is unknown on this kernel"
+                    .to_owned(),
+            ),
+            r => r.map_err(|why| why.to_string()),
+        };
+        let refusal = REFUSAL_PROGRAMS.contains(&layout.program);
         match result {
+            Ok(()) if refusal => refusal_fits.push(layout.program),
             Ok(()) => attach.push(layout.program),
             Err(why) if layout.program == CONNECTIONS_PROGRAM => bail!(
-                "tracepoint {}:{}: {why}; connwatch cannot read this kernel's connection records",
-                layout.category,
-                layout.name
+                "tracepoint {tracepoint}: {why}; connwatch cannot read this kernel's connection records"
             ),
+            // Two programs read kfree_skb's two layouts: one of them never fits.
+            Err(_) if layout.program == "kfree_skb_rx_sk" => {}
+            Err(why) if refusal => {
+                unfit.push((layout.program, format!("tracepoint {tracepoint}: {why}")));
+            }
             Err(why) => log::warn!(
-                "tracepoint {}:{}: {why}; not attached: {} will not be seen on this kernel",
-                layout.category,
-                layout.name,
+                "tracepoint {tracepoint}: {why}; not attached: {} will not be seen on this kernel",
                 lost_without(layout.program)
             ),
         }
     }
+    // Why the programs preferred to the `rank`-th one do not serve.
+    let why_not = |rank: usize| {
+        unfit
+            .iter()
+            .filter(|(p, _)| REFUSAL_PROGRAMS[..rank].contains(p))
+            .map(|(_, why)| why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match REFUSAL_PROGRAMS
+        .iter()
+        .position(|p| refusal_fits.contains(p))
+    {
+        Some(rank) => {
+            if rank > 0 {
+                log::info!(
+                    "{}; refusals are read from skb:kfree_skb instead (drops with reason NO_SOCKET)",
+                    why_not(rank)
+                );
+            }
+            attach.push(REFUSAL_PROGRAMS[rank]);
+        }
+        None => log::warn!(
+            "{}; not attached: {} will not be seen on this kernel",
+            why_not(REFUSAL_PROGRAMS.len()),
+            lost_without(REFUSAL_PROGRAMS[0])
+        ),
+    }
     Ok(attach)
+}
+
+/// What the `kfree_skb` refusal programs need: `struct sk_buff`'s header offsets
+/// from BTF and this kernel's number for the drop reason `NO_SOCKET` from the
+/// tracepoint's format file. `None` (those programs not attached) when either
+/// is unknown, or the kernel's drop records carry no reason (before 5.17).
+fn packet_offsets(tracefs: &std::path::Path) -> Option<PacketOffsets> {
+    let (head, network_header, transport_header) = std::fs::read(VMLINUX_BTF)
+        .ok()
+        .and_then(|blob| skb_header_offsets(&blob).ok())?;
+    let text = super::abi::format_text(tracefs, "skb", "kfree_skb").ok()?;
+    let no_socket_reason = super::abi::symbol_value(&text, "NO_SOCKET")?;
+    Some(PacketOffsets {
+        head,
+        network_header,
+        transport_header,
+        no_socket_reason,
+    })
 }
 
 /// Where this kernel keeps the byte counters the close record reads. Without BTF
@@ -140,7 +213,9 @@ impl Probe {
                 "this connwatch was built without its BPF programs (AYA_BUILD_SKIP); rebuild it with `cargo xtask build`"
             );
         }
-        let attach = programs_to_attach(std::path::Path::new(super::TRACEFS))?;
+        let tracefs = std::path::Path::new(super::TRACEFS);
+        let packets = packet_offsets(tracefs);
+        let attach = programs_to_attach(tracefs, packets)?;
         raise_memlock_limit();
         let offsets = tcp_offsets();
         let netns_layout = netns_layout();
@@ -163,6 +238,7 @@ impl Probe {
         let mut ebpf = EbpfLoader::new()
             .override_global("TCP_SOCK_OFFSETS", &offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
+            .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
@@ -245,7 +321,7 @@ impl Probe {
             byte_counts: self.byte_counts,
             netns: self.netns_aware,
             accept_errors: attached("sys_exit_accept4") || attached("sys_exit_accept"),
-            refusals: attached("tcp_send_reset"),
+            refusals: REFUSAL_PROGRAMS.iter().any(|p| attached(p)),
             synack_retransmits: attached("tcp_retransmit_synack"),
         }
     }
