@@ -79,7 +79,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__analyze)
-            opts="-f -o -v -q -h --format --output --redact --top --clients --full-every --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --verbose --quiet --help"
+            opts="-f -o -v -q -h --format --output --redact --top --clients --full-every --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +137,18 @@ _connwatch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --fleet-storm-min-addresses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --short-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -177,7 +189,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__capture)
-            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
+            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -252,6 +264,18 @@ _connwatch() {
                     return 0
                     ;;
                 --storm-max-gap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-addresses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -323,7 +347,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__check)
-            opts="-p -i -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
+            opts="-p -i -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -398,6 +422,18 @@ _connwatch() {
                     return 0
                     ;;
                 --storm-max-gap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-addresses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -593,7 +629,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__watch)
-            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --clients --full-every --verbose --quiet --help"
+            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --window --leak-min-growth --leak-idle --leak-min-stale --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --internal-reserve --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --clients --full-every --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -668,6 +704,18 @@ _connwatch() {
                     return 0
                     ;;
                 --storm-max-gap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-addresses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-min-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fleet-storm-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -51,6 +51,9 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-idle 
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fleet-storm-min-rate -d '…failing together at least this many times a second…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fleet-storm-window -d '…over this window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l short-window -d 'How far back "happening now" looks (storms, rejections, accept failures)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
@@ -91,6 +94,9 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-idl
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fleet-storm-min-rate -d '…failing together at least this many times a second…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fleet-storm-window -d '…over this window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l short-window -d 'How far back "happening now" looks (storms, rejections, accept failures)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
@@ -126,6 +132,9 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-idl
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fleet-storm-min-rate -d '…failing together at least this many times a second…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fleet-storm-window -d '…over this window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l short-window -d 'How far back "happening now" looks (storms, rejections, accept failures)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
@@ -154,6 +163,9 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-idle 
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fleet-storm-min-rate -d '…failing together at least this many times a second…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fleet-storm-window -d '…over this window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l short-window -d 'How far back "happening now" looks (storms, rejections, accept failures)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r

@@ -162,6 +162,7 @@ fn retry(gaps: u64, p50_ms: f64, trend: Trend) -> Option<RetryReport> {
         gaps,
         p50_ms,
         last_ms: p50_ms * 1.25,
+        start_ms: p50_ms / 4.0,
         trend,
     })
 }
@@ -601,6 +602,65 @@ fn unreachable_fanout() -> Vec<Report> {
     simulate(3, interval, no_stale)
 }
 
+/// Twenty addresses retrying 250 ms after each rejection against a full server,
+/// four failures a second each: a retry storm across clients.
+fn flat_fleet() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut clients: Vec<_> = (1..=20)
+            .map(|n| {
+                let mut c = row(&format!("10.0.4.{n}"));
+                c.opened = 4 * i;
+                c.closed = 4 * i;
+                c.closed_by_server = 4 * i;
+                c.rejected = 4 * i;
+                c.failed = 4 * i;
+                c.bytes_out = 36 * 4 * i;
+                c.lifetime = if i > 0 { lifetime(200) } else { None };
+                c.retry = if i > 1 {
+                    retry(4 * i - 1, 250.0, Trend::Flat).map(|r| RetryReport {
+                        start_ms: 250.0,
+                        ..r
+                    })
+                } else {
+                    None
+                };
+                c
+            })
+            .collect();
+        clients.sort_by(connwatch::model::worst_first);
+        Interval {
+            redis: redis_ok(
+                InfoFields {
+                    connected_clients: Some(100),
+                    blocked_clients: Some(0),
+                    maxclients: Some(100),
+                    cluster_connections: Some(0),
+                    connected_slaves: Some(0),
+                    rejected_connections: Some(80 * i),
+                    total_connections_received: Some(100 + 80 * i),
+                    ..InfoFields::default()
+                },
+                100,
+                0,
+            ),
+            host: HostSnapshot {
+                pid: Some(4244),
+                nofile_soft: Some(100_000),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 80 * i,
+                closed: 80 * i,
+                closed_by_server: 80 * i,
+                rejected: 80 * i,
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    simulate(12, interval, no_stale)
+}
+
 /// `--no-redis`, nothing read from /proc, no client yet.
 fn bare() -> Vec<Report> {
     let interval = |_| Interval {
@@ -680,6 +740,7 @@ fn synthetic_reports_of_every_shape_validate() {
     let limits = host_limits();
     let fanout = unreachable_fanout();
     let bare = bare();
+    let fleet = flat_fleet();
 
     // The scenarios reach the verdicts they were built for.
     let last = storm.last().expect("report");
@@ -729,6 +790,20 @@ fn synthetic_reports_of_every_shape_validate() {
     );
     assert_eq!(client_verdicts(last), pairs(&[("10.0.2.1", "pool_heavy")]));
     assert_eq!(kinds(&bare[0]), pairs(&[]));
+    let last = fleet.last().expect("report");
+    assert_eq!(
+        kinds(last),
+        pairs(&[
+            ("retry_storm", "critical"),
+            ("capacity_critical", "critical"),
+        ])
+    );
+    assert_eq!(last.verdicts[0].addr, None);
+    assert!(
+        last.clients
+            .iter()
+            .all(|c| c.verdict == connwatch::model::ClientVerdict::NoBackoff)
+    );
 
     // Every line of every scenario validates.
     let all: Vec<&Report> = storm
@@ -736,8 +811,9 @@ fn synthetic_reports_of_every_shape_validate() {
         .chain(&limits)
         .chain(&fanout)
         .chain(&bare)
+        .chain(&fleet)
         .collect();
-    assert_eq!(all.len(), 62 + 62 + 4 + 1);
+    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 13);
     let mut lines = Vec::new();
     for r in &all {
         let text = render_json(r).expect("render");

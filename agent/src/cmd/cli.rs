@@ -304,6 +304,15 @@ pub struct ThresholdArgs {
     /// Retry storm: median gap between a failure and the next attempt below this.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value = "100ms", value_parser = parse_duration)]
     pub storm_max_gap: Duration,
+    /// Retry storm across clients: at least this many addresses retrying without backoff…
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 2)]
+    pub fleet_storm_min_addresses: usize,
+    /// …failing together at least this many times a second…
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 5.0)]
+    pub fleet_storm_min_rate: f64,
+    /// …over this window.
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "10s", value_parser = parse_duration)]
+    pub fleet_storm_window: Duration,
     /// How far back "happening now" looks (storms, rejections, accept failures).
     #[arg(long, help_heading = "Diagnosis thresholds", default_value = "3s", value_parser = parse_duration)]
     pub short_window: Duration,
@@ -339,6 +348,9 @@ impl ThresholdArgs {
             leak_min_stale: self.leak_min_stale,
             storm_min_failures: self.storm_min_failures,
             storm_max_gap: self.storm_max_gap,
+            fleet_storm_min_addresses: self.fleet_storm_min_addresses,
+            fleet_storm_min_rate: self.fleet_storm_min_rate,
+            fleet_storm_window: self.fleet_storm_window,
             short_window: self.short_window,
             fanout_min_addresses: self.fanout_min_addresses,
             pool_min_instances: self.pool_min_instances,

@@ -12,6 +12,13 @@ use crate::model::{Nanos, Trend};
 
 /// How many of the latest gaps are kept for the trend.
 pub const RECENT_GAPS: usize = 16;
+/// How many gaps at the start of a run of retries are kept: their median is the
+/// pace the client started at, which tells a client that grew its gaps to a cap and
+/// retries there (backoff) from one that retried at that pace from the start.
+pub const START_GAPS: usize = 3;
+/// A gap recorded this long after the previous one starts a new run: the earlier
+/// failures were another episode.
+pub const RUN_BREAK: Nanos = 5 * 60 * 1_000_000_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetryGaps {
@@ -23,6 +30,11 @@ pub struct RetryGaps {
     all: Histogram,
     /// Failed attempts seen.
     failures: u64,
+    /// The first gaps (µs) of the current run, at most [`START_GAPS`].
+    start: [u64; START_GAPS],
+    start_len: usize,
+    /// When the latest gap was recorded (the attempt that ended it).
+    last_gap_at: Option<Nanos>,
 }
 
 impl RetryGaps {
@@ -38,6 +50,17 @@ impl RetryGaps {
             return;
         };
         let gap_us = ts.saturating_sub(failed_at) / 1_000;
+        if self
+            .last_gap_at
+            .is_some_and(|last| ts.saturating_sub(last) > RUN_BREAK)
+        {
+            self.start_len = 0;
+        }
+        self.last_gap_at = Some(ts);
+        if self.start_len < START_GAPS {
+            self.start[self.start_len] = gap_us;
+            self.start_len += 1;
+        }
         self.all.record(gap_us);
         if self.recent.len() == RECENT_GAPS {
             self.recent.pop_front();
@@ -66,6 +89,18 @@ impl RetryGaps {
         }
         sorted.sort_unstable();
         Some(sorted[sorted.len() / 2])
+    }
+
+    /// Median of the first gaps of the current run (µs): the pace the client
+    /// started retrying at.
+    pub fn start_median(&self) -> Option<u64> {
+        let mut first = self.start;
+        let first = &mut first[..self.start_len];
+        if first.is_empty() {
+            return None;
+        }
+        first.sort_unstable();
+        Some(first[first.len() / 2])
     }
 
     pub fn last(&self) -> Option<u64> {
@@ -155,6 +190,29 @@ mod tests {
             r.on_attempt(t + g * 1_000);
         }
         assert_eq!(r.trend(), Trend::Flat);
+    }
+
+    #[test]
+    fn the_start_of_a_run_is_kept_until_a_long_pause() {
+        // node-redis's default: min(retries × 50, 500) ms, then 500 ms for good.
+        let capped: Vec<u64> = (1..=40).map(|n| (n * 50).min(500)).collect();
+        let r = gaps(&capped);
+        assert_eq!(r.start_median(), Some(100_000));
+        assert_eq!(r.recent_median(), Some(500_000));
+        assert_eq!(r.trend(), Trend::Flat);
+        // A flat retry starts where it stays.
+        let flat = gaps(&[250; 40]);
+        assert_eq!(flat.start_median(), Some(250_000));
+        assert_eq!(flat.recent_median(), Some(250_000));
+        // After a pause longer than RUN_BREAK the next failures are a new run.
+        let mut r = gaps(&[50, 100, 150, 500, 500]);
+        let t = 3_600 * 1_000 * MS;
+        for i in 0..4 {
+            r.on_failure(t + i * 300 * MS);
+            r.on_attempt(t + i * 300 * MS + 250 * MS);
+        }
+        assert_eq!(r.start_median(), Some(250_000));
+        assert_eq!(RetryGaps::default().start_median(), None);
     }
 
     #[test]

@@ -291,6 +291,7 @@ fn retry(s: &ClientStats) -> Option<RetryReport> {
         gaps: r.count(),
         p50_ms: r.recent_median()? as f64 / 1e3,
         last_ms: r.last()? as f64 / 1e3,
+        start_ms: r.start_median()? as f64 / 1e3,
         trend: r.trend(),
     })
 }

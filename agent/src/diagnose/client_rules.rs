@@ -13,6 +13,23 @@ use crate::model::{
     VerdictKind, human_duration,
 };
 
+/// Whether an address that fails backs off, from the shape of its retry gaps: yes
+/// when they grow now, or grew to a cap (the latest median at least twice, and 50
+/// ms more than, the pace the run of retries started at: node-redis's
+/// `min(retries × 50, 500)` ms is flat at 500 ms after ten retries); no when they
+/// stay flat (or shrink) from the start, whatever the period (ioredis with
+/// `retryStrategy: () => 250`); `None` before 4 gaps.
+pub(super) fn backs_off(c: &ClientReport) -> Option<bool> {
+    let r = c.retry?;
+    match r.trend {
+        Trend::Unknown => None,
+        Trend::Growing => Some(true),
+        Trend::Flat | Trend::Shrinking => {
+            Some(r.p50_ms >= 2.0 * r.start_ms && r.p50_ms >= r.start_ms + 50.0)
+        }
+    }
+}
+
 impl Diagnoser {
     pub(super) fn judge_client(
         &self,
@@ -56,10 +73,23 @@ impl Diagnoser {
         if let Some(v) = self.leak_verdict(now, c, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
-        if window_failures >= 3
-            && (trend == Trend::Growing || gap.is_some_and(|g| g >= self.cfg.backoff_min_gap))
-        {
-            return (ClientVerdict::BackingOff, None);
+        // Failing and retrying: backing off or not, by the shape of the gaps. Said
+        // while it still fails: within the short window, or within 2.5 gaps of a
+        // client that retries slowly.
+        let lately = gap.map_or(short, |g| nanos(g.mul_f64(2.5)).max(short));
+        let failing_lately = self
+            .client_sample_at(c.addr, now, lately)
+            .is_some_and(|s| failures > s.failures);
+        if window_failures >= 3 && failing_lately {
+            match backs_off(c) {
+                Some(true) => return (ClientVerdict::BackingOff, None),
+                Some(false) => return (ClientVerdict::NoBackoff, None),
+                // Too few gaps to see a shape: only a slow pace tells.
+                None if gap.is_some_and(|g| g >= self.cfg.backoff_min_gap) => {
+                    return (ClientVerdict::BackingOff, None);
+                }
+                None => {}
+            }
         }
         if let Some(limit) = limit.filter(|&l| l > 0)
             && c.open as f64 >= self.cfg.pool_heavy_share * limit as f64

@@ -13,6 +13,7 @@ pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;
+mod storm;
 mod thresholds;
 pub mod transitions;
 
@@ -75,6 +76,7 @@ impl Diagnoser {
         let limit = report.capacity.limit;
         let mut verdicts = Vec::new();
         let mut flagged = FastSet::default();
+        let mut failing = Vec::new();
         for c in report.clients.iter_mut() {
             // Nothing open and no failure ever: healthy, as it was (had it been open
             // or failing at the previous report, its row would have changed). Most
@@ -84,6 +86,12 @@ impl Diagnoser {
             }
             let (verdict, host_verdict) = self.judge_client(now, c, limit, stale);
             c.verdict = verdict;
+            if c.failed > 0
+                && !c.internal
+                && let Some(f) = self.failing(now, c, verdict)
+            {
+                failing.push(f);
+            }
             if verdict != ClientVerdict::Healthy {
                 flagged.insert(c.addr);
             }
@@ -94,9 +102,15 @@ impl Diagnoser {
             verdicts.extend(host_verdict);
         }
         self.flagged = flagged;
+        verdicts.extend(self.fleet_storm(&failing));
+        // maxclients is too low only for clients that back off: not while a client
+        // leaks or storms, nor until most failures come from clients seen backing
+        // off (more slots would fill the same way; the first gaps do not tell).
         let misbehaving = verdicts
             .iter()
-            .any(|v: &Verdict| matches!(v.kind, VerdictKind::Leak | VerdictKind::RetryStorm));
+            .any(|v: &Verdict| matches!(v.kind, VerdictKind::Leak | VerdictKind::RetryStorm))
+            || Self::share(&failing, |f| f.verdict == ClientVerdict::BackingOff)
+                .is_some_and(|s| s < 0.5);
         verdicts.extend(self.fd_limit(now, report));
         verdicts.extend(self.maxclients_too_low(now, report, misbehaving));
         verdicts.extend(self.pool_oversize(now, report));
@@ -120,6 +134,11 @@ fn nanos(d: Duration) -> Nanos {
 
 fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1e3
+}
+
+/// A duration in ms, said as people say it.
+fn human_ms(ms: f64) -> String {
+    crate::model::human_duration(Duration::from_micros((ms.max(0.0) * 1e3) as u64))
 }
 
 fn round1(x: f64) -> f64 {
@@ -619,16 +638,38 @@ mod tests {
 
     // ---- limits -----------------------------------------------------------------
 
-    /// Three addresses each turned away every 2 s, staggered, from 1.5 s.
+    /// Three addresses turned away and backing off (20 ms doubling to a 2 s cap),
+    /// staggered, from 1.5 s.
     fn polite_rejections(ev: &mut Vec<Event>, until: u64) {
         for j in 0..3u64 {
             let addr = format!("10.0.2.{}", j + 1);
-            let mut at = START + 1_500 * MS + j * 667 * MS;
+            let from = START + 1_500 * MS + j * 667 * MS;
+            backing_off(ev, &addr, from, START + until * SEC);
+        }
+    }
+
+    /// Rejections (ends of rejected attempts) in (from, to].
+    fn rejections_in(ev: &[Event], from: Nanos, to: Nanos) -> u64 {
+        ev.iter()
+            .filter(|e| {
+                matches!(e, Event::Closed { ts, how: CloseKind::Server, .. } if *ts > from && *ts <= to)
+            })
+            .count() as u64
+    }
+
+    /// `n` addresses from 10.0.3.1 each retrying after every rejection at
+    /// `gap(k)` for its k-th retry, from 1.3 s (staggered by 10 ms) until `until` s.
+    fn fleet(ev: &mut Vec<Event>, n: u64, until: u64, gap: impl Fn(u64) -> Nanos) {
+        for j in 0..n {
+            let addr = format!("10.0.3.{}", j + 1);
+            let mut at = START + 1_300 * MS + j * 10 * MS;
             let mut port = 30_000u16;
+            let mut k = 1;
             while at < START + until * SEC {
-                rejected(ev, at, conn(&addr, port));
+                let end = rejected(ev, at, conn(&addr, port));
                 port += 1;
-                at += 2 * SEC;
+                at = end + gap(k);
+                k += 1;
             }
         }
     }
@@ -651,8 +692,12 @@ mod tests {
         }
         let r = &reports[19];
         let v = verdict(r, K::MaxclientsTooLow);
-        // In (17 s, 20 s]: 17.5, 19.5 / 18.167 / 18.834.
-        assert_eq!(evidence(v, "rejected_recent"), 4);
+        let mut polite = Vec::new();
+        polite_rejections(&mut polite, 20);
+        // At the 2 s cap: one or two each in (17 s, 20 s].
+        let recent = rejections_in(&polite, START + 17 * SEC, START + 20 * SEC);
+        assert!((3..=6).contains(&recent), "{recent}");
+        assert_eq!(evidence(v, "rejected_recent"), recent);
         assert_eq!(evidence(v, "maxclients"), 100);
         assert_eq!(evidence(v, "used"), 100);
         assert_eq!(evidence(verdict(r, K::CapacityCritical), "failing"), true);
@@ -690,6 +735,147 @@ mod tests {
         assert_eq!(
             client_verdict(&reports[19], "10.0.2.1"),
             ClientVerdict::BackingOff
+        );
+    }
+
+    #[test]
+    fn flat_retries_from_many_addresses_are_a_storm_not_a_low_limit() {
+        // Twenty clients retrying 250 ms after each rejection (ioredis with
+        // `retryStrategy: () => 250`): four failures a second each.
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
+        fleet(&mut ev, 20, 30, |_| 250 * MS);
+        let in_window = rejections_in(&ev, START + 10 * SEC, START + 20 * SEC);
+        let reports = Sim::new(ev).run(30);
+        for (i, r) in reports.iter().enumerate() {
+            let t = i + 1;
+            assert!(
+                r.verdicts.iter().all(|v| v.kind != K::MaxclientsTooLow),
+                "t={t}: {:?}",
+                kinds(r)
+            );
+            if t >= 3 {
+                assert_eq!(
+                    kinds(r),
+                    [
+                        (K::RetryStorm, CRIT, None),
+                        (K::CapacityCritical, CRIT, None)
+                    ],
+                    "t={t}"
+                );
+                for j in 1..=20 {
+                    let addr = format!("10.0.3.{j}");
+                    assert_eq!(
+                        client_verdict(r, &addr),
+                        ClientVerdict::NoBackoff,
+                        "t={t} {addr}"
+                    );
+                }
+            }
+        }
+        let v = verdict(&reports[19], K::RetryStorm);
+        assert_eq!(v.addr, None);
+        assert_eq!(evidence(v, "addresses"), 20);
+        // (10 s, 20 s]: 39 or 40 failures of each address (one every 250.2 ms).
+        assert!((780..=800).contains(&in_window), "{in_window}");
+        assert_eq!(evidence(v, "failures_per_s"), in_window as f64 / 10.0);
+        assert_eq!(evidence(v, "window_s"), 10.0);
+        assert_eq!(evidence(v, "retry_gap_p50_ms"), 250.0);
+        assert_eq!(evidence(v, "share"), 1.0);
+        let top = evidence(v, "top");
+        assert_eq!(top.as_array().map(Vec::len), Some(5));
+        assert_eq!(top[0]["failures_per_s"], 4.0);
+        assert_eq!(top[0]["retry_gap_p50_ms"], 250.0);
+        assert!(v.summary.starts_with("20 client addresses retry without backoff (median gap 250ms), together 80 failed attempts/s (100 % of all failures)"), "{}", v.summary);
+        assert!(v.action.contains("and 15 more"), "{}", v.action);
+        assert!(
+            v.action.contains("raising maxclients feeds the storm"),
+            "{}",
+            v.action
+        );
+    }
+
+    #[test]
+    fn the_same_fleet_backing_off_is_a_limit_too_low() {
+        // The twenty back off exponentially (100 ms doubling to 5 s): no storm.
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
+        fleet(&mut ev, 20, 30, |k| {
+            (100 * MS << (k - 1).min(6)).min(5 * SEC)
+        });
+        let reports = Sim::new(ev).run(30);
+        for r in &reports[2..] {
+            assert!(
+                r.verdicts.iter().all(|v| v.kind != K::RetryStorm),
+                "{:?}",
+                kinds(r)
+            );
+        }
+        for t in [5usize, 15, 25] {
+            assert_eq!(
+                kinds(&reports[t - 1]),
+                [
+                    (K::MaxclientsTooLow, CRIT, None),
+                    (K::CapacityCritical, CRIT, None)
+                ],
+                "t={t}"
+            );
+            assert_eq!(
+                client_verdict(&reports[t - 1], "10.0.3.7"),
+                ClientVerdict::BackingOff,
+                "t={t}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_backoff_that_reached_its_cap_is_still_backing_off() {
+        // node-redis's default: min(retries × 50, 500) ms; flat at 500 ms from the
+        // tenth retry on.
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
+        fleet(&mut ev, 3, 40, |k| (k * 50).min(500) * MS);
+        let reports = Sim::new(ev).run(40);
+        let r = &reports[39];
+        let c = r.clients.iter().find(|c| c.addr == ip("10.0.3.1")).unwrap();
+        let retry = c.retry.unwrap();
+        assert_eq!(retry.trend, Trend::Flat);
+        assert_eq!((retry.start_ms, retry.p50_ms), (100.0, 500.0));
+        assert_eq!(c.verdict, ClientVerdict::BackingOff);
+        assert_eq!(
+            kinds(r),
+            [
+                (K::MaxclientsTooLow, CRIT, None),
+                (K::CapacityCritical, CRIT, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slow_flat_retry_is_no_backoff_but_no_storm() {
+        // Three addresses retrying every 2 s: 1.5 failures a second in all.
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
+        fleet(&mut ev, 3, 40, |_| 2 * SEC);
+        let reports = Sim::new(ev).run(40);
+        for t in [15usize, 40] {
+            let r = &reports[t - 1];
+            assert_eq!(kinds(r), [(K::CapacityCritical, CRIT, None)], "t={t}");
+            for j in 1..=3 {
+                assert_eq!(
+                    client_verdict(r, &format!("10.0.3.{j}")),
+                    ClientVerdict::NoBackoff,
+                    "t={t}"
+                );
+            }
+        }
+        // It stops failing: the verdict goes with it (2.5 gaps later).
+        let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
+        fleet(&mut ev, 1, 20, |_| 2 * SEC);
+        let reports = Sim::new(ev).run(30);
+        assert_eq!(
+            client_verdict(&reports[19], "10.0.3.1"),
+            ClientVerdict::NoBackoff
+        );
+        assert_eq!(
+            client_verdict(&reports[29], "10.0.3.1"),
+            ClientVerdict::Healthy
         );
     }
 

@@ -18,8 +18,16 @@ pub struct Thresholds {
     pub storm_max_gap: Duration,
     /// How far back storms and "happening now" look: a few intervals.
     pub short_window: Duration,
-    /// Retrying at least this far apart is backing off, growing or not.
+    /// With too few gaps to see their shape, retrying at least this far apart is
+    /// backing off.
     pub backoff_min_gap: Duration,
+    /// A retry storm across clients: at least this many addresses retrying without
+    /// backoff…
+    pub fleet_storm_min_addresses: usize,
+    /// …that together fail at least this many times a second…
+    pub fleet_storm_min_rate: f64,
+    /// …over this window.
+    pub fleet_storm_window: Duration,
     /// An address holding this share of the limit is pool-heavy.
     pub pool_heavy_share: f64,
     /// Pool oversize: at least this many addresses hold a similar, steady number of
@@ -48,6 +56,9 @@ impl Default for Thresholds {
             storm_max_gap: Duration::from_millis(100),
             short_window: Duration::from_secs(3),
             backoff_min_gap: Duration::from_secs(1),
+            fleet_storm_min_addresses: 2,
+            fleet_storm_min_rate: 5.0,
+            fleet_storm_window: Duration::from_secs(10),
             pool_heavy_share: 0.25,
             pool_min_instances: 3,
             pool_share: 0.7,

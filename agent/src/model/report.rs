@@ -194,7 +194,8 @@ pub struct ClientReport {
     pub failed: u64,
     /// A replica of this server (from INFO replication) or a cluster peer.
     pub internal: bool,
-    /// What this address is doing: healthy, leak, retry_storm, backing_off, pool_heavy.
+    /// What this address is doing: healthy, leak, retry_storm, backing_off,
+    /// no_backoff, pool_heavy.
     pub verdict: ClientVerdict,
     /// Lifetimes of closed connections whose open was seen; `None` if there are none.
     #[serde(rename = "lifetime_ms")]
@@ -226,6 +227,9 @@ pub struct RetryReport {
     /// Median and last of the latest gaps, in ms.
     pub p50_ms: f64,
     pub last_ms: f64,
+    /// Median of the first gaps of the current run of retries, in ms: the pace the
+    /// client started at (a run ends after 5 minutes without a gap).
+    pub start_ms: f64,
     /// Whether successive gaps grow (backoff), stay flat, or shrink.
     pub trend: Trend,
 }

@@ -56,6 +56,8 @@ pub enum ClientVerdict {
     Leak,
     RetryStorm,
     BackingOff,
+    /// Retries after failures at a flat pace (any period) that never grew.
+    NoBackoff,
     PoolHeavy,
 }
 
@@ -64,6 +66,7 @@ named!(ClientVerdict {
     Leak => "leak",
     RetryStorm => "retry_storm",
     BackingOff => "backing_off",
+    NoBackoff => "no_backoff",
     PoolHeavy => "pool_heavy",
 });
 

@@ -182,6 +182,7 @@ fn verdict_name(v: ClientVerdict) -> &'static str {
         ClientVerdict::Leak => "LEAK",
         ClientVerdict::RetryStorm => "STORM",
         ClientVerdict::BackingOff => "backing-off",
+        ClientVerdict::NoBackoff => "NO-BACKOFF",
         ClientVerdict::PoolHeavy => "pool-heavy",
     }
 }

@@ -179,7 +179,14 @@ fn client_row(out: &mut String, c: &ClientReport) {
                 &ms_duration(r.p50_ms),
                 "num",
             );
-            cell(out, r.trend.as_str(), r.trend.as_str(), "");
+            // The pace it started at tells a cap reached by backing off from a
+            // flat retry.
+            cell(
+                out,
+                r.trend.as_str(),
+                &format!("{}, from {}", r.trend.as_str(), ms_duration(r.start_ms)),
+                "",
+            );
         }
         None => {
             cell(out, "", "–", "num none");

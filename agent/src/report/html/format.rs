@@ -95,8 +95,9 @@ pub(super) fn client_verdict_rank(v: ClientVerdict) -> u8 {
         ClientVerdict::Healthy => 0,
         ClientVerdict::PoolHeavy => 1,
         ClientVerdict::BackingOff => 2,
-        ClientVerdict::Leak => 3,
-        ClientVerdict::RetryStorm => 4,
+        ClientVerdict::NoBackoff => 3,
+        ClientVerdict::Leak => 4,
+        ClientVerdict::RetryStorm => 5,
     }
 }
 
@@ -105,6 +106,7 @@ pub(super) fn client_verdict_color(v: ClientVerdict) -> &'static str {
         ClientVerdict::Healthy => GREEN,
         ClientVerdict::PoolHeavy => TEAL,
         ClientVerdict::BackingOff => PURPLE,
+        ClientVerdict::NoBackoff => AMBER,
         ClientVerdict::Leak => AMBER,
         ClientVerdict::RetryStorm => RED,
     }
