@@ -1024,6 +1024,20 @@ impl Background {
         Background::spawn(script, cmd)
     }
 
+    /// Runs `tests/clients/node/<script>` with Node.js and the client libraries
+    /// `cargo xtask setup` installed beside it (ioredis, node-redis).
+    pub fn node(script: &str, args: &[&str]) -> Background {
+        let dir = workspace_root().join("tests").join("clients").join("node");
+        assert!(
+            dir.join("node_modules").join("ioredis").is_dir(),
+            "{} has no node_modules: cargo xtask setup installs them (npm ci)",
+            dir.display()
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join(script)).args(args);
+        Background::spawn(script, cmd)
+    }
+
     /// Runs `program` with `args`.
     pub fn command(program: &str, args: &[&str]) -> Background {
         let mut cmd = Command::new(program);

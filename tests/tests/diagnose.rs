@@ -1,5 +1,6 @@
 //! Diagnosis end to end: real clients (redis-py scripts in tests/clients/, run by
-//! Debian's python3 with python3-redis, and redis-benchmark) against a real
+//! Debian's python3 with python3-redis; ioredis and node-redis in
+//! tests/clients/node/, run by Node.js; and redis-benchmark) against a real
 //! redis-server, watched by the real agent; the verdicts in its NDJSON reports must
 //! name the cause, and only the cause.
 //!
@@ -664,4 +665,191 @@ fn a_replica_on_a_limit_of_fifty_leaves_too_little_internal_headroom() {
     let replica = client(&report, "127.0.0.20").expect("the replica is reported");
     assert_eq!(replica["internal"], true);
     assert_eq!(replica["verdict"], "healthy");
+}
+
+// ---- backoff across a fleet (Node.js clients) -----------------------------------
+
+/// Twenty client hosts (loopback aliases 127.0.1.1–20), one Node.js client each.
+fn fleet_sources(n: u8) -> Vec<String> {
+    (1..=n).map(|i| format!("127.0.1.{i}")).collect()
+}
+
+/// `tests/clients/node/retry.js`: one `lib` client per source, reconnecting by
+/// `strategy`, for `seconds`.
+fn node_fleet(
+    port: u16,
+    lib: &str,
+    strategy: &str,
+    sources: &[String],
+    seconds: u32,
+) -> Background {
+    let port = port.to_string();
+    let sources = sources.join(",");
+    let seconds = seconds.to_string();
+    let mut b = Background::node(
+        "retry.js",
+        &[
+            "--lib",
+            lib,
+            "--strategy",
+            strategy,
+            "--port",
+            &port,
+            "--sources",
+            &sources,
+            "--seconds",
+            &seconds,
+        ],
+    );
+    b.wait_for_line("started", STARTED);
+    b
+}
+
+/// A full server (30 slots, 29 held by one address) and the agent with INFO joined.
+fn full_server() -> (Redis, Agent, Vec<Client>) {
+    let redis = Redis::start_with(&["--maxclients", "30"]);
+    pause(200); // the readiness probe's slot is freed
+    let mut agent = Agent::watch(&[redis.port]);
+    wait_for_info(&mut agent);
+    let held = fill("127.0.0.40", redis.addr());
+    assert_eq!(held.len(), 29, "30 slots, one is the agent's");
+    (redis, agent, held)
+}
+
+/// ioredis with `retryStrategy: () => 250` on twenty hosts against a full server:
+/// each fails about four times a second, no one address storms, together they are
+/// the storm. The host verdict is a retry storm across clients, each address is
+/// `no_backoff`, and maxclients is never blamed. Default thresholds.
+#[test]
+fn twenty_ioredis_clients_retrying_flat_are_a_storm_not_a_low_limit() {
+    let _serial = serial();
+    let (redis, mut agent, held) = full_server();
+    let sources = fleet_sources(20);
+    let mut fleet = node_fleet(redis.port, "ioredis", "flat:250", &sources, 20);
+
+    // Named within a few seconds…
+    agent.wait_for("a retry storm across the twenty clients", WAIT, |r| {
+        verdict(r, "retry_storm", None).is_some_and(|v| v["addr"].is_null())
+            && sources.iter().all(|s| client_verdict(r, s) == "no_backoff")
+    });
+    // …and looked at once its 10 s window holds only the storm.
+    let started = Instant::now();
+    let report = agent.wait_for("the storm 11 s on", WAIT, |_| {
+        started.elapsed() >= Duration::from_secs(11)
+    });
+    let v = verdict(&report, "retry_storm", None).unwrap();
+    assert!(v["addr"].is_null(), "{v}");
+    assert_eq!(v["severity"], "critical");
+    assert_eq!(ev(v, "addresses"), 20, "{v}");
+    // A 250 ms wait plus the time to be turned away: each address fails once a gap,
+    // and the combined rate is twenty of those.
+    let gap = v["evidence"]["retry_gap_p50_ms"].as_f64().unwrap();
+    assert!((250.0..300.0).contains(&gap), "{v}");
+    let rate = v["evidence"]["failures_per_s"].as_f64().unwrap();
+    let expected = 20.0 * 1_000.0 / gap;
+    assert!((rate - expected).abs() <= 0.1 * expected, "{rate} vs {expected}: {v}");
+    // Only they fail, but for the one attempt that found the server full when
+    // `fill` took the last slot (127.0.0.40).
+    let share = v["evidence"]["share"].as_f64().unwrap();
+    assert!((0.98..=1.0).contains(&share), "{v}");
+    let top = v["evidence"]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    for t in top {
+        assert!(sources.iter().any(|s| t["addr"] == s.as_str()), "{t}");
+    }
+    assert_eq!(kinds(&report), set(&["retry_storm", "capacity_critical"]));
+    for s in &sources {
+        let retry = &client(&report, s).unwrap()["retry"];
+        assert_eq!(retry["trend"], "flat", "{s}: {retry}");
+        let start = retry["start_ms"].as_f64().unwrap();
+        assert!((250.0..300.0).contains(&start), "{s}: {retry}");
+    }
+
+    pause(3_000);
+    let (_, reports) = agent.stop();
+    fleet.assert_ok();
+    for r in &reports {
+        assert!(!has(r, "maxclients_too_low", None), "{:?}", verdicts(r));
+        // No one address storms: the per-address rule needs gaps under 100 ms.
+        assert!(
+            verdicts(r)
+                .iter()
+                .all(|(k, a)| k != "retry_storm" || a.is_none()),
+            "{:?}",
+            verdicts(r)
+        );
+    }
+    drop(held);
+}
+
+/// The same twenty hosts, ioredis backing off exponentially (100 ms doubling to a
+/// 2 s cap, with equal jitter): every address is `backing_off`, the limit is too
+/// low, and there is no storm. Default thresholds.
+#[test]
+fn the_same_fleet_backing_off_means_maxclients_is_too_low() {
+    let _serial = serial();
+    let (redis, mut agent, held) = full_server();
+    let sources = fleet_sources(20);
+    let mut fleet = node_fleet(redis.port, "ioredis", "exp", &sources, 20);
+
+    let report = agent.wait_for("maxclients_too_low, every client backing off", WAIT, |r| {
+        has(r, "maxclients_too_low", None)
+            && sources
+                .iter()
+                .all(|s| client_verdict(r, s) == "backing_off")
+    });
+    assert_eq!(
+        kinds(&report),
+        set(&["maxclients_too_low", "capacity_critical"])
+    );
+    pause(3_000);
+    let (_, reports) = agent.stop();
+    fleet.assert_ok();
+    for r in &reports {
+        assert!(!has(r, "retry_storm", None), "{:?}", verdicts(r));
+        for s in &sources {
+            assert_ne!(client_verdict(r, s), "no_backoff", "{s}");
+        }
+    }
+    drop(held);
+}
+
+/// node-redis 4's own reconnect strategy, min(retries × 50, 500) ms: the gaps grow
+/// to 500 ms in about 3 s and stay there. Flat at the cap, still `backing_off`: it
+/// started at 50 ms. Default thresholds.
+#[test]
+fn node_redis_default_reconnect_is_backing_off_at_its_cap() {
+    let _serial = serial();
+    let (redis, mut agent, held) = full_server();
+    let sources = fleet_sources(3);
+    let mut fleet = node_fleet(redis.port, "node-redis", "default", &sources, 16);
+
+    // Ten gaps grow, then eight or more at the cap: the latest 16 look flat.
+    let report = agent.wait_for("node-redis flat at its cap, backing off", WAIT, |r| {
+        sources.iter().all(|s| {
+            client(r, s).is_some_and(|c| {
+                c["retry"]["trend"] == "flat" && c["retry"]["gaps"].as_u64() >= Some(20)
+            })
+        })
+    });
+    for s in &sources {
+        let c = client(&report, s).unwrap();
+        assert_eq!(c["verdict"], "backing_off", "{c}");
+        let retry = &c["retry"];
+        let p50 = retry["p50_ms"].as_f64().unwrap();
+        let start = retry["start_ms"].as_f64().unwrap();
+        assert!((500.0..560.0).contains(&p50), "{retry}");
+        assert!(start < 120.0, "{retry}");
+    }
+    assert!(
+        has(&report, "maxclients_too_low", None),
+        "{:?}",
+        verdicts(&report)
+    );
+    let (_, reports) = agent.stop();
+    fleet.assert_ok();
+    for r in &reports {
+        assert!(!has(r, "retry_storm", None), "{:?}", verdicts(r));
+    }
+    drop(held);
 }

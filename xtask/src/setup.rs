@@ -124,6 +124,7 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    node_clients()?;
     say("done");
     Ok(())
 }
@@ -258,6 +259,61 @@ fn nightly_rust_src() -> anyhow::Result<()> {
             "--toolchain",
             "nightly",
         ])),
+    )
+}
+
+/// Where the Node.js test clients (ioredis, node-redis) live, with their lock file.
+pub const NODE_CLIENTS: &str = "tests/clients/node";
+
+/// Whether the Node.js clients must be installed: each dependency of
+/// `package.json` (name → exact version) must be in `node_modules` at that version
+/// (`installed` gives the version found, if any).
+pub fn node_clients_missing(
+    package_json: &str,
+    installed: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(package_json).context("package.json is not JSON")?;
+    let deps = manifest["dependencies"]
+        .as_object()
+        .ok_or_else(|| anyhow!("package.json has no dependencies"))?;
+    Ok(deps
+        .iter()
+        .filter(|(name, want)| installed(name).as_deref() != want.as_str())
+        .map(|(name, want)| format!("{name}@{}", want.as_str().unwrap_or("?")))
+        .collect())
+}
+
+/// `npm ci` in [`NODE_CLIENTS`] unless every dependency is installed at its version.
+fn node_clients() -> anyhow::Result<()> {
+    let dir = process::repo_root().join(NODE_CLIENTS);
+    let manifest = step(
+        "read tests/clients/node/package.json",
+        std::fs::read_to_string(dir.join("package.json")).map_err(anyhow::Error::from),
+    )?;
+    let installed = |name: &str| {
+        let text =
+            std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json"))
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["version"].as_str().map(str::to_owned)
+    };
+    let missing = step("node clients", node_clients_missing(&manifest, installed))?;
+    if missing.is_empty() {
+        say("node test clients already installed");
+        return Ok(());
+    }
+    say(&format!(
+        "installing node test clients ({}) ...",
+        missing.join(", ")
+    ));
+    step(
+        "npm ci in tests/clients/node",
+        run_checked(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        ),
     )
 }
 
@@ -411,6 +467,24 @@ mod tests {
             "qemu-system-x86"
         ]));
         assert!(!starts_a_service(&[]));
+    }
+
+    #[test]
+    fn node_clients_are_installed_only_when_a_version_differs() {
+        let manifest = r#"{"dependencies": {"ioredis": "5.11.1", "redis": "4.7.1"}}"#;
+        let none = node_clients_missing(manifest, |_| None).unwrap();
+        assert_eq!(none, ["ioredis@5.11.1", "redis@4.7.1"]);
+        let both = node_clients_missing(manifest, |n| {
+            Some(if n == "ioredis" { "5.11.1" } else { "4.7.1" }.to_owned())
+        })
+        .unwrap();
+        assert!(both.is_empty());
+        let old = node_clients_missing(manifest, |n| {
+            Some(if n == "ioredis" { "5.3.0" } else { "4.7.1" }.to_owned())
+        })
+        .unwrap();
+        assert_eq!(old, ["ioredis@5.11.1"]);
+        assert!(node_clients_missing("not json", |_| None).is_err());
     }
 
     #[test]
