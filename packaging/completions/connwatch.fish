@@ -49,6 +49,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l window -d 
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-slow-window -d 'Slow leak: growth judged over up to this long (from a thirtieth of it)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-slow-min-growth -d 'Slow leak: at least this much growth, in each third of the span' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
@@ -92,6 +94,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l window -
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-slow-window -d 'Slow leak: growth judged over up to this long (from a thirtieth of it)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-slow-min-growth -d 'Slow leak: at least this much growth, in each third of the span' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
@@ -130,6 +134,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l window -
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-slow-window -d 'Slow leak: growth judged over up to this long (from a thirtieth of it)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l leak-slow-min-growth -d 'Slow leak: at least this much growth, in each third of the span' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r
@@ -161,6 +167,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l window -d 
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-stale -d 'Leak: at least this many stale connections' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-slow-window -d 'Slow leak: growth judged over up to this long (from a thirtieth of it)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-slow-min-growth -d 'Slow leak: at least this much growth, in each third of the span' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l storm-min-failures -d 'Retry storm: at least this many failed attempts in the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l storm-max-gap -d 'Retry storm: median gap between a failure and the next attempt below this' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fleet-storm-min-addresses -d 'Retry storm across clients: at least this many addresses retrying without backoff…' -r

@@ -1,6 +1,7 @@
 """One application instance with a fixed connection pool (redis-py ConnectionPool
 with max_connections), every connection checked out and kept busy: each sends PING
-every --ping-every seconds. Prints "ready" once the whole pool is connected."""
+every --ping-every seconds (only the first --busy of them with --busy: a warm pool
+whose other members sit idle). Prints "ready" once the whole pool is connected."""
 
 from common import Deadline, parser, pool, say
 
@@ -10,6 +11,7 @@ def main():
     p.add_argument("--source", required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--ping-every", type=float, default=1.0)
+    p.add_argument("--busy", type=int, default=None, help="connections that PING (default: all)")
     args = p.parse_args()
     deadline = Deadline(args.seconds)
     instance = pool(args.source, args.port, max_connections=args.size)
@@ -17,7 +19,7 @@ def main():
     conns = [instance.get_connection("PING") for _ in range(args.size)]
     say("ready", len(conns))
     while not deadline.passed():
-        for c in conns:
+        for c in conns[: args.busy]:
             c.send_command("PING")
             assert c.read_response() == b"PONG"
         deadline.sleep(args.ping_every)

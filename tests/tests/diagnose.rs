@@ -747,7 +747,10 @@ fn twenty_ioredis_clients_retrying_flat_are_a_storm_not_a_low_limit() {
     assert!((250.0..300.0).contains(&gap), "{v}");
     let rate = v["evidence"]["failures_per_s"].as_f64().unwrap();
     let expected = 20.0 * 1_000.0 / gap;
-    assert!((rate - expected).abs() <= 0.1 * expected, "{rate} vs {expected}: {v}");
+    assert!(
+        (rate - expected).abs() <= 0.1 * expected,
+        "{rate} vs {expected}: {v}"
+    );
     // Only they fail, but for the one attempt that found the server full when
     // `fill` took the last slot (127.0.0.40).
     let share = v["evidence"]["share"].as_f64().unwrap();
@@ -852,4 +855,105 @@ fn node_redis_default_reconnect_is_backing_off_at_its_cap() {
         assert!(!has(r, "retry_storm", None), "{:?}", verdicts(r));
     }
     drop(held);
+}
+
+/// A slow leak beside a warm pool, on a clock ten times faster than the defaults:
+/// `--leak-slow-window 6m` (1 h), `--window 6s` (60 s), `--leak-idle 3s` (30 s);
+/// the counts stay at their defaults. One leaked connection a second stands for
+/// six a minute, which the defaults name about 2 minutes after the first, well
+/// within 5; here within 30 s. The pool (redis-py, 20 connections, 3 busy, the rest
+/// idle) warmed up at once and holds: never a leak. The verdict forecasts when the
+/// slots left run out at the leak's pace.
+#[test]
+fn a_slow_leak_beside_a_warm_pool_is_named_with_its_exhaustion() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--maxclients", "200"]);
+    pause(200);
+    let mut agent = Agent::watch_with(
+        &[redis.port],
+        &[
+            "--leak-slow-window",
+            "6m",
+            "--window",
+            "6s",
+            "--leak-idle",
+            "3s",
+        ],
+        &[],
+    );
+    wait_for_info(&mut agent);
+    let port = redis.port.to_string();
+    let mut warm = Background::python(
+        "pool.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.51",
+            "--size",
+            "20",
+            "--busy",
+            "3",
+            "--seconds",
+            "45",
+        ],
+    );
+    warm.wait_for_line("ready 20", STARTED);
+    let mut leak = Background::python(
+        "leak.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.50",
+            "--every",
+            "1",
+            "--max",
+            "40",
+            "--seconds",
+            "45",
+        ],
+    );
+    leak.wait_for_line("started", STARTED);
+    let started = Instant::now();
+    let report = agent.wait_for("a slow leak of 127.0.0.50", Duration::from_secs(30), |r| {
+        has(r, "leak", Some("127.0.0.50"))
+    });
+    let after = started.elapsed();
+    // The slow rule needs a span of 12 s (6 min / 30) from the first connection.
+    assert!(after >= Duration::from_secs(11), "named after {after:?}");
+    assert_eq!(
+        verdicts(&report),
+        [("leak".to_owned(), Some("127.0.0.50".to_owned()))]
+    );
+    assert_eq!(client_verdict(&report, "127.0.0.51"), "healthy");
+    let v = verdict(&report, "leak", Some("127.0.0.50")).unwrap();
+    let growth = ev(v, "growth") as f64;
+    let span = v["evidence"]["window_s"].as_f64().unwrap();
+    assert!(growth >= 3.0 && span >= 12.0, "{v}");
+    // About one a second, judged over the span.
+    assert!((growth / span - 1.0).abs() < 0.2, "{v}");
+    // The slots left at that pace.
+    let used = report["capacity"]["used"].as_f64().unwrap();
+    let forecast = v["evidence"]["exhaustion_in_s"].as_f64().unwrap();
+    let expected = (200.0 - used) * span / growth;
+    assert!(
+        (forecast - expected).abs() <= 1.0,
+        "{forecast} vs {expected}: {v}"
+    );
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is reached in"),
+        "{v}"
+    );
+
+    pause(5_000);
+    let (_, reports) = agent.stop();
+    warm.assert_ok();
+    leak.assert_ok();
+    for r in &reports {
+        assert_ne!(client_verdict(r, "127.0.0.51"), "leak", "{:?}", verdicts(r));
+    }
 }

@@ -298,6 +298,12 @@ pub struct ThresholdArgs {
     /// Leak: at least this many stale connections.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 5)]
     pub leak_min_stale: u64,
+    /// Slow leak: growth judged over up to this long (from a thirtieth of it).
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value = "1h", value_parser = parse_duration)]
+    pub leak_slow_window: Duration,
+    /// Slow leak: at least this much growth, in each third of the span.
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 3)]
+    pub leak_slow_min_growth: u64,
     /// Retry storm: at least this many failed attempts in the short window.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 10)]
     pub storm_min_failures: u64,
@@ -346,6 +352,8 @@ impl ThresholdArgs {
             leak_min_growth: self.leak_min_growth,
             leak_idle: self.leak_idle,
             leak_min_stale: self.leak_min_stale,
+            leak_slow_window: self.leak_slow_window,
+            leak_slow_min_growth: self.leak_slow_min_growth,
             storm_min_failures: self.storm_min_failures,
             storm_max_gap: self.storm_max_gap,
             fleet_storm_min_addresses: self.fleet_storm_min_addresses,

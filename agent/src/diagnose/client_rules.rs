@@ -36,6 +36,7 @@ impl Diagnoser {
         now: Nanos,
         c: &ClientReport,
         limit: Option<u64>,
+        used: u64,
         stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
     ) -> (ClientVerdict, Option<Verdict>) {
         if c.internal {
@@ -70,7 +71,7 @@ impl Diagnoser {
             );
         }
         // Leak: steady growth of idle connections.
-        if let Some(v) = self.leak_verdict(now, c, stale) {
+        if let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
         // Failing and retrying: backing off or not, by the shape of the gaps. Said
@@ -135,12 +136,11 @@ impl Diagnoser {
         }
     }
 
-    pub(super) fn leak_verdict(
-        &self,
-        now: Nanos,
-        c: &ClientReport,
-        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
-    ) -> Option<Verdict> {
+    /// Growth of `c`'s open connections that makes a leak, as (growth, span, the
+    /// stale connections needed): over the window, at least `leak_min_growth` and
+    /// still growing (or held at the limit, failing); else over up to
+    /// `leak_slow_window`, at least `leak_slow_min_growth` and grown in each third.
+    fn leak_growth(&self, now: Nanos, c: &ClientReport) -> Option<(u64, Nanos, u64)> {
         let start = self.client_sample_at(c.addr, now, self.window_ns())?;
         let third = self.client_sample_at(c.addr, now, self.window_ns() / 3)?;
         let growth = c.open.saturating_sub(start.open);
@@ -148,14 +148,38 @@ impl Diagnoser {
         // Still growing — or held at the limit: a leak that filled the server can
         // grow no more, and its new attempts are turned away instead.
         let failed_lately = c.failed > start.failures;
-        if growth < self.cfg.leak_min_growth
-            || (c.open <= third.open && !failed_lately)
-            || span == 0
+        if growth >= self.cfg.leak_min_growth && (c.open > third.open || failed_lately) && span > 0
         {
+            return Some((growth, span, self.cfg.leak_min_stale));
+        }
+        // Slow: a few connections a minute, or an hour, never given back. Growth in
+        // every third of the span tells it from a pool that warmed up and holds.
+        let window = nanos(self.cfg.leak_slow_window);
+        let span = now.saturating_sub(self.long_since(c.addr)?).min(window);
+        if span < window / 30 {
             return None;
         }
+        let [base, one, two] =
+            [span, span * 2 / 3, span / 3].map(|ago| self.long_open_at(c.addr, now, ago));
+        let (base, one, two) = (base?, one?, two?);
+        let growth = c.open.saturating_sub(base);
+        if growth < self.cfg.leak_slow_min_growth || !(base < one && one < two && two < c.open) {
+            return None;
+        }
+        Some((growth, span, self.cfg.leak_min_stale.min(growth)))
+    }
+
+    pub(super) fn leak_verdict(
+        &self,
+        now: Nanos,
+        c: &ClientReport,
+        limit: Option<u64>,
+        used: u64,
+        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+    ) -> Option<Verdict> {
+        let (growth, span, min_stale) = self.leak_growth(now, c)?;
         let idle = stale(c.addr, self.cfg.leak_idle);
-        if (idle.len() as u64) < self.cfg.leak_min_stale {
+        if (idle.len() as u64) < min_stale {
             return None;
         }
         let per_min = round1(growth as f64 * 60e9 / span as f64);
@@ -189,17 +213,27 @@ impl Diagnoser {
         if let Some(i) = c.idle {
             evidence.insert("idle_max_s".into(), json!(i.max.as_secs_f64()));
         }
+        // At this pace, the slots left are gone in…
+        let exhaustion =
+            limit.map(|l| l.saturating_sub(used) as f64 * span as f64 / 1e9 / growth as f64);
+        if let Some(s) = exhaustion {
+            evidence.insert("exhaustion_in_s".into(), json!(s.round()));
+        }
         Some(Verdict {
             kind: VerdictKind::Leak,
             severity: Severity::Warning,
             addr: Some(c.addr),
             summary: format!(
-                "{} holds {} connections, {} idle for over {}, growing {}/min: a connection leak",
+                "{} holds {} connections, {} idle for over {}, growing {}/min: a connection leak{}",
                 c.addr,
                 c.open,
                 idle.len(),
                 human_duration(self.cfg.leak_idle),
-                per_min
+                per_min,
+                exhaustion.map_or_else(String::new, |s| format!(
+                    "; the limit is reached in {} at this pace",
+                    human_duration(Duration::from_secs_f64(s.max(0.0)))
+                ))
             ),
             evidence,
             action,

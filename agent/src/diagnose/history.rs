@@ -24,6 +24,8 @@ pub(super) struct HostSample {
     pub(super) fd_failures: u64,
     /// Every failed accept so far.
     pub(super) accept_failures: u64,
+    /// Slots in use (`capacity.used`).
+    pub(super) used: u64,
 }
 
 impl Diagnoser {
@@ -90,6 +92,7 @@ impl Diagnoser {
             rejected: t.rejected,
             fd_failures: fd,
             accept_failures: t.accept_errors.as_ref().map_or(0, AcceptErrors::total),
+            used: report.capacity.used,
         };
         self.host_now = Some(sample);
         if self.host.back().is_none_or(|s| now >= s.ts + min_step) {
@@ -101,11 +104,71 @@ impl Diagnoser {
         self.last = Some(now);
     }
 
+    /// The open counts of addresses holding connections, over the slow-leak window:
+    /// a sample when the count moved, at most every window / 360, so a steady pool
+    /// keeps one and a leak at most 360.
+    pub(super) fn record_long(&mut self, now: Nanos, report: &Report) {
+        let window = nanos(self.cfg.leak_slow_window);
+        let step = window / 360;
+        for c in &report.clients {
+            if c.open == 0 {
+                if c.changed {
+                    self.long.remove(&c.addr);
+                }
+                continue;
+            }
+            let h = self.long.entry(c.addr).or_default();
+            if h.back()
+                .is_none_or(|&(ts, open)| open != c.open && now >= ts + step)
+            {
+                h.push_back((now, c.open));
+            }
+            while h.len() > 1 && h.get(1).is_some_and(|&(ts, _)| ts + window <= now) {
+                h.pop_front();
+            }
+        }
+        for ip in &report.evicted {
+            self.long.remove(ip);
+        }
+    }
+
+    /// The open count of `ip` at `ago` before `now`, from the slow-leak history: the
+    /// latest sample at or before then (`None` if the history starts later).
+    pub(super) fn long_open_at(&self, ip: IpAddr, now: Nanos, ago: Nanos) -> Option<u64> {
+        let at = now.checked_sub(ago)?;
+        self.long
+            .get(&ip)?
+            .iter()
+            .rev()
+            .find(|&&(ts, _)| ts <= at)
+            .map(|&(_, open)| open)
+    }
+
+    /// When the slow-leak history of `ip` starts.
+    pub(super) fn long_since(&self, ip: IpAddr) -> Option<Nanos> {
+        self.long.get(&ip)?.front().map(|&(ts, _)| ts)
+    }
+
     /// The sample closest to `ago` before `now` (or the oldest one kept).
     pub(super) fn client_sample_at(&self, ip: IpAddr, now: Nanos, ago: Nanos) -> Option<Sample> {
         let h = self.clients.get(&ip)?;
         let at = now.saturating_sub(ago);
         h.iter().rev().find(|s| s.ts <= at).or(h.front()).copied()
+    }
+
+    /// When the slots left run out if `used` keeps growing as it did over the
+    /// window: seconds, or `None` when it did not grow (or no limit is known).
+    pub(super) fn exhaustion_in(&self, now: Nanos, limit: Option<u64>) -> Option<f64> {
+        let (last, first) = (
+            self.host_now.as_ref()?,
+            self.host
+                .iter()
+                .find(|s| s.ts + self.window_ns() >= now)
+                .or(self.host.front())?,
+        );
+        let grew = last.used.checked_sub(first.used).filter(|&g| g > 0)?;
+        let span = now.checked_sub(first.ts).filter(|&s| s > 0)?;
+        Some(limit?.saturating_sub(last.used) as f64 * span as f64 / 1e9 / grew as f64)
     }
 
     pub(super) fn host_delta(&self, now: Nanos, ago: Duration, f: fn(&HostSample) -> u64) -> u64 {

@@ -275,6 +275,17 @@ impl Diagnoser {
             evidence.insert("ratio".into(), json!(x));
         }
         evidence.insert("failing".into(), json!(failing));
+        let exhaustion = self.exhaustion_in(now, r.capacity.limit);
+        if let Some(s) = exhaustion {
+            evidence.insert("exhaustion_in_s".into(), json!(s.round()));
+        }
+        let pace = exhaustion.map_or_else(String::new, |s| {
+            format!(
+                "; at the pace of the last {} the rest is gone in {}",
+                human_duration(self.cfg.window),
+                human_duration(std::time::Duration::from_secs_f64(s.max(0.0)))
+            )
+        });
         let pct = ratio.map_or_else(|| "?".to_owned(), |x| format!("{:.0}%", x * 100.0));
         Some(Verdict {
             kind,
@@ -283,7 +294,7 @@ impl Diagnoser {
             summary: if failing {
                 format!("connections are being turned away; {pct} of the real limit is in use")
             } else {
-                format!("{pct} of the real connection limit is in use ({} of {})", r.capacity.used, r.capacity.limit.unwrap_or(0))
+                format!("{pct} of the real connection limit is in use ({} of {}){pace}", r.capacity.used, r.capacity.limit.unwrap_or(0))
             },
             evidence,
             action: "Look at the other verdicts for the cause; if none, raise maxclients and the open-file limit together".into(),

@@ -34,6 +34,9 @@ use crate::model::{ClientVerdict, FastMap, FastSet, Report, Verdict, VerdictKind
 pub struct Diagnoser {
     cfg: Thresholds,
     clients: FastMap<IpAddr, VecDeque<Sample>>,
+    /// Per address holding connections: (time, open) when the count moved, at most
+    /// every `leak_slow_window` / 360, over that window (slow leaks).
+    long: FastMap<IpAddr, VecDeque<(Nanos, u64)>>,
     host: VecDeque<HostSample>,
     /// When the previous report was recorded; `None` before the first.
     last: Option<Nanos>,
@@ -48,6 +51,7 @@ impl Diagnoser {
         Diagnoser {
             cfg,
             clients: FastMap::default(),
+            long: FastMap::default(),
             host: VecDeque::new(),
             last: None,
             host_now: None,
@@ -73,7 +77,8 @@ impl Diagnoser {
         stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
     ) {
         self.record(now, report);
-        let limit = report.capacity.limit;
+        self.record_long(now, report);
+        let (limit, used) = (report.capacity.limit, report.capacity.used);
         let mut verdicts = Vec::new();
         let mut flagged = FastSet::default();
         let mut failing = Vec::new();
@@ -84,7 +89,7 @@ impl Diagnoser {
             if c.open == 0 && c.failed == 0 {
                 continue;
             }
-            let (verdict, host_verdict) = self.judge_client(now, c, limit, stale);
+            let (verdict, host_verdict) = self.judge_client(now, c, limit, used, stale);
             c.verdict = verdict;
             if c.failed > 0
                 && !c.internal
@@ -309,6 +314,134 @@ mod tests {
                 client_verdict(&reports[t - 1], LEAKER),
                 ClientVerdict::Leak,
                 "t={t}"
+            );
+        }
+    }
+
+    /// `addr`'s client verdict, `None` before it has a row.
+    fn verdict_of(r: &Report, addr: &str) -> Option<ClientVerdict> {
+        r.clients
+            .iter()
+            .find(|c| c.addr == ip(addr))
+            .map(|c| c.verdict)
+    }
+
+    /// A warm pool of 20 from `addr` opened at the start, only 3 of them busy (the
+    /// rest idle), busy at every interval end up to `until` s.
+    fn warm_pool(ev: &mut Vec<Event>, addr: &str, until: u64) {
+        let keys: Vec<ConnKey> = (1..=20).map(|p| conn(addr, 10_000 + p)).collect();
+        ev.extend(keys.iter().map(|&k| opened(START + 100 * MS, k)));
+        ev.extend((1..=until).map(|i| busy(&keys[..3], i, START + i * SEC)));
+    }
+
+    #[test]
+    fn a_leak_of_six_a_minute_is_named_within_five_minutes_with_its_exhaustion() {
+        const LEAKER: &str = "10.0.0.70";
+        const POOL: &str = "10.0.0.71";
+        // One connection every 10 s from 5 s on, never used; the server reports 100
+        // of 1,000 slots in use.
+        let mut ev = vec![
+            redis_ok(START, 1_000, connected(100)),
+            host(START, 1_000_000),
+        ];
+        warm_pool(&mut ev, POOL, 600);
+        for k in 0..60u16 {
+            let at = START + 5 * SEC + u64::from(k) * 10 * SEC;
+            ev.push(opened(at, conn(LEAKER, 40_000 + k)));
+        }
+        let reports = Sim::new(ev).run(600);
+        let first = reports
+            .iter()
+            .position(|r| verdict_of(r, LEAKER) == Some(ClientVerdict::Leak))
+            .map(|i| i + 1);
+        // The fast rule never fires (6 a minute is under 10 a window). The slow
+        // history starts with the first connection (5 s) and the rule needs a span
+        // of 2 min (a thirtieth of an hour): at 125 s, 13 open, 1 / 5 / 9 at the
+        // span's start and thirds, 10 idle over 30 s.
+        assert_eq!(first, Some(125));
+        for (i, r) in reports.iter().enumerate().skip(124) {
+            assert_eq!(
+                client_verdict(r, LEAKER),
+                ClientVerdict::Leak,
+                "t={}",
+                i + 1
+            );
+            assert_eq!(
+                client_verdict(r, POOL),
+                ClientVerdict::Healthy,
+                "t={}",
+                i + 1
+            );
+        }
+        assert!(
+            reports
+                .iter()
+                .all(|r| client_verdict(r, POOL) == ClientVerdict::Healthy)
+        );
+        let v = verdict(&reports[299], K::Leak);
+        // At 300 s: 30 open, 1 when the history began at 5 s.
+        assert_eq!(evidence(v, "window_s"), 295.0);
+        assert_eq!(evidence(v, "growth"), 29);
+        assert_eq!(evidence(v, "growth_per_min"), 5.9);
+        // 900 slots left at 29 per 295 s: 9,155 s.
+        let exhaustion = 900.0_f64 * 295.0 / 29.0;
+        assert_eq!(evidence(v, "exhaustion_in_s"), exhaustion.round());
+        let tail = format!(
+            "a connection leak; the limit is reached in {} at this pace",
+            human_duration(Duration::from_secs_f64(exhaustion))
+        );
+        assert!(v.summary.ends_with(&tail), "{}", v.summary);
+    }
+
+    #[test]
+    fn a_leak_of_three_an_hour_is_named_within_the_hour() {
+        const LEAKER: &str = "10.0.0.72";
+        let mut ev = vec![
+            redis_ok(START, 1_000, connected(100)),
+            host(START, 1_000_000),
+        ];
+        // One every 20 minutes from 1 min on: 1, 21, 41, 61 min.
+        for k in 0..4u16 {
+            let at = START + 60 * SEC + u64::from(k) * 1_200 * SEC;
+            ev.push(opened(at, conn(LEAKER, 40_000 + k)));
+        }
+        let mut sim = Sim::new(ev);
+        sim.interval = 10 * SEC;
+        let reports = sim.run(420);
+        let named: Vec<usize> = reports
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| verdict_of(r, LEAKER) == Some(ClientVerdict::Leak))
+            .map(|(i, _)| (i + 1) * 10)
+            .collect();
+        // Growth in each third of the hour from the first connection (1 min, when
+        // the history begins) needs the fourth, at 61 min: 1 < 2 < 3 < 4 open, and
+        // 3 idle over 30 s (the stale bar lowered to the growth).
+        assert_eq!(named.first(), Some(&3_660), "{named:?}");
+        assert!(named.iter().all(|&t| t <= 4_200));
+    }
+
+    #[test]
+    fn a_pool_that_warmed_up_slowly_and_holds_is_no_slow_leak() {
+        const POOL: &str = "10.0.0.73";
+        let mut ev = vec![
+            redis_ok(START, 1_000, connected(100)),
+            host(START, 1_000_000),
+        ];
+        // One more connection every 20 s for 5 minutes, then 15 held, idle.
+        for k in 0..15u16 {
+            let at = START + SEC + u64::from(k) * 20 * SEC;
+            ev.push(opened(at, conn(POOL, 40_000 + k)));
+        }
+        let reports = Sim::new(ev).run(1_200);
+        // Once the last third of the span holds no growth, it is no leak (while it
+        // still grew in each third, during its warm-up, the slow rule may name it).
+        for (i, r) in reports.iter().enumerate().skip(600) {
+            assert_eq!(
+                client_verdict(r, POOL),
+                ClientVerdict::Healthy,
+                "t={}",
+                i + 1
             );
         }
     }
@@ -1012,6 +1145,31 @@ mod tests {
         assert_eq!(
             kinds(&snapshot_verdicts(1000, connected(900))),
             [(K::CapacityCritical, CRIT, None)]
+        );
+    }
+
+    #[test]
+    fn capacity_says_when_the_slots_run_out_at_the_current_pace() {
+        // 3 more slots in use every second: 703 at 1 s, 850 at 50 s of 1,000.
+        let mut ev = vec![host(START, 1_000_000)];
+        ev.extend((1..=50).map(|k| redis_ok(START + k * SEC, 1000, connected(700 + 3 * k))));
+        let reports = Sim::new(ev).run(50);
+        let v = verdict(&reports[49], K::CapacityWarning);
+        // 147 more over 49 s; 150 left: 50 s.
+        assert_eq!(evidence(v, "exhaustion_in_s"), 50.0);
+        assert!(
+            v.summary
+                .ends_with("(850 of 1000); at the pace of the last 1m00s the rest is gone in 50s"),
+            "{}",
+            v.summary
+        );
+        // Steady use: no forecast.
+        let r = snapshot_verdicts(1000, connected(850));
+        assert!(
+            verdict(&r, K::CapacityWarning)
+                .evidence
+                .get("exhaustion_in_s")
+                .is_none()
         );
     }
 

@@ -12,6 +12,11 @@ pub struct Thresholds {
     /// …are still growing, and at least `leak_min_stale` of them idle this long.
     pub leak_idle: Duration,
     pub leak_min_stale: u64,
+    /// A slow leak: over up to this long (at least a thirtieth of it), open
+    /// connections from one address grew in each third of the span…
+    pub leak_slow_window: Duration,
+    /// …by at least this many in all.
+    pub leak_slow_min_growth: u64,
     /// A retry storm: at least this many failed attempts in the short window…
     pub storm_min_failures: u64,
     /// …with a median gap to the next attempt below this, not growing.
@@ -52,6 +57,8 @@ impl Default for Thresholds {
             leak_min_growth: 10,
             leak_idle: Duration::from_secs(30),
             leak_min_stale: 5,
+            leak_slow_window: Duration::from_secs(3600),
+            leak_slow_min_growth: 3,
             storm_min_failures: 10,
             storm_max_gap: Duration::from_millis(100),
             short_window: Duration::from_secs(3),
