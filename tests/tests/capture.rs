@@ -281,3 +281,82 @@ fn flate2_decode(gz: &[u8], out: &mut Vec<u8>) {
     let mut d = flate2::read::MultiGzDecoder::new(gz);
     d.read_to_end(out).unwrap();
 }
+
+/// A storm that ended: its last report is a quiet one, so `analyze` (text and HTML)
+/// also says how bad it got and when.
+#[test]
+fn analyze_shows_a_storm_that_ended_at_its_peak() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--maxclients", "5"]);
+    pause(200);
+    let dir = TempDir::new("capture");
+    let file = dir.0.join("storm.cwcap");
+    let child = spawn_capture(
+        redis.port,
+        &["--interval", "200ms", "--duration", "8s", "--no-redis"],
+        &file,
+    );
+    pause(1000); // the probes are attached
+    let mut held = Vec::new();
+    while let Attempt::Served(c) = Client::attempt("127.0.0.60", redis.addr()) {
+        held.push(c);
+        assert!(held.len() <= 5, "maxclients 5");
+    }
+    // 2 s of retries 1 ms apart, then nothing. The short window (3 s) slides off
+    // the storm in steps of the history's 0.5 s: the last reports of the verdict
+    // hold a quarter of it or less.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(2_000);
+    let mut attempts = 0;
+    while std::time::Instant::now() < until && attempts < 3_000 {
+        assert!(matches!(
+            Client::attempt("127.0.0.61", redis.addr()),
+            Attempt::Rejected
+        ));
+        attempts += 1;
+        pause(1);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let text = run(&["analyze", file.to_str().unwrap()]);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("retry_storm") && l.contains("127.0.0.61"))
+        .unwrap_or_else(|| panic!("no storm line:\n{text}"));
+    let last: f64 = lines[at]
+        .split(" failed attempts/s")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {}", lines[at]));
+    let peak_line = lines.get(at + 1).copied().unwrap_or_default();
+    let peak: f64 = peak_line
+        .split("failures_per_s ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no peak line after the storm:\n{text}"));
+    assert!(peak_line.trim_start().starts_with("peak: "), "{peak_line}");
+    // Hundreds of attempts a second at its height, a trickle in its last report.
+    assert!(
+        peak > 100.0 && peak > 2.0 * last,
+        "peak {peak}, last {last}:\n{text}"
+    );
+    assert!(peak <= attempts as f64, "{peak} of {attempts} attempts");
+
+    let html = run(&["analyze", file.to_str().unwrap(), "--format", "html"]);
+    assert!(html.status.success());
+    let html = String::from_utf8_lossy(&html.stdout);
+    assert!(
+        html.contains("<td class=\"peak\">peak "),
+        "no peak in the HTML"
+    );
+    drop(held);
+}

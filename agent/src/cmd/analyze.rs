@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use crate::cmd::cli::{AnalyzeArgs, AnalyzeFormat};
 use crate::diagnose::fleet::Fleet;
 use crate::model::{Instance, InstanceKey, Report, Severity, VerdictKind};
+use crate::report::peaks::{Peaks, figure};
 use crate::report::{self};
 use crate::source::capture::Reader;
 
@@ -22,6 +23,9 @@ struct Seen {
     first: SystemTime,
     last: SystemTime,
     summary: String,
+    /// Its worst figures, and the verdict as last seen to compare them with.
+    peaks: Peaks,
+    latest: crate::model::Verdict,
 }
 
 pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
@@ -74,18 +78,19 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         for report in interval {
             for v in &report.verdicts {
-                seen.entry((v.kind, v.addr))
-                    .and_modify(|s| {
-                        s.last = report.ts;
-                        s.severity = s.severity.max(v.severity);
-                        s.summary.clone_from(&v.summary);
-                    })
-                    .or_insert(Seen {
-                        severity: v.severity,
-                        first: report.ts,
-                        last: report.ts,
-                        summary: v.summary.clone(),
-                    });
+                let s = seen.entry((v.kind, v.addr)).or_insert_with(|| Seen {
+                    severity: v.severity,
+                    first: report.ts,
+                    last: report.ts,
+                    summary: String::new(),
+                    peaks: Peaks::default(),
+                    latest: v.clone(),
+                });
+                s.last = report.ts;
+                s.severity = s.severity.max(v.severity);
+                s.summary.clone_from(&v.summary);
+                s.peaks.observe(v, report.ts);
+                s.latest.clone_from(v);
             }
             // One timeline: the home instance's (the others are in --format json).
             if args.format == AnalyzeFormat::Html && netns_of(&report) == fleet.home().netns {
@@ -177,6 +182,17 @@ fn summary(
             crate::model::format_ts(v.last),
             v.summary
         );
+        // How bad it got, where the last report says less.
+        let peaks: Vec<String> = v
+            .peaks
+            .above(&v.latest)
+            .map(|(key, peak, at)| {
+                format!("{key} {} at {}", figure(peak), crate::model::format_ts(at))
+            })
+            .collect();
+        if !peaks.is_empty() {
+            let _ = writeln!(s, "      peak: {}", peaks.join(", "));
+        }
     }
     s.push('\n');
     s

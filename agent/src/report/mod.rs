@@ -6,10 +6,12 @@
 //! - [`prometheus`]: the text exposition served on `/metrics`;
 //! - [`html`]: a self-contained page for a capture's analysis.
 //!
-//! [`rows`] chooses which client rows an NDJSON stream writes (`--clients`).
+//! [`rows`] chooses which client rows an NDJSON stream writes (`--clients`);
+//! [`peaks`] keeps the worst figures of a verdict over a series (HTML, `analyze`).
 
 pub mod html;
 pub mod json;
+pub mod peaks;
 pub mod prometheus;
 pub mod rows;
 pub mod text;

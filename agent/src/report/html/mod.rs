@@ -208,6 +208,35 @@ mod tests {
     }
 
     #[test]
+    fn a_storm_that_ended_shows_its_peak_beside_its_last_figures() {
+        let reports = reports();
+        let storms: Vec<(&Report, f64)> = reports
+            .iter()
+            .filter_map(|r| {
+                let v = r
+                    .verdicts
+                    .iter()
+                    .find(|v| v.kind == VerdictKind::RetryStorm)?;
+                Some((r, v.evidence["failures_per_s"].as_f64()?))
+            })
+            .collect();
+        let (last_r, last) = *storms.last().unwrap();
+        let (peak_r, peak) = storms
+            .iter()
+            .fold(storms[0], |best, &x| if x.1 > best.1 { x } else { best });
+        // The last report of the storm is quieter than its worst.
+        assert!(last < peak, "{last} vs {peak}");
+        assert!(last_r.ts > peak_r.ts);
+        let html = render_html(&reports, "x");
+        let cell = format!(
+            "<td class=\"peak\">peak {} at {}</td>",
+            crate::report::peaks::figure(peak),
+            self::super::format::clock(peak_r.ts)
+        );
+        assert_eq!(count(&html, &cell), 1, "{cell}");
+    }
+
+    #[test]
     fn the_leak_names_its_stale_connections_with_kill_commands() {
         let html = render_html(&reports(), "x");
         assert!(html.contains("<code>CLIENT KILL ADDR 10.0.0.66:40000</code>"));

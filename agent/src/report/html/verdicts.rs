@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
+use crate::report::peaks::{Peaks, figure};
+
 /// One verdict (kind and address) over the whole series.
 pub(super) struct Seen<'a> {
     pub(super) kind: VerdictKind,
@@ -22,6 +24,8 @@ pub(super) struct Seen<'a> {
     pub(super) episodes: usize,
     /// The latest occurrence at its worst severity: the fullest evidence.
     pub(super) shown: &'a Verdict,
+    /// Its worst figures over the series, shown beside `shown`'s.
+    pub(super) peaks: Peaks,
 }
 
 pub(super) fn seen_verdicts(reports: &[Report]) -> Vec<Seen<'_>> {
@@ -32,6 +36,7 @@ pub(super) fn seen_verdicts(reports: &[Report]) -> Vec<Seen<'_>> {
             let key = (v.kind, v.addr);
             match index.get(&key).and_then(|&k| seen.get_mut(k)) {
                 Some(s) => {
+                    s.peaks.observe(v, r.ts);
                     if s.last != i {
                         s.reports += 1;
                         if s.last + 1 != i {
@@ -46,6 +51,8 @@ pub(super) fn seen_verdicts(reports: &[Report]) -> Vec<Seen<'_>> {
                 }
                 None => {
                     index.insert(key, seen.len());
+                    let mut peaks = Peaks::default();
+                    peaks.observe(v, r.ts);
                     seen.push(Seen {
                         kind: v.kind,
                         addr: v.addr,
@@ -55,6 +62,7 @@ pub(super) fn seen_verdicts(reports: &[Report]) -> Vec<Seen<'_>> {
                         reports: 1,
                         episodes: 1,
                         shown: v,
+                        peaks,
                     });
                 }
             }
@@ -145,10 +153,25 @@ pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[See
             Esc(&episodes)
         );
         out.push_str("<div class=\"split\">\n<div><h4>Evidence</h4>\n<table class=\"kv\">");
+        // Beside each figure, its peak when the series saw worse than this report.
+        let peaks: HashMap<&str, (f64, std::time::SystemTime)> = s
+            .peaks
+            .above(v)
+            .map(|(key, peak, at)| (key, (peak, at)))
+            .collect();
         for (key, value) in &v.evidence {
+            let peak = peaks
+                .get(key.as_str())
+                .map_or_else(String::new, |&(x, at)| {
+                    format!(
+                        "<td class=\"peak\">peak {} at {}</td>",
+                        Esc(&figure(x)),
+                        Esc(&clock(at))
+                    )
+                });
             w!(
                 out,
-                "<tr><th><code>{}</code></th><td>{}</td></tr>",
+                "<tr><th><code>{}</code></th><td>{}</td>{peak}</tr>",
                 Esc(key),
                 Esc(&evidence_value(value))
             );
