@@ -316,6 +316,18 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
 }
 
 pub(super) fn verdict_families(x: &mut Exposition, r: &Report) {
+    let exhaustion = r
+        .verdicts
+        .iter()
+        .filter_map(|v| v.evidence.get("exhaustion_in_s")?.as_f64())
+        .min_by(f64::total_cmp);
+    x.gauge(
+        "connwatch_exhaustion_seconds",
+        "Seconds until the connection slots left run out at the current pace: the \
+         least exhaustion_in_s of the verdicts (a leak at its own pace, capacity at \
+         the growth of used over the window). Absent when nothing is forecast.",
+        exhaustion,
+    );
     let mut f = x.family(
         "connwatch_verdict",
         MetricType::Gauge,

@@ -423,6 +423,18 @@ mod tests {
     }
 
     #[test]
+    fn the_nearest_exhaustion_forecast_is_a_gauge_absent_without_one() {
+        let mut r = full_report();
+        assert!(!render(&r, 2).contains("connwatch_exhaustion_seconds "));
+        for (v, s) in r.verdicts.iter_mut().zip([7_200.0, 900.0]) {
+            v.evidence
+                .insert("exhaustion_in_s".into(), serde_json::json!(s));
+        }
+        assert!(r.verdicts.len() >= 2);
+        has(&render(&r, 2), "connwatch_exhaustion_seconds 900");
+    }
+
+    #[test]
     fn label_names_match_the_json_report() {
         for &kind in VerdictKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
