@@ -247,9 +247,10 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     ev.netns = netns;
     if kind != event_kind::OPENED {
         match app_bytes(sk) {
-            Some((read, written)) => {
+            Some((read, written, unsent)) => {
                 ev.bytes_in = read;
                 ev.bytes_out = written;
+                ev.unsent = unsent.min(u64::from(u32::MAX)) as u32;
                 ev.flags = BYTES_KNOWN;
             }
             None => {
@@ -346,7 +347,7 @@ fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
 /// `struct tcp_sock` (see [`TcpSockOffsets`]). `None` when the offsets are unknown
 /// or a read fails. Runs once per connection, at its close.
 #[inline(always)]
-fn app_bytes(sk: u64) -> Option<(u64, u64)> {
+fn app_bytes(sk: u64) -> Option<(u64, u64, u64)> {
     // SAFETY: a read of a plain global that userspace set before load; volatile so
     // the compiler does not fold the all-zero initializer into the code.
     let off: TcpSockOffsets = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
@@ -362,7 +363,7 @@ fn app_bytes(sk: u64) -> Option<(u64, u64)> {
     // Sequence numbers wrap: their differences are taken modulo 2^32.
     let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
     let queued = write_seq.wrapping_sub(snd_una) as u64;
-    Some((received.saturating_sub(unread), acked + queued))
+    Some((received.saturating_sub(unread), acked + queued, queued))
 }
 
 /// The connection's addresses from the tracepoint record, as a fresh event.

@@ -53,6 +53,7 @@ pub fn closed(ts: Nanos, key: ConnKey, how: CloseKind, bytes_in: u64, bytes_out:
             bytes_in,
             bytes_out,
             last_active: None,
+            queued: None,
         }),
     }
 }
@@ -76,6 +77,7 @@ pub fn busy(keys: &[ConnKey], i: u64, ts: Nanos) -> Event {
                     bytes_in: i * 1_000,
                     bytes_out: i * 5_000,
                     last_active: Some(ts),
+                    queued: None,
                 };
                 (k, a)
             })
@@ -240,6 +242,10 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         opened,
         closed: lost,
         closed_by_server: lost,
+        server_closes: crate::model::ServerCloses {
+            other: lost,
+            ..Default::default()
+        },
         closed_by_client: 0,
         reset: 0,
         lifetime: None,
@@ -325,6 +331,12 @@ pub fn full_report() -> Report {
             opened: 439,
             closed: 408,
             closed_by_server: 150,
+            server_closes: crate::model::ServerCloses {
+                rejection: 120,
+                idle_timeout: 20,
+                output_buffer: 4,
+                other: 6,
+            },
             closed_by_client: 200,
             reset: 58,
             clients: 4,

@@ -585,6 +585,7 @@ fn activity() -> impl Strategy<Value = Activity> {
         bytes_in: i,
         bytes_out: o,
         last_active: l,
+        queued: None,
     })
 }
 

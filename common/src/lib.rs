@@ -176,7 +176,11 @@ pub struct ConnEvent {
     /// Inode number of the socket's network namespace (`net->ns.inum`, what
     /// `stat /proc/PID/ns/net` shows); 0 when the kernel's layout is unknown.
     pub netns: u32,
-    pub _pad: u32,
+    /// At a close: bytes the server had written that the client had not yet
+    /// acknowledged (`write_seq - snd_una`, at most `u32::MAX`); valid with
+    /// `BYTES_KNOWN`. A server that drops a client whose replies piled up closes with
+    /// a full send queue.
+    pub unsent: u32,
 }
 
 /// The `log` target of the kernel programs' diagnostics (aya-log), which userspace
@@ -198,6 +202,7 @@ const _: () = {
     assert!(offset_of!(ConnEvent, kind) == 62);
     assert!(offset_of!(ConnEvent, flags) == 63);
     assert!(offset_of!(ConnEvent, netns) == 64);
+    assert!(offset_of!(ConnEvent, unsent) == 68);
 
     assert!(size_of::<WatchKey>() == 8);
     assert!(offset_of!(WatchKey, netns) == 0);
@@ -257,7 +262,7 @@ mod tests {
             kind: event_kind::CLOSED_BY_CLIENT,
             flags: BYTES_KNOWN,
             netns: 4_026_531_840,
-            _pad: 0,
+            unsent: 65_536,
         };
         // SAFETY: ConnEvent is #[repr(C)] with no padding (checked above), so all
         // of its 72 bytes are initialized and may be viewed as bytes.
@@ -273,5 +278,6 @@ mod tests {
         assert_eq!(bytes[62], 3);
         assert_eq!(bytes[63], 1);
         assert_eq!(bytes[64..68], 4_026_531_840u32.to_ne_bytes());
+        assert_eq!(bytes[68..72], 65_536u32.to_ne_bytes());
     }
 }

@@ -69,6 +69,7 @@ fn incident() -> Vec<Event> {
                     bytes_in: 0,
                     bytes_out: 36,
                     last_active: None,
+                    queued: None,
                 }),
             });
             port += 1;

@@ -117,6 +117,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         opened: 0,
         closed: 0,
         closed_by_server: 0,
+        server_closes: connwatch::model::ServerCloses::default(),
         closed_by_client: 0,
         reset: 0,
         rejected: 0,

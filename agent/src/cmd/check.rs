@@ -174,6 +174,12 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
         s,
         "  churn             {opened:.1} opened/s, {closed:.1} closed/s"
     );
+    let closes = t.server_closes.describe();
+    let _ = writeln!(
+        s,
+        "  server closes     {}",
+        if closes.is_empty() { "none" } else { &closes }
+    );
     let l = &r.limits;
     let fd = match (l.maxclients, l.effective_maxclients, l.nofile_soft) {
         (Some(m), Some(e), Some(n)) if e < m => {

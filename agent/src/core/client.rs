@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::core::conn::{ByteDelta, Closed, Conn, Origin};
 use crate::core::histogram::Histogram;
 use crate::core::retry::RetryGaps;
-use crate::model::{CloseKind, Nanos};
+use crate::model::{CloseKind, Nanos, ServerClose, ServerCloses};
 
 /// How long an address without open connections is kept after its last event.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
@@ -33,6 +33,8 @@ pub struct ClientStats {
     /// Connections closed, whoever closed them and whether or not their open was seen.
     pub closed: u64,
     pub closed_by_server: u64,
+    /// `closed_by_server` by cause.
+    pub server_closes: ServerCloses,
     pub closed_by_client: u64,
     pub reset: u64,
     /// Of the closes, those that were Redis turning the connection away.
@@ -197,6 +199,14 @@ impl ClientTable {
         stats.add_bytes(closed.delta);
     }
 
+    /// The server closed a connection of `ip`, for `cause` (counted in
+    /// [`Self::on_closed`] too).
+    pub fn on_server_close(&mut self, ip: IpAddr, cause: ServerClose) {
+        if let Some(stats) = self.clients.get_mut(&ip) {
+            stats.server_closes.add(cause);
+        }
+    }
+
     /// A close of `ip` was a rejection by Redis (counted in [`Self::on_closed`] too).
     pub fn on_rejected(&mut self, ip: IpAddr, ts: Nanos) {
         self.entry(ip, ts).rejected += 1;
@@ -347,6 +357,7 @@ mod tests {
                 bytes_in,
                 bytes_out: 0,
                 last_active: None,
+                queued: None,
             };
             if self.conns.seed(ts, k, &a) {
                 let bytes = ByteDelta {
@@ -369,6 +380,7 @@ mod tests {
                 bytes_in,
                 bytes_out,
                 last_active: Some(ts),
+                queued: None,
             };
             if let Some(delta) = self.conns.update(&k, &a) {
                 self.clients.on_bytes(k.remote.ip(), ts, delta);

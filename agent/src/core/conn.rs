@@ -322,6 +322,7 @@ mod tests {
             bytes_in,
             bytes_out,
             last_active,
+            queued: None,
         }
     }
 

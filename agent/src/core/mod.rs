@@ -11,6 +11,7 @@
 
 pub mod capacity;
 pub mod client;
+pub mod close_cause;
 pub mod conn;
 pub mod histogram;
 pub mod reject;

@@ -267,6 +267,7 @@ pub fn client_report(
         opened: s.opened,
         closed: s.closed,
         closed_by_server: s.closed_by_server,
+        server_closes: s.server_closes,
         closed_by_client: s.closed_by_client,
         reset: s.reset,
         rejected: s.rejected,

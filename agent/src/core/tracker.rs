@@ -10,12 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use crate::core::capacity::{self, Baselines};
 use crate::core::client::{ClientTable, DEFAULT_RETENTION};
+use crate::core::close_cause::server_close_cause;
 use crate::core::conn::{ByteDelta, Conn, ConnTable};
 use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, Totals, micros,
+    RejectCounts, Report, ServerCloses, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -40,6 +41,7 @@ pub struct Tracker {
     counters: KernelCounters,
     ignored: Ignored,
     rejected: RejectCounts,
+    server_closes: ServerCloses,
     refused: u64,
     /// The latest word from Redis and from /proc, and the first readings of
     /// their counters.
@@ -91,6 +93,7 @@ impl Tracker {
             counters: KernelCounters::default(),
             ignored: Ignored::default(),
             rejected: RejectCounts::default(),
+            server_closes: ServerCloses::default(),
             refused: 0,
             redis: None,
             host: None,
@@ -159,6 +162,15 @@ impl Tracker {
                     }
                     if rejected.is_some() || *how == CloseKind::Reset {
                         self.clients.on_failed_attempt(key.remote.ip(), *ts);
+                    }
+                    let timeout = self.redis.as_ref().and_then(|r| r.config?.timeout);
+                    let queued = activity.as_ref().and_then(|a| a.queued);
+                    let rejected = rejected.is_some();
+                    if let Some(cause) =
+                        server_close_cause(&closed, *how, rejected, queued, timeout, *ts)
+                    {
+                        self.server_closes.add(cause);
+                        self.clients.on_server_close(key.remote.ip(), cause);
                     }
                 }
             }
@@ -330,6 +342,7 @@ impl Tracker {
             opened: c.opened,
             closed: c.closed,
             closed_by_server: c.closed_by_server,
+            server_closes: self.server_closes,
             closed_by_client: c.closed_by_client,
             reset: c.reset,
             clients: self.clients.len() as u64,
@@ -565,6 +578,7 @@ mod tests {
                 bytes_in: 0,
                 bytes_out: 0,
                 last_active,
+                queued: None,
             },
         }
     }
@@ -581,12 +595,106 @@ mod tests {
                             bytes_in,
                             bytes_out,
                             last_active,
+                            queued: None,
                         },
                     )
                 })
                 .collect(),
             gone: Vec::new(),
         }
+    }
+
+    #[test]
+    fn server_closes_are_told_apart_by_cause() {
+        let timeout = |t: u64| Event::Redis {
+            ts: START,
+            snapshot: Box::new(RedisSnapshot {
+                status: RedisStatus::Ok,
+                config_status: ConfigStatus::Ok,
+                config: Some(RedisConfig {
+                    maxclients: Some(100),
+                    timeout: Some(t),
+                    tls_port: Some(0),
+                }),
+                ..RedisSnapshot::disabled()
+            }),
+            instance: None,
+        };
+        let close = |ts, k, queued, bytes_out| Event::Closed {
+            ts,
+            key: k,
+            how: CloseKind::Server,
+            activity: Some(Activity {
+                bytes_in: 14,
+                bytes_out,
+                last_active: None,
+                queued: Some(queued),
+            }),
+        };
+        let (idle, piled, killed) = (
+            redis("10.0.0.2:1"),
+            redis("10.0.0.2:2"),
+            redis("10.0.0.2:3"),
+        );
+        let mut t = tracker(&[
+            timeout(3),
+            opened(START, idle),
+            opened(START, piled),
+            opened(START, killed),
+            // The PING and its reply, counted by a scan at 1 s.
+            Event::Activity {
+                ts: START + SEC,
+                conns: [idle, piled, killed]
+                    .map(|k| {
+                        let a = Activity {
+                            bytes_in: 14,
+                            bytes_out: 7,
+                            last_active: Some(START + SEC),
+                            queued: Some(0),
+                        };
+                        (k, a)
+                    })
+                    .to_vec(),
+                gone: Vec::new(),
+            },
+            // Idle 3 s with timeout 3: closed by it.
+            close(START + 4 * SEC + 100 * MS, idle, 0, 7),
+            // 4 MB of replies, 3 MB unread: the output buffer limit.
+            close(START + 2 * SEC, piled, 3 << 20, 4 << 20),
+            // Idle 1 s: killed (CLIENT KILL).
+            close(START + 2 * SEC, killed, 0, 7),
+        ]);
+        // A rejection (36 bytes out, nothing read, at once).
+        let rejected = redis("10.0.0.3:1");
+        t.apply(&opened(START + 5 * SEC, rejected));
+        t.apply(&Event::Closed {
+            ts: START + 5 * SEC + MS,
+            key: rejected,
+            how: CloseKind::Server,
+            activity: Some(Activity {
+                bytes_in: 0,
+                bytes_out: 36,
+                last_active: None,
+                queued: Some(0),
+            }),
+        });
+        let r = t.report(START + 6 * SEC, &clock());
+        let want = ServerCloses {
+            rejection: 0,
+            idle_timeout: 1,
+            output_buffer: 1,
+            other: 1,
+        };
+        assert_eq!(client(&r, "10.0.0.2").server_closes, want);
+        assert_eq!(client(&r, "10.0.0.3").server_closes.rejection, 1);
+        assert_eq!(
+            r.totals.server_closes,
+            ServerCloses {
+                rejection: 1,
+                ..want
+            }
+        );
+        assert_eq!(r.totals.server_closes.total(), r.totals.closed_by_server);
     }
 
     fn tracker(events: &[Event]) -> Tracker {
@@ -866,6 +974,7 @@ mod tests {
             bytes_in,
             bytes_out,
             last_active,
+            queued: None,
         }
     }
 
@@ -1037,6 +1146,7 @@ mod tests {
                     bytes_in: 64,
                     bytes_out: 8,
                     last_active: Some(START + 2 * SEC),
+                    queued: None,
                 },
             },
         ]);
@@ -1065,6 +1175,7 @@ mod tests {
                     bytes_in: 64,
                     bytes_out: 8,
                     last_active: Some(START + 2 * SEC),
+                    queued: None,
                 },
             },
             opened(START + SEC, k),
@@ -1097,6 +1208,7 @@ mod tests {
                 bytes_in: 7,
                 bytes_out: 0,
                 last_active: None,
+                queued: None,
             }),
         }]);
         let r = t.report(START + 2 * SEC, &clock());
@@ -1342,6 +1454,7 @@ mod tests {
                     bytes_in: 0,
                     bytes_out: 36,
                     last_active: Some(START + SEC + 40 * US),
+                    queued: None,
                 }),
             },
             opened(START + 2 * SEC, worker),
@@ -1410,6 +1523,7 @@ mod tests {
                 bytes_in,
                 bytes_out,
                 last_active: None,
+                queued: None,
             }),
         }
     }

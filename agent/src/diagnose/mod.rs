@@ -463,6 +463,7 @@ mod tests {
                         bytes_in: i,
                         bytes_out: i,
                         last_active: Some(ts),
+                        queued: None,
                     };
                     (conn(GROWING, 40_000 + k), a)
                 })

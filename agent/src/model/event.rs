@@ -91,6 +91,11 @@ pub struct Activity {
     pub bytes_out: u64,
     /// Last time data moved in either direction; `None` if none has since it opened.
     pub last_active: Option<Nanos>,
+    /// Bytes the server wrote that the client has not acknowledged yet (the
+    /// socket's send queue): at a close, from the kernel; in a scan, from sock_diag.
+    /// `None` when not read (captures made before connwatch recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
 }
 
 /// Counters the kernel keeps in maps, read as totals since the probes were attached.

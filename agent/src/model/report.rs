@@ -94,6 +94,8 @@ pub struct Totals {
     /// was not seen, and those whose close was lost and inferred).
     pub closed: u64,
     pub closed_by_server: u64,
+    /// `closed_by_server` by cause.
+    pub server_closes: ServerCloses,
     pub closed_by_client: u64,
     pub reset: u64,
     /// Distinct client addresses known now.
@@ -144,6 +146,7 @@ impl Default for Totals {
             opened: 0,
             closed: 0,
             closed_by_server: 0,
+            server_closes: ServerCloses::default(),
             closed_by_client: 0,
             reset: 0,
             clients: 0,
@@ -181,6 +184,8 @@ pub struct ClientReport {
     pub opened: u64,
     pub closed: u64,
     pub closed_by_server: u64,
+    /// `closed_by_server` by cause.
+    pub server_closes: ServerCloses,
     pub closed_by_client: u64,
     pub reset: u64,
     /// Of `closed`, connections Redis turned away at once (maxclients, protected mode).
@@ -539,6 +544,61 @@ impl RejectReason {
             RejectReason::Tls => "tls",
             RejectReason::Unknown => "unknown",
         }
+    }
+}
+
+/// Why the server closed a connection (see `core::close_cause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerClose {
+    Rejection,
+    IdleTimeout,
+    OutputBuffer,
+    Other,
+}
+
+/// The closes the server chose, by cause: `closed_by_server`, plus the output-buffer
+/// drops that ended in a reset (see `core::close_cause`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerCloses {
+    /// Connections turned away (the rejections that ended in the server's close).
+    pub rejection: u64,
+    /// Closed after sitting idle for Redis's `timeout`.
+    pub idle_timeout: u64,
+    /// Dropped with their replies piling up (the output buffer limit).
+    pub output_buffer: u64,
+    /// Anything else: CLIENT KILL, QUIT, a shutdown.
+    pub other: u64,
+}
+
+impl ServerCloses {
+    pub fn add(&mut self, cause: ServerClose) {
+        let slot = match cause {
+            ServerClose::Rejection => &mut self.rejection,
+            ServerClose::IdleTimeout => &mut self.idle_timeout,
+            ServerClose::OutputBuffer => &mut self.output_buffer,
+            ServerClose::Other => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.rejection + self.idle_timeout + self.output_buffer + self.other
+    }
+
+    /// "3 idle timeout, 1 output buffer": the causes that happened, rejections
+    /// first; empty when the server closed nothing.
+    pub fn describe(&self) -> String {
+        [
+            (self.rejection, "rejection"),
+            (self.idle_timeout, "idle timeout"),
+            (self.output_buffer, "output buffer"),
+            (self.other, "other"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
     }
 }
 

@@ -30,6 +30,10 @@ mod tests {
         busy.seeded = 1;
         busy.closed = 7;
         busy.closed_by_server = 1;
+        busy.server_closes = crate::model::ServerCloses {
+            idle_timeout: 1,
+            ..Default::default()
+        };
         busy.closed_by_client = 5;
         busy.reset = 1;
         busy.lifetime = Some(Lifetime {
@@ -146,6 +150,7 @@ mod tests {
             v["totals"],
             json!({
                 "open": 3, "opened": 10, "closed": 7, "closed_by_server": 1,
+                "server_closes": {"rejection": 0, "idle_timeout": 0, "output_buffer": 0, "other": 0},
                 "closed_by_client": 5, "reset": 1, "clients": 2, "lost_events": 4,
                 "vanished": 0, "closes_without_bytes": 0, "accept_errors": {"EMFILE": 812},
                 "evicted_clients": 1, "rejected": 0,
@@ -157,7 +162,9 @@ mod tests {
             v["clients"][0],
             json!({
                 "addr": "10.1.2.3", "open": 3, "seeded": 1, "opened": 10, "closed": 7,
-                "closed_by_server": 1, "closed_by_client": 5, "reset": 1,
+                "closed_by_server": 1,
+                "server_closes": {"rejection": 0, "idle_timeout": 1, "output_buffer": 0, "other": 0},
+                "closed_by_client": 5, "reset": 1,
                 "rejected": 0, "refused": 0, "internal": false, "verdict": "healthy",
                 "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
                 "age_s": {"max": 310.0, "lower_bound": true},
@@ -205,13 +212,13 @@ mod tests {
         assert!(quiet["lifetime_ms"].is_null());
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
-        assert_eq!(keys(quiet).len(), 19);
+        assert_eq!(keys(quiet).len(), 20);
         assert_eq!(keys(&v).len(), 15);
         assert!(v["instance"].is_null());
         assert!(v["probe"].is_null());
         assert_eq!(v["verdicts"], json!([]));
         // listen_overflows, listen_drops and accept_queue are absent when unknown.
-        assert_eq!(keys(&v["totals"]).len(), 17);
+        assert_eq!(keys(&v["totals"]).len(), 18);
         assert!(v["totals"].get("accept_queue").is_none());
         assert_eq!(
             v["redis"],

@@ -203,6 +203,10 @@ fn totals_line(report: &Report) -> String {
     if t.rejected > 0 {
         let _ = write!(line, "  rejected {}", t.rejected);
     }
+    let s = &t.server_closes;
+    if s.idle_timeout + s.output_buffer + s.other > 0 {
+        let _ = write!(line, "  server closes {}", s.describe());
+    }
     match t.refused {
         Some(n) if n > 0 => {
             let _ = write!(line, "  refused {n}");
@@ -398,6 +402,12 @@ mod tests {
         ]));
         r.totals.accept_errors_per_s = Some(20_000.0);
         r.totals.rejected = 5;
+        r.totals.server_closes = ServerCloses {
+            rejection: 5,
+            idle_timeout: 2,
+            output_buffer: 1,
+            other: 0,
+        };
         r.totals.accept_queue = Some(AcceptQueue {
             depth: 128,
             backlog: 511,
@@ -406,7 +416,7 @@ mod tests {
         assert_eq!(
             text.lines().nth(2),
             Some(
-                "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  accept queue 128/511  closes lost 3  closes without bytes 2  accept errors 20000/s EMFILE 812 ENFILE 4"
+                "open 3  opened/closed 10/7  resets 1  lost events 12  rejected 5  server closes 5 rejection, 2 idle timeout, 1 output buffer  accept queue 128/511  closes lost 3  closes without bytes 2  accept errors 20000/s EMFILE 812 ENFILE 4"
             )
         );
     }

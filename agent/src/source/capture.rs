@@ -459,6 +459,7 @@ mod tests {
                     bytes_in: 0,
                     bytes_out: 36,
                     last_active: Some(15),
+                    queued: None,
                 }),
             },
             Event::Refused {

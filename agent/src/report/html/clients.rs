@@ -24,7 +24,12 @@ pub(super) const COLUMNS: [Column; 18] = [
     col("open", "Open", "Connections open now", true),
     col("opened", "Opened", "Connections opened while watched", true),
     col("closed", "Closed", "Connections that closed", true),
-    col("by_server", "By server", "Closed by Redis first", true),
+    col(
+        "by_server",
+        "By server",
+        "Closed by Redis first, and why: rejection, idle timeout, output buffer, other",
+        true,
+    ),
     col("by_client", "By client", "Closed by the client first", true),
     col("reset", "Reset", "Reset while established", true),
     col("rejected", "Rejected", "Turned away by Redis at once", true),
@@ -156,15 +161,18 @@ fn client_row(out: &mut String, c: &ClientReport) {
         client_verdict_color(c.verdict),
         Esc(&words(verdict))
     );
-    for n in [
-        c.open,
-        c.opened,
-        c.closed,
-        c.closed_by_server,
-        c.closed_by_client,
-        c.reset,
-        c.rejected,
-    ] {
+    for n in [c.open, c.opened, c.closed] {
+        count_cell(out, n);
+    }
+    // Closed by the server, with why when it was not only rejections.
+    let s = &c.server_closes;
+    let why = if s.idle_timeout + s.output_buffer + s.other > 0 {
+        format!("{} ({})", c.closed_by_server, s.describe())
+    } else {
+        c.closed_by_server.to_string()
+    };
+    cell(out, &c.closed_by_server.to_string(), &why, "num");
+    for n in [c.closed_by_client, c.reset, c.rejected] {
         count_cell(out, n);
     }
     match c.refused {

@@ -210,6 +210,12 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
             t.closed, t.closed_by_server, t.closed_by_client, t.reset
         ),
         format!(
+            "server closes: {}",
+            Some(t.server_closes.describe())
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "none".to_owned())
+        ),
+        format!(
             "{} rejected, {} refused",
             t.rejected,
             t.refused

@@ -50,6 +50,22 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
         "Connections the server (Redis) closed first (ESTABLISHED to FIN_WAIT1).",
         Some(t.closed_by_server),
     );
+    let mut f = x.family(
+        "connwatch_server_closes_total",
+        MetricType::Counter,
+        "Server-side closes by cause: rejection, idle_timeout (Redis's timeout), \
+         output_buffer (a client whose replies piled up), other (CLIENT KILL, QUIT).",
+    );
+    let s = &t.server_closes;
+    for (reason, n) in [
+        ("rejection", s.rejection),
+        ("idle_timeout", s.idle_timeout),
+        ("output_buffer", s.output_buffer),
+        ("other", s.other),
+    ] {
+        f.sample(&[("reason", reason)], n);
+    }
+    drop(f);
     x.counter(
         "connwatch_connections_closed_by_client_total",
         "Connections the client closed first (ESTABLISHED to CLOSE_WAIT).",

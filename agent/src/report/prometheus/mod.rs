@@ -310,6 +310,17 @@ mod tests {
         has(&text, "connwatch_connections_opened_total 439");
         has(&text, "connwatch_connections_closed_total 408");
         has(&text, "connwatch_connections_closed_by_server_total 150");
+        for (reason, n) in [
+            ("rejection", 120),
+            ("idle_timeout", 20),
+            ("output_buffer", 4),
+            ("other", 6),
+        ] {
+            has(
+                &text,
+                &format!("connwatch_server_closes_total{{reason=\"{reason}\"}} {n}"),
+            );
+        }
         has(&text, "connwatch_connections_closed_by_client_total 200");
         has(&text, "connwatch_connections_reset_total 58");
         has(

@@ -40,6 +40,7 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
         bytes_in: ev.bytes_in,
         bytes_out: ev.bytes_out,
         last_active: None,
+        queued: Some(u64::from(ev.unsent)),
     });
     Some(Event::Closed {
         ts,
@@ -102,6 +103,7 @@ mod tests {
             let mut ev = v4(kind, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 40000);
             ev.bytes_in = 14;
             ev.bytes_out = 7;
+            ev.unsent = 3;
             ev.flags = BYTES_KNOWN;
             match decode(&ev) {
                 Some(Event::Closed {
@@ -116,7 +118,8 @@ mod tests {
                         Activity {
                             bytes_in: 14,
                             bytes_out: 7,
-                            last_active: None
+                            last_active: None,
+                            queued: Some(3)
                         }
                     );
                 }

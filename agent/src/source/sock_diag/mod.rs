@@ -147,6 +147,7 @@ impl DiagSocket {
                 .saturating_sub(u64::from(self.rqueue)),
             bytes_out: self.bytes_acked.unwrap_or(0) + u64::from(self.wqueue),
             last_active: idle_ms.map(|ms| now.saturating_sub(u64::from(ms) * 1_000_000)),
+            queued: Some(u64::from(self.wqueue)),
         }
     }
 }
@@ -961,7 +962,8 @@ mod tests {
             Activity {
                 bytes_in: 5,
                 bytes_out: 11,
-                last_active: Some(98 * 1_000_000_000)
+                last_active: Some(98 * 1_000_000_000),
+                queued: Some(0)
             }
         );
 
@@ -986,7 +988,8 @@ mod tests {
             Activity {
                 bytes_in: 0,
                 bytes_out: 0,
-                last_active: None
+                last_active: None,
+                queued: Some(0)
             }
         );
 
