@@ -601,6 +601,52 @@ fn unreachable_fanout() -> Vec<Report> {
     simulate(3, interval, no_stale)
 }
 
+/// Redis stalled (stopped, or stuck in a slow command): INFO times out while
+/// connections pile up in its accept queue, 10 at first and 8 more a second; the
+/// kernel counts them open.
+fn stalled() -> Vec<Report> {
+    let interval = |i: u64| {
+        let waiting = 10 + 8 * i;
+        let mut queued = row("10.0.4.1");
+        queued.open = waiting;
+        queued.opened = waiting;
+        (queued.age, queued.idle) = held(i, false);
+        Interval {
+            redis: RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("reading a reply: timed out".into()),
+                config_status: ConfigStatus::Ok,
+                info: None,
+                config: Some(RedisConfig {
+                    maxclients: Some(10_000),
+                    timeout: Some(0),
+                    tls_port: Some(0),
+                }),
+                own_addr: Some("127.0.0.1:50000".parse().expect("addr")),
+                target: Some("127.0.0.1:6379".parse().expect("addr")),
+            },
+            host: HostSnapshot {
+                pid: Some(4244),
+                nofile_soft: Some(10_032),
+                nofile_hard: Some(10_032),
+                open_fds: Some(60),
+                accept_queue: Some((waiting, 511)),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: waiting,
+                accept_queue: Some(connwatch::model::AcceptQueue {
+                    depth: waiting,
+                    backlog: 511,
+                }),
+                ..Totals::default()
+            },
+            clients: vec![queued],
+        }
+    };
+    simulate(4, interval, no_stale)
+}
+
 /// `--no-redis`, nothing read from /proc, no client yet.
 fn bare() -> Vec<Report> {
     let interval = |_| Interval {
@@ -680,6 +726,7 @@ fn synthetic_reports_of_every_shape_validate() {
     let limits = host_limits();
     let fanout = unreachable_fanout();
     let bare = bare();
+    let stalled = stalled();
 
     // The scenarios reach the verdicts they were built for.
     let last = storm.last().expect("report");
@@ -729,6 +776,11 @@ fn synthetic_reports_of_every_shape_validate() {
     );
     assert_eq!(client_verdicts(last), pairs(&[("10.0.2.1", "pool_heavy")]));
     assert_eq!(kinds(&bare[0]), pairs(&[]));
+    assert_eq!(kinds(&stalled[0]), pairs(&[]));
+    assert_eq!(
+        kinds(stalled.last().expect("report")),
+        pairs(&[("not_accepting", "critical")])
+    );
 
     // Every line of every scenario validates.
     let all: Vec<&Report> = storm
@@ -736,8 +788,9 @@ fn synthetic_reports_of_every_shape_validate() {
         .chain(&limits)
         .chain(&fanout)
         .chain(&bare)
+        .chain(&stalled)
         .collect();
-    assert_eq!(all.len(), 62 + 62 + 4 + 1);
+    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5);
     let mut lines = Vec::new();
     for r in &all {
         let text = render_json(r).expect("render");
@@ -870,6 +923,7 @@ fn both_forms_of_the_stream_validate() {
         host_limits(),
         unreachable_fanout(),
         bare(),
+        stalled(),
     ];
     // (mode, rows left out) of every line, per form.
     let mut seen: Vec<(bool, ClientsMode, u64)> = Vec::new();
@@ -898,7 +952,7 @@ fn both_forms_of_the_stream_validate() {
     };
     // --clients all: every line full. changed: a full line per instance and
     // cadence, and changed lines that leave rows out.
-    assert_eq!(count(true, ClientsMode::Full, false), 129);
+    assert_eq!(count(true, ClientsMode::Full, false), 129 + 5);
     assert!(count(false, ClientsMode::Full, false) >= 3);
     assert!(count(false, ClientsMode::Changed, true) >= 10);
     assert_eq!(
@@ -926,8 +980,9 @@ fn verdict_transition_lines_validate() {
     let storm = leak_and_storm();
     let limits = host_limits();
     let fanout = unreachable_fanout();
+    let stalled = stalled();
     let mut checked = 0;
-    for r in [&storm, &limits, &fanout].map(|s| s.last().expect("report")) {
+    for r in [&storm, &limits, &fanout, &stalled].map(|s| s.last().expect("report")) {
         let ts = serde_json::to_value(r).expect("report")["ts"].clone();
         let ts = ts.as_str().expect("ts");
         for v in &r.verdicts {
@@ -938,7 +993,7 @@ fn verdict_transition_lines_validate() {
             }
         }
     }
-    assert_eq!(checked, 2 * (3 + 6 + 3));
+    assert_eq!(checked, 2 * (3 + 6 + 3 + 1));
 }
 
 #[test]

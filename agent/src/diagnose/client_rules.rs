@@ -19,6 +19,7 @@ impl Diagnoser {
         now: Nanos,
         c: &ClientReport,
         limit: Option<u64>,
+        stalled: bool,
         stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
     ) -> (ClientVerdict, Option<Verdict>) {
         if c.internal {
@@ -52,8 +53,9 @@ impl Diagnoser {
                 Some(self.storm_verdict(c, recent_failures, gap.unwrap_or_default(), trend)),
             );
         }
-        // Leak: steady growth of idle connections.
-        if let Some(v) = self.leak_verdict(now, c, stale) {
+        // Leak: steady growth of idle connections — unless Redis accepts nothing:
+        // then the connections wait in its accept queue, not in a client's pool.
+        if !stalled && let Some(v) = self.leak_verdict(now, c, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
         if window_failures >= 3

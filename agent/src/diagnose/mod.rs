@@ -13,6 +13,7 @@ pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;
+mod stall;
 mod thresholds;
 pub mod transitions;
 
@@ -40,6 +41,8 @@ pub struct Diagnoser {
     host_now: Option<HostSample>,
     /// Addresses judged anything but healthy in the previous report.
     flagged: FastSet<IpAddr>,
+    /// The run of reports whose accept queue held connections, never fewer.
+    stall: Option<stall::Stall>,
 }
 
 impl Diagnoser {
@@ -51,6 +54,7 @@ impl Diagnoser {
             last: None,
             host_now: None,
             flagged: FastSet::default(),
+            stall: None,
         }
     }
 
@@ -72,8 +76,13 @@ impl Diagnoser {
         stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
     ) {
         self.record(now, report);
+        self.track_stall(now, report);
         let limit = report.capacity.limit;
-        let mut verdicts = Vec::new();
+        // A stalled event loop explains every address's growth: connections that
+        // wait in the accept queue were not leaked by their clients.
+        let not_accepting = self.not_accepting(now, report);
+        let stalled = not_accepting.is_some();
+        let mut verdicts: Vec<Verdict> = not_accepting.into_iter().collect();
         let mut flagged = FastSet::default();
         for c in report.clients.iter_mut() {
             // Nothing open and no failure ever: healthy, as it was (had it been open
@@ -82,7 +91,7 @@ impl Diagnoser {
             if c.open == 0 && c.failed == 0 {
                 continue;
             }
-            let (verdict, host_verdict) = self.judge_client(now, c, limit, stale);
+            let (verdict, host_verdict) = self.judge_client(now, c, limit, stalled, stale);
             c.verdict = verdict;
             if verdict != ClientVerdict::Healthy {
                 flagged.insert(c.addr);
@@ -614,6 +623,180 @@ mod tests {
                     .iter()
                     .all(|c| c.verdict == ClientVerdict::Healthy)
             );
+        }
+    }
+
+    // ---- not accepting ------------------------------------------------------------
+
+    /// The Redis process (pid 42, 10,032 descriptors, 50 open) with `depth`
+    /// connections in its accept queue of 511.
+    fn queue(at: Nanos, depth: u64, open_fds: u64) -> Event {
+        Event::Host {
+            ts: at,
+            snapshot: Box::new(HostSnapshot {
+                nofile_soft: Some(10_032),
+                nofile_hard: Some(10_032),
+                open_fds: Some(open_fds),
+                pid: Some(42),
+                accept_queue: Some((depth, 511)),
+                ..HostSnapshot::default()
+            }),
+        }
+    }
+
+    /// INFO timing out, with the last good figures and CONFIG kept as the poller
+    /// keeps them.
+    fn info_times_out(at: Nanos) -> Event {
+        Event::Redis {
+            ts: at,
+            snapshot: Box::new(RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("reading a reply: timed out".into()),
+                config_status: ConfigStatus::Ok,
+                info: Some(connected(11)),
+                config: Some(RedisConfig {
+                    maxclients: Some(10_000),
+                    timeout: Some(0),
+                    tls_port: Some(0),
+                }),
+                ..RedisSnapshot::disabled()
+            }),
+            instance: None,
+        }
+    }
+
+    const WAITING: &str = "10.0.0.50";
+
+    /// Redis stops at 4.5 s and resumes at 12.5 s. 30 connections from WAITING
+    /// arrive one every 200 ms from 4.51 s and wait in the accept queue (3 of them
+    /// at 5 s, 8 at 6 s … 28 at 10 s, 30 from 11 s); they are served at 12.5 s and
+    /// closed by their clients at 12.6 s. INFO answers until the stop, times out
+    /// from 5.6 s when `info_fails`, and answers again at 13.2 s.
+    fn stall(info_fails: bool) -> Vec<Event> {
+        let mut ev = vec![redis_ok(START, 10_000, connected(11))];
+        steady_pool(&mut ev, "10.0.0.10", 10, START + 100 * MS, 20);
+        for j in 0..30u16 {
+            let k = conn(WAITING, 41_000 + j);
+            ev.push(opened(START + 4_510 * MS + u64::from(j) * 200 * MS, k));
+            ev.push(closed(START + 12_600 * MS, k, CloseKind::Client, 14, 7));
+        }
+        for s in 0..=20u64 {
+            let waiting = match s {
+                5..=12 => (0..30u64).filter(|j| 4_510 + j * 200 <= s * 1_000).count(),
+                _ => 0,
+            };
+            ev.push(queue(START + s * SEC, waiting as u64, 50));
+        }
+        if info_fails {
+            ev.push(info_times_out(START + 5_600 * MS));
+        }
+        ev.push(redis_ok(START + 13_200 * MS, 10_000, connected(11)));
+        ev
+    }
+
+    /// Short leak thresholds (2 s idle, 20 s window), under which the queued
+    /// connections would be a leak were Redis accepting.
+    fn quick_leaks() -> Thresholds {
+        Thresholds {
+            leak_idle: Duration::from_secs(2),
+            window: Duration::from_secs(20),
+            ..Thresholds::default()
+        }
+    }
+
+    #[test]
+    fn not_accepting_while_the_queue_only_grows_and_info_times_out_and_no_leak_is_named() {
+        let reports = Sim::with(quick_leaks(), stall(true)).run(20);
+        // 5 s: the queue's first sight, INFO still answering. From 6 s: two reports
+        // in a row, never fewer, and INFO timed out at 5.6 s.
+        for (i, r) in reports.iter().enumerate() {
+            let t = i + 1;
+            if (6..=12).contains(&t) {
+                assert_eq!(kinds(r), [(K::NotAccepting, CRIT, None)], "t={t}");
+            } else {
+                assert_eq!(kinds(r), [], "t={t}");
+            }
+            for c in &r.clients {
+                assert_eq!(c.verdict, ClientVerdict::Healthy, "t={t} {}", c.addr);
+            }
+        }
+        let v = verdict(&reports[5], K::NotAccepting);
+        assert_eq!(evidence(v, "waiting"), 8);
+        assert_eq!(evidence(v, "waiting_at_start"), 3);
+        assert_eq!(evidence(v, "stalled_s"), 1.0);
+        let v = verdict(&reports[11], K::NotAccepting);
+        assert_eq!(evidence(v, "waiting"), 30);
+        assert_eq!(evidence(v, "waiting_at_start"), 3);
+        assert_eq!(evidence(v, "backlog"), 511);
+        assert_eq!(evidence(v, "stalled_s"), 7.0);
+        assert_eq!(evidence(v, "since"), "2026-11-29T21:00:05.000Z");
+        assert_eq!(evidence(v, "info"), "unreachable");
+        assert_eq!(evidence(v, "info_error"), "reading a reply: timed out");
+        assert_eq!(v.evidence.len(), 7, "{:?}", v.evidence);
+        assert_eq!(
+            v.summary,
+            "30 connections wait in the accept queue (3 at 2026-11-29T21:00:05.000Z, 7.0s ago) and Redis accepts none while INFO gets no answer (unreachable (reading a reply: timed out)): its event loop is stalled, not out of connections"
+        );
+        assert!(v.action.contains("LATENCY LATEST"), "{}", v.action);
+        assert!(v.action.contains("SLOWLOG GET"), "{}", v.action);
+        assert!(v.action.contains("KEYS → SCAN"), "{}", v.action);
+        assert!(v.action.contains("/proc/42/status"), "{}", v.action);
+
+        // The same connections with INFO answering: nothing says Redis stalled, and
+        // under these thresholds they are a leak — what the stall verdict prevents.
+        let reports = Sim::with(quick_leaks(), stall(false)).run(20);
+        assert_eq!(first(&reports, |r| !r.verdicts.is_empty()), Some(8));
+        for r in &reports[7..12] {
+            assert_eq!(kinds(r), [(K::Leak, WARN, Some(ip(WAITING)))]);
+        }
+    }
+
+    #[test]
+    fn a_queue_held_for_want_of_descriptors_is_fd_limit_not_a_stall() {
+        // EMFILE counted by the probe.
+        let mut ev = stall(true);
+        ev.extend((0..=20).map(|s| emfile(START + s * SEC, 100 * s)));
+        let reports = Sim::new(ev).run(20);
+        for r in &reports[5..12] {
+            assert_eq!(
+                kinds(r),
+                [(K::FdLimit, CRIT, None), (K::CapacityCritical, CRIT, None)]
+            );
+        }
+        // No failed accept counted (a kernel without the probe), but the process
+        // holds every descriptor its limit allows.
+        let mut ev: Vec<Event> = stall(true)
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Host { .. }))
+            .collect();
+        ev.extend((0..=20).map(|s| queue(START + s * SEC, 8 * s, 10_032)));
+        let reports = Sim::new(ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+    }
+
+    #[test]
+    fn a_queue_that_drains_or_is_seen_once_is_no_stall() {
+        // INFO times out throughout; the queue shrinks at every report (Redis accepts,
+        // slowly), or holds connections at a single report.
+        let mut ev = vec![info_times_out(START)];
+        ev.extend((0..=10).map(|s| queue(START + s * SEC, 100 - 5 * s, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
+        }
+        let mut ev = vec![info_times_out(START)];
+        ev.extend((0..=10).map(|s| queue(START + s * SEC, u64::from(s == 4) * 9, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
+        }
+        // Held, but INFO answers: Redis's loop runs.
+        let mut ev = vec![redis_ok(START, 10_000, connected(11))];
+        ev.extend((0..=10).map(|s| queue(START + s * SEC, 9, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
         }
     }
 
