@@ -647,6 +647,45 @@ fn stalled() -> Vec<Report> {
     simulate(4, interval, no_stale)
 }
 
+/// 300 addresses each keeping one idle connection, 301 of maxclients 320 with the
+/// agent's: a kept fan-out once they have held it half a window (30 s).
+fn kept_fanout() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut clients: Vec<_> = (0..300u64)
+            .map(|n| {
+                let mut one = row(&format!("10.0.{}.{}", 5 + n / 250, n % 250 + 1));
+                one.open = 1;
+                one.opened = 1;
+                (one.age, one.idle) = held(30 + i, false);
+                one
+            })
+            .collect();
+        clients.sort_by(connwatch::model::worst_first);
+        Interval {
+            redis: redis_ok(
+                InfoFields {
+                    connected_clients: Some(301),
+                    maxclients: Some(320),
+                    ..InfoFields::default()
+                },
+                320,
+                0,
+            ),
+            host: HostSnapshot {
+                pid: Some(4245),
+                nofile_soft: Some(10_032),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 300,
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    simulate(31, interval, no_stale)
+}
+
 /// `--no-redis`, nothing read from /proc, no client yet.
 fn bare() -> Vec<Report> {
     let interval = |_| Interval {
@@ -727,6 +766,7 @@ fn synthetic_reports_of_every_shape_validate() {
     let fanout = unreachable_fanout();
     let bare = bare();
     let stalled = stalled();
+    let kept = kept_fanout();
 
     // The scenarios reach the verdicts they were built for.
     let last = storm.last().expect("report");
@@ -781,6 +821,13 @@ fn synthetic_reports_of_every_shape_validate() {
         kinds(stalled.last().expect("report")),
         pairs(&[("not_accepting", "critical")])
     );
+    assert_eq!(
+        kinds(kept.last().expect("report")),
+        pairs(&[
+            ("instance_fanout", "critical"),
+            ("capacity_critical", "critical"),
+        ])
+    );
 
     // Every line of every scenario validates.
     let all: Vec<&Report> = storm
@@ -789,8 +836,9 @@ fn synthetic_reports_of_every_shape_validate() {
         .chain(&fanout)
         .chain(&bare)
         .chain(&stalled)
+        .chain(&kept)
         .collect();
-    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5);
+    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5 + 32);
     let mut lines = Vec::new();
     for r in &all {
         let text = render_json(r).expect("render");
@@ -924,6 +972,7 @@ fn both_forms_of_the_stream_validate() {
         unreachable_fanout(),
         bare(),
         stalled(),
+        kept_fanout(),
     ];
     // (mode, rows left out) of every line, per form.
     let mut seen: Vec<(bool, ClientsMode, u64)> = Vec::new();
@@ -952,7 +1001,7 @@ fn both_forms_of_the_stream_validate() {
     };
     // --clients all: every line full. changed: a full line per instance and
     // cadence, and changed lines that leave rows out.
-    assert_eq!(count(true, ClientsMode::Full, false), 129 + 5);
+    assert_eq!(count(true, ClientsMode::Full, false), 129 + 5 + 32);
     assert!(count(false, ClientsMode::Full, false) >= 3);
     assert!(count(false, ClientsMode::Changed, true) >= 10);
     assert_eq!(
@@ -981,8 +1030,9 @@ fn verdict_transition_lines_validate() {
     let limits = host_limits();
     let fanout = unreachable_fanout();
     let stalled = stalled();
+    let kept = kept_fanout();
     let mut checked = 0;
-    for r in [&storm, &limits, &fanout, &stalled].map(|s| s.last().expect("report")) {
+    for r in [&storm, &limits, &fanout, &stalled, &kept].map(|s| s.last().expect("report")) {
         let ts = serde_json::to_value(r).expect("report")["ts"].clone();
         let ts = ts.as_str().expect("ts");
         for v in &r.verdicts {
@@ -993,7 +1043,7 @@ fn verdict_transition_lines_validate() {
             }
         }
     }
-    assert_eq!(checked, 2 * (3 + 6 + 3 + 1));
+    assert_eq!(checked, 2 * (3 + 6 + 3 + 1 + 2));
 }
 
 #[test]

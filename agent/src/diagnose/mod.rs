@@ -9,6 +9,7 @@
 //! live or replayed. Thresholds have defaults (see [`Thresholds`]) and flags.
 
 mod client_rules;
+mod fanout;
 pub mod fleet;
 mod history;
 mod host_rules;
@@ -108,8 +109,16 @@ impl Diagnoser {
             .any(|v: &Verdict| matches!(v.kind, VerdictKind::Leak | VerdictKind::RetryStorm));
         verdicts.extend(self.fd_limit(now, report));
         verdicts.extend(self.maxclients_too_low(now, report, misbehaving));
-        verdicts.extend(self.pool_oversize(now, report));
-        verdicts.extend(self.instance_fanout(report));
+        // Many small kept pools are a fan-out, whatever pool_oversize would say
+        // of pools of two: the fix is the number of instances, not the pool size.
+        let fanout = self.instance_fanout(now, report);
+        let kept = fanout
+            .as_ref()
+            .is_some_and(|v| v.evidence.get("form").is_some_and(|f| f == "kept"));
+        if !kept {
+            verdicts.extend(self.pool_oversize(now, report));
+        }
+        verdicts.extend(fanout);
         verdicts.extend(self.internal_headroom(report));
         verdicts.extend(self.blocked_clients(report));
         verdicts.extend(self.capacity(now, report));
@@ -624,6 +633,121 @@ mod tests {
                     .all(|c| c.verdict == ClientVerdict::Healthy)
             );
         }
+    }
+
+    /// `n` addresses, one every 100 ms from 50 ms, each opening `per` connections
+    /// it keeps open and idle; INFO counts them (and the agent) every second
+    /// against maxclients `maxclients`.
+    fn kept_pools(n: u64, per: u16, maxclients: u64, seconds: u64) -> Vec<Event> {
+        let mut ev = vec![host(START, 1_000_000)];
+        for i in 0..n {
+            let addr = format!("10.2.{}.{}", i / 250, i % 250 + 1);
+            for p in 0..per {
+                ev.push(opened(
+                    START + 50 * MS + i * 100 * MS,
+                    conn(&addr, 30_000 + p),
+                ));
+            }
+        }
+        for s in 0..=seconds {
+            let opened = match s {
+                0 => 0,
+                _ => ((s * 1_000 - 50) / 100 + 1).min(n),
+            };
+            let open = opened * u64::from(per);
+            ev.push(redis_ok(START + s * SEC, maxclients, connected(open + 1)));
+        }
+        ev
+    }
+
+    #[test]
+    fn kept_fanout_of_one_connection_per_address_names_the_instances_and_the_sizing() {
+        // 300 addresses appear over 30 s, each keeping one idle connection: 301 of
+        // 320 slots with the agent's.
+        let reports = Sim::new(kept_pools(300, 1, 320, 62)).run(62);
+        // Steady: the same count half a window (30 s) ago. Address i opens in
+        // interval ⌈0.05 + 0.1 i⌉, so at t s 10 × (t − 30) of them are steady;
+        // 70 % of 320 is 224: 230 at 53 s, 220 at 52 s.
+        let named = first(&reports, |r| {
+            r.verdicts.iter().any(|v| v.kind == K::InstanceFanout)
+        });
+        assert_eq!(named, Some(53));
+        let v = verdict(&reports[52], K::InstanceFanout);
+        assert_eq!(evidence(v, "instances"), 230);
+        assert_eq!(evidence(v, "maxclients_needed"), 330);
+        for (i, r) in reports.iter().enumerate().skip(52) {
+            assert_eq!(
+                kinds(r),
+                [
+                    (K::InstanceFanout, CRIT, None),
+                    (K::CapacityCritical, CRIT, None)
+                ],
+                "t={}",
+                i + 1
+            );
+            assert!(
+                r.clients
+                    .iter()
+                    .all(|c| c.verdict == ClientVerdict::Healthy)
+            );
+        }
+        let r = &reports[61];
+        let v = verdict(r, K::InstanceFanout);
+        assert_eq!(evidence(v, "form"), "kept");
+        assert_eq!(evidence(v, "instances"), 300);
+        assert_eq!(evidence(v, "per_instance"), 1);
+        assert_eq!(evidence(v, "total"), 300);
+        assert_eq!(evidence(v, "limit"), 320);
+        assert_eq!(evidence(v, "reserved_headroom"), 100);
+        // instances × connections_per_instance + reserved_headroom
+        assert_eq!(evidence(v, "maxclients_needed"), 400);
+        assert_eq!(v.evidence.len(), 7, "{:?}", v.evidence);
+        assert_eq!(
+            v.summary,
+            "300 client addresses each keep 1 connection open, 300 together of a limit of 320 (94%): one small pool per instance (serverless or kept-warm instances), and their number fills Redis"
+        );
+        assert!(
+            v.action.starts_with(
+                "Size for the instances: 300 instances × 1 connection + 100 reserved = 400 slots against a limit of 320;"
+            ),
+            "{}",
+            v.action
+        );
+        // Below the critical ratio the kept fan-out is a warning.
+        let r = &Sim::new(kept_pools(300, 1, 370, 62)).run(62)[61];
+        assert_eq!(
+            kinds(r),
+            [
+                (K::InstanceFanout, WARN, None),
+                (K::CapacityWarning, WARN, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn kept_pools_of_two_on_many_addresses_are_a_fanout_not_an_oversized_pool() {
+        // 150 × 2 = 300 of 400: also ≥ 3 similar steady pools over 70 % of the
+        // limit, which pool_oversize would name; the instances are the cause.
+        let r = &Sim::new(kept_pools(150, 2, 400, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::InstanceFanout, WARN, None)]);
+        let v = verdict(r, K::InstanceFanout);
+        assert_eq!(evidence(v, "instances"), 150);
+        assert_eq!(evidence(v, "per_instance"), 2);
+        assert_eq!(evidence(v, "total"), 300);
+        assert_eq!(evidence(v, "maxclients_needed"), 400);
+    }
+
+    #[test]
+    fn too_few_instances_or_too_small_a_share_is_no_kept_fanout() {
+        // 99 addresses hold 99 % of a limit of 101: under the 100 instances.
+        let r = &Sim::new(kept_pools(99, 1, 101, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::CapacityCritical, CRIT, None)]);
+        // 300 addresses hold 30 % of 1000: under the 70 % share.
+        let r = &Sim::new(kept_pools(300, 1, 1_000, 62)).run(62)[61];
+        assert_eq!(kinds(r), []);
+        // Pools of three are pools, not a fan-out: 100 × 3 = 300 of 400.
+        let r = &Sim::new(kept_pools(100, 3, 400, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::PoolOversize, WARN, None)]);
     }
 
     // ---- not accepting ------------------------------------------------------------
