@@ -42,26 +42,29 @@ impl Diagnoser {
         };
     }
 
-    /// `not_accepting`: connections wait in the accept queue at this report and the
-    /// one before, never fewer; INFO was asked and did not answer on its last poll;
-    /// and accept() is not failing for want of descriptors (that is `fd_limit`).
-    pub(super) fn not_accepting(&self, now: Nanos, r: &Report) -> Option<Verdict> {
+    /// The run, when it shows Redis accepting nothing: connections waited at this
+    /// report and the one before, never fewer, and accept() is not failing for want
+    /// of descriptors (that is `fd_limit`, where a leak may well be the cause).
+    pub(super) fn queue_held(&self, now: Nanos, r: &Report) -> Option<Stall> {
         let s = self.stall.filter(|s| s.since < now)?;
+        let fd_failures = self.host_delta(now, self.cfg.short_window, |h| h.fd_failures);
+        let no_free_fd = matches!(
+            (r.limits.open_fds, r.limits.nofile_soft),
+            (Some(open), Some(limit)) if open >= limit
+        );
+        (fd_failures == 0 && !no_free_fd).then_some(s)
+    }
+
+    /// `not_accepting`: the queue is held (see [`Diagnoser::queue_held`]) and INFO
+    /// was asked and did not answer on its last poll.
+    pub(super) fn not_accepting(&self, now: Nanos, r: &Report) -> Option<Verdict> {
+        let s = self.queue_held(now, r)?;
         // INFO timing out or the connection to it failing; not a server that
         // answered (ok, noperm, a refusal of our credentials) or was not asked.
         if !matches!(
             r.redis.status,
             RedisStatus::Unreachable | RedisStatus::Error | RedisStatus::Connecting
         ) {
-            return None;
-        }
-        // Out of descriptors: accept() is called and fails. Its own verdict.
-        let fd_failures = self.host_delta(now, self.cfg.short_window, |h| h.fd_failures);
-        let no_free_fd = matches!(
-            (r.limits.open_fds, r.limits.nofile_soft),
-            (Some(open), Some(limit)) if open >= limit
-        );
-        if fd_failures > 0 || no_free_fd {
             return None;
         }
         let stalled = Duration::from_nanos(now - s.since);
