@@ -752,43 +752,6 @@ mod tests {
 
     // ---- not accepting ------------------------------------------------------------
 
-    /// The Redis process (pid 42, 10,032 descriptors, 50 open) with `depth`
-    /// connections in its accept queue of 511.
-    fn queue(at: Nanos, depth: u64, open_fds: u64) -> Event {
-        Event::Host {
-            ts: at,
-            snapshot: Box::new(HostSnapshot {
-                nofile_soft: Some(10_032),
-                nofile_hard: Some(10_032),
-                open_fds: Some(open_fds),
-                pid: Some(42),
-                accept_queue: Some((depth, 511)),
-                ..HostSnapshot::default()
-            }),
-        }
-    }
-
-    /// INFO timing out, with the last good figures and CONFIG kept as the poller
-    /// keeps them.
-    fn info_times_out(at: Nanos) -> Event {
-        Event::Redis {
-            ts: at,
-            snapshot: Box::new(RedisSnapshot {
-                status: RedisStatus::Unreachable,
-                error: Some("reading a reply: timed out".into()),
-                config_status: ConfigStatus::Ok,
-                info: Some(connected(11)),
-                config: Some(RedisConfig {
-                    maxclients: Some(10_000),
-                    timeout: Some(0),
-                    tls_port: Some(0),
-                }),
-                ..RedisSnapshot::disabled()
-            }),
-            instance: None,
-        }
-    }
-
     const WAITING: &str = "10.0.0.50";
 
     /// Redis stops at 4.5 s and resumes at 12.5 s. 30 connections from WAITING
@@ -810,7 +773,7 @@ mod tests {
                 5..=12 if queued => (0..30u64).filter(|j| 4_510 + j * 200 <= s * 1_000).count(),
                 _ => 0,
             };
-            ev.push(queue(START + s * SEC, waiting as u64, 50));
+            ev.push(accept_queue(START + s * SEC, waiting as u64, 50));
         }
         ev.extend(info_fails.map(info_times_out));
         ev.push(redis_ok(START + 13_200 * MS, 10_000, connected(11)));
@@ -903,7 +866,7 @@ mod tests {
             .into_iter()
             .filter(|e| !matches!(e, Event::Host { .. }))
             .collect();
-        ev.extend((0..=20).map(|s| queue(START + s * SEC, 8 * s, 10_032)));
+        ev.extend((0..=20).map(|s| accept_queue(START + s * SEC, 8 * s, 10_032)));
         let reports = Sim::new(ev).run(20);
         assert!(
             reports
@@ -917,18 +880,18 @@ mod tests {
         // INFO times out throughout; the queue shrinks at every report (Redis accepts,
         // slowly), or holds connections at a single report.
         let mut ev = vec![info_times_out(START)];
-        ev.extend((0..=10).map(|s| queue(START + s * SEC, 100 - 5 * s, 50)));
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, 100 - 5 * s, 50)));
         for r in Sim::new(ev).run(10) {
             assert_eq!(kinds(&r), []);
         }
         let mut ev = vec![info_times_out(START)];
-        ev.extend((0..=10).map(|s| queue(START + s * SEC, u64::from(s == 4) * 9, 50)));
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, u64::from(s == 4) * 9, 50)));
         for r in Sim::new(ev).run(10) {
             assert_eq!(kinds(&r), []);
         }
         // Held, but INFO answers: Redis's loop runs.
         let mut ev = vec![redis_ok(START, 10_000, connected(11))];
-        ev.extend((0..=10).map(|s| queue(START + s * SEC, 9, 50)));
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, 9, 50)));
         for r in Sim::new(ev).run(10) {
             assert_eq!(kinds(&r), []);
         }
