@@ -341,7 +341,7 @@ mod tests {
         let text = render(&r, status, Duration::from_secs(3));
         for needle in [
             "  accept queue      15 waiting (backlog 511)\n",
-            "CRITICAL 15 connections wait in the accept queue (5 at 2026-11-29T21:00:01.000Z, 2.0s ago) and Redis accepts none while INFO gets no answer (unreachable (reading a reply: timed out))",
+            "CRITICAL 15 connections wait in the accept queue (5 at 2026-11-29T21:00:01.000Z, 2.0s ago) and Redis accepts none while INFO gets no answer (reading a reply: timed out)",
             "         → Find what holds the event loop: once Redis answers again, LATENCY LATEST",
             "result: CRITICAL (exit 2)",
         ] {

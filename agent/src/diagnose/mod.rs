@@ -754,7 +754,8 @@ mod tests {
 
     const WAITING: &str = "10.0.0.50";
 
-    /// Redis stops at 4.5 s and resumes at 12.5 s. 30 connections from WAITING
+    /// Redis stops at 4.5 s and resumes at 12.5 s; a pool of 10 is busy while it
+    /// runs. 30 connections from WAITING
     /// arrive one every 200 ms from 4.51 s and, when `queued`, wait in the accept
     /// queue (3 of them at 5 s, 8 at 6 s … 28 at 10 s, 30 from 11 s); they are
     /// served at 12.5 s and closed by their clients at 12.6 s. INFO answers until
@@ -762,7 +763,14 @@ mod tests {
     /// 13.2 s. Not `queued`: Redis accepted them at once and they idle open.
     fn stall(info_fails: Option<Nanos>, queued: bool) -> Vec<Event> {
         let mut ev = vec![redis_ok(START, 10_000, connected(11))];
-        steady_pool(&mut ev, "10.0.0.10", 10, START + 100 * MS, 20);
+        // A pool of 10, busy while Redis runs: until 4 s and from 13 s.
+        let pool: Vec<ConnKey> = (1..=10).map(|p| conn("10.0.0.10", 10_000 + p)).collect();
+        ev.extend(pool.iter().map(|&k| opened(START + 100 * MS, k)));
+        ev.extend(
+            (1..=4)
+                .chain(13..=20)
+                .map(|i| busy(&pool, i, START + i * SEC)),
+        );
         for j in 0..30u16 {
             let k = conn(WAITING, 41_000 + j);
             ev.push(opened(START + 4_510 * MS + u64::from(j) * 200 * MS, k));
@@ -821,7 +829,7 @@ mod tests {
         assert_eq!(v.evidence.len(), 7, "{:?}", v.evidence);
         assert_eq!(
             v.summary,
-            "30 connections wait in the accept queue (3 at 2026-11-29T21:00:05.000Z, 7.0s ago) and Redis accepts none while INFO gets no answer (unreachable (reading a reply: timed out)): its event loop is stalled, not out of connections"
+            "30 connections wait in the accept queue (3 at 2026-11-29T21:00:05.000Z, 7.0s ago) and Redis accepts none while INFO gets no answer (reading a reply: timed out): its event loop is stalled, not out of connections"
         );
         assert!(v.action.contains("LATENCY LATEST"), "{}", v.action);
         assert!(v.action.contains("SLOWLOG GET"), "{}", v.action);
@@ -868,6 +876,38 @@ mod tests {
             .collect();
         ev.extend((0..=20).map(|s| accept_queue(START + s * SEC, 8 * s, 10_032)));
         let reports = Sim::new(ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+    }
+
+    #[test]
+    fn a_queue_beside_a_redis_that_writes_or_refuses_info_is_no_stall() {
+        // The stall's queue, but the pool keeps getting replies all along: Redis
+        // runs (its INFO connection timing out for some other reason).
+        let mut ev = stall(Some(START + 5_600 * MS), true);
+        let pool: Vec<ConnKey> = (1..=10).map(|p| conn("10.0.0.10", 10_000 + p)).collect();
+        ev.extend((5..=12).map(|i| busy(&pool, i, START + i * SEC)));
+        let reports = Sim::with(quick_leaks(), ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+        // INFO refused, not timed out: a wrong target, not a stalled server.
+        let mut ev: Vec<Event> = stall(None, true);
+        ev.push(Event::Redis {
+            ts: START + 5_600 * MS,
+            snapshot: Box::new(RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("connect to 10.0.0.1:6379: Connection refused (os error 111)".into()),
+                ..RedisSnapshot::disabled()
+            }),
+            instance: None,
+        });
+        let reports = Sim::with(quick_leaks(), ev).run(20);
         assert!(
             reports
                 .iter()

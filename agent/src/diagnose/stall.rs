@@ -8,12 +8,14 @@ use serde_json::{Map, json};
 
 use super::{Diagnoser, round1};
 use crate::model::{
-    Nanos, RedisStatus, Report, Severity, Verdict, VerdictKind, format_ts, human_duration,
+    Nanos, RedisStatus, Report, Severity, TIMED_OUT, Verdict, VerdictKind, format_ts,
+    human_duration,
 };
 
-/// Reports in a row whose accept queue held connections and never held fewer: no
-/// connection left the queue between them, so Redis accepted none. (A queued
-/// connection leaves the queue only when it is accepted, even if its client gave up.)
+/// Reports in a row whose accept queue held connections and never held fewer, while
+/// Redis wrote nothing: no connection left the queue between them, so Redis
+/// accepted none. (A queued connection leaves the queue only when it is accepted,
+/// even if its client gave up.)
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Stall {
     /// The first report of the run (monotonic, and its wall-clock time).
@@ -22,6 +24,17 @@ pub(super) struct Stall {
     /// The queue's depth at that report, and at the latest one.
     first: u64,
     last: u64,
+    /// What Redis had written by then (see [`wrote`]).
+    wrote: u64,
+}
+
+/// What Redis has written so far, as far as the report shows: bytes sent to its
+/// clients (from the scans and the closes) and connections it closed. A Redis that
+/// runs grows it at every scan; a stalled one cannot.
+fn wrote(r: &Report) -> u64 {
+    r.clients.iter().fold(r.totals.closed_by_server, |n, c| {
+        n.saturating_add(c.bytes_out)
+    })
 }
 
 impl Diagnoser {
@@ -29,15 +42,17 @@ impl Diagnoser {
     /// never fewer. Called once per report, before the rules.
     pub(super) fn track_stall(&mut self, now: Nanos, r: &Report) {
         let depth = r.totals.accept_queue.map(|q| q.depth).filter(|&d| d > 0);
+        let wrote = wrote(r);
         self.stall = match (self.stall, depth) {
             (_, None) => None,
-            (Some(s), Some(d)) if d >= s.last => Some(Stall { last: d, ..s }),
-            // A first sight, or the queue shrank (Redis accepted some): a new run.
+            (Some(s), Some(d)) if d >= s.last && wrote <= s.wrote => Some(Stall { last: d, ..s }),
+            // A first sight, or the queue shrank or Redis wrote (it runs): a new run.
             (_, Some(d)) => Some(Stall {
                 since: now,
                 since_wall: r.ts,
                 first: d,
                 last: d,
+                wrote,
             }),
         };
     }
@@ -55,16 +70,18 @@ impl Diagnoser {
         (fd_failures == 0 && !no_free_fd).then_some(s)
     }
 
-    /// `not_accepting`: the queue is held (see [`Diagnoser::queue_held`]) and INFO
-    /// was asked and did not answer on its last poll.
+    /// `not_accepting`: the queue is held (see [`Diagnoser::queue_held`]) and INFO's
+    /// last poll timed out.
     pub(super) fn not_accepting(&self, now: Nanos, r: &Report) -> Option<Verdict> {
         let s = self.queue_held(now, r)?;
-        // INFO timing out or the connection to it failing; not a server that
-        // answered (ok, noperm, a refusal of our credentials) or was not asked.
-        if !matches!(
-            r.redis.status,
-            RedisStatus::Unreachable | RedisStatus::Error | RedisStatus::Connecting
-        ) {
+        // Timed out: not a server that answered (ok, noperm, a refusal of our
+        // credentials), refused the connection (a wrong target), or was not asked.
+        let timed_out = r.redis.status == RedisStatus::Unreachable
+            && r.redis
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(TIMED_OUT));
+        if !timed_out {
             return None;
         }
         let stalled = Duration::from_nanos(now - s.since);
@@ -77,13 +94,8 @@ impl Diagnoser {
         evidence.insert("stalled_s".into(), json!(round1(stalled.as_secs_f64())));
         evidence.insert("since".into(), json!(format_ts(s.since_wall).to_string()));
         evidence.insert("info".into(), json!(r.redis.status));
-        if let Some(e) = &r.redis.error {
-            evidence.insert("info_error".into(), json!(e));
-        }
-        let info = match &r.redis.error {
-            Some(e) => format!("{} ({e})", r.redis.status),
-            None => r.redis.status.to_string(),
-        };
+        let error = r.redis.error.as_deref().unwrap_or_default();
+        evidence.insert("info_error".into(), json!(error));
         let pid = r
             .limits
             .pid
@@ -93,7 +105,7 @@ impl Diagnoser {
             severity: Severity::Critical,
             addr: None,
             summary: format!(
-                "{} connections wait in the accept queue ({} at {}, {} ago) and Redis accepts none while INFO gets no answer ({info}): its event loop is stalled, not out of connections",
+                "{} connections wait in the accept queue ({} at {}, {} ago) and Redis accepts none while INFO gets no answer ({error}): its event loop is stalled, not out of connections",
                 s.last,
                 s.first,
                 format_ts(s.since_wall),
