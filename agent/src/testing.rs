@@ -134,6 +134,52 @@ pub fn host(at: Nanos, nofile: u64) -> Event {
     }
 }
 
+/// The Redis process (pid 42, 10,032 descriptors, `open_fds` open) with `depth`
+/// connections in its accept queue of 511.
+pub fn accept_queue(at: Nanos, depth: u64, open_fds: u64) -> Event {
+    Event::Host {
+        ts: at,
+        snapshot: Box::new(HostSnapshot {
+            nofile_soft: Some(10_032),
+            nofile_hard: Some(10_032),
+            open_fds: Some(open_fds),
+            pid: Some(42),
+            accept_queue: Some((depth, 511)),
+            ..HostSnapshot::default()
+        }),
+    }
+}
+
+/// INFO timing out (maxclients 10,000), with the last good figures and CONFIG
+/// kept as the poller keeps them.
+pub fn info_times_out(at: Nanos) -> Event {
+    Event::Redis {
+        ts: at,
+        snapshot: Box::new(RedisSnapshot {
+            status: RedisStatus::Unreachable,
+            error: Some("reading a reply: timed out".into()),
+            config_status: ConfigStatus::Ok,
+            info: Some(connected(11)),
+            config: Some(RedisConfig {
+                maxclients: Some(10_000),
+                timeout: Some(0),
+                tls_port: Some(0),
+            }),
+            ..RedisSnapshot::disabled()
+        }),
+        instance: None,
+    }
+}
+
+/// Three reports of a Redis that accepts nothing: INFO times out and 5 more
+/// connections a second wait in the accept queue; the last is `not_accepting`
+/// (15 waiting, 5 at 1 s).
+pub fn stalled_reports() -> Vec<Report> {
+    let mut ev = vec![info_times_out(START)];
+    ev.extend((1..=3).map(|s| accept_queue(START + s * SEC, 5 * s, 50)));
+    Sim::new(ev).run(3)
+}
+
 /// The clock of simulated runs: [`START`] is [`START_WALL_S`] seconds after the epoch.
 pub fn clock() -> Clock {
     Clock {

@@ -268,6 +268,20 @@ impl Redis {
         limit
     }
 
+    /// Freezes the server (SIGSTOP): its event loop stops, so it accepts nothing and
+    /// answers nothing, while the kernel still completes connections into its
+    /// accept queue.
+    pub fn stop_process(&self) {
+        // SAFETY: kill(2) with the pid of the server this fixture started.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) }, 0);
+    }
+
+    /// Lets a server frozen by [`Redis::stop_process`] run again (SIGCONT).
+    pub fn continue_process(&self) {
+        // SAFETY: kill(2) with the pid of the server this fixture started.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) }, 0);
+    }
+
     /// Stops the server (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -634,13 +648,37 @@ impl Client {
         assert!(self.try_ping(), "PING got no +PONG");
     }
 
-    /// Sends one command and returns the first reply line (with its CRLF).
-    pub fn command(&mut self, args: &[&str]) -> std::io::Result<String> {
+    /// Connects from `source` and sends `args` without waiting for the reply: the
+    /// kernel completes the connection whether or not Redis accepts it. Read the
+    /// reply with [`Client::reply`] (within 30 s).
+    pub fn send_only(source: &str, server: SocketAddr, args: &[&str]) -> Client {
+        let ip: IpAddr = source.parse().expect("source address");
+        let mut c = Client::try_connect(Some(ip), server)
+            .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        c.send(args)
+            .unwrap_or_else(|e| panic!("send from {source} to {server}: {e}"));
+        c
+    }
+
+    fn send(&mut self, args: &[&str]) -> std::io::Result<()> {
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        self.stream.write_all(req.as_bytes())?;
+        self.stream.write_all(req.as_bytes())
+    }
+
+    /// Sends one command and returns the first reply line (with its CRLF).
+    pub fn command(&mut self, args: &[&str]) -> std::io::Result<String> {
+        self.send(args)?;
+        self.reply()
+    }
+
+    /// The first line of the next reply (with its CRLF).
+    pub fn reply(&mut self) -> std::io::Result<String> {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while !line.ends_with(b"\r\n") {

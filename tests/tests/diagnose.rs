@@ -667,6 +667,202 @@ fn a_replica_on_a_limit_of_fifty_leaves_too_little_internal_headroom() {
     assert_eq!(replica["verdict"], "healthy");
 }
 
+/// Kept fan-out, `--window 10s` for the default 60 s (steady: the same count half a
+/// window, 5 s, ago); the other thresholds at their defaults (100 addresses, 70 %
+/// of the limit): 300 addresses each keeping one idle connection, as kept-warm
+/// serverless instances do, against maxclients 320.
+#[test]
+fn three_hundred_addresses_each_keeping_one_connection_are_a_kept_fanout() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--maxclients", "320"]);
+    let mut agent = Agent::watch_with(&[redis.port], &["--window", "10s"], &[]);
+    wait_for_info(&mut agent);
+    let addrs: Vec<String> = (0..300u32)
+        .map(|i| format!("127.0.{}.{}", 4 + i / 250, i % 250 + 1))
+        .collect();
+    // 100 instances a second.
+    let mut held = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        held.push(Client::connect(a, redis.addr()));
+        if i % 10 == 9 {
+            pause(100);
+        }
+    }
+
+    let report = agent.wait_for("instance_fanout over all 300 instances", WAIT, |r| {
+        verdict(r, "instance_fanout", None).is_some_and(|v| v["evidence"]["instances"] == 300)
+    });
+    let v = verdict(&report, "instance_fanout", None).unwrap();
+    assert_eq!(v["evidence"]["form"], "kept", "{v}");
+    assert_eq!(ev(v, "per_instance"), 1, "{v}");
+    assert_eq!(ev(v, "total"), 300, "{v}");
+    assert_eq!(ev(v, "limit"), 320, "{v}");
+    assert_eq!(ev(v, "reserved_headroom"), 100, "{v}");
+    // The runbook's sizing: instances × connections_per_instance + reserved_headroom.
+    assert_eq!(ev(v, "maxclients_needed"), 300 + 100, "{v}");
+    assert!(
+        v["action"].as_str().unwrap().starts_with(
+            "Size for the instances: 300 instances × 1 connection + 100 reserved = 400 slots against a limit of 320;"
+        ),
+        "{v}"
+    );
+    // 300 held + the agent's INFO connection: 94 % of the limit, critical.
+    assert_eq!(report["capacity"]["used"], 301);
+    assert_eq!(v["severity"], "critical");
+    assert_eq!(
+        kinds(&report),
+        set(&["instance_fanout", "capacity_critical"])
+    );
+    for a in &addrs {
+        assert_eq!(count(&report, a, "open"), 1, "{a}");
+        assert_eq!(client_verdict(&report, a), "healthy", "{a}");
+    }
+    let (_, reports) = agent.stop();
+    for r in &reports {
+        assert!(!has(r, "pool_oversize", None), "{:?}", verdicts(r));
+    }
+    drop(held);
+}
+
+/// Not accepting: redis-server frozen (SIGSTOP) for about 4 s while 30 connections
+/// arrive, each sending PING into the accept queue. INFO's poll gives up after its
+/// 1 s I/O timeout and a reconnect that times out too (about 2 s): the verdict must
+/// come within 3 intervals of the first report whose INFO status says so, and
+/// clear within 3 intervals of SIGCONT.
+///
+/// The burst after the stall: `--leak-idle 1s --window 10s` (for 30 s and 60 s)
+/// would make the queued connections a leak (growing, idle over 1 s) were the stall
+/// not named; and a client that retries at once after a 0.3 s timeout leaves about
+/// ten abandoned connections in the queue, which Redis accepts all at once on
+/// resume. Neither may raise a leak or a retry storm, then or after.
+#[test]
+fn a_frozen_redis_is_not_accepting_and_the_burst_after_raises_no_leak_or_storm() {
+    const WAITING: &str = "127.0.0.50";
+    const RETRYING: &str = "127.0.0.51";
+    let _serial = serial();
+    let redis = Redis::start();
+    let mut agent = Agent::watch_with(
+        &[redis.port],
+        &["--leak-idle", "1s", "--window", "10s"],
+        &[],
+    );
+    wait_for_info(&mut agent);
+    let mut retrying = reconnect(
+        redis.port,
+        RETRYING,
+        "storm",
+        20,
+        &["--timeout", "0.3", "--pause", "0.2"],
+    );
+    retrying.wait_for_line("started", STARTED);
+    pause(1000);
+
+    let stopped_at = agent.report_count();
+    redis.stop_process();
+    let mut waiting = Vec::new();
+    for _ in 0..30 {
+        waiting.push(Client::send_only(WAITING, redis.addr(), &["PING"]));
+        pause(100);
+    }
+    let report = agent.wait_for("not_accepting with all 30 queued", WAIT, |r| {
+        has(r, "not_accepting", None) && count(r, WAITING, "open") == 30
+    });
+    let v = verdict(&report, "not_accepting", None).unwrap();
+    assert_eq!(v["severity"], "critical");
+    // Also queued: the retrying client's attempts, and the agent's own.
+    assert!(ev(v, "waiting") >= 30, "{v}");
+    assert_eq!(
+        ev(v, "waiting"),
+        report["totals"]["accept_queue"]["depth"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(
+        ev(v, "backlog"),
+        report["totals"]["accept_queue"]["backlog"]
+            .as_u64()
+            .unwrap()
+    );
+    assert!(ev(v, "waiting_at_start") >= 1, "{v}");
+    assert!(v["evidence"]["stalled_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["evidence"]["since"].as_str().unwrap() < report["ts"].as_str().unwrap(),
+        "{v}"
+    );
+    assert_eq!(v["evidence"]["info"], "unreachable", "{v}");
+    assert_eq!(report["redis"]["status"], "unreachable");
+    assert!(
+        v["evidence"]["info_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{v}"
+    );
+    assert!(v["action"].as_str().unwrap().contains("SLOWLOG GET"), "{v}");
+    assert_eq!(kinds(&report), set(&["not_accepting"]));
+
+    // Named within 3 intervals of INFO's timeout.
+    let reports = agent.reports();
+    let info_failed = (stopped_at..reports.len())
+        .find(|&i| reports[i]["redis"]["status"] != "ok")
+        .expect("INFO stopped answering");
+    let named = (stopped_at..reports.len())
+        .find(|&i| has(&reports[i], "not_accepting", None))
+        .expect("named");
+    assert!(
+        named >= info_failed && named < info_failed + 3,
+        "INFO failed at report {info_failed}, not_accepting first at {named}"
+    );
+
+    // Resumed: every queued connection is served, and the verdict clears.
+    let resumed_at = agent.report_count();
+    redis.continue_process();
+    for c in &mut waiting {
+        assert_eq!(c.reply().expect("the reply after the stall"), "+PONG\r\n");
+    }
+    for c in waiting {
+        c.close();
+    }
+    agent.wait_for("not_accepting cleared", WAIT, |r| {
+        !has(r, "not_accepting", None)
+    });
+    let reports = agent.reports();
+    let cleared = (resumed_at..reports.len())
+        .find(|&i| !has(&reports[i], "not_accepting", None))
+        .expect("cleared");
+    assert!(
+        cleared < resumed_at + 3,
+        "resumed before report {resumed_at}, cleared at {cleared}"
+    );
+    eprintln!(
+        "reports: stopped before {stopped_at}, INFO failed at {info_failed}, named at {named}, resumed before {resumed_at}, cleared at {cleared}"
+    );
+    // The burst after: Redis accepts the abandoned connections, and they end.
+    let report = agent.wait_for(
+        "the retrying client's abandoned connections ended",
+        WAIT,
+        |r| count(r, RETRYING, "open") <= 1,
+    );
+    eprintln!(
+        "{RETRYING} after the stall: {}",
+        client(&report, RETRYING).unwrap()
+    );
+    pause(3000);
+    retrying.assert_ok();
+
+    let (_, reports) = agent.stop();
+    for (i, r) in reports.iter().enumerate().skip(stopped_at) {
+        assert!(
+            !has(r, "leak", None) && !has(r, "retry_storm", None),
+            "report {i}: {:?}",
+            verdicts(r)
+        );
+        for a in [WAITING, RETRYING] {
+            let c = client_verdict(r, a);
+            assert!(c != "leak" && c != "retry_storm", "report {i}: {a} {c}");
+        }
+    }
+}
+
 // ---- backoff across a fleet (Node.js clients) -----------------------------------
 
 /// Twenty client hosts (loopback aliases 127.0.1.1–20), one Node.js client each.

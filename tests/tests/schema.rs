@@ -603,6 +603,91 @@ fn unreachable_fanout() -> Vec<Report> {
     simulate(3, interval, no_stale)
 }
 
+/// Redis stalled (stopped, or stuck in a slow command): INFO times out while
+/// connections pile up in its accept queue, 10 at first and 8 more a second; the
+/// kernel counts them open.
+fn stalled() -> Vec<Report> {
+    let interval = |i: u64| {
+        let waiting = 10 + 8 * i;
+        let mut queued = row("10.0.4.1");
+        queued.open = waiting;
+        queued.opened = waiting;
+        (queued.age, queued.idle) = held(i, false);
+        Interval {
+            redis: RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("reading a reply: timed out".into()),
+                config_status: ConfigStatus::Ok,
+                info: None,
+                config: Some(RedisConfig {
+                    maxclients: Some(10_000),
+                    timeout: Some(0),
+                    tls_port: Some(0),
+                }),
+                own_addr: Some("127.0.0.1:50000".parse().expect("addr")),
+                target: Some("127.0.0.1:6379".parse().expect("addr")),
+            },
+            host: HostSnapshot {
+                pid: Some(4244),
+                nofile_soft: Some(10_032),
+                nofile_hard: Some(10_032),
+                open_fds: Some(60),
+                accept_queue: Some((waiting, 511)),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: waiting,
+                accept_queue: Some(connwatch::model::AcceptQueue {
+                    depth: waiting,
+                    backlog: 511,
+                }),
+                ..Totals::default()
+            },
+            clients: vec![queued],
+        }
+    };
+    simulate(4, interval, no_stale)
+}
+
+/// 300 addresses each keeping one idle connection, 301 of maxclients 320 with the
+/// agent's: a kept fan-out once they have held it half a window (30 s).
+fn kept_fanout() -> Vec<Report> {
+    let interval = |i: u64| {
+        let mut clients: Vec<_> = (0..300u64)
+            .map(|n| {
+                let mut one = row(&format!("10.0.{}.{}", 5 + n / 250, n % 250 + 1));
+                one.open = 1;
+                one.opened = 1;
+                (one.age, one.idle) = held(30 + i, false);
+                one
+            })
+            .collect();
+        clients.sort_by(connwatch::model::worst_first);
+        Interval {
+            redis: redis_ok(
+                InfoFields {
+                    connected_clients: Some(301),
+                    maxclients: Some(320),
+                    ..InfoFields::default()
+                },
+                320,
+                0,
+            ),
+            host: HostSnapshot {
+                pid: Some(4245),
+                nofile_soft: Some(10_032),
+                ..HostSnapshot::default()
+            },
+            totals: Totals {
+                opened: 300,
+                ..Totals::default()
+            },
+            clients,
+        }
+    };
+    simulate(31, interval, no_stale)
+}
+
 /// Twenty addresses retrying 250 ms after each rejection against a full server,
 /// four failures a second each: a retry storm across clients.
 fn flat_fleet() -> Vec<Report> {
@@ -741,6 +826,8 @@ fn synthetic_reports_of_every_shape_validate() {
     let limits = host_limits();
     let fanout = unreachable_fanout();
     let bare = bare();
+    let stalled = stalled();
+    let kept = kept_fanout();
     let fleet = flat_fleet();
 
     // The scenarios reach the verdicts they were built for.
@@ -805,6 +892,18 @@ fn synthetic_reports_of_every_shape_validate() {
             .iter()
             .all(|c| c.verdict == connwatch::model::ClientVerdict::NoBackoff)
     );
+    assert_eq!(kinds(&stalled[0]), pairs(&[]));
+    assert_eq!(
+        kinds(stalled.last().expect("report")),
+        pairs(&[("not_accepting", "critical")])
+    );
+    assert_eq!(
+        kinds(kept.last().expect("report")),
+        pairs(&[
+            ("instance_fanout", "critical"),
+            ("capacity_critical", "critical"),
+        ])
+    );
 
     // Every line of every scenario validates.
     let all: Vec<&Report> = storm
@@ -812,9 +911,11 @@ fn synthetic_reports_of_every_shape_validate() {
         .chain(&limits)
         .chain(&fanout)
         .chain(&bare)
+        .chain(&stalled)
+        .chain(&kept)
         .chain(&fleet)
         .collect();
-    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 13);
+    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5 + 32 + 13);
     let mut lines = Vec::new();
     for r in &all {
         let text = render_json(r).expect("render");
@@ -947,6 +1048,8 @@ fn both_forms_of_the_stream_validate() {
         host_limits(),
         unreachable_fanout(),
         bare(),
+        stalled(),
+        kept_fanout(),
     ];
     // (mode, rows left out) of every line, per form.
     let mut seen: Vec<(bool, ClientsMode, u64)> = Vec::new();
@@ -975,7 +1078,7 @@ fn both_forms_of_the_stream_validate() {
     };
     // --clients all: every line full. changed: a full line per instance and
     // cadence, and changed lines that leave rows out.
-    assert_eq!(count(true, ClientsMode::Full, false), 129);
+    assert_eq!(count(true, ClientsMode::Full, false), 129 + 5 + 32);
     assert!(count(false, ClientsMode::Full, false) >= 3);
     assert!(count(false, ClientsMode::Changed, true) >= 10);
     assert_eq!(
@@ -1003,8 +1106,10 @@ fn verdict_transition_lines_validate() {
     let storm = leak_and_storm();
     let limits = host_limits();
     let fanout = unreachable_fanout();
+    let stalled = stalled();
+    let kept = kept_fanout();
     let mut checked = 0;
-    for r in [&storm, &limits, &fanout].map(|s| s.last().expect("report")) {
+    for r in [&storm, &limits, &fanout, &stalled, &kept].map(|s| s.last().expect("report")) {
         let ts = serde_json::to_value(r).expect("report")["ts"].clone();
         let ts = ts.as_str().expect("ts");
         for v in &r.verdicts {
@@ -1015,7 +1120,7 @@ fn verdict_transition_lines_validate() {
             }
         }
     }
-    assert_eq!(checked, 2 * (3 + 6 + 3));
+    assert_eq!(checked, 2 * (3 + 6 + 3 + 1 + 2));
 }
 
 #[test]

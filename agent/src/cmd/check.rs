@@ -231,6 +231,16 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
         t.listen_overflows
             .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
     );
+    // Connections the kernel completed and Redis has not accepted (yet): a stall
+    // or fd exhaustion when they stay.
+    let _ = writeln!(
+        s,
+        "  accept queue      {}",
+        t.accept_queue.map_or_else(
+            || "unknown".to_owned(),
+            |q| format!("{} waiting (backlog {})", q.depth, q.backlog)
+        )
+    );
     for v in &r.verdicts {
         let sev = match v.severity {
             Severity::Critical => "CRITICAL",
@@ -321,8 +331,24 @@ mod tests {
             "fd limit",
             "idle connections",
             "listen overflows",
+            "accept queue      unknown",
             "unix socket       unknown",
             "CRITICAL s",
+            "result: CRITICAL (exit 2)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn text_names_a_redis_that_accepts_nothing() {
+        let r = crate::testing::stalled_reports().swap_remove(2);
+        let status = Status::of(&r);
+        let text = render(&r, status, Duration::from_secs(3));
+        for needle in [
+            "  accept queue      15 waiting (backlog 511)\n",
+            "CRITICAL 15 connections wait in the accept queue (5 at 2026-11-29T21:00:01.000Z, 2.0s ago) and Redis accepts none while INFO gets no answer (reading a reply: timed out)",
+            "         → Find what holds the event loop: once Redis answers again, LATENCY LATEST",
             "result: CRITICAL (exit 2)",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

@@ -37,6 +37,7 @@ impl Diagnoser {
         c: &ClientReport,
         limit: Option<u64>,
         used: u64,
+        stalled: bool,
         stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
     ) -> (ClientVerdict, Option<Verdict>) {
         if c.internal {
@@ -70,8 +71,9 @@ impl Diagnoser {
                 Some(self.storm_verdict(c, recent_failures, gap.unwrap_or_default(), trend)),
             );
         }
-        // Leak: steady growth of idle connections.
-        if let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
+        // Leak: steady growth of idle connections — unless Redis accepts nothing:
+        // then the connections wait in its accept queue, not in a client's pool.
+        if !stalled && let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
         // Failing and retrying: backing off or not, by the shape of the gaps. Said

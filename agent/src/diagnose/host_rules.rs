@@ -1,8 +1,5 @@
 //! Host-wide rules: the fd limit, maxclients too low for the load, oversized pools,
-//! instance fan-out, internal headroom, blocked clients, and capacity against the
-//! effective limit.
-
-use std::time::Duration;
+//! internal headroom, blocked clients, and capacity against the effective limit.
 
 use serde_json::{Map, json};
 
@@ -110,20 +107,23 @@ impl Diagnoser {
         })
     }
 
+    /// Whether `c` holds a steady number of connections: open now equals open half
+    /// a window ago (±10 %). The sample must really be that old: a younger history
+    /// is not yet steady.
+    pub(super) fn steady(&self, now: Nanos, c: &ClientReport) -> bool {
+        let half = self.window_ns() / 2;
+        self.client_sample_at(c.addr, now, half).is_some_and(|s| {
+            now.saturating_sub(s.ts) >= half && s.open.abs_diff(c.open) * 10 <= c.open
+        })
+    }
+
     pub(super) fn pool_oversize(&self, now: Nanos, r: &Report) -> Option<Verdict> {
         let limit = r.capacity.limit.filter(|&l| l > 0)?;
-        // Steady holders: open now equals open half a window ago (±10 %). The sample
-        // must really be that old: a younger history is not yet steady.
-        let half = self.window_ns() / 2;
+        // Steady holders of two connections or more.
         let mut steady: Vec<u64> = r
             .clients
             .iter()
-            .filter(|c| !c.internal && c.open >= 2)
-            .filter(|c| {
-                self.client_sample_at(c.addr, now, half).is_some_and(|s| {
-                    now.saturating_sub(s.ts) >= half && s.open.abs_diff(c.open) * 10 <= c.open
-                })
-            })
+            .filter(|c| !c.internal && c.open >= 2 && self.steady(now, c))
             .map(|c| c.open)
             .collect();
         if steady.len() < self.cfg.pool_min_instances {
@@ -165,42 +165,6 @@ impl Diagnoser {
             action: format!(
                 "Shrink the per-instance pool size (max connections per client) so instances × pool stays well below {limit}, or put a proxy in front"
             ),
-            stale_connections: Vec::new(),
-        })
-    }
-
-    pub(super) fn instance_fanout(&self, r: &Report) -> Option<Verdict> {
-        let short_lived = |c: &&ClientReport| {
-            !c.internal
-                && c.open <= 2
-                && c.opened >= 1
-                && c.lifetime.is_some_and(|l| l.p50 < Duration::from_secs(1))
-        };
-        let n = r.clients.iter().filter(short_lived).count();
-        if n < self.cfg.fanout_min_addresses {
-            return None;
-        }
-        let opened: u64 = r.clients.iter().filter(short_lived).map(|c| c.opened).sum();
-        let mut evidence = Map::new();
-        evidence.insert("addresses".into(), json!(n));
-        evidence.insert("opened".into(), json!(opened));
-        // A fan-out past the client table's limit: the forgotten addresses are
-        // not in `addresses`.
-        if r.totals.evicted_clients > 0 {
-            evidence.insert(
-                "addresses_forgotten".into(),
-                json!(r.totals.evicted_clients),
-            );
-        }
-        Some(Verdict {
-            kind: VerdictKind::InstanceFanout,
-            severity: Severity::Warning,
-            addr: None,
-            summary: format!(
-                "{n} distinct addresses each open one or two short-lived connections: a connection per instance or per request (serverless-style)"
-            ),
-            evidence,
-            action: "Share connections: a pool per process reused across requests, or a proxy (e.g. twemproxy, Envoy) in front of Redis; a bigger maxclients only delays this".into(),
             stale_connections: Vec::new(),
         })
     }

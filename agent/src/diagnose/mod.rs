@@ -9,10 +9,12 @@
 //! live or replayed. Thresholds have defaults (see [`Thresholds`]) and flags.
 
 mod client_rules;
+mod fanout;
 pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;
+mod stall;
 mod storm;
 mod thresholds;
 pub mod transitions;
@@ -44,6 +46,8 @@ pub struct Diagnoser {
     host_now: Option<HostSample>,
     /// Addresses judged anything but healthy in the previous report.
     flagged: FastSet<IpAddr>,
+    /// The run of reports whose accept queue held connections, never fewer.
+    stall: Option<stall::Stall>,
 }
 
 impl Diagnoser {
@@ -56,6 +60,7 @@ impl Diagnoser {
             last: None,
             host_now: None,
             flagged: FastSet::default(),
+            stall: None,
         }
     }
 
@@ -78,8 +83,13 @@ impl Diagnoser {
     ) {
         self.record(now, report);
         self.record_long(now, report);
+        self.track_stall(now, report);
         let (limit, used) = (report.capacity.limit, report.capacity.used);
-        let mut verdicts = Vec::new();
+        // A queue Redis takes nothing from explains every address's growth: the
+        // connections waiting in it were not leaked by their clients. It holds
+        // before INFO's poll times out, which not_accepting waits for.
+        let stalled = self.queue_held(now, report).is_some();
+        let mut verdicts: Vec<Verdict> = self.not_accepting(now, report).into_iter().collect();
         let mut flagged = FastSet::default();
         let mut failing = Vec::new();
         for c in report.clients.iter_mut() {
@@ -89,7 +99,7 @@ impl Diagnoser {
             if c.open == 0 && c.failed == 0 {
                 continue;
             }
-            let (verdict, host_verdict) = self.judge_client(now, c, limit, used, stale);
+            let (verdict, host_verdict) = self.judge_client(now, c, limit, used, stalled, stale);
             c.verdict = verdict;
             if c.failed > 0
                 && !c.internal
@@ -118,8 +128,16 @@ impl Diagnoser {
                 .is_some_and(|s| s < 0.5);
         verdicts.extend(self.fd_limit(now, report));
         verdicts.extend(self.maxclients_too_low(now, report, misbehaving));
-        verdicts.extend(self.pool_oversize(now, report));
-        verdicts.extend(self.instance_fanout(report));
+        // Many small kept pools are a fan-out, whatever pool_oversize would say
+        // of pools of two: the fix is the number of instances, not the pool size.
+        let fanout = self.instance_fanout(now, report);
+        let kept = fanout
+            .as_ref()
+            .is_some_and(|v| v.evidence.get("form").is_some_and(|f| f == "kept"));
+        if !kept {
+            verdicts.extend(self.pool_oversize(now, report));
+        }
+        verdicts.extend(fanout);
         verdicts.extend(self.internal_headroom(report));
         verdicts.extend(self.blocked_clients(report));
         verdicts.extend(self.capacity(now, report));
@@ -767,6 +785,308 @@ mod tests {
                     .iter()
                     .all(|c| c.verdict == ClientVerdict::Healthy)
             );
+        }
+    }
+
+    /// `n` addresses, one every 100 ms from 50 ms, each opening `per` connections
+    /// it keeps open and idle; INFO counts them (and the agent) every second
+    /// against maxclients `maxclients`.
+    fn kept_pools(n: u64, per: u16, maxclients: u64, seconds: u64) -> Vec<Event> {
+        let mut ev = vec![host(START, 1_000_000)];
+        for i in 0..n {
+            let addr = format!("10.2.{}.{}", i / 250, i % 250 + 1);
+            for p in 0..per {
+                ev.push(opened(
+                    START + 50 * MS + i * 100 * MS,
+                    conn(&addr, 30_000 + p),
+                ));
+            }
+        }
+        for s in 0..=seconds {
+            let opened = match s {
+                0 => 0,
+                _ => ((s * 1_000 - 50) / 100 + 1).min(n),
+            };
+            let open = opened * u64::from(per);
+            ev.push(redis_ok(START + s * SEC, maxclients, connected(open + 1)));
+        }
+        ev
+    }
+
+    #[test]
+    fn kept_fanout_of_one_connection_per_address_names_the_instances_and_the_sizing() {
+        // 300 addresses appear over 30 s, each keeping one idle connection: 301 of
+        // 320 slots with the agent's.
+        let reports = Sim::new(kept_pools(300, 1, 320, 62)).run(62);
+        // Steady: the same count half a window (30 s) ago. Address i opens in
+        // interval ⌈0.05 + 0.1 i⌉, so at t s 10 × (t − 30) of them are steady;
+        // 70 % of 320 is 224: 230 at 53 s, 220 at 52 s.
+        let named = first(&reports, |r| {
+            r.verdicts.iter().any(|v| v.kind == K::InstanceFanout)
+        });
+        assert_eq!(named, Some(53));
+        let v = verdict(&reports[52], K::InstanceFanout);
+        assert_eq!(evidence(v, "instances"), 230);
+        assert_eq!(evidence(v, "maxclients_needed"), 330);
+        for (i, r) in reports.iter().enumerate().skip(52) {
+            assert_eq!(
+                kinds(r),
+                [
+                    (K::InstanceFanout, CRIT, None),
+                    (K::CapacityCritical, CRIT, None)
+                ],
+                "t={}",
+                i + 1
+            );
+            assert!(
+                r.clients
+                    .iter()
+                    .all(|c| c.verdict == ClientVerdict::Healthy)
+            );
+        }
+        let r = &reports[61];
+        let v = verdict(r, K::InstanceFanout);
+        assert_eq!(evidence(v, "form"), "kept");
+        assert_eq!(evidence(v, "instances"), 300);
+        assert_eq!(evidence(v, "per_instance"), 1);
+        assert_eq!(evidence(v, "total"), 300);
+        assert_eq!(evidence(v, "limit"), 320);
+        assert_eq!(evidence(v, "reserved_headroom"), 100);
+        // instances × connections_per_instance + reserved_headroom
+        assert_eq!(evidence(v, "maxclients_needed"), 400);
+        assert_eq!(v.evidence.len(), 7, "{:?}", v.evidence);
+        assert_eq!(
+            v.summary,
+            "300 client addresses each keep 1 connection open, 300 together of a limit of 320 (94%): one small pool per instance (serverless or kept-warm instances), and their number fills Redis"
+        );
+        assert!(
+            v.action.starts_with(
+                "Size for the instances: 300 instances × 1 connection + 100 reserved = 400 slots against a limit of 320;"
+            ),
+            "{}",
+            v.action
+        );
+        // Below the critical ratio the kept fan-out is a warning.
+        let r = &Sim::new(kept_pools(300, 1, 370, 62)).run(62)[61];
+        assert_eq!(
+            kinds(r),
+            [
+                (K::InstanceFanout, WARN, None),
+                (K::CapacityWarning, WARN, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn kept_pools_of_two_on_many_addresses_are_a_fanout_not_an_oversized_pool() {
+        // 150 × 2 = 300 of 400: also ≥ 3 similar steady pools over 70 % of the
+        // limit, which pool_oversize would name; the instances are the cause.
+        let r = &Sim::new(kept_pools(150, 2, 400, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::InstanceFanout, WARN, None)]);
+        let v = verdict(r, K::InstanceFanout);
+        assert_eq!(evidence(v, "instances"), 150);
+        assert_eq!(evidence(v, "per_instance"), 2);
+        assert_eq!(evidence(v, "total"), 300);
+        assert_eq!(evidence(v, "maxclients_needed"), 400);
+    }
+
+    #[test]
+    fn too_few_instances_or_too_small_a_share_is_no_kept_fanout() {
+        // 99 addresses hold 99 % of a limit of 101: under the 100 instances.
+        let r = &Sim::new(kept_pools(99, 1, 101, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::CapacityCritical, CRIT, None)]);
+        // 300 addresses hold 30 % of 1000: under the 70 % share.
+        let r = &Sim::new(kept_pools(300, 1, 1_000, 62)).run(62)[61];
+        assert_eq!(kinds(r), []);
+        // Pools of three are pools, not a fan-out: 100 × 3 = 300 of 400.
+        let r = &Sim::new(kept_pools(100, 3, 400, 62)).run(62)[61];
+        assert_eq!(kinds(r), [(K::PoolOversize, WARN, None)]);
+    }
+
+    // ---- not accepting ------------------------------------------------------------
+
+    const WAITING: &str = "10.0.0.50";
+
+    /// Redis stops at 4.5 s and resumes at 12.5 s; a pool of 10 is busy while it
+    /// runs. 30 connections from WAITING
+    /// arrive one every 200 ms from 4.51 s and, when `queued`, wait in the accept
+    /// queue (3 of them at 5 s, 8 at 6 s … 28 at 10 s, 30 from 11 s); they are
+    /// served at 12.5 s and closed by their clients at 12.6 s. INFO answers until
+    /// the stop, times out from `info_fails` (if given), and answers again at
+    /// 13.2 s. Not `queued`: Redis accepted them at once and they idle open.
+    fn stall(info_fails: Option<Nanos>, queued: bool) -> Vec<Event> {
+        let mut ev = vec![redis_ok(START, 10_000, connected(11))];
+        // A pool of 10, busy while Redis runs: until 4 s and from 13 s.
+        let pool: Vec<ConnKey> = (1..=10).map(|p| conn("10.0.0.10", 10_000 + p)).collect();
+        ev.extend(pool.iter().map(|&k| opened(START + 100 * MS, k)));
+        ev.extend(
+            (1..=4)
+                .chain(13..=20)
+                .map(|i| busy(&pool, i, START + i * SEC)),
+        );
+        for j in 0..30u16 {
+            let k = conn(WAITING, 41_000 + j);
+            ev.push(opened(START + 4_510 * MS + u64::from(j) * 200 * MS, k));
+            ev.push(closed(START + 12_600 * MS, k, CloseKind::Client, 14, 7));
+        }
+        for s in 0..=20u64 {
+            let waiting = match s {
+                5..=12 if queued => (0..30u64).filter(|j| 4_510 + j * 200 <= s * 1_000).count(),
+                _ => 0,
+            };
+            ev.push(accept_queue(START + s * SEC, waiting as u64, 50));
+        }
+        ev.extend(info_fails.map(info_times_out));
+        ev.push(redis_ok(START + 13_200 * MS, 10_000, connected(11)));
+        ev
+    }
+
+    /// Short leak thresholds (2 s idle, 20 s window), under which the queued
+    /// connections would be a leak were Redis accepting.
+    fn quick_leaks() -> Thresholds {
+        Thresholds {
+            leak_idle: Duration::from_secs(2),
+            window: Duration::from_secs(20),
+            ..Thresholds::default()
+        }
+    }
+
+    #[test]
+    fn not_accepting_while_the_queue_only_grows_and_info_times_out_and_no_leak_is_named() {
+        let reports = Sim::with(quick_leaks(), stall(Some(START + 5_600 * MS), true)).run(20);
+        // 5 s: the queue's first sight, INFO still answering. From 6 s: two reports
+        // in a row, never fewer, and INFO timed out at 5.6 s.
+        for (i, r) in reports.iter().enumerate() {
+            let t = i + 1;
+            if (6..=12).contains(&t) {
+                assert_eq!(kinds(r), [(K::NotAccepting, CRIT, None)], "t={t}");
+            } else {
+                assert_eq!(kinds(r), [], "t={t}");
+            }
+            for c in &r.clients {
+                assert_eq!(c.verdict, ClientVerdict::Healthy, "t={t} {}", c.addr);
+            }
+        }
+        let v = verdict(&reports[5], K::NotAccepting);
+        assert_eq!(evidence(v, "waiting"), 8);
+        assert_eq!(evidence(v, "waiting_at_start"), 3);
+        assert_eq!(evidence(v, "stalled_s"), 1.0);
+        let v = verdict(&reports[11], K::NotAccepting);
+        assert_eq!(evidence(v, "waiting"), 30);
+        assert_eq!(evidence(v, "waiting_at_start"), 3);
+        assert_eq!(evidence(v, "backlog"), 511);
+        assert_eq!(evidence(v, "stalled_s"), 7.0);
+        assert_eq!(evidence(v, "since"), "2026-11-29T21:00:05.000Z");
+        assert_eq!(evidence(v, "info"), "unreachable");
+        assert_eq!(evidence(v, "info_error"), "reading a reply: timed out");
+        assert_eq!(v.evidence.len(), 7, "{:?}", v.evidence);
+        assert_eq!(
+            v.summary,
+            "30 connections wait in the accept queue (3 at 2026-11-29T21:00:05.000Z, 7.0s ago) and Redis accepts none while INFO gets no answer (reading a reply: timed out): its event loop is stalled, not out of connections"
+        );
+        assert!(v.action.contains("LATENCY LATEST"), "{}", v.action);
+        assert!(v.action.contains("SLOWLOG GET"), "{}", v.action);
+        assert!(v.action.contains("KEYS → SCAN"), "{}", v.action);
+        assert!(v.action.contains("/proc/42/status"), "{}", v.action);
+
+        // INFO's poll may hang longer than the leak rule waits: the held queue
+        // alone already tells the waiting connections are no leak.
+        let reports = Sim::with(quick_leaks(), stall(Some(START + 9_600 * MS), true)).run(20);
+        for (i, r) in reports.iter().enumerate() {
+            let t = i + 1;
+            if (10..=12).contains(&t) {
+                assert_eq!(kinds(r), [(K::NotAccepting, CRIT, None)], "t={t}");
+            } else {
+                assert_eq!(kinds(r), [], "t={t}");
+            }
+        }
+        // The same connections accepted by Redis and left idle: under these
+        // thresholds, a leak from 8 s.
+        let reports = Sim::with(quick_leaks(), stall(None, false)).run(20);
+        assert_eq!(first(&reports, |r| !r.verdicts.is_empty()), Some(8));
+        for r in &reports[7..12] {
+            assert_eq!(kinds(r), [(K::Leak, WARN, Some(ip(WAITING)))]);
+        }
+    }
+
+    #[test]
+    fn a_queue_held_for_want_of_descriptors_is_fd_limit_not_a_stall() {
+        // EMFILE counted by the probe.
+        let mut ev = stall(Some(START + 5_600 * MS), true);
+        ev.extend((0..=20).map(|s| emfile(START + s * SEC, 100 * s)));
+        let reports = Sim::new(ev).run(20);
+        for r in &reports[5..12] {
+            assert_eq!(
+                kinds(r),
+                [(K::FdLimit, CRIT, None), (K::CapacityCritical, CRIT, None)]
+            );
+        }
+        // No failed accept counted (a kernel without the probe), but the process
+        // holds every descriptor its limit allows.
+        let mut ev: Vec<Event> = stall(Some(START + 5_600 * MS), true)
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Host { .. }))
+            .collect();
+        ev.extend((0..=20).map(|s| accept_queue(START + s * SEC, 8 * s, 10_032)));
+        let reports = Sim::new(ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+    }
+
+    #[test]
+    fn a_queue_beside_a_redis_that_writes_or_refuses_info_is_no_stall() {
+        // The stall's queue, but the pool keeps getting replies all along: Redis
+        // runs (its INFO connection timing out for some other reason).
+        let mut ev = stall(Some(START + 5_600 * MS), true);
+        let pool: Vec<ConnKey> = (1..=10).map(|p| conn("10.0.0.10", 10_000 + p)).collect();
+        ev.extend((5..=12).map(|i| busy(&pool, i, START + i * SEC)));
+        let reports = Sim::with(quick_leaks(), ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+        // INFO refused, not timed out: a wrong target, not a stalled server.
+        let mut ev: Vec<Event> = stall(None, true);
+        ev.push(Event::Redis {
+            ts: START + 5_600 * MS,
+            snapshot: Box::new(RedisSnapshot {
+                status: RedisStatus::Unreachable,
+                error: Some("connect to 10.0.0.1:6379: Connection refused (os error 111)".into()),
+                ..RedisSnapshot::disabled()
+            }),
+            instance: None,
+        });
+        let reports = Sim::with(quick_leaks(), ev).run(20);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.verdicts.iter().all(|v| v.kind != K::NotAccepting))
+        );
+    }
+
+    #[test]
+    fn a_queue_that_drains_or_is_seen_once_is_no_stall() {
+        // INFO times out throughout; the queue shrinks at every report (Redis accepts,
+        // slowly), or holds connections at a single report.
+        let mut ev = vec![info_times_out(START)];
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, 100 - 5 * s, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
+        }
+        let mut ev = vec![info_times_out(START)];
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, u64::from(s == 4) * 9, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
+        }
+        // Held, but INFO answers: Redis's loop runs.
+        let mut ev = vec![redis_ok(START, 10_000, connected(11))];
+        ev.extend((0..=10).map(|s| accept_queue(START + s * SEC, 9, 50)));
+        for r in Sim::new(ev).run(10) {
+            assert_eq!(kinds(&r), []);
         }
     }
 

@@ -29,7 +29,7 @@ pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};
 pub use instance::{Instance, InstanceKey};
 pub use probe::{Features, ProbeReport};
-pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus};
+pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientsMode, Idle, Kind, Lifetime, Rates,
     RejectCounts, RejectReason, Report, RetryReport, ServerClose, ServerCloses, Totals, Trend,

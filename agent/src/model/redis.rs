@@ -3,6 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// How the poller's error message ends when a connect or a request timed out (the
+/// server did not answer in time, as a stalled one does).
+pub const TIMED_OUT: &str = "timed out";
+
 /// How the agent's connection to Redis stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

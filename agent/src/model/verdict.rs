@@ -22,6 +22,7 @@ named!(Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
+    NotAccepting,
     Leak,
     RetryStorm,
     PoolOversize,
@@ -35,6 +36,7 @@ pub enum VerdictKind {
 }
 
 named!(VerdictKind {
+    NotAccepting => "not_accepting",
     Leak => "leak",
     RetryStorm => "retry_storm",
     PoolOversize => "pool_oversize",

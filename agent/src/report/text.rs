@@ -566,4 +566,19 @@ mod tests {
             assert_eq!(human_bytes(n), want, "{n}");
         }
     }
+
+    #[test]
+    fn a_redis_that_accepts_nothing_is_named_with_what_to_look_at() {
+        let r = crate::testing::stalled_reports().swap_remove(2);
+        let text = render_text(&r, 10, None);
+        assert!(
+            text.contains("CRITICAL not_accepting: 15 connections wait in the accept queue (5 at 2026-11-29T21:00:01.000Z, 2.0s ago)"),
+            "{text}"
+        );
+        assert!(text.contains("accept queue 15/511"), "{text}");
+        assert!(
+            text.contains("         → Find what holds the event loop: once Redis answers again, LATENCY LATEST"),
+            "{text}"
+        );
+    }
 }

@@ -355,4 +355,18 @@ mod tests {
         assert_eq!(rates[10].1, Some(0.0));
         assert_eq!(rates.len(), reports.len());
     }
+
+    #[test]
+    fn a_redis_that_accepts_nothing_shows_its_evidence() {
+        let html = render_html(&crate::testing::stalled_reports(), "stall");
+        for needle in [
+            "not_accepting",
+            "waiting_at_start",
+            "stalled_s",
+            "reading a reply: timed out",
+            "SLOWLOG GET 10",
+        ] {
+            assert!(html.contains(needle), "{needle} missing");
+        }
+    }
 }

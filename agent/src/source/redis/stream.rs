@@ -72,7 +72,7 @@ impl std::error::Error for ConnError {}
 
 fn io_msg(e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => crate::model::TIMED_OUT.to_string(),
         _ => e.to_string(),
     }
 }
