@@ -299,6 +299,7 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         idle: None,
         bytes_in: 0,
         bytes_out: 0,
+        send_queue: None,
     }
 }
 

@@ -133,6 +133,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         retry: None,
         rates: None,
         changed: true,
+        send_queue: None,
     }
 }
 

@@ -85,6 +85,7 @@ mod tests {
             last_active: active_s.map(|s| s * SEC),
             bytes_in: 0,
             bytes_out: 0,
+            queued: 0,
         };
         Closed {
             how: Some(crate::model::CloseKind::Server),

@@ -29,6 +29,9 @@ pub struct Conn {
     pub last_active: Option<Nanos>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Bytes the server wrote that the client had not acknowledged at the last
+    /// scan (its send queue): replies the client has not taken.
+    pub queued: u64,
 }
 
 impl Conn {
@@ -39,6 +42,7 @@ impl Conn {
             last_active: None,
             bytes_in: 0,
             bytes_out: 0,
+            queued: 0,
         }
     }
 
@@ -86,6 +90,9 @@ impl Conn {
         self.bytes_out += delta.bytes_out;
         if let Some(t) = activity.last_active {
             self.last_active = Some(self.last_active.map_or(t, |old| old.max(t)));
+        }
+        if let Some(q) = activity.queued {
+            self.queued = q;
         }
         delta
     }

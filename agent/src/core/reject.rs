@@ -86,6 +86,7 @@ mod tests {
                 last_active: None,
                 bytes_in,
                 bytes_out,
+                queued: 0,
             }),
             lifetime: Some(lifetime_ms * 1_000_000),
             delta: ByteDelta::default(),

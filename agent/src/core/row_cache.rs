@@ -24,8 +24,8 @@ use crate::core::client::ClientStats;
 use crate::core::conn::{Conn, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::model::{
-    Age, ClientReport, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates, RetryReport, micros,
-    worst_first,
+    Age, ClientReport, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates, RetryReport,
+    SendQueue, micros, worst_first,
 };
 
 #[derive(Debug, Default)]
@@ -210,6 +210,9 @@ fn rates(before: &ClientReport, now: &ClientReport, secs: f64) -> Rates {
 pub struct OpenConns {
     max_age: Nanos,
     any_seeded: bool,
+    /// Send queues: their sum and the largest.
+    queued: u64,
+    queued_max: u64,
     /// Sorted once all are added.
     idle: Vec<Nanos>,
 }
@@ -219,6 +222,8 @@ impl OpenConns {
         self.max_age = self.max_age.max(conn.age(now));
         self.any_seeded |= conn.origin == Origin::Seeded;
         self.idle.push(conn.idle(now));
+        self.queued = self.queued.saturating_add(conn.queued);
+        self.queued_max = self.queued_max.max(conn.queued);
     }
 
     /// Once every connection is added.
@@ -278,6 +283,10 @@ pub fn client_report(
         lifetime: lifetime(s),
         age: open.map(OpenConns::age),
         idle: open.and_then(OpenConns::idle),
+        send_queue: open.map(|o| SendQueue {
+            bytes: o.queued,
+            max: o.queued_max,
+        }),
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,
         retry: retry(s),

@@ -507,6 +507,7 @@ const ACTIVITY_JITTER: Nanos = 10_000_000;
 fn moved(conn: &Conn, activity: &Activity) -> bool {
     activity.bytes_in > conn.bytes_in
         || activity.bytes_out > conn.bytes_out
+        || activity.queued.is_some_and(|q| q != conn.queued)
         || match (activity.last_active, conn.last_active) {
             (Some(new), Some(old)) => new > old + ACTIVITY_JITTER,
             (Some(_), None) => true,

@@ -32,7 +32,7 @@ pub use probe::{Features, ProbeReport};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientsMode, Idle, Kind, Lifetime, Rates,
-    RejectCounts, RejectReason, Report, RetryReport, ServerClose, ServerCloses, Totals, Trend,
-    errno_name, worst_first,
+    RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose, ServerCloses, Totals,
+    Trend, errno_name, worst_first,
 };
 pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

@@ -211,6 +211,9 @@ pub struct ClientReport {
     /// Idle times of open connections; `None` when none is open.
     #[serde(rename = "idle_s")]
     pub idle: Option<Idle>,
+    /// Replies Redis wrote that this address has not taken yet (its connections'
+    /// send queues at the last scan); `None` when none is open.
+    pub send_queue: Option<SendQueue>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Gaps between a failed attempt and the next one; `None` before any.
@@ -258,6 +261,13 @@ pub struct Age {
     /// The address holds connections that predate the agent: their true age is
     /// unknown, so `max` is only a lower bound.
     pub lower_bound: bool,
+}
+
+/// Bytes waiting in an address's send queues: all of them, and the largest one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SendQueue {
+    pub bytes: u64,
+    pub max: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -168,7 +168,7 @@ mod tests {
                 "rejected": 0, "refused": 0, "internal": false, "verdict": "healthy",
                 "lifetime_ms": {"p50": 0.85, "p90": 12.0, "p99": 1500.0, "max": 1500.001},
                 "age_s": {"max": 310.0, "lower_bound": true},
-                "idle_s": {"p50": 3.2, "max": 310.0},
+                "idle_s": {"p50": 3.2, "max": 310.0}, "send_queue": null,
                 "bytes_in": 1234, "bytes_out": 56789, "retry": null, "rates": null
             })
         );
@@ -212,7 +212,7 @@ mod tests {
         assert!(quiet["lifetime_ms"].is_null());
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
-        assert_eq!(keys(quiet).len(), 20);
+        assert_eq!(keys(quiet).len(), 21);
         assert_eq!(keys(&v).len(), 15);
         assert!(v["instance"].is_null());
         assert!(v["probe"].is_null());
