@@ -218,7 +218,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         clients_mode: ClientsMode::Full,
         clients_omitted: 0,
         clients_gone: Vec::new(),
-        clients,
+        clients: clients.into(),
         evicted: Vec::new(),
     }
 }
@@ -388,7 +388,7 @@ pub fn full_report() -> Report {
         clients_mode: ClientsMode::Full,
         clients_omitted: 0,
         clients_gone: Vec::new(),
-        clients,
+        clients: clients.into(),
         evicted: Vec::new(),
     }
 }

@@ -14,8 +14,17 @@
 //! rates are not yet at rest (not all 0 after a first look), and all of them when
 //! the set of replicas changes. Every other row is as it was, rates 0 included.
 //! Rebuilt rows carry `changed`; the others do not.
+//!
+//! The rows are not copied for the report: the report holds the very rows kept
+//! here ([`ClientRows`], shared). The tracker builds them with [`RowCache::update`],
+//! lets the diagnoser write its verdicts into them while the report is still
+//! their only holder, then hands them back with [`RowCache::keep`]. So the cache
+//! keeps diagnosed rows: a row left as it was keeps its verdict too, which is the
+//! verdict it had (a row with nothing open and no failure is never judged, and
+//! stays healthy; any other is judged again at every report). The next report's
+//! rows are written into the memory of the previous ones once no report holds
+//! those any more (a consumer that keeps reports costs an allocation, no more).
 
-use std::cmp::Ordering;
 use std::net::IpAddr;
 
 use std::time::Duration;
@@ -24,14 +33,15 @@ use crate::core::client::ClientStats;
 use crate::core::conn::{Conn, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::model::{
-    Age, ClientReport, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates, RetryReport, micros,
-    worst_first,
+    Age, ClientReport, ClientRows, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates,
+    RetryReport, WorstKey, micros,
 };
 
 #[derive(Debug, Default)]
 pub struct RowCache {
-    /// Every row of the previous report, in report order.
-    rows: Vec<ClientReport>,
+    /// Every row of the previous report, in report order, as it was handed back
+    /// ([`RowCache::keep`]); empty between [`RowCache::update`] and then.
+    rows: ClientRows,
     /// Addresses whose row the previous report rebuilt or brought to rest: their
     /// `changed` is cleared at the next unless they change again.
     changed: Vec<IpAddr>,
@@ -40,6 +50,9 @@ pub struct RowCache {
     restless: Vec<IpAddr>,
     /// Time of the previous report.
     last: Option<Nanos>,
+    /// The memory of rows no report holds any more, for the next rows: a fresh
+    /// allocation of that size is paged in anew at every report.
+    spare: Vec<ClientReport>,
 }
 
 /// What changed since the previous report.
@@ -66,7 +79,8 @@ enum Fate {
 impl RowCache {
     /// The rows of a report at `now`, worst first, and the addresses the previous
     /// report held that this one does not. `build` makes an address's row as it
-    /// is now (`None`: no longer known); rates are filled here.
+    /// is now (`None`: no longer known); rates are filled here. The rows must be
+    /// handed back with [`RowCache::keep`] before the next update.
     ///
     /// The previous rows are copied over in runs: the rows of moved and open
     /// addresses are rebuilt and merged in at their new places; a row whose rates
@@ -76,7 +90,7 @@ impl RowCache {
         now: Nanos,
         changes: Changes,
         build: impl Fn(IpAddr) -> Option<ClientReport>,
-    ) -> (Vec<ClientReport>, Vec<IpAddr>) {
+    ) -> (ClientRows, Vec<IpAddr>) {
         let mut fates: FastMap<IpAddr, Fate> = FastMap::default();
         for ip in std::mem::take(&mut self.changed) {
             fates.insert(ip, Fate::Settle);
@@ -100,14 +114,20 @@ impl RowCache {
             .map(|d| d as f64 / 1e9);
         self.last = Some(now);
 
-        // The rebuilt rows, in order, and where each is.
+        // The rebuilt rows, where each is, and their order (sorted by key: the rows
+        // themselves are large to move).
         let mut fresh: Vec<ClientReport> = fates
             .iter()
             .filter(|(_, f)| **f == Fate::Rebuilt)
             .filter_map(|(&ip, _)| build(ip))
             .map(|c| ClientReport { changed: true, ..c })
             .collect();
-        fresh.sort_unstable_by(worst_first);
+        let mut order: Vec<(WorstKey, usize)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (WorstKey::of(c), i))
+            .collect();
+        order.sort_unstable();
         let at: FastMap<IpAddr, usize> =
             fresh.iter().enumerate().map(|(i, c)| (c.addr, i)).collect();
 
@@ -128,13 +148,20 @@ impl RowCache {
             }
             marks.push((j, fate));
         }
-        // Where each rebuilt row goes among the previous ones.
-        let places: Vec<usize> = fresh
+        // Where each rebuilt row goes among the previous ones: each after the one
+        // before it, most often a few rows further.
+        let mut place = 0;
+        let places: Vec<usize> = order
             .iter()
-            .map(|c| old.partition_point(|o| worst_first(o, c) == Ordering::Less))
+            .map(|(key, _)| {
+                place += first_not_before(&old[place..], key);
+                place
+            })
             .collect();
 
-        let mut rows = Vec::with_capacity(old.len() + fresh.len());
+        let mut rows = std::mem::take(&mut self.spare);
+        rows.clear();
+        rows.reserve(old.len() + fresh.len());
         let (mut from, mut f, mut m) = (0, 0, 0);
         loop {
             let mark = marks.get(m).map(|&(j, _)| j);
@@ -146,7 +173,7 @@ impl RowCache {
             match (place, mark) {
                 (Some(p), _) => {
                     rows.extend_from_slice(&old[from..p]);
-                    rows.push(fresh[f]);
+                    rows.push(fresh[order[f].1]);
                     from = p;
                     f += 1;
                 }
@@ -174,14 +201,30 @@ impl RowCache {
                 }
             }
         }
+        if let Ok(spare) = old.into_unshared() {
+            self.spare = spare;
+        }
+        (rows.into(), gone)
+    }
+
+    /// Keeps `rows`, the rows [`RowCache::update`] made, as the report holds them
+    /// once diagnosed (verdicts in, and `changed` for a verdict that changed).
+    pub fn keep(&mut self, rows: &ClientRows) {
+        self.changed.clear();
+        self.restless.clear();
         for row in rows.iter().filter(|c| c.changed) {
             self.changed.push(row.addr);
             if row.open > 0 || row.rates != Some(Rates::ZERO) {
                 self.restless.push(row.addr);
             }
         }
-        self.rows = rows;
-        (self.rows.clone(), gone)
+        self.rows = rows.clone();
+    }
+
+    /// Whether `rows` are the ones kept (not a copy).
+    #[cfg(test)]
+    pub fn shares(&self, rows: &ClientRows) -> bool {
+        self.rows.shares_with(rows)
     }
 
     /// Rows kept.
@@ -191,6 +234,24 @@ impl RowCache {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+/// The first of `rows` (sorted worst first) not before `key`: looked for 1, 2,
+/// 4… rows ahead, then between the last two looks.
+fn first_not_before(rows: &[ClientReport], key: &WorstKey) -> usize {
+    let before = |o: &ClientReport| WorstKey::of(o) < *key;
+    let (mut lo, mut step) = (0, 1);
+    loop {
+        let i = lo + step - 1;
+        match rows.get(i) {
+            Some(o) if before(o) => {
+                lo = i + 1;
+                step *= 2;
+            }
+            Some(_) => return lo + rows[lo..i].partition_point(before),
+            None => return lo + rows[lo..].partition_point(before),
+        }
     }
 }
 
@@ -335,7 +396,7 @@ mod tests {
             ip
         }
 
-        fn report(&mut self, now: Nanos, moved: Vec<IpAddr>) -> (Vec<ClientReport>, Vec<IpAddr>) {
+        fn report(&mut self, now: Nanos, moved: Vec<IpAddr>) -> (ClientRows, Vec<IpAddr>) {
             let table = self.table.borrow().clone();
             let open = table.values().filter(|c| c.open > 0).map(|c| c.addr);
             let changes = Changes {
@@ -343,8 +404,11 @@ mod tests {
                 open: open.collect(),
                 all: false,
             };
-            self.cache
-                .update(now, changes, |ip| table.get(&ip).cloned())
+            let (rows, gone) = self
+                .cache
+                .update(now, changes, |ip| table.get(&ip).cloned());
+            self.cache.keep(&rows);
+            (rows, gone)
         }
     }
 
@@ -418,6 +482,27 @@ mod tests {
         let (rows, _) = f.report(7 * SEC, vec![]);
         let r = rows.iter().find(|c| c.addr == quiet).unwrap();
         assert_eq!((r.rates, r.changed), (zero, false));
+    }
+
+    #[test]
+    fn the_place_looked_for_ahead_is_the_place_a_binary_search_finds() {
+        let mut seed = 3u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        for len in 0..70 {
+            let mut rows: Vec<ClientReport> = (0..len)
+                .map(|_| row(&format!("10.0.0.{}", next(250)), next(3), next(3), next(4)))
+                .collect();
+            rows.sort_by(worst_first);
+            for _ in 0..40 {
+                let probe = row(&format!("10.0.0.{}", next(250)), next(3), next(3), next(4));
+                let key = WorstKey::of(&probe);
+                let want = rows.partition_point(|o| worst_first(o, &probe).is_lt());
+                assert_eq!(first_not_before(&rows, &key), want, "{len} rows");
+            }
+        }
     }
 
     #[test]

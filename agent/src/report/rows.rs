@@ -192,7 +192,7 @@ impl RowFilter {
             clients_mode: ClientsMode::Changed,
             clients_omitted: (report.clients.len() - clients.len()) as u64,
             clients_gone: gone,
-            clients,
+            clients: clients.into(),
             evicted: report.evicted.clone(),
         })
     }
