@@ -24,6 +24,12 @@
 //! stays healthy; any other is judged again at every report). The next report's
 //! rows are written into the memory of the previous ones once no report holds
 //! those any more (a consumer that keeps reports costs an allocation, no more).
+//!
+//! The rows also list where the rows that may not be quiet are (rebuilt, come
+//! to rest, or with a failure once: see `model::rows`), so that the diagnoser,
+//! the `--clients changed` filter and [`RowCache::keep`] skip the quiet rest. The
+//! merge carries those rows one by one, to list them at their new places; the
+//! runs it copies whole were quiet and stay so.
 
 use std::net::IpAddr;
 
@@ -33,7 +39,7 @@ use crate::core::client::ClientStats;
 use crate::core::conn::{Conn, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::model::{
-    Age, ClientReport, ClientRows, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates,
+    Age, ClientReport, ClientRows, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Quiet, Rates,
     RetryReport, WorstKey, micros,
 };
 
@@ -74,6 +80,8 @@ enum Fate {
     Rest,
     /// Unchanged, `changed` cleared.
     Settle,
+    /// Unchanged, and may not be quiet: its new place is listed as notable.
+    Keep,
 }
 
 impl RowCache {
@@ -148,6 +156,21 @@ impl RowCache {
             }
             marks.push((j, fate));
         }
+        // The other rows that may not be quiet (a failure once) are carried one by
+        // one too, so that the new rows list them at their new places.
+        let listed = old.notable_positions();
+        if !listed.is_empty() {
+            let mut all = Vec::with_capacity(marks.len() + listed.len());
+            let mut marked = marks.into_iter().peekable();
+            for &j in listed.iter() {
+                all.extend(std::iter::from_fn(|| marked.next_if(|&(k, _)| k < j)));
+                if marked.peek().is_none_or(|&(k, _)| k != j) {
+                    all.push((j, Fate::Keep));
+                }
+            }
+            all.extend(marked);
+            marks = all;
+        }
         // Where each rebuilt row goes among the previous ones: each after the one
         // before it, most often a few rows further.
         let mut place = 0;
@@ -162,6 +185,15 @@ impl RowCache {
         let mut rows = std::mem::take(&mut self.spare);
         rows.clear();
         rows.reserve(old.len() + fresh.len());
+        // Where the rows that may not be quiet are (the others are copied in runs:
+        // quiet before, quiet now).
+        let mut notable = Vec::with_capacity(marks.len() + fresh.len());
+        let mut push = |rows: &mut Vec<ClientReport>, row: ClientReport| {
+            if !row.is_quiet() {
+                notable.push(rows.len());
+            }
+            rows.push(row);
+        };
         let (mut from, mut f, mut m) = (0, 0, 0);
         loop {
             let mark = marks.get(m).map(|&(j, _)| j);
@@ -173,7 +205,7 @@ impl RowCache {
             match (place, mark) {
                 (Some(p), _) => {
                     rows.extend_from_slice(&old[from..p]);
-                    rows.push(fresh[order[f].1]);
+                    push(&mut rows, fresh[order[f].1]);
                     from = p;
                     f += 1;
                 }
@@ -185,12 +217,13 @@ impl RowCache {
                         Fate::Rest => {
                             row.rates = Some(Rates::ZERO);
                             row.changed = true;
-                            rows.push(row);
+                            push(&mut rows, row);
                         }
                         Fate::Settle => {
                             row.changed = false;
-                            rows.push(row);
+                            push(&mut rows, row);
                         }
+                        Fate::Keep => push(&mut rows, row),
                     }
                     from = j + 1;
                     m += 1;
@@ -201,10 +234,11 @@ impl RowCache {
                 }
             }
         }
+        drop(listed);
         if let Ok(spare) = old.into_unshared() {
             self.spare = spare;
         }
-        (rows.into(), gone)
+        (ClientRows::with_notable(rows, notable), gone)
     }
 
     /// Keeps `rows`, the rows [`RowCache::update`] made, as the report holds them
@@ -212,7 +246,7 @@ impl RowCache {
     pub fn keep(&mut self, rows: &ClientRows) {
         self.changed.clear();
         self.restless.clear();
-        for row in rows.iter().filter(|c| c.changed) {
+        for row in rows.notable().filter(|c| c.changed) {
             self.changed.push(row.addr);
             if row.open > 0 || row.rates != Some(Rates::ZERO) {
                 self.restless.push(row.addr);

@@ -115,9 +115,10 @@ impl Diagnoser {
         // Steady holders: open now equals open half a window ago (±10 %). The sample
         // must really be that old: a younger history is not yet steady.
         let half = self.window_ns() / 2;
+        // Quiet rows hold nothing.
         let mut steady: Vec<u64> = r
             .clients
-            .iter()
+            .notable()
             .filter(|c| !c.internal && c.open >= 2)
             .filter(|c| {
                 self.client_sample_at(c.addr, now, half).is_some_and(|s| {
@@ -176,11 +177,11 @@ impl Diagnoser {
                 && c.opened >= 1
                 && c.lifetime.is_some_and(|l| l.p50 < Duration::from_secs(1))
         };
-        let n = r.clients.iter().filter(short_lived).count();
+        let (n, opened) = (r.clients.iter().filter(short_lived))
+            .fold((0, 0u64), |(n, opened), c| (n + 1, opened + c.opened));
         if n < self.cfg.fanout_min_addresses {
             return None;
         }
-        let opened: u64 = r.clients.iter().filter(short_lived).map(|c| c.opened).sum();
         let mut evidence = Map::new();
         evidence.insert("addresses".into(), json!(n));
         evidence.insert("opened".into(), json!(opened));

@@ -79,8 +79,9 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClientVerdict, CloseKind};
+    use crate::model::{ClientVerdict, CloseKind, Quiet};
     use crate::testing::*;
+    use std::net::IpAddr;
     use std::time::Duration;
 
     /// Each interval's events: one-shot clients (some turned away or refused),
@@ -148,6 +149,7 @@ mod tests {
         };
         let mut open = Vec::new();
         let mut storm = Vec::new();
+        let mut quiet_left_out = 0;
         for i in 1..=50u64 {
             let now = START + i * SEC;
             for ev in workload(i, &mut next, &mut open) {
@@ -157,12 +159,19 @@ mod tests {
             let got = pipeline.apply(&Event::Tick { ts: now }).unwrap();
             tracker.apply(&Event::Tick { ts: now });
             let mut want = tracker.report(now, &clock());
+            // Without the list of rows that may not be quiet: every row looked at.
+            want.clients = want.clients.to_vec().into();
             let t = &tracker;
             diagnoser.diagnose(now, &mut want, &|ip, idle| {
                 t.stale_connections(ip, now, idle)
             });
             assert_eq!(got, want, "interval {i}");
             assert!(pipeline.tracker.shares_rows(&got.clients), "not copied");
+            // Diagnosed, the rows not listed are still quiet.
+            let listed: Vec<IpAddr> = got.clients.notable().map(|c| c.addr).collect();
+            let unlisted = got.clients.iter().filter(|c| !listed.contains(&c.addr));
+            assert!(unlisted.clone().all(Quiet::is_quiet), "interval {i}");
+            quiet_left_out += unlisted.count();
             let row = got
                 .clients
                 .iter()
@@ -177,6 +186,7 @@ mod tests {
             .iter()
             .rposition(|s| s.is_some_and(|s| s.0 == ClientVerdict::RetryStorm));
         assert!(named.is_some());
+        assert!(quiet_left_out > 100, "{quiet_left_out}");
         assert_eq!(
             storm[cleared.unwrap() + 1],
             Some((ClientVerdict::Healthy, true))

@@ -36,4 +36,5 @@ pub use report::{
     Rates, RejectCounts, RejectReason, Report, RetryReport, Totals, Trend, WorstKey, errno_name,
     worst_first,
 };
+pub use rows::Quiet;
 pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

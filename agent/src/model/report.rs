@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use super::capacity::{Capacity, Limits, RedisReport};
 use super::format::{as_millis, as_secs, rfc3339_millis};
-use super::rows::Rows;
+use super::rows::{Quiet, Rows};
 use super::verdict::{ClientVerdict, Verdict};
 
 /// The `"type"` tag that leads every NDJSON line.
@@ -264,6 +264,17 @@ pub struct Idle {
     pub max: Duration,
 }
 
+/// Nothing open, no failure, not changed, healthy: the row as it was, with
+/// nothing for the diagnoser to judge.
+impl Quiet for ClientReport {
+    fn is_quiet(&self) -> bool {
+        self.open == 0
+            && self.failed == 0
+            && !self.changed
+            && self.verdict == ClientVerdict::Healthy
+    }
+}
+
 /// Orders client rows worst first: most open connections, then most connections
 /// lost (resets + server closes), then most opened, then by address so the order
 /// is deterministic.
@@ -304,12 +315,12 @@ impl Report {
         }
         if lacks(|f| f.refusals) {
             self.totals.refused = None;
-            for c in &mut self.clients {
+            self.clients.for_each_mut(|c| {
                 c.refused = None;
                 if let Some(r) = &mut c.rates {
                     r.refused_per_s = None;
                 }
-            }
+            });
         }
         self.probe = probe;
     }

@@ -157,9 +157,9 @@ impl RowFilter {
         }
         // A row the report did not change is as the reader holds it; only the others
         // are compared with what was written. Rows with a verdict go out every
-        // interval.
+        // interval. Quiet rows (not yielded) are neither.
         let mut clients: Vec<ClientReport> = Vec::new();
-        for c in &report.clients {
+        for c in report.clients.notable() {
             let flagged = c.verdict != ClientVerdict::Healthy;
             if c.changed {
                 let now = Held::of(c);
