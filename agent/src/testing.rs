@@ -266,7 +266,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         clients_mode: ClientsMode::Full,
         clients_omitted: 0,
         clients_gone: Vec::new(),
-        clients,
+        clients: clients.into(),
         evicted: Vec::new(),
     }
 }
@@ -447,7 +447,7 @@ pub fn full_report() -> Report {
         clients_mode: ClientsMode::Full,
         clients_omitted: 0,
         clients_gone: Vec::new(),
-        clients,
+        clients: clients.into(),
         evicted: Vec::new(),
     }
 }

@@ -246,7 +246,7 @@ fn simulate(
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),
-            clients: Vec::new(),
+            clients: Vec::new().into(),
             evicted: Vec::new(),
         };
         let changes = Changes {
@@ -257,6 +257,8 @@ fn simulate(
         let by_addr = |ip| clients.iter().find(|c| c.addr == ip).copied();
         (report.clients, report.evicted) = rows.update(now, changes, by_addr);
         diagnoser.diagnose(now, &mut report, &|ip, idle| stale(i, ip, idle));
+        // As the tracker does: the cache keeps the diagnosed rows for the next.
+        rows.keep(&report.clients);
         // As the live loop does: refusals unknown where the kernel lacks them.
         report.set_probe(probe_of(i));
         reports.push(report);

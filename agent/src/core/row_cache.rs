@@ -14,8 +14,23 @@
 //! rates are not yet at rest (not all 0 after a first look), and all of them when
 //! the set of replicas changes. Every other row is as it was, rates 0 included.
 //! Rebuilt rows carry `changed`; the others do not.
+//!
+//! The rows are not copied for the report: the report holds the very rows kept
+//! here ([`ClientRows`], shared). The tracker builds them with [`RowCache::update`],
+//! lets the diagnoser write its verdicts into them while the report is still
+//! their only holder, then hands them back with [`RowCache::keep`]. So the cache
+//! keeps diagnosed rows: a row left as it was keeps its verdict too, which is the
+//! verdict it had (a row with nothing open and no failure is never judged, and
+//! stays healthy; any other is judged again at every report). The next report's
+//! rows are written into the memory of the previous ones once no report holds
+//! those any more (a consumer that keeps reports costs an allocation, no more).
+//!
+//! The rows also list where the rows that may not be quiet are (rebuilt, come
+//! to rest, or with a failure once: see `model::rows`), so that the diagnoser,
+//! the `--clients changed` filter and [`RowCache::keep`] skip the quiet rest. The
+//! merge carries those rows one by one, to list them at their new places; the
+//! runs it copies whole were quiet and stay so.
 
-use std::cmp::Ordering;
 use std::net::IpAddr;
 
 use std::time::Duration;
@@ -24,14 +39,15 @@ use crate::core::client::ClientStats;
 use crate::core::conn::{Conn, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::model::{
-    Age, ClientReport, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Rates, RetryReport,
-    SendQueue, micros, worst_first,
+    Age, ClientReport, ClientRows, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Quiet, Rates,
+    RetryReport, SendQueue, WorstKey, micros,
 };
 
 #[derive(Debug, Default)]
 pub struct RowCache {
-    /// Every row of the previous report, in report order.
-    rows: Vec<ClientReport>,
+    /// Every row of the previous report, in report order, as it was handed back
+    /// ([`RowCache::keep`]); empty between [`RowCache::update`] and then.
+    rows: ClientRows,
     /// Addresses whose row the previous report rebuilt or brought to rest: their
     /// `changed` is cleared at the next unless they change again.
     changed: Vec<IpAddr>,
@@ -40,6 +56,9 @@ pub struct RowCache {
     restless: Vec<IpAddr>,
     /// Time of the previous report.
     last: Option<Nanos>,
+    /// The memory of rows no report holds any more, for the next rows: a fresh
+    /// allocation of that size is paged in anew at every report.
+    spare: Vec<ClientReport>,
 }
 
 /// What changed since the previous report.
@@ -61,12 +80,15 @@ enum Fate {
     Rest,
     /// Unchanged, `changed` cleared.
     Settle,
+    /// Unchanged, and may not be quiet: its new place is listed as notable.
+    Keep,
 }
 
 impl RowCache {
     /// The rows of a report at `now`, worst first, and the addresses the previous
     /// report held that this one does not. `build` makes an address's row as it
-    /// is now (`None`: no longer known); rates are filled here.
+    /// is now (`None`: no longer known); rates are filled here. The rows must be
+    /// handed back with [`RowCache::keep`] before the next update.
     ///
     /// The previous rows are copied over in runs: the rows of moved and open
     /// addresses are rebuilt and merged in at their new places; a row whose rates
@@ -76,7 +98,7 @@ impl RowCache {
         now: Nanos,
         changes: Changes,
         build: impl Fn(IpAddr) -> Option<ClientReport>,
-    ) -> (Vec<ClientReport>, Vec<IpAddr>) {
+    ) -> (ClientRows, Vec<IpAddr>) {
         let mut fates: FastMap<IpAddr, Fate> = FastMap::default();
         for ip in std::mem::take(&mut self.changed) {
             fates.insert(ip, Fate::Settle);
@@ -100,14 +122,20 @@ impl RowCache {
             .map(|d| d as f64 / 1e9);
         self.last = Some(now);
 
-        // The rebuilt rows, in order, and where each is.
+        // The rebuilt rows, where each is, and their order (sorted by key: the rows
+        // themselves are large to move).
         let mut fresh: Vec<ClientReport> = fates
             .iter()
             .filter(|(_, f)| **f == Fate::Rebuilt)
             .filter_map(|(&ip, _)| build(ip))
             .map(|c| ClientReport { changed: true, ..c })
             .collect();
-        fresh.sort_unstable_by(worst_first);
+        let mut order: Vec<(WorstKey, usize)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (WorstKey::of(c), i))
+            .collect();
+        order.sort_unstable();
         let at: FastMap<IpAddr, usize> =
             fresh.iter().enumerate().map(|(i, c)| (c.addr, i)).collect();
 
@@ -128,13 +156,44 @@ impl RowCache {
             }
             marks.push((j, fate));
         }
-        // Where each rebuilt row goes among the previous ones.
-        let places: Vec<usize> = fresh
+        // The other rows that may not be quiet (a failure once) are carried one by
+        // one too, so that the new rows list them at their new places.
+        let listed = old.notable_positions();
+        if !listed.is_empty() {
+            let mut all = Vec::with_capacity(marks.len() + listed.len());
+            let mut marked = marks.into_iter().peekable();
+            for &j in listed.iter() {
+                all.extend(std::iter::from_fn(|| marked.next_if(|&(k, _)| k < j)));
+                if marked.peek().is_none_or(|&(k, _)| k != j) {
+                    all.push((j, Fate::Keep));
+                }
+            }
+            all.extend(marked);
+            marks = all;
+        }
+        // Where each rebuilt row goes among the previous ones: each after the one
+        // before it, most often a few rows further.
+        let mut place = 0;
+        let places: Vec<usize> = order
             .iter()
-            .map(|c| old.partition_point(|o| worst_first(o, c) == Ordering::Less))
+            .map(|(key, _)| {
+                place += first_not_before(&old[place..], key);
+                place
+            })
             .collect();
 
-        let mut rows = Vec::with_capacity(old.len() + fresh.len());
+        let mut rows = std::mem::take(&mut self.spare);
+        rows.clear();
+        rows.reserve(old.len() + fresh.len());
+        // Where the rows that may not be quiet are (the others are copied in runs:
+        // quiet before, quiet now).
+        let mut notable = Vec::with_capacity(marks.len() + fresh.len());
+        let mut push = |rows: &mut Vec<ClientReport>, row: ClientReport| {
+            if !row.is_quiet() {
+                notable.push(rows.len());
+            }
+            rows.push(row);
+        };
         let (mut from, mut f, mut m) = (0, 0, 0);
         loop {
             let mark = marks.get(m).map(|&(j, _)| j);
@@ -146,7 +205,7 @@ impl RowCache {
             match (place, mark) {
                 (Some(p), _) => {
                     rows.extend_from_slice(&old[from..p]);
-                    rows.push(fresh[f]);
+                    push(&mut rows, fresh[order[f].1]);
                     from = p;
                     f += 1;
                 }
@@ -158,12 +217,13 @@ impl RowCache {
                         Fate::Rest => {
                             row.rates = Some(Rates::ZERO);
                             row.changed = true;
-                            rows.push(row);
+                            push(&mut rows, row);
                         }
                         Fate::Settle => {
                             row.changed = false;
-                            rows.push(row);
+                            push(&mut rows, row);
                         }
+                        Fate::Keep => push(&mut rows, row),
                     }
                     from = j + 1;
                     m += 1;
@@ -174,14 +234,31 @@ impl RowCache {
                 }
             }
         }
-        for row in rows.iter().filter(|c| c.changed) {
+        drop(listed);
+        if let Ok(spare) = old.into_unshared() {
+            self.spare = spare;
+        }
+        (ClientRows::with_notable(rows, notable), gone)
+    }
+
+    /// Keeps `rows`, the rows [`RowCache::update`] made, as the report holds them
+    /// once diagnosed (verdicts in, and `changed` for a verdict that changed).
+    pub fn keep(&mut self, rows: &ClientRows) {
+        self.changed.clear();
+        self.restless.clear();
+        for row in rows.notable().filter(|c| c.changed) {
             self.changed.push(row.addr);
             if row.open > 0 || row.rates != Some(Rates::ZERO) {
                 self.restless.push(row.addr);
             }
         }
-        self.rows = rows;
-        (self.rows.clone(), gone)
+        self.rows = rows.clone();
+    }
+
+    /// Whether `rows` are the ones kept (not a copy).
+    #[cfg(test)]
+    pub fn shares(&self, rows: &ClientRows) -> bool {
+        self.rows.shares_with(rows)
     }
 
     /// Rows kept.
@@ -191,6 +268,24 @@ impl RowCache {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+/// The first of `rows` (sorted worst first) not before `key`: looked for 1, 2,
+/// 4… rows ahead, then between the last two looks.
+fn first_not_before(rows: &[ClientReport], key: &WorstKey) -> usize {
+    let before = |o: &ClientReport| WorstKey::of(o) < *key;
+    let (mut lo, mut step) = (0, 1);
+    loop {
+        let i = lo + step - 1;
+        match rows.get(i) {
+            Some(o) if before(o) => {
+                lo = i + 1;
+                step *= 2;
+            }
+            Some(_) => return lo + rows[lo..i].partition_point(before),
+            None => return lo + rows[lo..].partition_point(before),
+        }
     }
 }
 
@@ -346,7 +441,7 @@ mod tests {
             ip
         }
 
-        fn report(&mut self, now: Nanos, moved: Vec<IpAddr>) -> (Vec<ClientReport>, Vec<IpAddr>) {
+        fn report(&mut self, now: Nanos, moved: Vec<IpAddr>) -> (ClientRows, Vec<IpAddr>) {
             let table = self.table.borrow().clone();
             let open = table.values().filter(|c| c.open > 0).map(|c| c.addr);
             let changes = Changes {
@@ -354,8 +449,11 @@ mod tests {
                 open: open.collect(),
                 all: false,
             };
-            self.cache
-                .update(now, changes, |ip| table.get(&ip).cloned())
+            let (rows, gone) = self
+                .cache
+                .update(now, changes, |ip| table.get(&ip).cloned());
+            self.cache.keep(&rows);
+            (rows, gone)
         }
     }
 
@@ -429,6 +527,27 @@ mod tests {
         let (rows, _) = f.report(7 * SEC, vec![]);
         let r = rows.iter().find(|c| c.addr == quiet).unwrap();
         assert_eq!((r.rates, r.changed), (zero, false));
+    }
+
+    #[test]
+    fn the_place_looked_for_ahead_is_the_place_a_binary_search_finds() {
+        let mut seed = 3u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        for len in 0..70 {
+            let mut rows: Vec<ClientReport> = (0..len)
+                .map(|_| row(&format!("10.0.0.{}", next(250)), next(3), next(3), next(4)))
+                .collect();
+            rows.sort_by(worst_first);
+            for _ in 0..40 {
+                let probe = row(&format!("10.0.0.{}", next(250)), next(3), next(3), next(4));
+                let key = WorstKey::of(&probe);
+                let want = rows.partition_point(|o| worst_first(o, &probe).is_lt());
+                assert_eq!(first_not_before(&rows, &key), want, "{len} rows");
+            }
+        }
     }
 
     #[test]

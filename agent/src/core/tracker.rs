@@ -276,6 +276,30 @@ impl Tracker {
     /// Client rows are rebuilt only for the addresses that changed since the
     /// previous report ([`RowCache`]), so reports are asked for in time order.
     pub fn report(&mut self, now: Nanos, clock: &Clock) -> Report {
+        self.report_with(now, clock, |_, _| {})
+    }
+
+    /// [`Tracker::report`], with `finish` (the diagnoser) writing into the report
+    /// before the row cache shares its rows again: writing them then costs no copy.
+    pub fn report_with(
+        &mut self,
+        now: Nanos,
+        clock: &Clock,
+        finish: impl FnOnce(&Self, &mut Report),
+    ) -> Report {
+        let mut report = self.build_report(now, clock);
+        finish(self, &mut report);
+        self.rows.keep(&report.clients);
+        report
+    }
+
+    /// Whether `rows` are the row cache's own (not a copy).
+    #[cfg(test)]
+    pub fn shares_rows(&self, rows: &crate::model::ClientRows) -> bool {
+        self.rows.shares(rows)
+    }
+
+    fn build_report(&mut self, now: Nanos, clock: &Clock) -> Report {
         let open = self.open_by_address(now);
         let replicas: Vec<IpAddr> = self
             .redis

@@ -34,7 +34,8 @@ impl Diagnoser {
         let keep_from = now.saturating_sub(self.window_ns());
         // At most ~120 samples per address whatever the interval: bounded memory.
         let min_step = self.window_ns() / 120;
-        for c in &report.clients {
+        // A quiet row (not yielded) has nothing open, no failure and no change.
+        for c in report.clients.notable() {
             let failures = c.failed;
             // Addresses with nothing open and no failures cannot be a leak or storm:
             // no history for them (and none kept once they are back to that), so a
@@ -110,7 +111,7 @@ impl Diagnoser {
     pub(super) fn record_long(&mut self, now: Nanos, report: &Report) {
         let window = nanos(self.cfg.leak_slow_window);
         let step = window / 360;
-        for c in &report.clients {
+        for c in report.clients.notable() {
             if c.open == 0 {
                 if c.changed {
                     self.long.remove(&c.addr);

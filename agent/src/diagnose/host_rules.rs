@@ -119,10 +119,10 @@ impl Diagnoser {
 
     pub(super) fn pool_oversize(&self, now: Nanos, r: &Report) -> Option<Verdict> {
         let limit = r.capacity.limit.filter(|&l| l > 0)?;
-        // Steady holders of two connections or more.
+        // Steady holders of two connections or more (quiet rows hold nothing).
         let mut steady: Vec<u64> = r
             .clients
-            .iter()
+            .notable()
             .filter(|c| !c.internal && c.open >= 2 && self.steady(now, c))
             .map(|c| c.open)
             .collect();

@@ -92,18 +92,20 @@ impl Diagnoser {
         let mut verdicts: Vec<Verdict> = self.not_accepting(now, report).into_iter().collect();
         let mut flagged = FastSet::default();
         let mut failing = Vec::new();
-        for c in report.clients.iter_mut() {
+        // Quiet rows (most rows of a host with many one-shot clients) are not even
+        // looked at: nothing open and no failure ever, healthy as they were.
+        let this = &*self;
+        report.clients.for_notable_mut(|c| {
             // Nothing open and no failure ever: healthy, as it was (had it been open
-            // or failing at the previous report, its row would have changed). Most
-            // rows of a host with many one-shot clients end here.
+            // or failing at the previous report, its row would have changed).
             if c.open == 0 && c.failed == 0 {
-                continue;
+                return;
             }
-            let (verdict, host_verdict) = self.judge_client(now, c, limit, used, stalled, stale);
+            let (verdict, host_verdict) = this.judge_client(now, c, limit, used, stalled, stale);
             c.verdict = verdict;
             if c.failed > 0
                 && !c.internal
-                && let Some(f) = self.failing(now, c, verdict)
+                && let Some(f) = this.failing(now, c, verdict)
             {
                 failing.push(f);
             }
@@ -111,11 +113,11 @@ impl Diagnoser {
                 flagged.insert(c.addr);
             }
             // A verdict that changes changes the row, even if no figure moved.
-            if (verdict != ClientVerdict::Healthy) != self.flagged.contains(&c.addr) {
+            if (verdict != ClientVerdict::Healthy) != this.flagged.contains(&c.addr) {
                 c.changed = true;
             }
             verdicts.extend(host_verdict);
-        }
+        });
         self.flagged = flagged;
         verdicts.extend(self.fleet_storm(&failing));
         // maxclients is too low only for clients that back off: not while a client

@@ -34,12 +34,15 @@ impl Pipeline {
             return None;
         };
         let now = *ts;
-        let mut report = self.tracker.report(now, &self.clock);
-        let tracker = &self.tracker;
-        self.diagnoser.diagnose(now, &mut report, &|ip, idle| {
-            tracker.stale_connections(ip, now, idle)
-        });
-        Some(report)
+        let diagnoser = &mut self.diagnoser;
+        Some(
+            self.tracker
+                .report_with(now, &self.clock, |tracker, report| {
+                    diagnoser.diagnose(now, report, &|ip, idle| {
+                        tracker.stale_connections(ip, now, idle)
+                    });
+                }),
+        )
     }
 
     /// The interval's [`Event::Activity`] from a scan that looked the open
@@ -70,5 +73,127 @@ impl Pipeline {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientVerdict, CloseKind, Quiet};
+    use crate::testing::*;
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    /// Each interval's events: one-shot clients (some turned away or refused),
+    /// holders, a retry storm from 10.1.0.1 in 5..12 s that then stops, a client
+    /// backing off, and a leak from 10.2.0.1.
+    fn workload(i: u64, next: &mut impl FnMut(u64) -> u64, open: &mut Vec<ConnKey>) -> Vec<Event> {
+        let base = START + (i - 1) * SEC;
+        let mut ev = Vec::new();
+        for j in 0..30u64 {
+            let ts = base + j * 10 * MS;
+            let port = u16::try_from(20_000 + i * 40 + j).unwrap();
+            let k = conn(&format!("10.0.{}.{}", next(3), next(40) + 1), port);
+            match next(7) {
+                0 | 1 => {
+                    ev.push(opened(ts, k));
+                    ev.push(closed(ts + MS, k, CloseKind::Client, 14, 7));
+                }
+                2 => {
+                    ev.push(opened(ts, k));
+                    open.push(k);
+                }
+                3 if !open.is_empty() => {
+                    let k = open.swap_remove(next(open.len() as u64) as usize);
+                    let how = [CloseKind::Client, CloseKind::Server, CloseKind::Reset];
+                    ev.push(closed(ts, k, how[next(3) as usize], 10, 10));
+                }
+                4 => ev.push(Event::Refused { ts, key: k }),
+                5 => {
+                    rejected(&mut ev, ts, k);
+                }
+                _ => ev.push(busy(open, i, ts)),
+            }
+        }
+        if (5..12).contains(&i) {
+            let mut at = base + 400 * MS;
+            for p in 0..20u16 {
+                at = rejected(&mut ev, at, conn("10.1.0.1", 1_000 * (i as u16) + p)) + MS;
+            }
+        }
+        if i.is_power_of_two() {
+            rejected(&mut ev, base + 500 * MS, conn("10.1.0.2", i as u16));
+        }
+        ev.push(opened(base + 600 * MS, conn("10.2.0.1", 30_000 + i as u16)));
+        ev.sort_by_key(Event::ts);
+        ev
+    }
+
+    /// The pipeline's reports are those of a tracker whose row cache keeps the
+    /// rows as built (not diagnosed), diagnosed afterwards on a copy: keeping
+    /// diagnosed rows changes nothing, verdicts and `changed` included.
+    #[test]
+    fn reports_are_those_of_a_cache_kept_before_diagnosis() {
+        let retention = Duration::from_secs(5);
+        let mut pipeline = Pipeline {
+            tracker: Tracker::with_retention(vec![6379], retention),
+            diagnoser: Diagnoser::new(Thresholds::default()),
+            clock: clock(),
+        };
+        let mut tracker = Tracker::with_retention(vec![6379], retention);
+        let mut diagnoser = Diagnoser::new(Thresholds::default());
+        let mut seed = 11u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut open = Vec::new();
+        let mut storm = Vec::new();
+        let mut quiet_left_out = 0;
+        for i in 1..=50u64 {
+            let now = START + i * SEC;
+            for ev in workload(i, &mut next, &mut open) {
+                pipeline.apply(&ev);
+                tracker.apply(&ev);
+            }
+            let got = pipeline.apply(&Event::Tick { ts: now }).unwrap();
+            tracker.apply(&Event::Tick { ts: now });
+            let mut want = tracker.report(now, &clock());
+            // Without the list of rows that may not be quiet: every row looked at.
+            want.clients = want.clients.to_vec().into();
+            let t = &tracker;
+            diagnoser.diagnose(now, &mut want, &|ip, idle| {
+                t.stale_connections(ip, now, idle)
+            });
+            assert_eq!(got, want, "interval {i}");
+            assert!(pipeline.tracker.shares_rows(&got.clients), "not copied");
+            // Diagnosed, the rows not listed are still quiet.
+            let listed: Vec<IpAddr> = got.clients.notable().map(|c| c.addr).collect();
+            let unlisted = got.clients.iter().filter(|c| !listed.contains(&c.addr));
+            assert!(unlisted.clone().all(Quiet::is_quiet), "interval {i}");
+            quiet_left_out += unlisted.count();
+            let row = got
+                .clients
+                .iter()
+                .find(|c| c.addr.to_string() == "10.1.0.1");
+            storm.push(row.map(|c| (c.verdict, c.changed)));
+        }
+        // The storm was named, and cleared by the diagnoser alone (no event then).
+        let named = storm
+            .iter()
+            .position(|s| s.is_some_and(|s| s.0 == ClientVerdict::RetryStorm));
+        let cleared = storm
+            .iter()
+            .rposition(|s| s.is_some_and(|s| s.0 == ClientVerdict::RetryStorm));
+        assert!(named.is_some());
+        assert!(quiet_left_out > 100, "{quiet_left_out}");
+        assert_eq!(
+            storm[cleared.unwrap() + 1],
+            Some((ClientVerdict::Healthy, true))
+        );
+        assert_eq!(
+            storm[cleared.unwrap() + 2],
+            Some((ClientVerdict::Healthy, false))
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod instance;
 pub mod probe;
 pub mod redis;
 pub mod report;
+pub mod rows;
 pub mod verdict;
 
 pub use capacity::{Capacity, CapacitySource, FileNr, Limits, RedisReport};
@@ -31,8 +32,9 @@ pub use instance::{Instance, InstanceKey};
 pub use probe::{Features, ProbeReport};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, ClientsMode, Idle, Kind, Lifetime, Rates,
-    RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose, ServerCloses, Totals,
-    Trend, errno_name, worst_first,
+    AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, Idle, Kind, Lifetime,
+    Rates, RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose, ServerCloses,
+    Totals, Trend, WorstKey, errno_name, worst_first,
 };
+pub use rows::Quiet;
 pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

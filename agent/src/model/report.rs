@@ -6,7 +6,7 @@
 //! their JSON key names (`lifetime_ms`, `idle_s`).
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use super::capacity::{Capacity, Limits, RedisReport};
 use super::format::{as_millis, as_secs, rfc3339_millis};
+use super::rows::{Quiet, Rows};
 use super::verdict::{ClientVerdict, Verdict};
 
 /// The `"type"` tag that leads every NDJSON line.
@@ -58,8 +59,9 @@ pub struct Report {
     /// Addresses whose row the previous report of the stream held (written or left
     /// out) and that are no longer known (evicted), in address order. Empty when `full`.
     pub clients_gone: Vec<IpAddr>,
-    /// Sorted with [`worst_first`].
-    pub clients: Vec<ClientReport>,
+    /// Sorted with [`worst_first`]; shared with the row cache that built them
+    /// (see [`super::rows`]).
+    pub clients: ClientRows,
     /// Addresses the previous report of this instance held and this one does not
     /// (evicted since), in no order. Not serialized: an NDJSON stream names them in
     /// `clients_gone`.
@@ -173,6 +175,9 @@ pub struct AcceptQueue {
     pub backlog: u64,
 }
 
+/// A report's client rows (see [`super::rows`]).
+pub type ClientRows = Rows<ClientReport>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ClientReport {
     /// IPv4-mapped IPv6 addresses appear as IPv4.
@@ -278,15 +283,32 @@ pub struct Idle {
     pub max: Duration,
 }
 
+/// Nothing open, no failure, not changed, healthy: the row as it was, with
+/// nothing for the diagnoser to judge.
+impl Quiet for ClientReport {
+    fn is_quiet(&self) -> bool {
+        self.open == 0
+            && self.failed == 0
+            && !self.changed
+            && self.verdict == ClientVerdict::Healthy
+    }
+}
+
 /// Orders client rows worst first: most open connections, then most connections
 /// lost (resets + server closes), then most opened, then by address so the order
 /// is deterministic.
 pub fn worst_first(a: &ClientReport, b: &ClientReport) -> Ordering {
-    b.open
-        .cmp(&a.open)
-        .then_with(|| lost(b).cmp(&lost(a)))
-        .then_with(|| b.opened.cmp(&a.opened))
-        .then_with(|| a.addr.cmp(&b.addr))
+    WorstKey::of(a).cmp(&WorstKey::of(b))
+}
+
+/// What [`worst_first`] orders rows by, to sort by it without moving the rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorstKey(Reverse<u64>, Reverse<u64>, Reverse<u64>, IpAddr);
+
+impl WorstKey {
+    pub fn of(c: &ClientReport) -> Self {
+        WorstKey(Reverse(c.open), Reverse(lost(c)), Reverse(c.opened), c.addr)
+    }
 }
 
 /// Connections an address lost: resets, server closes and refusals (when seen).
@@ -312,12 +334,12 @@ impl Report {
         }
         if lacks(|f| f.refusals) {
             self.totals.refused = None;
-            for c in &mut self.clients {
+            self.clients.for_each_mut(|c| {
                 c.refused = None;
                 if let Some(r) = &mut c.rates {
                     r.refused_per_s = None;
                 }
-            }
+            });
         }
         self.probe = probe;
     }

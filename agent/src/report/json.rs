@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn empty_report_has_empty_clients_and_errors() {
         let report = Report {
-            clients: Vec::new(),
+            clients: Vec::new().into(),
             totals: Totals::default(),
             ..sample()
         };

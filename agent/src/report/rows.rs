@@ -157,9 +157,9 @@ impl RowFilter {
         }
         // A row the report did not change is as the reader holds it; only the others
         // are compared with what was written. Rows with a verdict go out every
-        // interval.
+        // interval. Quiet rows (not yielded) are neither.
         let mut clients: Vec<ClientReport> = Vec::new();
-        for c in &report.clients {
+        for c in report.clients.notable() {
             let flagged = c.verdict != ClientVerdict::Healthy;
             if c.changed {
                 let now = Held::of(c);
@@ -192,7 +192,7 @@ impl RowFilter {
             clients_mode: ClientsMode::Changed,
             clients_omitted: (report.clients.len() - clients.len()) as u64,
             clients_gone: gone,
-            clients,
+            clients: clients.into(),
             evicted: report.evicted.clone(),
         })
     }

@@ -154,7 +154,7 @@ mod tests {
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),
-            clients: Vec::new(),
+            clients: Vec::new().into(),
             evicted: Vec::new(),
         }
     }
@@ -648,7 +648,7 @@ mod tests {
     #[test]
     fn ipv6_clients_and_empty_reports_render() {
         let mut report = bare_report();
-        report.clients = vec![client("::1", 2, 0, 2)];
+        report.clients = vec![client("::1", 2, 0, 2)].into();
         let addr: IpAddr = "::1".parse().unwrap();
         assert_eq!(report.clients[0].addr, addr);
         let text = render(&report, 5);
