@@ -750,6 +750,8 @@ impl Agent {
     pub fn watch_with(ports: &[u16], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(connwatch_bin());
         cmd.args(Agent::watch_args(ports, args));
+        // The test's own environment must not lend the agent a password.
+        cmd.env_remove("REDISCLI_AUTH");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -773,7 +775,6 @@ impl Agent {
     /// Runs `cmd` (connwatch with [`Agent::watch_args`], or a wrapper that runs
     /// it) and waits for the first report.
     pub fn start(mut cmd: Command) -> Agent {
-        cmd.env_remove("REDISCLI_AUTH");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
