@@ -202,6 +202,9 @@ fn the_scan_by_lookups_stays_flat_while_the_dump_grows_with_time_wait_sockets() 
     );
     let after = cost(&ns, tracked.port, &keys);
     say(&after);
+    // The host's own may expire while the second measurement runs: a burst left by
+    // an earlier test expires all at once, 60 s after it was made.
+    let host_end = host_time_wait();
 
     // Flat: 50,000 more sockets in the namespace cost the lookups next to nothing
     // (a hash chain a little longer)…
@@ -211,16 +214,20 @@ fn the_scan_by_lookups_stays_flat_while_the_dump_grows_with_time_wait_sockets() 
     );
     // …while the dump walks each socket of the shared hash, the host's own
     // TIME_WAIT ones included. Earlier tests leave tens of thousands there, which
-    // expire while this one runs (CI saw 100k+ fall to 65k), so growth is asked
-    // for only when the hash as a whole grew by half the namespace's sockets.
-    let grown = (host_after + PER_SOURCE as u64) as i64 - host_before as i64;
+    // expire while this one runs (CI saw 100k+ fall to 65k; here 88k fell while
+    // the second dump was measured), so growth is asked for only when the hash as
+    // a whole, at its smallest during the second measurement, grew by half the
+    // namespace's sockets.
+    let grown = (host_after.min(host_end) + PER_SOURCE as u64) as i64 - host_before as i64;
     if grown >= (PER_SOURCE / 2) as i64 {
         assert!(
             after.dump_us > before.dump_us + 500.0,
             "the dump did not grow with {grown} more sockets in the hash: {before:?} → {after:?}"
         );
     } else {
-        eprintln!("the hash grew by {grown} sockets only: the dump's growth is not judged");
+        eprintln!(
+            "the hash grew by {grown} sockets only (the host's own ended at {host_end}): the dump's growth is not judged"
+        );
     }
     assert!(after.dump_us > 2.0 * after.lookup_us, "{after:?}");
 }
