@@ -60,6 +60,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l short-wind
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pool-share -d '…holding together this share of the real limit' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
@@ -105,6 +107,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l short-wi
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pool-share -d '…holding together this share of the real limit' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
@@ -145,6 +149,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l short-wi
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l pool-share -d '…holding together this share of the real limit' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
@@ -178,6 +184,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l short-wind
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l fanout-min-addresses -d 'Instance fan-out: at least this many addresses with one or two short-lived connections' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pool-min-instances -d 'Pool oversize: at least this many client addresses with similar steady pools…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pool-share -d '…holding together this share of the real limit' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r

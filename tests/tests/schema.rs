@@ -692,7 +692,8 @@ fn kept_fanout() -> Vec<Report> {
 }
 
 /// Twenty addresses retrying 250 ms after each rejection against a full server,
-/// four failures a second each: a retry storm across clients.
+/// four failures a second each: a retry storm across clients; beside them a
+/// client that holds 3 MiB of replies it does not read: a slow consumer.
 fn flat_fleet() -> Vec<Report> {
     let interval = |i: u64| {
         let mut clients: Vec<_> = (1..=20)
@@ -716,6 +717,17 @@ fn flat_fleet() -> Vec<Report> {
                 c
             })
             .collect();
+        let mut slow = row("10.0.4.99");
+        slow.open = 1;
+        slow.opened = 1;
+        (slow.age, slow.idle) = held(i, false);
+        slow.bytes_in = 40;
+        slow.bytes_out = 5 << 20;
+        slow.send_queue = Some(connwatch::model::SendQueue {
+            bytes: 3 << 20,
+            max: 3 << 20,
+        });
+        clients.push(slow);
         clients.sort_by(connwatch::model::worst_first);
         Interval {
             redis: redis_ok(
@@ -887,14 +899,18 @@ fn synthetic_reports_of_every_shape_validate() {
         pairs(&[
             ("retry_storm", "critical"),
             ("capacity_critical", "critical"),
+            ("slow_consumer", "warning"),
         ])
     );
     assert_eq!(last.verdicts[0].addr, None);
-    assert!(
-        last.clients
-            .iter()
-            .all(|c| c.verdict == connwatch::model::ClientVerdict::NoBackoff)
-    );
+    for c in last.clients.iter() {
+        let want = if c.addr.to_string() == "10.0.4.99" {
+            connwatch::model::ClientVerdict::SlowConsumer
+        } else {
+            connwatch::model::ClientVerdict::NoBackoff
+        };
+        assert_eq!(c.verdict, want, "{}", c.addr);
+    }
     assert_eq!(kinds(&stalled[0]), pairs(&[]));
     assert_eq!(
         kinds(stalled.last().expect("report")),

@@ -107,3 +107,114 @@ fn a_client_dropped_for_its_unread_replies_is_an_output_buffer_close() {
     pause(100);
     slow.assert_ok();
 }
+
+fn verdict<'a>(report: &'a Value, kind: &str) -> Option<&'a Value> {
+    report["verdicts"]
+        .as_array()?
+        .iter()
+        .find(|v| v["kind"] == kind)
+}
+
+/// No output-buffer limit: a client that stops reading keeps megabytes of replies
+/// queued, most of all the queued bytes, for seconds: a `slow_consumer` warning
+/// naming it, its send queue in its row. Default thresholds (1 MiB, half of all
+/// queued, 3 s).
+#[test]
+fn a_client_that_stops_reading_its_replies_is_a_slow_consumer() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--client-output-buffer-limit", "normal 0 0 0"]);
+    let mut agent = Agent::watch(&[redis.port]);
+    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
+    let port = redis.port.to_string();
+    let mut slow = Background::python(
+        "slow_consumer.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.75",
+            "--value-kb",
+            "64",
+            "--requests",
+            "300",
+            "--every",
+            "0.01",
+            "--rcvbuf-kb",
+            "64",
+            "--seconds",
+            "12",
+        ],
+    );
+    slow.wait_for_line("started", WAIT);
+    let report = agent.wait_for("a slow consumer", WAIT, |r| {
+        verdict(r, "slow_consumer").is_some()
+    });
+    let v = verdict(&report, "slow_consumer").unwrap();
+    assert_eq!(v["addr"], "127.0.0.75");
+    assert_eq!(v["severity"], "warning");
+    let queued = v["evidence"]["send_queue_bytes"].as_u64().unwrap();
+    assert!(queued >= 1 << 20, "{v}");
+    assert!(v["evidence"]["held_s"].as_f64().unwrap() >= 3.0, "{v}");
+    assert!(v["evidence"]["share"].as_f64().unwrap() >= 0.5, "{v}");
+    assert_eq!(v["evidence"]["output_buffer_drops"], 0);
+    let row = client(&report, "127.0.0.75").unwrap();
+    assert_eq!(row["verdict"], "slow_consumer");
+    assert_eq!(row["send_queue"]["bytes"], queued);
+    assert!(row["send_queue"]["max"].as_u64().unwrap() <= queued);
+}
+
+/// `client-output-buffer-limit normal 256kb 0 0` and a consumer that reconnects
+/// after each drop, three times: a reconnect loop of output-buffer drops, named
+/// `slow_consumer` (critical), not a leak and not a retry storm.
+#[test]
+fn a_consumer_dropped_again_and_again_is_a_slow_consumer_in_a_loop() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--client-output-buffer-limit", "normal 256kb 0 0"]);
+    let mut agent = Agent::watch(&[redis.port]);
+    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
+    let port = redis.port.to_string();
+    let mut slow = Background::python(
+        "slow_consumer.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.76",
+            "--value-kb",
+            "64",
+            "--requests",
+            "500",
+            "--every",
+            "0.01",
+            "--rcvbuf-kb",
+            "64",
+            "--loops",
+            "3",
+            "--seconds",
+            "20",
+        ],
+    );
+    slow.wait_for_line("started", WAIT);
+    let report = agent.wait_for("a slow consumer in a loop", WAIT, |r| {
+        verdict(r, "slow_consumer").is_some_and(|v| v["severity"] == "critical")
+    });
+    let v = verdict(&report, "slow_consumer").unwrap();
+    assert_eq!(v["addr"], "127.0.0.76");
+    assert!(
+        v["evidence"]["output_buffer_drops"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
+    assert!(
+        server_closes(&report, "127.0.0.76")["output_buffer"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    let (_, reports) = agent.stop();
+    for r in &reports {
+        for k in ["leak", "retry_storm"] {
+            assert!(verdict(r, k).is_none(), "{k}: {}", r["verdicts"]);
+        }
+    }
+    slow.assert_ok();
+}

@@ -331,6 +331,12 @@ pub struct ThresholdArgs {
     /// …holding together this share of the real limit.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.7)]
     pub pool_share: f64,
+    /// Slow consumer: at least this many bytes of replies an address has not taken…
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 1 << 20)]
+    pub slow_consumer_min_bytes: u64,
+    /// …and at least this share of all queued replies, for the short window.
+    #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.5)]
+    pub slow_consumer_share: f64,
     /// Slots to keep free for replicas, cluster bus and sentinels.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 100)]
     pub internal_reserve: u64,
@@ -363,6 +369,8 @@ impl ThresholdArgs {
             fanout_min_addresses: self.fanout_min_addresses,
             pool_min_instances: self.pool_min_instances,
             pool_share: self.pool_share,
+            slow_consumer_min_bytes: self.slow_consumer_min_bytes,
+            slow_consumer_share: self.slow_consumer_share,
             internal_reserve: self.internal_reserve,
             blocked_share: self.blocked_share,
             capacity_warning: self.capacity_warning,

@@ -76,6 +76,10 @@ impl Diagnoser {
         if !stalled && let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
+        // Replies piling up unread, or dropped for them again and again.
+        if let Some(v) = self.slow_consumer_verdict(now, c) {
+            return (ClientVerdict::SlowConsumer, Some(v));
+        }
         // Failing and retrying: backing off or not, by the shape of the gaps. Said
         // while it still fails: within the short window, or within 2.5 gaps of a
         // client that retries slowly.

@@ -14,6 +14,7 @@ pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;
+mod slow;
 mod stall;
 mod storm;
 mod thresholds;
@@ -48,6 +49,10 @@ pub struct Diagnoser {
     flagged: FastSet<IpAddr>,
     /// The run of reports whose accept queue held connections, never fewer.
     stall: Option<stall::Stall>,
+    /// Addresses with many unread replies, or dropped for them (slow consumers).
+    slow: FastMap<IpAddr, slow::SlowState>,
+    /// Bytes queued to every client at this report.
+    queued_total: u64,
 }
 
 impl Diagnoser {
@@ -56,6 +61,8 @@ impl Diagnoser {
             cfg,
             clients: FastMap::default(),
             long: FastMap::default(),
+            slow: FastMap::default(),
+            queued_total: 0,
             host: VecDeque::new(),
             last: None,
             host_now: None,
@@ -84,6 +91,7 @@ impl Diagnoser {
         self.record(now, report);
         self.record_long(now, report);
         self.track_stall(now, report);
+        self.track_slow(now, report);
         let (limit, used) = (report.capacity.limit, report.capacity.used);
         // A queue Redis takes nothing from explains every address's growth: the
         // connections waiting in it were not leaked by their clients. It holds
@@ -464,6 +472,54 @@ mod tests {
                 i + 1
             );
         }
+    }
+
+    #[test]
+    fn a_connection_holding_most_of_the_queued_replies_for_3_s_is_a_slow_consumer() {
+        const SLOW: &str = "10.0.0.80";
+        const FAST: &str = "10.0.0.81";
+        let (slow, fast) = (conn(SLOW, 40_000), conn(FAST, 40_001));
+        let mut ev = vec![opened(START, slow), opened(START, fast)];
+        // From 2 s the slow one has 3 MiB unread, the other 100 KiB.
+        for i in 2..=10u64 {
+            let ts = START + i * SEC;
+            let a = |queued| Activity {
+                bytes_in: 100,
+                bytes_out: 1 << 22,
+                last_active: Some(ts),
+                queued: Some(queued),
+            };
+            ev.push(Event::Activity {
+                ts,
+                conns: vec![(slow, a(3 << 20)), (fast, a(100 << 10))],
+                gone: Vec::new(),
+            });
+        }
+        let reports = Sim::new(ev).run(10);
+        // Over the bar from 2 s; held 3 s at 5 s.
+        assert!(reports[3].verdicts.is_empty(), "{:?}", kinds(&reports[3]));
+        assert_eq!(
+            kinds(&reports[4]),
+            [(K::SlowConsumer, WARN, Some(ip(SLOW)))]
+        );
+        let v = verdict(&reports[9], K::SlowConsumer);
+        assert_eq!(evidence(v, "send_queue_bytes"), 3 << 20);
+        assert_eq!(evidence(v, "send_queue_max"), 3 << 20);
+        assert_eq!(evidence(v, "share"), 0.97);
+        assert_eq!(evidence(v, "held_s"), 8.0);
+        assert_eq!(evidence(v, "output_buffer_drops"), 0);
+        assert_eq!(
+            client_verdict(&reports[9], SLOW),
+            ClientVerdict::SlowConsumer
+        );
+        assert_eq!(client_verdict(&reports[9], FAST), ClientVerdict::Healthy);
+        assert!(
+            v.summary.starts_with(
+                "10.0.0.80 has not taken 3.0 MiB of replies (97 % of all queued) for 8.0s"
+            ),
+            "{}",
+            v.summary
+        );
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub struct Thresholds {
     /// Instance fan-out: at least this many addresses, each with at most two
     /// short-lived connections, active within the window.
     pub fanout_min_addresses: usize,
+    /// A slow consumer: an address with at least this many bytes of replies not
+    /// taken…
+    pub slow_consumer_min_bytes: u64,
+    /// …and at least this share of all the replies queued, for the short window.
+    pub slow_consumer_share: f64,
     /// Slots to keep free for replicas, cluster bus and sentinels.
     pub internal_reserve: u64,
     /// Blocked clients holding this share of the limit.
@@ -70,6 +75,8 @@ impl Default for Thresholds {
             pool_min_instances: 3,
             pool_share: 0.7,
             fanout_min_addresses: 100,
+            slow_consumer_min_bytes: 1 << 20,
+            slow_consumer_share: 0.5,
             internal_reserve: 100,
             blocked_share: 0.3,
             capacity_warning: 0.8,

@@ -25,6 +25,7 @@ pub enum VerdictKind {
     NotAccepting,
     Leak,
     RetryStorm,
+    SlowConsumer,
     PoolOversize,
     MaxclientsTooLow,
     FdLimit,
@@ -39,6 +40,7 @@ named!(VerdictKind {
     NotAccepting => "not_accepting",
     Leak => "leak",
     RetryStorm => "retry_storm",
+    SlowConsumer => "slow_consumer",
     PoolOversize => "pool_oversize",
     MaxclientsTooLow => "maxclients_too_low",
     FdLimit => "fd_limit",
@@ -61,6 +63,8 @@ pub enum ClientVerdict {
     /// Retries after failures at a flat pace (any period) that never grew.
     NoBackoff,
     PoolHeavy,
+    /// Holds many replies it has not taken, or is dropped for them again and again.
+    SlowConsumer,
 }
 
 named!(ClientVerdict {
@@ -69,6 +73,7 @@ named!(ClientVerdict {
     RetryStorm => "retry_storm",
     BackingOff => "backing_off",
     NoBackoff => "no_backoff",
+    SlowConsumer => "slow_consumer",
     PoolHeavy => "pool_heavy",
 });
 

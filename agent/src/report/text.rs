@@ -183,6 +183,7 @@ fn verdict_name(v: ClientVerdict) -> &'static str {
         ClientVerdict::RetryStorm => "STORM",
         ClientVerdict::BackingOff => "backing-off",
         ClientVerdict::NoBackoff => "NO-BACKOFF",
+        ClientVerdict::SlowConsumer => "SLOW-READER",
         ClientVerdict::PoolHeavy => "pool-heavy",
     }
 }

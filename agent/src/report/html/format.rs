@@ -96,8 +96,9 @@ pub(super) fn client_verdict_rank(v: ClientVerdict) -> u8 {
         ClientVerdict::PoolHeavy => 1,
         ClientVerdict::BackingOff => 2,
         ClientVerdict::NoBackoff => 3,
-        ClientVerdict::Leak => 4,
-        ClientVerdict::RetryStorm => 5,
+        ClientVerdict::SlowConsumer => 4,
+        ClientVerdict::Leak => 5,
+        ClientVerdict::RetryStorm => 6,
     }
 }
 
@@ -107,6 +108,7 @@ pub(super) fn client_verdict_color(v: ClientVerdict) -> &'static str {
         ClientVerdict::PoolHeavy => TEAL,
         ClientVerdict::BackingOff => PURPLE,
         ClientVerdict::NoBackoff => AMBER,
+        ClientVerdict::SlowConsumer => AMBER,
         ClientVerdict::Leak => AMBER,
         ClientVerdict::RetryStorm => RED,
     }
