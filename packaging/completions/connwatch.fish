@@ -63,6 +63,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pool-share
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l internal -d 'An internal address or range (CIDR): Sentinels, replicas on other hosts, exporters, admin hosts. Never judged; counted in the internal headroom. Repeatable' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l budget -d 'A connection budget: at most N connections open from the range, e.g. 10.1.0.0/16=200 (budget_exceeded when passed). Repeatable' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l capacity-critical -d '…and critical from this ratio' -r
@@ -110,6 +112,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pool-sha
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l internal -d 'An internal address or range (CIDR): Sentinels, replicas on other hosts, exporters, admin hosts. Never judged; counted in the internal headroom. Repeatable' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l budget -d 'A connection budget: at most N connections open from the range, e.g. 10.1.0.0/16=200 (budget_exceeded when passed). Repeatable' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l capacity-critical -d '…and critical from this ratio' -r
@@ -152,6 +156,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l pool-sha
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l internal -d 'An internal address or range (CIDR): Sentinels, replicas on other hosts, exporters, admin hosts. Never judged; counted in the internal headroom. Repeatable' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l budget -d 'A connection budget: at most N connections open from the range, e.g. 10.1.0.0/16=200 (budget_exceeded when passed). Repeatable' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand analyze" -l capacity-critical -d '…and critical from this ratio' -r
@@ -187,6 +193,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pool-share
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l slow-consumer-min-bytes -d 'Slow consumer: at least this many bytes of replies an address has not taken…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l slow-consumer-share -d '…and at least this share of all queued replies, for the short window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l internal-reserve -d 'Slots to keep free for replicas, cluster bus and sentinels' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l internal -d 'An internal address or range (CIDR): Sentinels, replicas on other hosts, exporters, admin hosts. Never judged; counted in the internal headroom. Repeatable' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l budget -d 'A connection budget: at most N connections open from the range, e.g. 10.1.0.0/16=200 (budget_exceeded when passed). Repeatable' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l blocked-share -d 'Blocked clients holding this share of the limit' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-warning -d 'Capacity warning above this ratio of the real limit…' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l capacity-critical -d '…and critical from this ratio' -r

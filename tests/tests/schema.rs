@@ -209,9 +209,19 @@ fn simulate(
     interval: impl Fn(u64) -> Interval,
     stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
 ) -> Vec<Report> {
+    simulate_with(Thresholds::default(), last, interval, stale)
+}
+
+/// [`simulate`] with other thresholds.
+fn simulate_with(
+    cfg: Thresholds,
+    last: u64,
+    interval: impl Fn(u64) -> Interval,
+    stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+) -> Vec<Report> {
     let mut base = Baselines::default();
     let mut rows = RowCache::default();
-    let mut diagnoser = Diagnoser::new(Thresholds::default());
+    let mut diagnoser = Diagnoser::new(cfg);
     let mut reports = Vec::new();
     for i in 0..=last {
         let now = T0 + i * SEC;
@@ -693,7 +703,8 @@ fn kept_fanout() -> Vec<Report> {
 
 /// Twenty addresses retrying 250 ms after each rejection against a full server,
 /// four failures a second each: a retry storm across clients; beside them a
-/// client that holds 3 MiB of replies it does not read: a slow consumer.
+/// client that holds 3 MiB of replies it does not read: a slow consumer, and over
+/// its budget of none.
 fn flat_fleet() -> Vec<Report> {
     let interval = |i: u64| {
         let mut clients: Vec<_> = (1..=20)
@@ -759,7 +770,12 @@ fn flat_fleet() -> Vec<Report> {
             clients,
         }
     };
-    simulate(12, interval, no_stale)
+    // The slow consumer's one connection is over a budget of none.
+    let cfg = Thresholds {
+        budgets: vec!["10.0.4.99=0".parse().expect("budget")],
+        ..Thresholds::default()
+    };
+    simulate_with(cfg, 12, interval, no_stale)
 }
 
 /// `--no-redis`, nothing read from /proc, no client yet.
@@ -900,6 +916,7 @@ fn synthetic_reports_of_every_shape_validate() {
             ("retry_storm", "critical"),
             ("capacity_critical", "critical"),
             ("slow_consumer", "warning"),
+            ("budget_exceeded", "warning"),
         ])
     );
     assert_eq!(last.verdicts[0].addr, None);

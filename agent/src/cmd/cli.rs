@@ -340,6 +340,23 @@ pub struct ThresholdArgs {
     /// Slots to keep free for replicas, cluster bus and sentinels.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 100)]
     pub internal_reserve: u64,
+    /// An internal address or range (CIDR): Sentinels, replicas on other hosts,
+    /// exporters, admin hosts. Never judged; counted in the internal headroom.
+    /// Repeatable.
+    #[arg(
+        long = "internal",
+        value_name = "CIDR",
+        help_heading = "Diagnosis thresholds"
+    )]
+    pub internal: Vec<crate::model::Cidr>,
+    /// A connection budget: at most N connections open from the range, e.g.
+    /// 10.1.0.0/16=200 (budget_exceeded when passed). Repeatable.
+    #[arg(
+        long = "budget",
+        value_name = "CIDR=N",
+        help_heading = "Diagnosis thresholds"
+    )]
+    pub budgets: Vec<crate::model::Budget>,
     /// Blocked clients holding this share of the limit.
     #[arg(long, help_heading = "Diagnosis thresholds", default_value_t = 0.3)]
     pub blocked_share: f64,
@@ -372,6 +389,8 @@ impl ThresholdArgs {
             slow_consumer_min_bytes: self.slow_consumer_min_bytes,
             slow_consumer_share: self.slow_consumer_share,
             internal_reserve: self.internal_reserve,
+            internal: self.internal.clone(),
+            budgets: self.budgets.clone(),
             blocked_share: self.blocked_share,
             capacity_warning: self.capacity_warning,
             capacity_critical: self.capacity_critical,

@@ -15,7 +15,7 @@ use crate::core::conn::{ByteDelta, Conn, ConnTable};
 use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
-    AcceptErrors, AcceptQueue, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
+    AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
     RejectCounts, Report, ServerCloses, Totals, micros,
 };
 use crate::model::{
@@ -52,6 +52,8 @@ pub struct Tracker {
     /// The previous report's client rows, and the replicas they were built with.
     rows: RowCache,
     replicas: Vec<IpAddr>,
+    /// Ranges whose addresses are internal (`--internal`), as replicas are.
+    internal: Vec<Cidr>,
 }
 
 /// Failed accepts per second between the last two counter readings.
@@ -80,6 +82,11 @@ impl Tracker {
         Self::with_retention(ports, DEFAULT_RETENTION)
     }
 
+    /// Marks the addresses of `ranges` internal (`--internal`), as replicas are.
+    pub fn set_internal(&mut self, ranges: Vec<Cidr>) {
+        self.internal = ranges;
+    }
+
     /// Like [`Tracker::new`], keeping client addresses without open connections
     /// for `retention` after their last event.
     pub fn with_retention(mut ports: Vec<u16>, retention: Duration) -> Self {
@@ -101,6 +108,7 @@ impl Tracker {
             accept_rate: AcceptRate::default(),
             rows: RowCache::default(),
             replicas: Vec::new(),
+            internal: Vec::new(),
         }
     }
 
@@ -312,14 +320,14 @@ impl Tracker {
             open: open.keys().copied().collect(),
             all: replicas != self.replicas,
         };
-        let clients = &self.clients;
+        let (clients, internal) = (&self.clients, &self.internal);
         let (clients, evicted) = self.rows.update(now, changes, |ip| {
             let stats = clients.get(&ip)?;
             Some(client_report(
                 ip,
                 stats,
                 open.get(&ip),
-                replicas.contains(&ip),
+                replicas.contains(&ip) || internal.iter().any(|r| r.contains(ip)),
             ))
         });
         self.replicas = replicas;

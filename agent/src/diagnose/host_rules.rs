@@ -171,13 +171,28 @@ impl Diagnoser {
 
     pub(super) fn internal_headroom(&self, r: &Report) -> Option<Verdict> {
         let c = &r.capacity;
-        let internal = c.connected_slaves.unwrap_or(0) + c.cluster_connections.unwrap_or(0);
+        // Connections of the addresses named internal (`--internal`); replicas are
+        // in connected_slaves already.
+        let listed: u64 = if self.cfg.internal.is_empty() {
+            0
+        } else {
+            r.clients
+                .notable()
+                .filter(|x| x.internal && self.cfg.internal.iter().any(|n| n.contains(x.addr)))
+                .map(|x| x.open)
+                .sum()
+        };
+        let internal =
+            c.connected_slaves.unwrap_or(0) + c.cluster_connections.unwrap_or(0) + listed;
         let headroom = c.headroom?;
         if internal == 0 || headroom >= self.cfg.internal_reserve as i64 {
             return None;
         }
         let mut evidence = Map::new();
         evidence.insert("internal".into(), json!(internal));
+        if !self.cfg.internal.is_empty() {
+            evidence.insert("internal_clients".into(), json!(listed));
+        }
         evidence.insert("headroom".into(), json!(headroom));
         evidence.insert("reserve".into(), json!(self.cfg.internal_reserve));
         insert_opt(&mut evidence, "limit", c.limit);
@@ -186,7 +201,7 @@ impl Diagnoser {
             severity: Severity::Warning,
             addr: None,
             summary: format!(
-                "{internal} replica/cluster connections share the limit and only {headroom} slots are left: a reconnecting replica or a failover could be turned away"
+                "{internal} internal connections (replicas, cluster bus, listed internal addresses) share the limit and only {headroom} slots are left: a reconnecting replica or a failover could be turned away"
             ),
             evidence,
             action: format!(

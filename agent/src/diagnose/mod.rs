@@ -8,6 +8,7 @@
 //! /proc and kernel figures. It is pure: the same reports give the same verdicts,
 //! live or replayed. Thresholds have defaults (see [`Thresholds`]) and flags.
 
+mod budget;
 mod client_rules;
 mod fanout;
 pub mod fleet;
@@ -149,6 +150,7 @@ impl Diagnoser {
         }
         verdicts.extend(fanout);
         verdicts.extend(self.internal_headroom(report));
+        verdicts.extend(self.budgets_exceeded(report));
         verdicts.extend(self.blocked_clients(report));
         verdicts.extend(self.capacity(now, report));
         verdicts.sort_by(|a, b| {
@@ -1480,6 +1482,65 @@ mod tests {
         assert_eq!(evidence(v, "blocked_clients"), 300);
         assert_eq!(evidence(v, "limit"), 1000);
         assert_eq!(kinds(&snapshot_verdicts(1000, blocked(299))), []);
+    }
+
+    #[test]
+    fn a_range_over_its_budget_is_named_and_internal_addresses_count_as_internal() {
+        let mut ev = vec![redis_ok(START, 100, connected(31)), host(START, 1_000_000)];
+        // 10.1.0.0/16 holds 12 (8 from .1.1, 4 from .2.2) against a budget of 10;
+        // 10.3.0.7 holds 5 against 5; 10.9.0.9 (an exporter) holds 3, internal.
+        let mut open = |addr: &str, n: u16| {
+            for p in 0..n {
+                ev.push(opened(START + 100 * MS, conn(addr, 20_000 + p)));
+            }
+        };
+        open("10.1.1.1", 8);
+        open("10.1.2.2", 4);
+        open("10.3.0.7", 5);
+        open("10.9.0.9", 3);
+        let cfg = Thresholds {
+            budgets: vec![
+                "10.1.0.0/16=10".parse().unwrap(),
+                "10.3.0.7=5".parse().unwrap(),
+            ],
+            internal: vec!["10.9.0.0/24".parse().unwrap()],
+            ..Thresholds::default()
+        };
+        let r = &Sim::with(cfg, ev).run(2)[1];
+        let budget: Vec<_> = r
+            .verdicts
+            .iter()
+            .filter(|v| v.kind == K::BudgetExceeded)
+            .collect();
+        assert_eq!(budget.len(), 1, "{:?}", kinds(r));
+        let v = budget[0];
+        assert_eq!(v.addr, None);
+        assert_eq!(evidence(v, "range"), "10.1.0.0/16");
+        assert_eq!(evidence(v, "budget"), 10);
+        assert_eq!(evidence(v, "open"), 12);
+        assert_eq!(evidence(v, "addresses"), 2);
+        assert_eq!(
+            evidence(v, "top"),
+            json!([{"addr": "10.1.1.1", "open": 8}, {"addr": "10.1.2.2", "open": 4}])
+        );
+        assert_eq!(
+            v.summary,
+            "10.1.0.0/16 holds 12 connections, over its budget of 10 (2 addresses, most from 10.1.1.1: 8)"
+        );
+        // The exporter is internal, never judged, and in the internal headroom:
+        // 31 of 100 used leaves 69, under the reserve of 100.
+        let exporter = r.clients.iter().find(|c| c.addr == ip("10.9.0.9")).unwrap();
+        assert!(exporter.internal);
+        let v = verdict(r, K::InternalHeadroom);
+        assert_eq!(evidence(v, "internal"), 3);
+        assert_eq!(evidence(v, "internal_clients"), 3);
+        assert!(
+            !r.clients
+                .iter()
+                .find(|c| c.addr == ip("10.1.1.1"))
+                .unwrap()
+                .internal
+        );
     }
 
     #[test]

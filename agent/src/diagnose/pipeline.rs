@@ -20,8 +20,10 @@ impl Pipeline {
     /// `clock` maps the event stream's monotonic time to wall-clock time; its
     /// `mono` is the start of the run (for `uptime_s`).
     pub fn new(ports: Vec<u16>, thresholds: Thresholds, clock: Clock) -> Self {
+        let mut tracker = Tracker::new(ports);
+        tracker.set_internal(thresholds.internal.clone());
         Pipeline {
-            tracker: Tracker::new(ports),
+            tracker,
             diagnoser: Diagnoser::new(thresholds),
             clock,
         }

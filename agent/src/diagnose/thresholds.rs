@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::model::{Budget, Cidr};
+
 /// The thresholds behind every verdict. Defaults are documented in docs/DIAGNOSIS.md.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
@@ -49,6 +51,11 @@ pub struct Thresholds {
     pub slow_consumer_share: f64,
     /// Slots to keep free for replicas, cluster bus and sentinels.
     pub internal_reserve: u64,
+    /// Addresses that are internal (`--internal`): Sentinels, replicas on other
+    /// hosts, exporters, admin hosts. Never judged; counted in the internal headroom.
+    pub internal: Vec<Cidr>,
+    /// Connection budgets (`--budget CIDR=N`).
+    pub budgets: Vec<Budget>,
     /// Blocked clients holding this share of the limit.
     pub blocked_share: f64,
     pub capacity_warning: f64,
@@ -78,6 +85,8 @@ impl Default for Thresholds {
             slow_consumer_min_bytes: 1 << 20,
             slow_consumer_share: 0.5,
             internal_reserve: 100,
+            internal: Vec::new(),
+            budgets: Vec::new(),
             blocked_share: 0.3,
             capacity_warning: 0.8,
             capacity_critical: 0.9,

@@ -9,6 +9,7 @@
 #[macro_use]
 mod named;
 pub mod capacity;
+pub mod cidr;
 pub mod event;
 pub mod format;
 pub mod hash;
@@ -21,6 +22,7 @@ pub mod rows;
 pub mod verdict;
 
 pub use capacity::{Capacity, CapacitySource, FileNr, Limits, RedisReport};
+pub use cidr::{Budget, Cidr};
 pub use event::{
     Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, NANOS_PER_SEC, Nanos,
     monotonic_now, normalize,

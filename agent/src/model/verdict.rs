@@ -32,6 +32,7 @@ pub enum VerdictKind {
     InternalHeadroom,
     BlockedClients,
     InstanceFanout,
+    BudgetExceeded,
     CapacityWarning,
     CapacityCritical,
 }
@@ -47,6 +48,7 @@ named!(VerdictKind {
     InternalHeadroom => "internal_headroom",
     BlockedClients => "blocked_clients",
     InstanceFanout => "instance_fanout",
+    BudgetExceeded => "budget_exceeded",
     CapacityWarning => "capacity_warning",
     CapacityCritical => "capacity_critical",
 });
