@@ -263,6 +263,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         limits: Limits::default(),
         capacity: crate::core::capacity::capacity(None, &Limits::default(), 3, None),
         verdicts: Vec::new(),
+        recommendations: Vec::new(),
         clients_mode: ClientsMode::Full,
         clients_omitted: 0,
         clients_gone: Vec::new(),
@@ -449,5 +450,6 @@ pub fn full_report() -> Report {
         clients_gone: Vec::new(),
         clients: clients.into(),
         evicted: Vec::new(),
+        recommendations: Vec::new(),
     }
 }

@@ -253,6 +253,7 @@ fn simulate_with(
             limits,
             capacity,
             verdicts: Vec::new(),
+            recommendations: Vec::new(),
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),

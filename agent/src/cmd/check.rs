@@ -253,6 +253,9 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
             v.action.lines().next().unwrap_or_default()
         );
     }
+    for r in &r.recommendations {
+        let _ = writeln!(s, "RECOMMEND {}", r.line());
+    }
     let word = match status {
         Status::Ok => "OK",
         Status::Warning => "WARNING",

@@ -359,6 +359,7 @@ impl Tracker {
             limits,
             capacity,
             verdicts: Vec::new(),
+            recommendations: Vec::new(),
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),

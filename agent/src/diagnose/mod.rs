@@ -15,6 +15,7 @@ pub mod fleet;
 mod history;
 mod host_rules;
 pub mod pipeline;
+mod recommend;
 mod slow;
 mod stall;
 mod storm;
@@ -160,6 +161,7 @@ impl Diagnoser {
                 .then(a.addr.cmp(&b.addr))
         });
         report.verdicts = verdicts;
+        report.recommendations = self.recommend(report);
     }
 }
 
@@ -766,6 +768,69 @@ mod tests {
         assert_eq!(evidence(v, "per_instance"), 18);
         assert_eq!(evidence(v, "total"), 90);
         assert_eq!(evidence(v, "limit"), 100);
+        // The guide's sizing with the pools seen: 5 × 18 + 100 reserved = 190, at
+        // most 80 % used: 237.5, rounded up to 300. The open-file limit is ample.
+        let recs = &reports[30].recommendations;
+        assert_eq!(
+            recs,
+            &[Recommendation {
+                setting: "maxclients",
+                current: Some(100),
+                suggested: 300,
+                why: "5 instances × 18 connections + 100 reserved for replicas, cluster bus and sentinels = 190, used at most 80 % of the limit".into(),
+            }]
+        );
+        // Before the pools are measured, the clients in use stand for the demand:
+        // 90 + 100 = 190 as well.
+        assert_eq!(reports[0].recommendations[0].suggested, 300);
+        assert!(
+            reports[0].recommendations[0]
+                .why
+                .starts_with("90 client connections in use + 100 reserved")
+        );
+    }
+
+    #[test]
+    fn recommendations_for_the_fd_limit_the_timeout_and_the_backlog_and_none_during_a_leak() {
+        // A leak of one connection a second for 150 s beside a healthy pool busy
+        // every second; maxclients 100 under a soft limit of 100 descriptors,
+        // timeout 0.
+        let mut ev = vec![redis_ok(START, 100, connected(70)), host(START, 100)];
+        steady_pool(&mut ev, "10.0.1.1", 5, START + 100 * MS, 150);
+        for k in 0..150u16 {
+            ev.push(opened(
+                START + u64::from(k) * SEC + 500 * MS,
+                conn("10.0.0.66", 40_000 + k),
+            ));
+        }
+        let reports = Sim::new(ev).run(150);
+        let r = &reports[149];
+        assert!(
+            r.verdicts.iter().any(|v| v.kind == K::Leak),
+            "{:?}",
+            kinds(r)
+        );
+        let settings: Vec<&str> = r.recommendations.iter().map(|x| x.setting).collect();
+        // No maxclients while a client leaks (more slots would fill the same way).
+        assert_eq!(settings, ["nofile", "timeout"]);
+        // 100 + 32 + 1024, to the next 1024.
+        let nofile = &r.recommendations[0];
+        assert_eq!((nofile.current, nofile.suggested), (Some(100), 2048));
+        // The healthy pool idles 0 s, so a minute; the leaked connections idle
+        // 74 s at the median (0.5 s to 149.5 s old: the 75th of 150 is 74.5 s,
+        // in whole seconds).
+        let timeout = &r.recommendations[1];
+        assert_eq!((timeout.current, timeout.suggested), (Some(0), 60));
+        assert!(
+            timeout.why.contains("the leaked connections about 74 s"),
+            "{}",
+            timeout.why
+        );
+        assert!(
+            timeout.why.contains("the leaked connections about"),
+            "{}",
+            timeout.why
+        );
     }
 
     #[test]

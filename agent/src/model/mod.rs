@@ -35,8 +35,8 @@ pub use probe::{Features, ProbeReport};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, Idle, Kind, Lifetime,
-    Rates, RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose, ServerCloses,
-    Totals, Trend, WorstKey, errno_name, worst_first,
+    Rates, Recommendation, RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose,
+    ServerCloses, Totals, Trend, WorstKey, errno_name, worst_first,
 };
 pub use rows::Quiet;
 pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};

@@ -49,6 +49,8 @@ pub struct Report {
     pub capacity: Capacity,
     /// Host-level verdicts, most severe first (see docs/DIAGNOSIS.md).
     pub verdicts: Vec<Verdict>,
+    /// Settings worth changing, computed from what was seen (docs/DIAGNOSIS.md).
+    pub recommendations: Vec<Recommendation>,
     /// Which rows `clients` holds: every known address (`full`, as every report is
     /// built), or only those an NDJSON stream must write again (`changed`; made by
     /// `report::rows` between full snapshots).
@@ -576,6 +578,33 @@ impl RejectReason {
             RejectReason::Tls => "tls",
             RejectReason::Unknown => "unknown",
         }
+    }
+}
+
+/// A setting worth changing, computed from what the report shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Recommendation {
+    /// `maxclients`, `nofile` (the Redis process's open-file limit), `timeout`,
+    /// `tcp-backlog`.
+    pub setting: &'static str,
+    /// The value now; `None` when unknown.
+    pub current: Option<u64>,
+    pub suggested: u64,
+    /// The figures it comes from, in words.
+    pub why: String,
+}
+
+impl Recommendation {
+    /// "maxclients 100 → 300: 5 instances × 18 connections + …".
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} → {}: {}",
+            self.setting,
+            self.current
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+            self.suggested,
+            self.why
+        )
     }
 }
 

@@ -213,7 +213,7 @@ mod tests {
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
         assert_eq!(keys(quiet).len(), 21);
-        assert_eq!(keys(&v).len(), 15);
+        assert_eq!(keys(&v).len(), 16);
         assert!(v["instance"].is_null());
         assert!(v["probe"].is_null());
         assert_eq!(v["verdicts"], json!([]));
@@ -236,7 +236,7 @@ mod tests {
         r.clients_gone = vec!["10.0.0.9".parse().unwrap(), "2001:db8::2".parse().unwrap()];
         let line = render_json(&r).unwrap();
         assert!(line.contains(
-            r#""verdicts":[],"clients_mode":"changed","clients_omitted":7,"clients_gone":["10.0.0.9","2001:db8::2"],"clients":[{"addr":"10.1.2.3","#
+            r#""verdicts":[],"recommendations":[],"clients_mode":"changed","clients_omitted":7,"clients_gone":["10.0.0.9","2001:db8::2"],"clients":[{"addr":"10.1.2.3","#
         ));
     }
 

@@ -189,6 +189,7 @@ impl RowFilter {
             limits: report.limits.clone(),
             capacity: report.capacity.clone(),
             verdicts: report.verdicts.clone(),
+            recommendations: report.recommendations.clone(),
             clients_mode: ClientsMode::Changed,
             clients_omitted: (report.clients.len() - clients.len()) as u64,
             clients_gone: gone,

@@ -52,6 +52,15 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
         lines.extend(verdict_lines(report));
         lines.push(String::new());
     }
+    if !report.recommendations.is_empty() {
+        lines.extend(
+            report
+                .recommendations
+                .iter()
+                .map(|r| format!("RECOMMEND {}", r.line())),
+        );
+        lines.push(String::new());
+    }
     let shown = report.clients.len().min(top);
     if report.clients.is_empty() {
         lines.push("no client connections seen".to_owned());

@@ -75,6 +75,7 @@ pub fn render_html(reports: &[Report], title: &str) -> String {
         let timeline = Timeline::new(reports);
         let seen = seen_verdicts(reports);
         verdicts_section(&mut out, reports, &seen);
+        verdicts::recommendations_section(&mut out, reports);
         charts_section(&mut out, reports, &timeline);
         suspects_section(&mut out, reports, &timeline, &seen);
         clients_section(&mut out, reports);

@@ -221,3 +221,27 @@ fn evidence_value(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// The settings the last report recommends, with the figures they come from.
+pub(super) fn recommendations_section(out: &mut String, reports: &[Report]) {
+    let Some(last) = reports.last().filter(|r| !r.recommendations.is_empty()) else {
+        return;
+    };
+    out.push_str(
+        "<section id=\"recommendations\" class=\"card\">\n<h2>Recommended settings</h2>\n\
+         <table class=\"kv\"><thead><tr><th>setting</th><th>now</th><th>suggested</th><th>why</th></tr></thead><tbody>\n",
+    );
+    for r in &last.recommendations {
+        w!(
+            out,
+            "<tr><th><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            Esc(r.setting),
+            Esc(&r
+                .current
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string())),
+            r.suggested,
+            Esc(&r.why)
+        );
+    }
+    out.push_str("</tbody></table>\n</section>\n");
+}

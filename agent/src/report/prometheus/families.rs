@@ -332,6 +332,16 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
 }
 
 pub(super) fn verdict_families(x: &mut Exposition, r: &Report) {
+    let mut f = x.family(
+        "connwatch_recommended_setting",
+        MetricType::Gauge,
+        "A setting worth changing and the value suggested for it, computed from what \
+         was seen (docs/DIAGNOSIS.md); absent when none is.",
+    );
+    for rec in &r.recommendations {
+        f.sample(&[("setting", rec.setting)], rec.suggested);
+    }
+    drop(f);
     let exhaustion = r
         .verdicts
         .iter()

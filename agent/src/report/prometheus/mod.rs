@@ -151,6 +151,7 @@ mod tests {
                 headroom: None,
             },
             verdicts: Vec::new(),
+            recommendations: Vec::new(),
             clients_mode: ClientsMode::Full,
             clients_omitted: 0,
             clients_gone: Vec::new(),
