@@ -1,6 +1,5 @@
 //! Retry storms across clients: many addresses that each retry at a flat pace
-//! (`no_backoff`, or a per-address `retry_storm`) and together keep a full server
-//! failing. Each one alone may fail only a few times a second (an ioredis client
+//! (`no_backoff`) and together keep a full server failing. Each one alone may fail only a few times a second (an ioredis client
 //! with `retryStrategy: () => 250` fails four times a second); twenty of them are
 //! the storm, and raising maxclients only feeds it.
 //!
@@ -29,12 +28,12 @@ pub(super) struct Failing {
 }
 
 impl Failing {
-    /// Retries without backoff: flat gaps from the start, at any pace.
+    /// Retries without backoff, at a pace no one address storms at: flat gaps from
+    /// the start. An address storming alone is named by its own `retry_storm`; it
+    /// does not make a storm across clients of one slow flat retrier beside it (the
+    /// agent's own INFO poll, turned away by a full server, is one).
     fn flat(&self) -> bool {
-        matches!(
-            self.verdict,
-            ClientVerdict::NoBackoff | ClientVerdict::RetryStorm
-        )
+        self.verdict == ClientVerdict::NoBackoff
     }
 }
 
