@@ -73,7 +73,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
     parts.push(built);
 
     let mut integration = process::cargo();
-    integration.args(["test", "-p", INTEGRATION_PACKAGE, "--", "--test-threads=1"]);
+    // Every suite runs even when one fails: a failure does not hide the others'.
+    integration.args([
+        "test",
+        "-p",
+        INTEGRATION_PACKAGE,
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]);
     if build_ok {
         parts.push(run_part("integration tests", integration));
     } else {
