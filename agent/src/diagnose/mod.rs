@@ -791,6 +791,14 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_server_with_a_small_limit_gets_no_maxclients_advice() {
+        // 13 of 60 in use: nothing to say, whatever the reserve would add.
+        let ev = vec![redis_ok(START, 60, connected(13)), host(START, 1_000_000)];
+        let reports = Sim::new(ev).run(3);
+        assert_eq!(reports[2].recommendations, []);
+    }
+
+    #[test]
     fn recommendations_for_the_fd_limit_the_timeout_and_the_backlog_and_none_during_a_leak() {
         // A leak of one connection a second for 150 s beside a healthy pool busy
         // every second; maxclients 100 under a soft limit of 100 descriptors,

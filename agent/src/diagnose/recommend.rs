@@ -4,8 +4,9 @@
 //! - `maxclients`: the clients' demand (steady instances × their pool, when a pool
 //!   or fan-out verdict measured them; else the normal clients in use) plus the
 //!   internal reserve, with room to stay under the capacity warning ratio.
-//!   Not while a client leaks, storms or consumes slowly: raising the limit then
-//!   only feeds the cause.
+//!   Only under pressure (pools measured, or use past the warning ratio), and not
+//!   while a client leaks, storms or consumes slowly: raising the limit then only
+//!   feeds the cause.
 //! - `nofile`: the Redis process's open-file limit above maxclients + 32 (what
 //!   Redis keeps for itself) + a margin.
 //! - `timeout`: between the longest idle of the healthy pools and the idle of
@@ -65,7 +66,11 @@ impl Diagnoser {
         let ratio = self.cfg.capacity_warning.clamp(0.1, 1.0);
         let maxclients = round_up((needed as f64 / ratio).ceil() as u64, 100);
         let current_max = r.limits.maxclients;
-        if !cause_in_clients && current_max.is_some_and(|m| m < maxclients) {
+        // Only under pressure: pools measured, or use past the warning ratio. A
+        // quiet server with a small limit needs no advice (its reserve is the
+        // internal_headroom verdict's business).
+        let pressed = pools.is_some() || c.ratio.is_some_and(|x| x > self.cfg.capacity_warning);
+        if pressed && !cause_in_clients && current_max.is_some_and(|m| m < maxclients) {
             out.push(Recommendation {
                 setting: "maxclients",
                 current: current_max,
