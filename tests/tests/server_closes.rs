@@ -9,6 +9,36 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A Redis started with `args`, watched by the agent once INFO has joined.
+fn watched(args: &[&str]) -> (Redis, Agent) {
+    let redis = Redis::start_with(args);
+    let mut agent = Agent::watch(&[redis.port]);
+    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
+    (redis, agent)
+}
+
+/// `slow_consumer.py` from `source`: `requests` GETs of a 64 KiB value, one every
+/// 10 ms, never read, its receive buffer at 64 KiB; `extra` arguments after.
+fn slow_consumer(port: u16, source: &str, requests: &str, extra: &[&str]) -> Background {
+    let port = port.to_string();
+    let mut args = vec![
+        "--port",
+        &port,
+        "--source",
+        source,
+        "--value-kb",
+        "64",
+        "--requests",
+        requests,
+        "--every",
+        "0.01",
+        "--rcvbuf-kb",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    Background::python("slow_consumer.py", &args)
+}
+
 fn server_closes(report: &Value, addr: &str) -> Value {
     client(report, addr).map_or(Value::Null, |c| c["server_closes"].clone())
 }
@@ -18,9 +48,7 @@ fn server_closes(report: &Value, addr: &str) -> Value {
 #[test]
 fn idle_connections_past_redis_timeout_are_idle_timeout_closes() {
     let _serial = serial();
-    let redis = Redis::start_with(&["--timeout", "2"]);
-    let mut agent = Agent::watch(&[redis.port]);
-    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
+    let (redis, mut agent) = watched(&["--timeout", "2"]);
     let mut idle = Client::many("127.0.0.70", redis.addr(), 3);
     for c in &mut idle {
         c.ping();
@@ -60,29 +88,8 @@ fn idle_connections_past_redis_timeout_are_idle_timeout_closes() {
 #[test]
 fn a_client_dropped_for_its_unread_replies_is_an_output_buffer_close() {
     let _serial = serial();
-    let redis = Redis::start_with(&["--client-output-buffer-limit", "normal 256kb 0 0"]);
-    let mut agent = Agent::watch(&[redis.port]);
-    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
-    let port = redis.port.to_string();
-    let mut slow = Background::python(
-        "slow_consumer.py",
-        &[
-            "--port",
-            &port,
-            "--source",
-            "127.0.0.72",
-            "--value-kb",
-            "64",
-            "--requests",
-            "500",
-            "--every",
-            "0.01",
-            "--rcvbuf-kb",
-            "64",
-            "--seconds",
-            "15",
-        ],
-    );
+    let (redis, mut agent) = watched(&["--client-output-buffer-limit", "normal 256kb 0 0"]);
+    let mut slow = slow_consumer(redis.port, "127.0.0.72", "500", &["--seconds", "15"]);
     slow.wait_for_line("dropped", WAIT);
     let mut killed = Client::connect("127.0.0.73", redis.addr());
     killed.ping();
@@ -122,29 +129,8 @@ fn verdict<'a>(report: &'a Value, kind: &str) -> Option<&'a Value> {
 #[test]
 fn a_client_that_stops_reading_its_replies_is_a_slow_consumer() {
     let _serial = serial();
-    let redis = Redis::start_with(&["--client-output-buffer-limit", "normal 0 0 0"]);
-    let mut agent = Agent::watch(&[redis.port]);
-    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
-    let port = redis.port.to_string();
-    let mut slow = Background::python(
-        "slow_consumer.py",
-        &[
-            "--port",
-            &port,
-            "--source",
-            "127.0.0.75",
-            "--value-kb",
-            "64",
-            "--requests",
-            "300",
-            "--every",
-            "0.01",
-            "--rcvbuf-kb",
-            "64",
-            "--seconds",
-            "12",
-        ],
-    );
+    let (redis, mut agent) = watched(&["--client-output-buffer-limit", "normal 0 0 0"]);
+    let mut slow = slow_consumer(redis.port, "127.0.0.75", "300", &["--seconds", "12"]);
     slow.wait_for_line("started", WAIT);
     let report = agent.wait_for("a slow consumer", WAIT, |r| {
         verdict(r, "slow_consumer").is_some()
@@ -169,30 +155,12 @@ fn a_client_that_stops_reading_its_replies_is_a_slow_consumer() {
 #[test]
 fn a_consumer_dropped_again_and_again_is_a_slow_consumer_in_a_loop() {
     let _serial = serial();
-    let redis = Redis::start_with(&["--client-output-buffer-limit", "normal 256kb 0 0"]);
-    let mut agent = Agent::watch(&[redis.port]);
-    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
-    let port = redis.port.to_string();
-    let mut slow = Background::python(
-        "slow_consumer.py",
-        &[
-            "--port",
-            &port,
-            "--source",
-            "127.0.0.76",
-            "--value-kb",
-            "64",
-            "--requests",
-            "500",
-            "--every",
-            "0.01",
-            "--rcvbuf-kb",
-            "64",
-            "--loops",
-            "3",
-            "--seconds",
-            "20",
-        ],
+    let (redis, mut agent) = watched(&["--client-output-buffer-limit", "normal 256kb 0 0"]);
+    let mut slow = slow_consumer(
+        redis.port,
+        "127.0.0.76",
+        "500",
+        &["--loops", "3", "--seconds", "20"],
     );
     slow.wait_for_line("started", WAIT);
     let report = agent.wait_for("a slow consumer in a loop", WAIT, |r| {

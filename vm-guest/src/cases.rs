@@ -436,10 +436,7 @@ fn cap_mask(pid: u32, key: &str) -> Option<u64> {
 
 /// Whether kernel `release` (`uname -r`) reports why it drops packets (5.17+).
 fn has_drop_reasons(release: &str) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (5, 17)
+    connwatch::source::probe::kernel_version(release).is_some_and(|v| v >= (5, 17))
 }
 
 /// (f) Once attached, connwatch keeps only what it still needs: CAP_DAC_READ_SEARCH

@@ -53,15 +53,7 @@ impl Diagnoser {
         evidence.insert("limit".into(), json!(limit));
         evidence.insert("reserved_headroom".into(), json!(reserve));
         evidence.insert("maxclients_needed".into(), json!(needed));
-        let severity = if r
-            .capacity
-            .ratio
-            .is_some_and(|x| x >= self.cfg.capacity_critical)
-        {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        let severity = self.severity_by_ratio(r);
         let conns = |n: u64| if n == 1 { "connection" } else { "connections" };
         Some(Verdict {
             kind: VerdictKind::InstanceFanout,

@@ -117,6 +117,19 @@ impl Diagnoser {
         })
     }
 
+    /// Critical from the capacity critical ratio, else a warning: how bad too
+    /// many pools are.
+    pub(super) fn severity_by_ratio(&self, r: &Report) -> Severity {
+        if r.capacity
+            .ratio
+            .is_some_and(|x| x >= self.cfg.capacity_critical)
+        {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
     pub(super) fn pool_oversize(&self, now: Nanos, r: &Report) -> Option<Verdict> {
         let limit = r.capacity.limit.filter(|&l| l > 0)?;
         // Steady holders of two connections or more (quiet rows hold nothing).
@@ -144,15 +157,7 @@ impl Diagnoser {
         evidence.insert("per_instance".into(), json!(median));
         evidence.insert("total".into(), json!(total));
         evidence.insert("limit".into(), json!(limit));
-        let severity = if r
-            .capacity
-            .ratio
-            .is_some_and(|x| x >= self.cfg.capacity_critical)
-        {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        let severity = self.severity_by_ratio(r);
         Some(Verdict {
             kind: VerdictKind::PoolOversize,
             severity,

@@ -128,14 +128,18 @@ fn programs_to_attach(
     Ok(attach)
 }
 
+/// The running kernel's BTF blob, or why it could not be read.
+type Btf = Result<Vec<u8>, String>;
+
 /// What the `kfree_skb` refusal programs need: `struct sk_buff`'s header offsets
 /// from BTF and this kernel's number for the drop reason `NO_SOCKET` from the
 /// tracepoint's format file. `None` (those programs not attached) when either
 /// is unknown, or the kernel's drop records carry no reason (before 5.17).
-fn packet_offsets(tracefs: &std::path::Path) -> Option<PacketOffsets> {
-    let (head, network_header, transport_header) = std::fs::read(VMLINUX_BTF)
+fn packet_offsets(tracefs: &std::path::Path, btf: &Btf) -> Option<PacketOffsets> {
+    let (head, network_header, transport_header) = btf
+        .as_ref()
         .ok()
-        .and_then(|blob| skb_header_offsets(&blob).ok())?;
+        .and_then(|blob| skb_header_offsets(blob).ok())?;
     let text = super::abi::format_text(tracefs, "skb", "kfree_skb").ok()?;
     let no_socket_reason = super::abi::symbol_value(&text, "NO_SOCKET")?;
     Some(PacketOffsets {
@@ -149,10 +153,11 @@ fn packet_offsets(tracefs: &std::path::Path) -> Option<PacketOffsets> {
 /// Where this kernel keeps the byte counters the close record reads. Without BTF
 /// the programs still run, and closes carry no byte counts (rejections cannot be
 /// told from closes then): said once, not fatal.
-fn tcp_offsets() -> TcpSockOffsets {
-    let found = std::fs::read(VMLINUX_BTF)
-        .map_err(|e| e.to_string())
-        .and_then(|blob| tcp_sock_offsets(&blob).map_err(|e| e.to_string()));
+fn tcp_offsets(btf: &Btf) -> TcpSockOffsets {
+    let found = btf
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(|blob| tcp_sock_offsets(blob).map_err(|e| e.to_string()));
     match found {
         Ok(offsets) => offsets,
         Err(e) => {
@@ -167,10 +172,11 @@ fn tcp_offsets() -> TcpSockOffsets {
 /// How the programs find a socket's network namespace. Without it every record
 /// carries netns 0: connections of all namespaces on a port are one instance,
 /// which is said once; watching only some namespaces is then impossible.
-fn netns_layout() -> Option<NetnsOffsets> {
-    let found = std::fs::read(VMLINUX_BTF)
-        .map_err(|e| e.to_string())
-        .and_then(|blob| netns_offsets(&blob).map_err(|e| e.to_string()));
+fn netns_layout(btf: &Btf) -> Option<NetnsOffsets> {
+    let found = btf
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(|blob| netns_offsets(blob).map_err(|e| e.to_string()));
     match found {
         Ok(offsets) => Some(offsets),
         Err(e) => {
@@ -214,11 +220,14 @@ impl Probe {
             );
         }
         let tracefs = std::path::Path::new(super::TRACEFS);
-        let packets = packet_offsets(tracefs);
+        // The kernel's BTF, read once for every offset the programs need.
+        let btf: Btf = std::fs::read(VMLINUX_BTF).map_err(|e| e.to_string());
+        let packets = packet_offsets(tracefs, &btf);
         let attach = programs_to_attach(tracefs, packets)?;
         raise_memlock_limit();
-        let offsets = tcp_offsets();
-        let netns_layout = netns_layout();
+        let offsets = tcp_offsets(&btf);
+        let netns_layout = netns_layout(&btf);
+        drop(btf);
         if netns_layout.is_none() && !spec.netns.is_empty() {
             bail!(
                 "this kernel's BTF does not say where a socket's network namespace is: connwatch cannot watch one namespace only (drop --netns/--pid to watch every namespace as one)"

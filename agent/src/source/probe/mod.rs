@@ -14,6 +14,6 @@ pub use decode::decode;
 pub use loader::{EventReader, Probe, WatchSpec};
 pub use privileges::{
     MAP_READ_CAPS, MissingPrivileges, NETNS_CAPS, check_privileges, drop_capabilities, kept_names,
-    map_reads_need_cap_bpf,
+    kernel_version, map_reads_need_cap_bpf,
 };
 pub use tracefs::{TRACEFS, ensure_tracefs};

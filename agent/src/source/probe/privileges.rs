@@ -31,16 +31,19 @@ pub const NETNS_CAPS: u64 = 1 << CAP_SYS_ADMIN;
 /// reads the counters with CAP_BPF dropped.
 pub const MAP_READ_CAPS: u64 = 1 << CAP_BPF;
 
+/// (major, minor) of a kernel release (`uname -r`: `6.1.0-57-cloud-amd64`); `None`
+/// when it does not start with them.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// Whether reading the programs' maps needs [`MAP_READ_CAPS`] on a kernel of
 /// `release` (`uname -r`) with `kernel.unprivileged_bpf_disabled` = `disabled`
 /// (`None`: unreadable, taken as set). Unknown releases keep it: a capability
 /// kept is a smaller harm than counters that cannot be read.
 pub fn map_reads_need_cap_bpf(release: &str, disabled: Option<&str>) -> bool {
-    let version = |s: &str| -> Option<(u32, u32)> {
-        let mut parts = s.split(|c: char| !c.is_ascii_digit());
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    let before_5_19 = version(release).is_none_or(|v| v < (5, 19));
+    let before_5_19 = kernel_version(release).is_none_or(|v| v < (5, 19));
     before_5_19 && disabled.is_none_or(|d| d.trim() != "0")
 }
 
