@@ -218,15 +218,19 @@ fn the_scan_by_lookups_stays_flat_while_the_dump_grows_with_time_wait_sockets() 
     // the second dump was measured), so growth is asked for only when the hash as
     // a whole, at its smallest during the second measurement, grew by half the
     // namespace's sockets.
-    let grown = (host_after.min(host_end) + PER_SOURCE as u64) as i64 - host_before as i64;
-    if grown >= (PER_SOURCE / 2) as i64 {
+    // And only when the test's own sockets are most of the hash: behind 100k of
+    // the host's (the suites before this one leave that many) the dump's time
+    // moved by 0.5 ms for 50k more, within its noise.
+    let host_least = host_after.min(host_end);
+    let grown = (host_least + PER_SOURCE as u64) as i64 - host_before as i64;
+    if grown >= (PER_SOURCE / 2) as i64 && host_least <= PER_SOURCE as u64 {
         assert!(
             after.dump_us > before.dump_us + 500.0,
             "the dump did not grow with {grown} more sockets in the hash: {before:?} → {after:?}"
         );
     } else {
         eprintln!(
-            "the hash grew by {grown} sockets only (the host's own ended at {host_end}): the dump's growth is not judged"
+            "the hash grew by {grown} sockets, the host's own at least {host_least}: the dump's growth is not judged"
         );
     }
     assert!(after.dump_us > 2.0 * after.lookup_us, "{after:?}");
