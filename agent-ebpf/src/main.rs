@@ -7,7 +7,9 @@
 //! and sends one compact record per connection transition through a ring buffer.
 //! It keeps no per-connection state and runs nothing per message: a connection
 //! costs two records (open, close), and its byte counts are read from the socket
-//! once, at the close. Idle times of open connections come from sock_diag in
+//! once, at the close. The one exception is a local client's handshake: the
+//! process calling `connect()` towards a watched port is kept in an LRU map by
+//! socket address until its source port is known, then sent once (a third record). Idle times of open connections come from sock_diag in
 //! userspace. All judgment happens in userspace, where it can be tested.
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
@@ -31,19 +33,23 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
 };
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS,
-    MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets,
-    TcpSockOffsets, WatchKey, counter, event_kind, tcp_state, watch_mode,
+    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, Connector, ConnectorEvent, KERNEL_LOG_TARGET,
+    MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES,
+    NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey, counter, event_kind,
+    tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -136,6 +142,13 @@ static ACCEPT_ERRORS: PerCpuHashMap<u32, u64> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Sockets in SYN_SENT towards a watched port, by their address (`skaddr`), with
+/// the process that called `connect()`. LRU: a socket whose end was never seen
+/// (the agent started during its handshake) is pushed out by newer ones.
+#[map]
+static CONNECTING: LruHashMap<u64, Connector> =
+    LruHashMap::with_max_entries(MAX_CONNECTING, BPF_F_NO_COMMON_LRU);
+
 /// Connection transitions for userspace.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -194,6 +207,14 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
 //   ESTABLISHED → FIN_WAIT1     the server closed first
 //   ESTABLISHED → CLOSE_WAIT    the client closed first
 //   ESTABLISHED → CLOSE         reset
+// Client side (a process of this host connecting to a watched port, the remote
+// (destination) port): tcp_v4_connect/tcp_v6_connect set SYN_SENT in the caller's
+// context, *before* inet_hash_connect picks the source port (sport is still 0 then;
+// the same on 6.1 and 6.18), so the caller is kept by socket address and sent with
+// the full 4-tuple when the socket leaves SYN_SENT (in softirq context):
+//   CLOSE → SYN_SENT            connect(): note tgid, comm, cgroup id
+//   SYN_SENT → ESTABLISHED      connected: a ConnectorEvent
+//   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent
 // Later transitions (FIN_WAIT2, LAST_ACK, final CLOSE) carry nothing new for us.
 // ---------------------------------------------------------------------------------
 
@@ -204,12 +225,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_set_state(ctx: &TracePointContext) -> Option<()> {
-    // Cheapest first: plain loads of the record, then the transitions we report
-    // (two of the six a connection goes through), and only then a map lookup and
-    // reads of kernel memory.
-    if ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
-        return None;
-    }
+    // Cheapest first: plain loads of the record, the transitions we report (five
+    // of the ten a connection goes through), the protocol, and only then a map
+    // lookup and reads of kernel memory. Server-side transitions come first and
+    // cost what they cost before the client side was watched.
     let old: i32 = ctx_load(ctx, set_state::OLDSTATE);
     let new: i32 = ctx_load(ctx, set_state::NEWSTATE);
     let kind = match (old, new) {
@@ -217,6 +236,13 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1) => event_kind::CLOSED_BY_SERVER,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => event_kind::CLOSED_BY_CLIENT,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) => return note_connector(ctx),
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
+            return send_connector(ctx, event_kind::CONNECTED);
+        }
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
+            return send_connector(ctx, event_kind::CONNECT_FAILED);
+        }
         _ => {
             if debug_probes() && unexpected_transition(old, new) {
                 let sport: u16 = ctx_load(ctx, set_state::SPORT);
@@ -233,6 +259,9 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
+    if ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
+        return None;
+    }
     let sport: u16 = ctx_load(ctx, set_state::SPORT);
     let mode = watch_mode_of(sport);
     if mode == 0 {
@@ -257,6 +286,57 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
                 bump(&COUNTERS, counter::BYTES_UNREADABLE);
             }
         }
+    }
+    send(ctx, &ev);
+    Some(())
+}
+
+/// CLOSE → SYN_SENT, in the context of the process calling `connect()`: if the
+/// destination port is watched, note who calls (the source port is not chosen yet).
+#[inline(always)]
+fn note_connector(ctx: &TracePointContext) -> Option<()> {
+    let dport: u16 = ctx_load(ctx, set_state::DPORT);
+    if watch_mode_of(dport) == 0 || ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
+        return None;
+    }
+    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    let who = Connector {
+        // SAFETY: bpf_get_current_cgroup_id takes no arguments and has no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    // A full LRU map pushes out its oldest entry; an error loses this one only.
+    let _ = CONNECTING.insert(&sk, &who, 0);
+    Some(())
+}
+
+/// SYN_SENT → ESTABLISHED or CLOSE of a socket noted by [`note_connector`]: the
+/// caller with the connection's 4-tuple, now complete.
+#[inline(always)]
+fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
+    let dport: u16 = ctx_load(ctx, set_state::DPORT);
+    if watch_mode_of(dport) == 0 {
+        return None;
+    }
+    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    // SAFETY: a lookup whose value is copied out at once, before the removal.
+    let who = *unsafe { CONNECTING.get(&sk) }?;
+    let family: u16 = ctx_load(ctx, set_state::FAMILY);
+    let mut ev = ConnectorEvent {
+        ts_ns: ktime_ns(),
+        cgroup_id: who.cgroup_id,
+        lport: ctx_load(ctx, set_state::SPORT),
+        rport: dport,
+        family,
+        kind,
+        tgid: who.tgid,
+        comm: who.comm,
+        ..ConnectorEvent::default()
+    };
+    if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
+        return None;
     }
     send(ctx, &ev);
     Some(())
@@ -378,20 +458,7 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
         kind,
         ..ConnEvent::default()
     };
-    // Addresses as whole words (the record keeps them in network order, as
-    // bytes: a load and a store of the same width keeps that order).
-    if family == AF_INET {
-        ev.laddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::SADDR).to_ne_bytes());
-        ev.raddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::DADDR).to_ne_bytes());
-    } else if family == AF_INET6 {
-        for (i, half) in [0, 8].into_iter().enumerate() {
-            let at = i * 8;
-            ev.laddr[at..at + 8]
-                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::SADDR_V6 + half).to_ne_bytes());
-            ev.raddr[at..at + 8]
-                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::DADDR_V6 + half).to_ne_bytes());
-        }
-    } else {
+    if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
         diag!(
             ctx,
             "sock:inet_sock_set_state: unexpected address family {} on watched port {}, not recorded",
@@ -403,6 +470,35 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
     Some(ev)
 }
 
+/// Copies the record's source and destination addresses into `laddr`/`raddr`;
+/// false for a family other than IPv4 and IPv6.
+#[inline(always)]
+fn copy_addrs(
+    ctx: &TracePointContext,
+    family: u16,
+    laddr: &mut [u8; 16],
+    raddr: &mut [u8; 16],
+) -> bool {
+    // Addresses as whole words (the record keeps them in network order, as
+    // bytes: a load and a store of the same width keeps that order).
+    if family == AF_INET {
+        laddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::SADDR).to_ne_bytes());
+        raddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::DADDR).to_ne_bytes());
+        true
+    } else if family == AF_INET6 {
+        for (i, half) in [0, 8].into_iter().enumerate() {
+            let at = i * 8;
+            laddr[at..at + 8]
+                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::SADDR_V6 + half).to_ne_bytes());
+            raddr[at..at + 8]
+                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::DADDR_V6 + half).to_ne_bytes());
+        }
+        true
+    } else {
+        false
+    }
+}
+
 /// Sends a record, never waking the reader: it drains the ring on its own timer
 /// (`RING_DRAIN_INTERVAL` in userspace, 100 ms). A wakeup per record would cost the
 /// agent a context switch per connection event, and asking the ring how full it is
@@ -411,11 +507,8 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
 /// One `bpf_ringbuf_output` copies the record: one call, where reserve and submit
 /// are two.
 #[inline(always)]
-fn send(ctx: &TracePointContext, ev: &ConnEvent) {
-    if EVENTS
-        .output::<ConnEvent>(ev, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
+fn send<T>(ctx: &TracePointContext, ev: &T) {
+    if EVENTS.output::<T>(ev, BPF_RB_NO_WAKEUP as u64).is_err() {
         let lost = bump(&COUNTERS, counter::LOST_EVENTS);
         // The 1st, 2nd, 4th, 8th … loss on each CPU: a flood of losses stays a
         // few lines (the total is in the counter).

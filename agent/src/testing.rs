@@ -39,6 +39,22 @@ pub fn conn(addr: &str, port: u16) -> ConnKey {
     ConnKey::new(parsed(REDIS), SocketAddr::new(parsed(addr), port))
 }
 
+/// Local process `pid` (`comm`, in cgroup `cgroup`) connecting: the record that
+/// precedes the server's open of `key`.
+pub fn connector(ts: Nanos, key: ConnKey, pid: u32, comm: &str, cgroup: Option<&str>) -> Event {
+    Event::Connector {
+        ts,
+        client: key.remote,
+        server: key.local,
+        process: crate::model::Process {
+            pid,
+            comm: comm.into(),
+            cgroup: cgroup.map(str::to_string),
+        },
+        failed: false,
+    }
+}
+
 pub fn opened(ts: Nanos, key: ConnKey) -> Event {
     Event::Opened { ts, key }
 }
@@ -275,6 +291,8 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
 /// A client row with counts only, for ordering and rendering tests.
 pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     ClientReport {
+        processes: Vec::new(),
+        processes_other: None,
         rejected: 0,
         refused: Some(0),
         failed: 0,

@@ -47,6 +47,12 @@ pub mod event_kind {
     /// there (tcp:tcp_send_reset without a socket, or skb:kfree_skb with reason
     /// NO_SOCKET). Only the addresses are set.
     pub const REFUSED: u8 = 5;
+    /// A [`ConnectorEvent`]: a process of this host connected to a watched port
+    /// (its socket went SYN_SENT → ESTABLISHED).
+    pub const CONNECTED: u8 = 6;
+    /// A [`ConnectorEvent`]: a process of this host failed to connect to a watched
+    /// port (SYN_SENT → CLOSE: refused, reset, timed out, or no source port left).
+    pub const CONNECT_FAILED: u8 = 7;
 }
 
 /// `ConnEvent::flags`: `bytes_in`/`bytes_out` were read from the socket. Unset when
@@ -183,6 +189,49 @@ pub struct ConnEvent {
     pub unsent: u32,
 }
 
+/// Who called `connect()` on a socket bound for a watched port, taken in the
+/// caller's context at CLOSE → SYN_SENT and kept (in an LRU map keyed by the socket's
+/// address) until the socket leaves SYN_SENT, when its source port is known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Connector {
+    /// `bpf_get_current_cgroup_id()`: the inode number of the caller's cgroup (v2).
+    pub cgroup_id: u64,
+    /// Process id (tgid) in the host's PID namespace.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `bpf_get_current_comm()`: the calling thread's name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// One ring-buffer record of a local client (a process of this host, whatever its
+/// network namespace) whose connection to a watched port completed or failed.
+/// Addresses are the client socket's: `laddr:lport` is the client's end,
+/// `raddr:rport` the server's — the 4-tuple the server's accepted connection has,
+/// reversed. Told from a [`ConnEvent`] by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectorEvent {
+    /// `bpf_ktime_get_ns()` of the transition out of SYN_SENT.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub raddr: [u8; 16],
+    pub laddr: [u8; 16],
+    pub rport: u16,
+    pub lport: u16,
+    pub family: u16,
+    /// [`event_kind::CONNECTED`] or [`event_kind::CONNECT_FAILED`].
+    pub kind: u8,
+    pub flags: u8,
+    /// Inode number of the client socket's network namespace (0: unknown).
+    pub netns: u32,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Capacity of the map of sockets in SYN_SENT towards a watched port.
+pub const MAX_CONNECTING: u32 = 16_384;
+
 /// The `log` target of the kernel programs' diagnostics (aya-log), which userspace
 /// forwards at debug level when `--debug-probes` is on.
 pub const KERNEL_LOG_TARGET: &str = "connwatch::kernel";
@@ -203,6 +252,24 @@ const _: () = {
     assert!(offset_of!(ConnEvent, flags) == 63);
     assert!(offset_of!(ConnEvent, netns) == 64);
     assert!(offset_of!(ConnEvent, unsent) == 68);
+
+    assert!(size_of::<Connector>() == 32);
+    assert!(offset_of!(Connector, tgid) == 8);
+    assert!(offset_of!(Connector, comm) == 16);
+
+    assert!(size_of::<ConnectorEvent>() == 80);
+    assert!(offset_of!(ConnectorEvent, cgroup_id) == 8);
+    assert!(offset_of!(ConnectorEvent, raddr) == 16);
+    assert!(offset_of!(ConnectorEvent, laddr) == 32);
+    assert!(offset_of!(ConnectorEvent, rport) == 48);
+    assert!(offset_of!(ConnectorEvent, lport) == 50);
+    assert!(offset_of!(ConnectorEvent, family) == 52);
+    assert!(offset_of!(ConnectorEvent, kind) == 54);
+    assert!(offset_of!(ConnectorEvent, netns) == 56);
+    assert!(offset_of!(ConnectorEvent, tgid) == 60);
+    assert!(offset_of!(ConnectorEvent, comm) == 64);
+    // The reader tells the records apart by their size.
+    assert!(size_of::<ConnectorEvent>() != size_of::<ConnEvent>());
 
     assert!(size_of::<WatchKey>() == 8);
     assert!(offset_of!(WatchKey, netns) == 0);
@@ -227,6 +294,10 @@ mod user {
     // with no implicit padding (tested below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnectorEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Connector {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpSockOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetnsOffsets {}
@@ -245,6 +316,11 @@ mod tests {
         // The sum of the fields' sizes: any padding would make the record larger.
         assert_eq!(size_of::<ConnEvent>(), 3 * 8 + 32 + 3 * 2 + 2 + 2 * 4);
         assert_eq!(size_of::<WatchKey>(), 4 + 2 + 2);
+        assert_eq!(size_of::<Connector>(), 8 + 4 + 4 + 16);
+        assert_eq!(
+            size_of::<ConnectorEvent>(),
+            2 * 8 + 32 + 3 * 2 + 2 + 2 * 4 + 16
+        );
         assert_eq!(size_of::<TcpSockOffsets>(), 6 * 4);
     }
 

@@ -18,8 +18,8 @@ use connwatch::core::row_cache::{Changes, RowCache};
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
     AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
-    Kind, Lifetime, RedisConfig, RedisReport, RedisSnapshot, RedisStatus, RejectCounts, Report,
-    RetryReport, Totals, Trend, Verdict,
+    Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport, RedisSnapshot,
+    RedisStatus, RejectCounts, Report, RetryReport, StaleList, Totals, Trend, Verdict,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -134,6 +134,8 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         rates: None,
         changed: true,
         send_queue: None,
+        processes: Vec::new(),
+        processes_other: None,
     }
 }
 
@@ -207,7 +209,7 @@ struct Interval {
 fn simulate(
     last: u64,
     interval: impl Fn(u64) -> Interval,
-    stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+    stale: impl Fn(u64, IpAddr, Duration) -> StaleList,
 ) -> Vec<Report> {
     simulate_with(Thresholds::default(), last, interval, stale)
 }
@@ -217,7 +219,7 @@ fn simulate_with(
     cfg: Thresholds,
     last: u64,
     interval: impl Fn(u64) -> Interval,
-    stale: impl Fn(u64, IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+    stale: impl Fn(u64, IpAddr, Duration) -> StaleList,
 ) -> Vec<Report> {
     let mut base = Baselines::default();
     let mut rows = RowCache::default();
@@ -342,6 +344,33 @@ fn leak_and_storm() -> Vec<Report> {
         (leak.age, leak.idle) = if i > 0 { held(i, false) } else { (None, None) };
         leak.bytes_in = 14;
         leak.bytes_out = 7;
+        // Two local processes: the leaker, in a Kubernetes pod, and a quiet one;
+        // a third summed as other.
+        leak.processes = vec![
+            ProcessReport {
+                pid: 4_242,
+                comm: "gunicorn".into(),
+                container: Some("3f2a".repeat(16)),
+                pod: Some("0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e".into()),
+                open: i,
+                opened: i,
+                failed: 0,
+            },
+            ProcessReport {
+                pid: 77,
+                comm: "cron".into(),
+                container: None,
+                pod: None,
+                open: 0,
+                opened: 3,
+                failed: 1,
+            },
+        ];
+        leak.processes_other = Some(OtherProcesses {
+            open: 0,
+            opened: 1,
+            failed: 0,
+        });
 
         let mut storm = row("10.0.0.77");
         storm.opened = 50 * i;
@@ -433,7 +462,7 @@ fn leak_and_storm() -> Vec<Report> {
     };
     // The leak's connections idle 30 s or more, oldest first: the one opened at
     // second k is idle (i − k) s at second i.
-    let stale = |i: u64, ip: IpAddr, idle: Duration| -> Vec<(SocketAddr, Duration)> {
+    let stale = |i: u64, ip: IpAddr, idle: Duration| -> StaleList {
         if ip != "10.0.0.66".parse::<IpAddr>().expect("ip") {
             return Vec::new();
         }
@@ -442,15 +471,16 @@ fn leak_and_storm() -> Vec<Report> {
                 (
                     SocketAddr::new(ip, 40_000 + k as u16),
                     Duration::from_secs(i - k),
+                    Some(4_242),
                 )
             })
-            .filter(|&(_, d)| d >= idle)
+            .filter(|&(_, d, _)| d >= idle)
             .collect()
     };
     simulate(61, interval, stale)
 }
 
-fn no_stale(_: u64, _: IpAddr, _: Duration) -> Vec<(SocketAddr, Duration)> {
+fn no_stale(_: u64, _: IpAddr, _: Duration) -> StaleList {
     Vec::new()
 }
 

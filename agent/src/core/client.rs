@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use crate::core::conn::{ByteDelta, Closed, Conn, Origin};
 use crate::core::histogram::Histogram;
+use crate::core::process::ProcStats;
 use crate::core::retry::RetryGaps;
-use crate::model::{CloseKind, Nanos, ServerClose, ServerCloses};
+use crate::model::{CloseKind, Nanos, Process, ServerClose, ServerCloses};
 
 /// How long an address without open connections is kept after its last event.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
@@ -55,6 +56,8 @@ pub struct ClientStats {
     pub last_seen: Nanos,
     /// Gaps between a failed attempt and the next one.
     pub retry: RetryGaps,
+    /// The local processes behind this address's connections.
+    pub processes: ProcStats,
     /// Touched since the last [`ClientTable::take_changes`].
     moved: bool,
 }
@@ -79,7 +82,11 @@ impl ClientStats {
         }
     }
 
-    fn release(&mut self, origin: Origin) {
+    fn release(&mut self, conn: &Conn, forget: bool) {
+        let origin = conn.origin;
+        if let Some(pid) = conn.owner {
+            self.processes.on_released(pid, forget);
+        }
         self.open = self.open.saturating_sub(1);
         if origin == Origin::Seeded {
             self.seeded_open = self.seeded_open.saturating_sub(1);
@@ -191,7 +198,7 @@ impl ClientTable {
         let stats = self.entry(ip, ts);
         stats.count_close(closed.how);
         if let Some(conn) = &closed.conn {
-            stats.release(conn.origin);
+            stats.release(conn, false);
         }
         if let Some(lifetime) = closed.lifetime {
             stats.lifetime_us.record(lifetime / 1_000);
@@ -210,6 +217,22 @@ impl ClientTable {
     /// A close of `ip` was a rejection by Redis (counted in [`Self::on_closed`] too).
     pub fn on_rejected(&mut self, ip: IpAddr, ts: Nanos) {
         self.entry(ip, ts).rejected += 1;
+    }
+
+    /// Local process `p` opened a connection from `ip` (already counted by
+    /// [`Self::on_opened`]).
+    pub fn on_process_opened(&mut self, ip: IpAddr, ts: Nanos, p: &Process) {
+        self.entry(ip, ts).processes.on_opened(p, ts);
+    }
+
+    /// Local process `p` failed to connect from `ip`.
+    pub fn on_process_failed(&mut self, ip: IpAddr, ts: Nanos, p: &Process) {
+        self.entry(ip, ts).processes.on_failed(p, ts);
+    }
+
+    /// A connection from `ip` of the local process `pid` failed (rejected, reset).
+    pub fn on_process_failed_pid(&mut self, ip: IpAddr, ts: Nanos, pid: u32) {
+        self.entry(ip, ts).processes.on_failed_pid(pid);
     }
 
     /// An attempt from `ip` found nothing listening: an attempt, and its failure.
@@ -235,7 +258,7 @@ impl ClientTable {
             return;
         };
         let stats = entry.get_mut();
-        stats.release(conn.origin);
+        stats.release(conn, true);
         if conn.origin == Origin::Opened {
             stats.opened = stats.opened.saturating_sub(1);
         }

@@ -86,6 +86,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             queued: 0,
+            owner: None,
         };
         Closed {
             how: Some(crate::model::CloseKind::Server),

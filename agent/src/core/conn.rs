@@ -32,6 +32,8 @@ pub struct Conn {
     /// Bytes the server wrote that the client had not acknowledged at the last
     /// scan (its send queue): replies the client has not taken.
     pub queued: u64,
+    /// The pid of the local process that opened it, when known.
+    pub owner: Option<u32>,
 }
 
 impl Conn {
@@ -43,6 +45,7 @@ impl Conn {
             bytes_in: 0,
             bytes_out: 0,
             queued: 0,
+            owner: None,
         }
     }
 
@@ -250,6 +253,13 @@ impl ConnTable {
     /// A connection the kernel no longer holds although its close was never seen
     /// (its record was lost). Returned as closed like a replaced entry; `None` when
     /// the table did not hold it.
+    /// Notes the local process that opened `key`.
+    pub fn set_owner(&mut self, key: &ConnKey, pid: u32) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.owner = Some(pid);
+        }
+    }
+
     pub fn vanish(&mut self, key: &ConnKey) -> Option<Closed> {
         let conn = self.conns.remove(key)?;
         self.counts.closed += 1;

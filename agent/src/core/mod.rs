@@ -4,6 +4,7 @@
 //!
 //! - [`conn`]: the table of open connections;
 //! - [`client`]: per-address statistics; [`retry`]: retry gaps and their trend;
+//! - [`process`]: which local process opened which connection;
 //! - [`histogram`]: fixed-memory quantiles; [`reject`]: the rejection classifier;
 //! - [`row_cache`]: the client rows between reports, with their rates; [`capacity`]: the INFO and
 //!   `/proc` joins into limits and capacity;
@@ -14,6 +15,7 @@ pub mod client;
 pub mod close_cause;
 pub mod conn;
 pub mod histogram;
+pub mod process;
 pub mod reject;
 pub mod retry;
 pub mod row_cache;

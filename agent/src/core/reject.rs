@@ -87,6 +87,7 @@ mod tests {
                 bytes_in,
                 bytes_out,
                 queued: 0,
+                owner: None,
             }),
             lifetime: Some(lifetime_ms * 1_000_000),
             delta: ByteDelta::default(),

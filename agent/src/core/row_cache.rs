@@ -205,13 +205,13 @@ impl RowCache {
             match (place, mark) {
                 (Some(p), _) => {
                     rows.extend_from_slice(&old[from..p]);
-                    push(&mut rows, fresh[order[f].1]);
+                    push(&mut rows, fresh[order[f].1].clone());
                     from = p;
                     f += 1;
                 }
                 (_, Some(j)) => {
                     rows.extend_from_slice(&old[from..j]);
-                    let mut row = old[j];
+                    let mut row = old[j].clone();
                     match marks[m].1 {
                         Fate::Rebuilt => {}
                         Fate::Rest => {
@@ -360,6 +360,7 @@ pub fn client_report(
     open: Option<&OpenConns>,
     internal: bool,
 ) -> ClientReport {
+    let (processes, processes_other) = s.processes.report();
     ClientReport {
         addr: ip,
         open: s.open,
@@ -386,6 +387,8 @@ pub fn client_report(
         bytes_out: s.bytes_out,
         retry: retry(s),
         rates: None,
+        processes,
+        processes_other,
         changed: true,
     }
 }

@@ -12,11 +12,12 @@ use crate::core::capacity::{self, Baselines};
 use crate::core::client::{ClientTable, DEFAULT_RETENTION};
 use crate::core::close_cause::server_close_cause;
 use crate::core::conn::{ByteDelta, Conn, ConnTable};
+use crate::core::process::Joins;
 use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, ServerCloses, Totals, micros,
+    RejectCounts, Report, ServerCloses, StaleList, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -54,6 +55,8 @@ pub struct Tracker {
     replicas: Vec<IpAddr>,
     /// Ranges whose addresses are internal (`--internal`), as replicas are.
     internal: Vec<Cidr>,
+    /// Local processes' connects waiting for the server's side.
+    joins: Joins,
 }
 
 /// Failed accepts per second between the last two counter readings.
@@ -109,6 +112,7 @@ impl Tracker {
             rows: RowCache::default(),
             replicas: Vec::new(),
             internal: Vec::new(),
+            joins: Joins::default(),
         }
     }
 
@@ -158,6 +162,7 @@ impl Tracker {
                 if self.watches(key) {
                     let closed = self.conns.close(*ts, key, *how, activity.as_ref());
                     self.clients.on_closed(key.remote.ip(), *ts, &closed);
+                    let owner = closed.conn.and_then(|c| c.owner);
                     let tls_port = self
                         .redis
                         .as_ref()
@@ -170,6 +175,10 @@ impl Tracker {
                     }
                     if rejected.is_some() || *how == CloseKind::Reset {
                         self.clients.on_failed_attempt(key.remote.ip(), *ts);
+                        if let Some(pid) = owner {
+                            self.clients
+                                .on_process_failed_pid(key.remote.ip(), *ts, pid);
+                        }
                     }
                     let timeout = self.redis.as_ref().and_then(|r| r.config?.timeout);
                     let queued = activity.as_ref().and_then(|a| a.queued);
@@ -203,6 +212,24 @@ impl Tracker {
                 if self.watches(key) {
                     self.refused += 1;
                     self.clients.on_refused(key.remote.ip(), *ts);
+                    self.joins.on_refused(*ts, key);
+                }
+            }
+            Event::Connector {
+                ts,
+                client,
+                server,
+                process,
+                failed,
+            } => {
+                if !self.ports.is_empty() && !self.ports.contains(&server.port()) {
+                    return;
+                }
+                if !*failed {
+                    self.joins.on_connector(*ts, *client, *server, process);
+                } else if self.joins.take_refused(*client, *server) {
+                    let ip = normalize(*client).ip();
+                    self.clients.on_process_failed(ip, *ts, process);
                 }
             }
             Event::Redis { snapshot, .. } => {
@@ -218,6 +245,7 @@ impl Tracker {
             }
             Event::Tick { ts } => {
                 self.clients.evict_quiet(*ts);
+                self.joins.expire(*ts);
             }
         }
     }
@@ -253,6 +281,10 @@ impl Tracker {
             self.clients.on_closed(ip, ts, &replaced);
         }
         self.clients.on_opened(ip, ts);
+        if let Some(p) = self.joins.take(&key) {
+            self.conns.set_owner(&key, p.pid);
+            self.clients.on_process_opened(ip, ts, &p);
+        }
     }
 
     fn on_seeded(&mut self, ts: Nanos, key: ConnKey, activity: &Activity) {
@@ -410,24 +442,19 @@ impl Tracker {
 
     /// Open connections from `ip` idle at least `min_idle` at `now`, oldest (longest
     /// idle) first: the candidates a person may close after a leak verdict.
-    pub fn stale_connections(
-        &self,
-        ip: IpAddr,
-        now: Nanos,
-        min_idle: Duration,
-    ) -> Vec<(SocketAddr, Duration)> {
+    pub fn stale_connections(&self, ip: IpAddr, now: Nanos, min_idle: Duration) -> StaleList {
         let min = u64::try_from(min_idle.as_nanos()).unwrap_or(u64::MAX);
-        let mut stale: Vec<(SocketAddr, Nanos)> = self
+        let mut stale: Vec<(SocketAddr, Nanos, Option<u32>)> = self
             .conns
             .iter()
             .filter(|(key, _)| key.remote.ip() == ip)
-            .map(|(key, conn)| (key.remote, conn.idle(now)))
-            .filter(|&(_, idle)| idle >= min)
+            .map(|(key, conn)| (key.remote, conn.idle(now), conn.owner))
+            .filter(|&(_, idle, _)| idle >= min)
             .collect();
         stale.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         stale
             .into_iter()
-            .map(|(a, idle)| (a, Duration::from_nanos(idle)))
+            .map(|(a, idle, pid)| (a, Duration::from_nanos(idle), pid))
             .collect()
     }
 
@@ -815,7 +842,7 @@ mod tests {
             let strip = |c: &ClientReport| ClientReport {
                 rates: None,
                 changed: true,
-                ..*c
+                ..c.clone()
             };
             assert_eq!(
                 a.clients.iter().map(strip).collect::<Vec<_>>(),

@@ -2,16 +2,57 @@
 //! (failures retried without backoff), a client that backs off, a heavy pool.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Map, json};
 
 use super::{Diagnoser, millis, nanos, round1};
 use crate::model::{
-    ClientReport, ClientVerdict, MAX_STALE_NAMED, Nanos, Severity, StaleConn, Trend, Verdict,
-    VerdictKind, human_duration,
+    ClientReport, ClientVerdict, MAX_STALE_NAMED, Nanos, ProcessReport, Severity, StaleConn,
+    StaleList, Trend, Verdict, VerdictKind, human_duration,
 };
+
+/// `pid`'s label from the row's processes (`pid 4242 (gunicorn) in container …`),
+/// or the bare pid when the row summed it as `other`.
+fn label_of(c: &ClientReport, pid: u32) -> String {
+    c.processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .map_or_else(|| format!("pid {pid}"), ProcessReport::label)
+}
+
+/// Adds the process's pid, name, container and pod to a verdict's evidence.
+fn process_evidence(evidence: &mut Map<String, serde_json::Value>, c: &ClientReport, pid: u32) {
+    evidence.insert("pid".into(), json!(pid));
+    if let Some(p) = c.processes.iter().find(|p| p.pid == pid) {
+        evidence.insert("comm".into(), json!(p.comm));
+        evidence.insert("container".into(), json!(p.container));
+        evidence.insert("pod".into(), json!(p.pod));
+    }
+}
+
+/// The local process holding most of `stale` (ties: the lower pid), with how many.
+fn leak_owner(stale: &StaleList) -> Option<(u32, usize)> {
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for pid in stale.iter().filter_map(|s| s.2) {
+        match counts.iter_mut().find(|c| c.0 == pid) {
+            Some(c) => c.1 += 1,
+            None => counts.push((pid, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+}
+
+/// The local process with most failed attempts from this address, if any failed.
+fn storm_owner(c: &ClientReport) -> Option<&ProcessReport> {
+    c.processes
+        .iter()
+        .filter(|p| p.failed > 0)
+        .max_by(|a, b| a.failed.cmp(&b.failed).then(b.pid.cmp(&a.pid)))
+}
 
 /// Whether an address that fails backs off, from the shape of its retry gaps: yes
 /// when they grow now, or grew to a cap (the latest median at least twice, and 50
@@ -38,7 +79,7 @@ impl Diagnoser {
         limit: Option<u64>,
         used: u64,
         stalled: bool,
-        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+        stale: &dyn Fn(IpAddr, Duration) -> StaleList,
     ) -> (ClientVerdict, Option<Verdict>) {
         if c.internal {
             return (ClientVerdict::Healthy, None);
@@ -123,20 +164,26 @@ impl Diagnoser {
         evidence.insert("rejected".into(), json!(c.rejected));
         evidence.insert("refused".into(), json!(c.refused));
         evidence.insert("reset".into(), json!(c.reset));
+        let who = match storm_owner(c) {
+            Some(p) => {
+                process_evidence(&mut evidence, c, p.pid);
+                format!("{} on {}", p.label(), c.addr)
+            }
+            None => c.addr.to_string(),
+        };
         Verdict {
             kind: VerdictKind::RetryStorm,
             severity: Severity::Critical,
             addr: Some(c.addr),
             summary: format!(
-                "{} retries every {} with no backoff ({:.0} failed attempts/s): a retry storm",
-                c.addr,
+                "{who} retries every {} with no backoff ({:.0} failed attempts/s): a retry storm",
                 human_duration(gap),
                 recent as f64 / secs
             ),
             evidence,
             action: format!(
-                "Make the client on {} retry with exponential backoff and jitter (and a cap on attempts); until then it keeps the server saturated",
-                c.addr
+                "Make the client {} {who} retry with exponential backoff and jitter (and a cap on attempts); until then it keeps the server saturated",
+                if who.starts_with("pid ") { "of" } else { "on" }
             ),
             stale_connections: Vec::new(),
         }
@@ -181,7 +228,7 @@ impl Diagnoser {
         c: &ClientReport,
         limit: Option<u64>,
         used: u64,
-        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+        stale: &dyn Fn(IpAddr, Duration) -> StaleList,
     ) -> Option<Verdict> {
         let (growth, span, min_stale) = self.leak_growth(now, c)?;
         let idle = stale(c.addr, self.cfg.leak_idle);
@@ -192,19 +239,47 @@ impl Diagnoser {
         let named: Vec<StaleConn> = idle
             .iter()
             .take(MAX_STALE_NAMED)
-            .map(|&(a, d)| StaleConn::new(a, d))
+            .map(|&(a, d, pid)| StaleConn {
+                pid,
+                ..StaleConn::new(a, d)
+            })
             .collect();
-        let mut action = format!(
-            "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
-            c.addr
-        );
+        let owner = leak_owner(&idle);
+        let mut action = match owner {
+            Some((pid, _)) => format!(
+                "Find the code path in {} on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
+                label_of(c, pid),
+                c.addr
+            ),
+            None => format!(
+                "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
+                c.addr
+            ),
+        };
+        // Under each process its own connections (when processes are known).
+        let mut groups: Vec<Option<u32>> = Vec::new();
         for s in &named {
-            let _ = write!(
-                action,
-                "\n  {}   # idle {}",
-                s.command,
-                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
-            );
+            if !groups.contains(&s.pid) {
+                groups.push(s.pid);
+            }
+        }
+        let by_process = owner.is_some();
+        for group in groups {
+            let indent = if by_process {
+                let head = group.map_or_else(|| "process unknown".to_string(), |p| label_of(c, p));
+                let _ = write!(action, "\n  {head}:");
+                "    "
+            } else {
+                "  "
+            };
+            for s in named.iter().filter(|s| s.pid == group) {
+                let _ = write!(
+                    action,
+                    "\n{indent}{}   # idle {}",
+                    s.command,
+                    human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
+                );
+            }
         }
         let mut evidence = Map::new();
         evidence.insert("open".into(), json!(c.open));
@@ -219,6 +294,10 @@ impl Diagnoser {
         if let Some(i) = c.idle {
             evidence.insert("idle_max_s".into(), json!(i.max.as_secs_f64()));
         }
+        if let Some((pid, held)) = owner {
+            process_evidence(&mut evidence, c, pid);
+            evidence.insert("process_stale".into(), json!(held));
+        }
         // At this pace, the slots left are gone in…
         let exhaustion =
             limit.map(|l| l.saturating_sub(used) as f64 * span as f64 / 1e9 / growth as f64);
@@ -231,7 +310,15 @@ impl Diagnoser {
             addr: Some(c.addr),
             summary: format!(
                 "{} holds {} connections, {} idle for over {}, growing {}/min: a connection leak{}",
-                c.addr,
+                owner.map_or_else(
+                    || c.addr.to_string(),
+                    |(pid, held)| format!(
+                        "{} on {} holds {held} idle connections; {}",
+                        label_of(c, pid),
+                        c.addr,
+                        c.addr
+                    )
+                ),
                 c.open,
                 idle.len(),
                 human_duration(self.cfg.leak_idle),

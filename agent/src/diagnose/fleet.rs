@@ -125,6 +125,14 @@ impl Fleet {
                     self.member(self.home, ts).pipeline.apply(ev);
                 }
             },
+            // A local process's connect: the instance it reached is not known
+            // until the server's side opens, so every instance hears of it (each
+            // joins it with its own connections only).
+            Event::Connector { .. } => {
+                for m in self.members.values_mut() {
+                    m.pipeline.apply(ev);
+                }
+            }
             Event::Tick { ts } => return self.tick(*ts),
         }
         Vec::new()

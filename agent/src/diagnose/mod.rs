@@ -25,14 +25,14 @@ pub mod transitions;
 pub use thresholds::Thresholds;
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use history::{HostSample, Sample};
 use serde_json::{Map, Value, json};
 
 use crate::model::Nanos;
-use crate::model::{ClientVerdict, FastMap, FastSet, Report, Verdict, VerdictKind};
+use crate::model::{ClientVerdict, FastMap, FastSet, Report, StaleList, Verdict, VerdictKind};
 
 /// Keeps the history verdicts need and decides them.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ impl Diagnoser {
         &mut self,
         now: Nanos,
         report: &mut Report,
-        stale: &dyn Fn(IpAddr, Duration) -> Vec<(SocketAddr, Duration)>,
+        stale: &dyn Fn(IpAddr, Duration) -> StaleList,
     ) {
         self.record(now, report);
         self.record_long(now, report);
@@ -193,6 +193,7 @@ mod tests {
     use super::*;
     use crate::model::*;
     use crate::testing::*;
+    use std::net::SocketAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -237,6 +238,82 @@ mod tests {
     const WARN: Severity = Severity::Warning;
 
     // ---- leak ------------------------------------------------------------------
+
+    /// Two local processes on one address: a pool (pid 7) and a leaker (pid 4242,
+    /// in a Docker container). The leak names the leaker, and its action lists
+    /// the stale connections under it; the row counts each process's own.
+    #[test]
+    fn a_leak_names_the_local_process_that_holds_the_idle_connections() {
+        const ADDR: &str = "10.0.0.66";
+        let id = "3f2a".repeat(16);
+        let cgroup = format!("/system.slice/docker-{id}.scope");
+        let mut ev = Vec::new();
+        let pool: Vec<ConnKey> = (1..=10).map(|p| conn(ADDR, 10_000 + p)).collect();
+        for &k in &pool {
+            ev.push(connector(START, k, 7, "pool", None));
+            ev.push(opened(START + MS, k));
+        }
+        ev.extend((1..=45).map(|i| busy(&pool, i, START + i * SEC)));
+        for k in 0..45u16 {
+            let at = START + u64::from(k) * SEC + 500 * MS;
+            let key = conn(ADDR, 40_000 + k);
+            ev.push(connector(at, key, 4242, "gunicorn", Some(&cgroup)));
+            ev.push(opened(at + MS, key));
+        }
+        let reports = Sim::new(ev).run(45);
+        let r = &reports[44];
+        let row = r.clients.iter().find(|c| c.addr == ip(ADDR)).unwrap();
+        let procs: Vec<(u32, &str, Option<&str>, u64, u64)> = row
+            .processes
+            .iter()
+            .map(|p| {
+                (
+                    p.pid,
+                    p.comm.as_str(),
+                    p.container.as_deref(),
+                    p.open,
+                    p.opened,
+                )
+            })
+            .collect();
+        assert_eq!(
+            procs,
+            [
+                (4242, "gunicorn", Some(id.as_str()), 45, 45),
+                (7, "pool", None, 10, 10)
+            ]
+        );
+        let v = verdict(r, K::Leak);
+        // Opened at 0.5 … 14.5 s: idle 30 s or more at 45 s.
+        assert_eq!(evidence(v, "stale"), 15);
+        assert_eq!(evidence(v, "process_stale"), 15);
+        assert_eq!(evidence(v, "pid"), 4242);
+        assert_eq!(evidence(v, "comm"), "gunicorn");
+        assert_eq!(evidence(v, "container"), id.as_str());
+        assert!(
+            v.summary.starts_with(
+                "pid 4242 (gunicorn) in container 3f2a3f2a3f2a on 10.0.0.66 holds 15 idle connections; 10.0.0.66 holds 55 connections"
+            ),
+            "{}",
+            v.summary
+        );
+        assert!(v.stale_connections.iter().all(|s| s.pid == Some(4242)));
+        let lines: Vec<&str> = v.action.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "Find the code path in pid 4242 (gunicorn) in container 3f2a3f2a3f2a on 10.0.0.66"
+            ),
+            "{}",
+            v.action
+        );
+        assert_eq!(lines[1], "  pid 4242 (gunicorn) in container 3f2a3f2a3f2a:");
+        assert!(
+            lines[2].starts_with(&format!("    CLIENT KILL ADDR {ADDR}:40000   # idle 44")),
+            "{}",
+            v.action
+        );
+        assert_eq!(lines.len(), 2 + 15);
+    }
 
     #[test]
     fn leak_is_named_for_the_leaker_only_and_clears_when_its_connections_close() {

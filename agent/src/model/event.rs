@@ -168,6 +168,18 @@ pub enum Event {
     },
     /// Totals of the kernel's counters.
     Counters { ts: Nanos, counters: KernelCounters },
+    /// A process of this host connected to a watched port (its socket left
+    /// SYN_SENT), or failed to (`failed`: refused, reset, timed out). `client` and
+    /// `server` are the two ends as the client's socket sees them: the accepted
+    /// connection's key has them the other way round (`local` = `server`).
+    Connector {
+        ts: Nanos,
+        client: SocketAddr,
+        server: SocketAddr,
+        process: super::process::Process,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
+    },
     /// The end of an interval: a report is due.
     Tick { ts: Nanos },
 }
@@ -183,6 +195,7 @@ impl Event {
             | Event::Redis { ts, .. }
             | Event::Host { ts, .. }
             | Event::Counters { ts, .. }
+            | Event::Connector { ts, .. }
             | Event::Tick { ts } => *ts,
         }
     }

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod host;
 pub mod instance;
 pub mod probe;
+pub mod process;
 pub mod redis;
 pub mod report;
 pub mod rows;
@@ -32,11 +33,15 @@ pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};
 pub use instance::{Instance, InstanceKey};
 pub use probe::{Features, ProbeReport};
+pub use process::{Identity, Process, short_id};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, Idle, Kind, Lifetime,
-    Rates, Recommendation, RejectCounts, RejectReason, Report, RetryReport, SendQueue, ServerClose,
-    ServerCloses, Totals, Trend, WorstKey, errno_name, worst_first,
+    OtherProcesses, ProcessReport, Rates, Recommendation, RejectCounts, RejectReason, Report,
+    RetryReport, SendQueue, ServerClose, ServerCloses, Totals, Trend, WorstKey, errno_name,
+    worst_first,
 };
 pub use rows::Quiet;
-pub use verdict::{ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, Verdict, VerdictKind};
+pub use verdict::{
+    ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, StaleList, Verdict, VerdictKind,
+};

@@ -180,7 +180,7 @@ pub struct AcceptQueue {
 /// A report's client rows (see [`super::rows`]).
 pub type ClientRows = Rows<ClientReport>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClientReport {
     /// IPv4-mapped IPv6 addresses appear as IPv4.
     pub addr: IpAddr,
@@ -228,11 +228,59 @@ pub struct ClientReport {
     /// Opens, closes, rejections and refusals per second over the last interval;
     /// `None` the first time an address appears.
     pub rates: Option<Rates>,
+    /// The processes of this host that opened this address's connections (taken
+    /// in the kernel at `connect()`), worst first, at most 5; empty (and absent
+    /// from the JSON) when none is known: a client on another host, or
+    /// connections that predate the agent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessReport>,
+    /// The known processes beyond `processes`, summed; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes_other: Option<OtherProcesses>,
     /// Whether the row was rebuilt for this report (its address had an event,
     /// holds connections, or its rates came to rest) or its verdict changed. A row
     /// without it is exactly as in the previous report. Not serialized.
     #[serde(skip)]
     pub changed: bool,
+}
+
+/// One process's connections from an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessReport {
+    /// Process id in the host's PID namespace.
+    pub pid: u32,
+    /// Its name (the thread that called `connect()`).
+    pub comm: String,
+    /// Container id (64 hex) from its cgroup path; `None` outside a container.
+    pub container: Option<String>,
+    /// Kubernetes pod uid from its cgroup path; `None` outside a pod.
+    pub pod: Option<String>,
+    /// Connections of this process open now, opened since the agent started,
+    /// and failed (refused, rejected, reset).
+    pub open: u64,
+    pub opened: u64,
+    pub failed: u64,
+}
+
+impl ProcessReport {
+    /// `pid 4242 (gunicorn)`, with ` in container 3f2a9c0d1e4b` or ` in pod …`.
+    pub fn label(&self) -> String {
+        let mut s = format!("pid {} ({})", self.pid, self.comm);
+        if let Some(c) = &self.container {
+            s.push_str(&format!(" in container {}", super::process::short_id(c)));
+        } else if let Some(p) = &self.pod {
+            s.push_str(&format!(" in pod {p}"));
+        }
+        s
+    }
+}
+
+/// The connections of processes beyond an address's top ones, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OtherProcesses {
+    pub open: u64,
+    pub opened: u64,
+    pub failed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

@@ -85,7 +85,15 @@ pub struct StaleConn {
     pub addr: SocketAddr,
     pub idle_s: f64,
     pub command: String,
+    /// The local process that opened it, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
+
+/// An address's open connections idle at least some time, oldest first: the
+/// client's end, how long it has been idle, and the pid of the local process
+/// that opened it when known.
+pub type StaleList = Vec<(SocketAddr, Duration, Option<u32>)>;
 
 impl StaleConn {
     pub fn new(addr: SocketAddr, idle: Duration) -> Self {
@@ -93,6 +101,7 @@ impl StaleConn {
             addr,
             idle_s: (idle.as_millis() as f64) / 1e3,
             command: format!("CLIENT KILL ADDR {addr}"),
+            pid: None,
         }
     }
 }

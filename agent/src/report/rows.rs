@@ -164,10 +164,10 @@ impl RowFilter {
             if c.changed {
                 let now = Held::of(c);
                 if stream.held.insert(c.addr, now) != Some(now) || flagged {
-                    clients.push(*c);
+                    clients.push(c.clone());
                 }
             } else if flagged {
-                clients.push(*c);
+                clients.push(c.clone());
             }
         }
         let mut gone: Vec<IpAddr> = report

@@ -415,6 +415,8 @@ impl Redactor {
                     snapshot.error = Some("(redacted)".to_owned());
                 }
             }
+            // The process (pid, name, cgroup) is kept: it names no address.
+            Event::Connector { client, .. } => *client = self.addr(*client),
             Event::Host { .. } | Event::Counters { .. } | Event::Tick { .. } => {}
         }
         ev

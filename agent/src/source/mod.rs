@@ -7,9 +7,11 @@
 //!   and what `/proc` says of a listener's process and container.
 //! - [`host`]: `/proc` joins: who owns the listeners, their fd limits and usage.
 //! - [`redis`]: the one persistent INFO/CONFIG connection to Redis, on the `redis` crate.
+//! - [`cgroup`]: a cgroup's path from its id (the cgroup v2 tree's directory inodes).
 //! - [`capture`]: capture files, written by `capture` and read by `analyze`.
 
 pub mod capture;
+pub mod cgroup;
 pub mod host;
 pub mod netns;
 pub mod probe;

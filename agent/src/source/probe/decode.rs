@@ -2,9 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use connwatch_common::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, event_kind};
+use connwatch_common::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, ConnectorEvent, event_kind};
 
-use crate::model::{Activity, CloseKind, ConnKey, Event};
+use crate::model::{Activity, CloseKind, ConnKey, Event, Process};
 
 fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
@@ -47,6 +47,33 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
         key,
         how,
         activity,
+    })
+}
+
+/// A local client's connect as an event, its cgroup path found by `cgroup`;
+/// `None` for a record we cannot interpret.
+pub fn decode_connector(
+    ev: &ConnectorEvent,
+    cgroup: impl FnOnce(u64) -> Option<String>,
+) -> Option<Event> {
+    let failed = match ev.kind {
+        event_kind::CONNECTED => false,
+        event_kind::CONNECT_FAILED => true,
+        _ => return None,
+    };
+    let client = SocketAddr::new(ip(ev.family, &ev.laddr)?, ev.lport);
+    let server = SocketAddr::new(ip(ev.family, &ev.raddr)?, ev.rport);
+    let name = ev.comm.split(|&b| b == 0).next().unwrap_or_default();
+    Some(Event::Connector {
+        ts: ev.ts_ns,
+        client: crate::model::normalize(client),
+        server: crate::model::normalize(server),
+        process: Process {
+            pid: ev.tgid,
+            comm: String::from_utf8_lossy(name).into_owned(),
+            cgroup: cgroup(ev.cgroup_id),
+        },
+        failed,
     })
 }
 
@@ -160,6 +187,51 @@ mod tests {
         ev.raddr = "::ffff:127.0.0.9".parse::<Ipv6Addr>().unwrap().octets();
         let key = key_of(&ev).unwrap();
         assert_eq!(key.remote, "127.0.0.9:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn decodes_a_local_client_connect_and_its_failure() {
+        let mut ev = ConnectorEvent {
+            ts_ns: 7,
+            cgroup_id: 1234,
+            lport: 40000,
+            rport: 6379,
+            family: AF_INET,
+            kind: event_kind::CONNECTED,
+            tgid: 4242,
+            ..ConnectorEvent::default()
+        };
+        ev.laddr[..4].copy_from_slice(&[127, 0, 0, 5]);
+        ev.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.comm[..8].copy_from_slice(b"gunicorn");
+        let path = |id: u64| (id == 1234).then(|| "/system.slice/x.service".to_string());
+        let want = Event::Connector {
+            ts: 7,
+            client: "127.0.0.5:40000".parse().unwrap(),
+            server: "127.0.0.1:6379".parse().unwrap(),
+            process: Process {
+                pid: 4242,
+                comm: "gunicorn".into(),
+                cgroup: Some("/system.slice/x.service".into()),
+            },
+            failed: false,
+        };
+        assert_eq!(decode_connector(&ev, path), Some(want));
+        ev.kind = event_kind::CONNECT_FAILED;
+        ev.comm = *b"a-full-16-byte-n";
+        match decode_connector(&ev, |_| None) {
+            Some(Event::Connector {
+                failed: true,
+                process,
+                ..
+            }) => assert_eq!(
+                (process.comm.as_str(), process.cgroup),
+                ("a-full-16-byte-n", None)
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        ev.kind = event_kind::OPENED;
+        assert_eq!(decode_connector(&ev, |_| None), None);
     }
 
     #[test]

@@ -10,15 +10,16 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
-    ConnEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
+    ConnEvent, ConnectorEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
     MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
     WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
 use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
-use super::decode::decode;
+use super::decode::{decode, decode_connector};
 use crate::model::{Event, InstanceKey, KernelCounters};
+use crate::source::cgroup::CgroupPaths;
 
 /// Which connections the programs report: on these ports, in every network
 /// namespace (`netns` empty) or only in the namespaces listed.
@@ -451,7 +452,11 @@ impl Probe {
         // always returns that same fd; the AsyncFd owns the RingBuf from here on.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("registering the ring buffer with the event loop: {e}"))?;
-        Ok(EventReader { fd, undecodable: 0 })
+        Ok(EventReader {
+            fd,
+            undecodable: 0,
+            cgroups: CgroupPaths::default(),
+        })
     }
 }
 
@@ -498,6 +503,8 @@ fn raise_memlock_limit() {
 pub struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
     undecodable: u64,
+    /// Local clients' cgroup paths, by cgroup id.
+    cgroups: CgroupPaths,
 }
 
 impl EventReader {
@@ -508,14 +515,24 @@ impl EventReader {
             .readable_mut()
             .await
             .context("waiting on the ring buffer")?;
-        drain_ring(guard.get_inner_mut(), out, &mut self.undecodable);
+        drain_ring(
+            guard.get_inner_mut(),
+            out,
+            &mut self.undecodable,
+            &mut self.cgroups,
+        );
         guard.clear_ready();
         Ok(())
     }
 
     /// Appends the records queued now, without waiting.
     pub fn drain(&mut self, out: &mut Vec<Event>) {
-        drain_ring(self.fd.get_mut(), out, &mut self.undecodable);
+        drain_ring(
+            self.fd.get_mut(),
+            out,
+            &mut self.undecodable,
+            &mut self.cgroups,
+        );
     }
 
     /// Records that could not be interpreted (should stay 0).
@@ -529,20 +546,34 @@ impl EventReader {
 }
 
 /// Every record in `ring` as an event, counting those that cannot be interpreted.
-fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>, undecodable: &mut u64) {
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Vec<Event>,
+    undecodable: &mut u64,
+    cgroups: &mut CgroupPaths,
+) {
     while let Some(item) = ring.next() {
-        match parse_record(&item) {
+        match parse_record(&item, cgroups) {
             Some(ev) => out.push(ev),
             None => *undecodable += 1,
         }
     }
 }
 
-fn parse_record(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < size_of::<ConnEvent>() {
+/// A record as an event: a [`ConnEvent`] or a [`ConnectorEvent`], told apart by
+/// their sizes (asserted different in `connwatch_common`).
+fn parse_record(bytes: &[u8], cgroups: &mut CgroupPaths) -> Option<Event> {
+    if bytes.len() == size_of::<ConnectorEvent>() {
+        // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
+        // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
+        // pattern, and read_unaligned makes no alignment assumption.
+        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
+        return decode_connector(&ev, |id| cgroups.path(id));
+    }
+    if bytes.len() != size_of::<ConnEvent>() {
         return None;
     }
-    // SAFETY: the slice holds at least size_of::<ConnEvent>() bytes, ConnEvent is a
+    // SAFETY: the slice holds size_of::<ConnEvent>() bytes, ConnEvent is a
     // #[repr(C)] plain-old-data type valid for any bit pattern, and read_unaligned
     // makes no alignment assumption about the ring buffer's memory.
     let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
