@@ -262,7 +262,41 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
             *w = (*w).max(cell.chars().count());
         }
     }
-    rows.iter().map(|r| format_row(r, &widths)).collect()
+    let mut lines = vec![format_row(&rows[0], &widths)];
+    for (r, c) in rows[1..].iter().zip(clients) {
+        lines.push(format_row(r, &widths));
+        lines.extend(process_lines(c));
+    }
+    lines
+}
+
+/// Under a row, the local processes behind its connections, worst first.
+fn process_lines(c: &ClientReport) -> Vec<String> {
+    let figures = |open: u64, opened: u64, failed: u64| {
+        format!("{open} open, {opened} opened, {failed} failed")
+    };
+    let mut lines: Vec<String> = c
+        .processes
+        .iter()
+        .map(|p| {
+            let pod = match (&p.container, &p.pod) {
+                (Some(_), Some(pod)) => format!(" (pod {pod})"),
+                _ => String::new(),
+            };
+            format!(
+                "  └ {}{pod}: {}",
+                p.label(),
+                figures(p.open, p.opened, p.failed)
+            )
+        })
+        .collect();
+    if let Some(o) = c.processes_other {
+        lines.push(format!(
+            "  └ other processes: {}",
+            figures(o.open, o.opened, o.failed)
+        ));
+    }
+    lines
 }
 
 fn format_row(cells: &[String; COLUMNS], widths: &[usize; COLUMNS]) -> String {
@@ -493,6 +527,51 @@ mod tests {
             assert!(json["totals"][unknown].is_null(), "{unknown}");
         }
         assert!(json["clients"][0]["refused"].is_null());
+    }
+
+    #[test]
+    fn local_processes_are_listed_under_their_address() {
+        let mut c = busy();
+        c.processes = vec![
+            ProcessReport {
+                pid: 4242,
+                comm: "gunicorn".into(),
+                container: Some("3f2a".repeat(16)),
+                pod: Some("0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e".into()),
+                open: 3,
+                opened: 9,
+                failed: 1,
+            },
+            ProcessReport {
+                pid: 7,
+                comm: "cron".into(),
+                container: None,
+                pod: None,
+                open: 0,
+                opened: 1,
+                failed: 0,
+            },
+        ];
+        c.processes_other = Some(OtherProcesses {
+            open: 0,
+            opened: 2,
+            failed: 0,
+        });
+        let text = render_text(&report(vec![c, client("10.9.9.9", 1, 0, 1)]), 20, None);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("10.1.2.3"))
+            .unwrap();
+        assert_eq!(
+            lines[at + 1..at + 4],
+            [
+                "  └ pid 4242 (gunicorn) in container 3f2a3f2a3f2a (pod 0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e): 3 open, 9 opened, 1 failed",
+                "  └ pid 7 (cron): 0 open, 1 opened, 0 failed",
+                "  └ other processes: 0 open, 2 opened, 0 failed",
+            ]
+        );
+        assert!(lines[at + 4].starts_with("10.9.9.9"));
     }
 
     #[test]

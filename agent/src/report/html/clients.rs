@@ -18,7 +18,7 @@ pub(super) struct Column {
     numeric: bool,
 }
 
-pub(super) const COLUMNS: [Column; 18] = [
+pub(super) const COLUMNS: [Column; 19] = [
     col("addr", "Address", "Client IP address", false),
     col("verdict", "Verdict", "What this address is doing", true),
     col("open", "Open", "Connections open now", true),
@@ -66,6 +66,12 @@ pub(super) const COLUMNS: [Column; 18] = [
         "Bytes out",
         "Bytes Redis wrote to this address",
         true,
+    ),
+    col(
+        "processes",
+        "Processes",
+        "Local processes behind the connections (taken at connect()), worst first: open, opened, failed",
+        false,
     ),
 ];
 
@@ -225,5 +231,43 @@ fn client_row(out: &mut String, c: &ClientReport) {
         &human_bytes(c.bytes_out),
         "num",
     );
+    processes_cell(out, c);
     out.push_str("</tr>\n");
+}
+
+/// The local processes, one a line; sorted by the first one's label.
+fn processes_cell(out: &mut String, c: &ClientReport) {
+    if c.processes.is_empty() {
+        cell(out, "", "–", "none");
+        return;
+    }
+    let sort = c.processes[0].label();
+    w!(out, "<td class=\"procs\" data-v=\"{}\">", Esc(&sort));
+    for (i, p) in c.processes.iter().enumerate() {
+        if i > 0 {
+            out.push_str("<br>");
+        }
+        let mut line = format!(
+            "{}: {} open, {} opened, {} failed",
+            p.label(),
+            p.open,
+            p.opened,
+            p.failed
+        );
+        if let Some(pod) = &p.pod {
+            line.push_str(&format!(" (pod {pod})"));
+        }
+        w!(out, "{}", Esc(&line));
+    }
+    if let Some(o) = c.processes_other {
+        w!(
+            out,
+            "<br>{}",
+            Esc(&format!(
+                "other processes: {} open, {} opened, {} failed",
+                o.open, o.opened, o.failed
+            ))
+        );
+    }
+    out.push_str("</td>");
 }

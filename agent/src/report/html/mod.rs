@@ -130,10 +130,12 @@ mod tests {
         }
         ev.push(host(START, 10_032));
         for k in 0..seconds as u16 {
-            ev.push(Event::Opened {
-                ts: START + u64::from(k) * SEC + 500 * MS,
-                key: conn(LEAKER, 40_000 + k),
-            });
+            let (ts, key) = (
+                START + u64::from(k) * SEC + 500 * MS,
+                conn(LEAKER, 40_000 + k),
+            );
+            ev.push(connector(ts, key, 4242, "gunicorn", None));
+            ev.push(Event::Opened { ts, key });
         }
         let mut port = 20_000u16;
         for s in 20..25u64 {
@@ -249,6 +251,18 @@ mod tests {
             html.contains("still present in the last report"),
             "the leak stays"
         );
+    }
+
+    #[test]
+    fn the_leaking_process_is_named_in_the_table_and_the_verdict() {
+        let html = render_html(&reports(), "x");
+        assert!(html.contains("pid 4242 (gunicorn): 40 open, 40 opened, 0 failed"));
+        assert!(
+            html.contains("<td>pid 4242</td><td><code>CLIENT KILL ADDR 10.0.0.66:40000</code>")
+        );
+        assert!(html.contains("Find the code path in pid 4242 (gunicorn) on 10.0.0.66"));
+        // The action's per-process heading is left to the table.
+        assert!(!html.contains("  pid 4242 (gunicorn):\n"));
     }
 
     #[test]

@@ -185,7 +185,10 @@ pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[See
             .action
             .lines()
             .filter(|l| {
-                v.stale_connections.is_empty() || !l.trim_start().starts_with("CLIENT KILL")
+                // The table below lists them, with their process.
+                v.stale_connections.is_empty()
+                    || !(l.trim_start().starts_with("CLIENT KILL")
+                        || (l.starts_with("  ") && l.ends_with(':')))
             })
             .collect();
         w!(out, "{}", Esc(lines.join("\n").trim_end()));
@@ -194,15 +197,19 @@ pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[See
             w!(
                 out,
                 "<h4>Idle connections to close, longest idle first ({}) — review before running any</h4>\n\
-                 <table class=\"stale\"><thead><tr><th>connection</th><th>idle</th><th>command</th></tr></thead><tbody>\n",
+                 <table class=\"stale\"><thead><tr><th>connection</th><th>idle</th><th>process</th><th>command</th></tr></thead><tbody>\n",
                 v.stale_connections.len()
             );
             for c in &v.stale_connections {
+                let pid = c
+                    .pid
+                    .map_or_else(|| "–".to_string(), |p| format!("pid {p}"));
                 w!(
                     out,
-                    "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>\n",
+                    "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
                     Esc(&c.addr.to_string()),
                     Esc(&ms_duration(c.idle_s * 1e3)),
+                    Esc(&pid),
                     Esc(&c.command)
                 );
             }

@@ -115,4 +115,61 @@ pub(super) fn client_families(x: &mut Exposition, r: &Report, top: usize) {
         let n = rest.iter().filter(|c| c.verdict == v).count();
         f.sample(&[("addr", OTHER), ("verdict", v.as_str())], n);
     }
+
+    process_families(x, shown, &addrs);
+}
+
+/// The local processes of the top addresses: at most five each by pid, plus one
+/// `pid="other"` series for the rest of an address's processes.
+fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]) {
+    let families: [(&str, MetricType, &str, fn(u64, u64, u64) -> u64); 3] = [
+        (
+            "connwatch_client_process_open",
+            MetricType::Gauge,
+            "Connections open now from this client address opened by this local process              (addresses with local processes among the top ones; pid=\"other\" sums the              address's other processes).",
+            |open, _, _| open,
+        ),
+        (
+            "connwatch_client_process_opened_total",
+            MetricType::Counter,
+            "Connections opened from this client address by this local process.",
+            |_, opened, _| opened,
+        ),
+        (
+            "connwatch_client_process_failed_total",
+            MetricType::Counter,
+            "Attempts of this local process from this client address that failed \
+             (refused, rejected, reset).",
+            |_, _, failed| failed,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        if shown.iter().all(|c| c.processes.is_empty()) {
+            return;
+        }
+        let mut f = x.family(name, kind, help);
+        for (c, addr) in shown.iter().zip(addrs) {
+            for p in &c.processes {
+                let pid = p.pid.to_string();
+                let labels = [
+                    ("addr", addr.as_str()),
+                    ("pid", pid.as_str()),
+                    ("comm", p.comm.as_str()),
+                    ("container", p.container.as_deref().unwrap_or("")),
+                    ("pod", p.pod.as_deref().unwrap_or("")),
+                ];
+                f.sample(&labels, get(p.open, p.opened, p.failed));
+            }
+            if let Some(o) = c.processes_other {
+                let labels = [
+                    ("addr", addr.as_str()),
+                    ("pid", OTHER),
+                    ("comm", ""),
+                    ("container", ""),
+                    ("pod", ""),
+                ];
+                f.sample(&labels, get(o.open, o.opened, o.failed));
+            }
+        }
+    }
 }

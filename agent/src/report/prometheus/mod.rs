@@ -555,6 +555,63 @@ mod tests {
     }
 
     #[test]
+    fn local_processes_of_the_top_addresses_with_the_rest_as_other() {
+        let mut report = full_report();
+        let proc = |pid: u32, comm: &str, open: u64| crate::model::ProcessReport {
+            pid,
+            comm: comm.into(),
+            container: (pid == 4242).then(|| "3f2a".repeat(16)),
+            pod: None,
+            open,
+            opened: open + 1,
+            failed: u64::from(pid == 7),
+        };
+        let clients = report.clients.to_vec();
+        let mut clients = clients;
+        clients[0].processes = vec![proc(4242, "gunicorn", 30), proc(7, "cron", 0)];
+        clients[0].processes_other = Some(crate::model::OtherProcesses {
+            open: 1,
+            opened: 4,
+            failed: 2,
+        });
+        // Beyond the top: not shown, whatever its processes.
+        let last = clients.len() - 1;
+        clients[last].processes = vec![proc(99, "hidden", 1)];
+        let addr = clients[0].addr.to_string();
+        report.clients = clients.into();
+        let text = render(&report, 2);
+        check_format(&text);
+        let id = "3f2a".repeat(16);
+        has(
+            &text,
+            &format!(
+                r#"connwatch_client_process_open{{addr="{addr}",pid="4242",comm="gunicorn",container="{id}",pod=""}} 30"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"connwatch_client_process_failed_total{{addr="{addr}",pid="7",comm="cron",container="",pod=""}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"connwatch_client_process_opened_total{{addr="{addr}",pid="other",comm="",container="",pod=""}} 4"#
+            ),
+        );
+        lacks(&text, "connwatch_client_process_open{addr=\"other\"");
+        assert!(!text.contains("hidden"));
+        let open = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_client_process_open{"))
+            .count();
+        assert_eq!(open, 3);
+        // Without processes, no family at all.
+        lacks(&render(&full_report(), 2), "connwatch_client_process_open");
+    }
+
+    #[test]
     fn top_zero_and_top_beyond_the_clients() {
         let report = full_report();
         let none = render(&report, 0);
