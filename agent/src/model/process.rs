@@ -34,68 +34,45 @@ pub struct Identity {
     pub pod: Option<String>,
 }
 
-/// Prefixes a container runtime gives a container's systemd scope.
-const SCOPE_PREFIXES: [&str; 5] = [
-    "docker-",
-    "cri-containerd-",
-    "crio-",
-    "libpod-",
-    "containerd-",
-];
-
 impl Identity {
-    /// What `path` names: a container in its last component that is one
-    /// (`docker-<id>.scope`, `crio-<id>.scope`, `cri-containerd-<id>.scope`,
-    /// `libpod-<id>.scope`, or a bare `<id>` under the cgroupfs drivers), a pod in
-    /// a `kubepods…pod<uid>` component. A systemd service or a user session names
-    /// neither. Monitors (`libpod-conmon-<id>.scope`) are not containers.
+    /// What one cgroup path names, as the common runtimes and cgroup drivers
+    /// write them:
+    ///
+    /// - Docker: `/docker/<id>` (cgroupfs), `/system.slice/docker-<id>.scope` (systemd);
+    /// - Podman: `/machine.slice/libpod-<id>.scope`, `…/libpod-payload-<id>`;
+    /// - containerd and CRI-O under Kubernetes: `/kubepods/burstable/pod<uid>/<id>`
+    ///   (cgroupfs), `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid
+    ///   with _ for ->.slice/cri-containerd-<id>.scope` or `crio-<id>.scope` (systemd).
+    ///
+    /// A container id is 64 hex digits (given in lower case); the pod UID is given
+    /// with dashes. A systemd service or a user session names neither.
     pub fn of(path: &str) -> Identity {
         let mut id = Identity::default();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            if let Some(c) = container_id(part) {
-                id.container = Some(c.to_string());
+        for part in path.split('/') {
+            let part = part.strip_suffix(".scope").unwrap_or(part);
+            let part = part.strip_suffix(".slice").unwrap_or(part);
+            if let Some(uid) = pod_uid_of(part) {
+                id.pod = Some(uid);
             }
-            if let Some(p) = pod_uid(part) {
-                id.pod = Some(p);
+            let hex = part.rsplit(['-', ':']).next().unwrap_or(part);
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                id.container = Some(hex.to_ascii_lowercase());
             }
         }
         id
     }
 }
 
-fn is_hex_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn container_id(part: &str) -> Option<&str> {
-    if is_hex_id(part) {
-        return Some(part);
-    }
-    let name = part.strip_suffix(".scope")?;
-    SCOPE_PREFIXES
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .filter(|id| is_hex_id(id))
-}
-
-/// `pod<uid>` (cgroupfs driver) or `kubepods[-<qos>]-pod<uid with _>.slice`
-/// (systemd driver), as a dashed uid.
-fn pod_uid(part: &str) -> Option<String> {
-    let name = part.strip_suffix(".slice").unwrap_or(part);
-    let uid = if let Some(rest) = name.strip_prefix("pod") {
-        rest
-    } else if name.starts_with("kubepods") {
-        &name[name.rfind("-pod")? + 4..]
-    } else {
+/// The pod UID in one cgroup path component: `pod<uid>` or `kubepods-…-pod<uid>`.
+fn pod_uid_of(part: &str) -> Option<String> {
+    let at = part.rfind("pod")?;
+    if at > 0 && !part[..at].ends_with('-') {
         return None;
-    };
-    let uid = uid.replace('_', "-");
-    let groups: Vec<&str> = uid.split('-').collect();
-    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
-    let hex = groups
-        .iter()
-        .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
-    (shape && hex).then_some(uid)
+    }
+    let uid = part[at + 3..].replace('_', "-");
+    let groups: Vec<usize> = uid.split('-').map(str::len).collect();
+    let hex = uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    (groups == [8, 4, 4, 4, 12] && hex).then(|| uid.to_ascii_lowercase())
 }
 
 /// The short form of a container id people read (`docker ps` shows 12).
@@ -125,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn podman_rootful_and_rootless_but_not_its_monitor() {
+    fn podman_rootful_and_rootless() {
         assert_eq!(
             of(&format!("/machine.slice/libpod-{ID}.scope")),
             (Some(ID.into()), None)
@@ -135,8 +112,10 @@ mod tests {
         );
         assert_eq!(of(&rootless), (Some(ID.into()), None));
         assert_eq!(
-            of(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
-            (None, None)
+            of(&format!(
+                "/machine.slice/libpod-{ID}.scope/libpod-payload-{ID}"
+            )),
+            (Some(ID.into()), None)
         );
     }
 

@@ -20,6 +20,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::model::Identity;
+
 /// One network namespace, held open (so its inode stays meaningful while we use it).
 #[derive(Debug)]
 pub struct Netns {
@@ -215,15 +217,7 @@ pub fn ns_pid(status: &str) -> Option<u32> {
 }
 
 /// The container id and the Kubernetes pod UID named by a `/proc/PID/cgroup`
-/// text, as the common runtimes and cgroup drivers write them:
-///
-/// - Docker: `/docker/<id>` (cgroupfs), `/system.slice/docker-<id>.scope` (systemd);
-/// - Podman: `/machine.slice/libpod-<id>.scope`, `…/libpod-payload-<id>`;
-/// - containerd and CRI-O under Kubernetes: `/kubepods/burstable/pod<uid>/<id>`
-///   (cgroupfs), `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid
-///   with _ for ->.slice/cri-containerd-<id>.scope` or `crio-<id>.scope` (systemd).
-///
-/// A container id is 64 hex digits; the pod UID is given with dashes.
+/// text (see [`Identity::of`] for the paths understood).
 pub fn container_of_cgroup(text: &str) -> (Option<String>, Option<String>) {
     let mut container = None;
     let mut pod = None;
@@ -232,31 +226,11 @@ pub fn container_of_cgroup(text: &str) -> (Option<String>, Option<String>) {
         let Some(path) = line.splitn(3, ':').nth(2) else {
             continue;
         };
-        for part in path.split('/') {
-            let part = part.strip_suffix(".scope").unwrap_or(part);
-            let part = part.strip_suffix(".slice").unwrap_or(part);
-            if let Some(uid) = pod_uid_of(part) {
-                pod = Some(uid);
-            }
-            let id = part.rsplit(['-', ':']).next().unwrap_or(part);
-            if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                container = Some(id.to_ascii_lowercase());
-            }
-        }
+        let id = Identity::of(path);
+        container = id.container.or(container);
+        pod = id.pod.or(pod);
     }
     (container, pod)
-}
-
-/// The pod UID in one cgroup path component: `pod<uid>` or `kubepods-…-pod<uid>`.
-fn pod_uid_of(part: &str) -> Option<String> {
-    let at = part.rfind("pod")?;
-    if at > 0 && !part[..at].ends_with('-') {
-        return None;
-    }
-    let uid = part[at + 3..].replace('_', "-");
-    let groups: Vec<usize> = uid.split('-').map(str::len).collect();
-    let hex = uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    (groups == [8, 4, 4, 4, 12] && hex).then(|| uid.to_ascii_lowercase())
 }
 
 #[cfg(test)]
