@@ -1063,6 +1063,24 @@ impl Background {
         Background::spawn(script, cmd)
     }
 
+    /// Runs `tests/clients/<script>` like [`Background::python`], as a process
+    /// named `comm` (what the kernel reports as its name): python3 is started
+    /// through a symbolic link of that name in `dir`.
+    pub fn python_named(dir: &TempDir, comm: &str, script: &str, args: &[&str]) -> Background {
+        let path = workspace_root().join("tests").join("clients").join(script);
+        let link = dir.0.join(comm);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(PYTHON, &link).expect("link python3 under another name");
+        let mut cmd = Command::new(&link);
+        cmd.args(["-u", "-B"]).arg(&path).args(args);
+        Background::spawn(script, cmd)
+    }
+
+    /// The program's process id (on the host).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs `tests/clients/node/<script>` with Node.js and the client libraries
     /// `cargo xtask setup` installed beside it (ioredis, node-redis).
     pub fn node(script: &str, args: &[&str]) -> Background {

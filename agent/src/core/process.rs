@@ -186,6 +186,9 @@ impl ProcStats {
         *open = open.saturating_sub(1);
         if forget {
             *opened = opened.saturating_sub(1);
+            // Nothing left to say of it (the agent's own connection, taken back).
+            self.known
+                .retain(|c| c.pid != pid || c.open + c.opened + c.failed > 0);
         }
     }
 

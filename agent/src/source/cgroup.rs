@@ -2,15 +2,16 @@
 //! process that connects (`bpf_get_current_cgroup_id()`), which is the inode number
 //! of the cgroup's directory under /sys/fs/cgroup. One walk of that tree indexes
 //! every directory; the index is kept, and walked again (at most once a second)
-//! only when an id it does not hold comes up: a container started since.
+//! only when an id it does not hold comes up: a container started since. Paths
+//! are as the agent's cgroup namespace shows them (the host's, when it runs there).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where cgroup v2 is mounted.
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where cgroup v2 is mounted: alone, or beside v1 (systemd's hybrid layout).
+pub const CGROUP_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
 /// At most this often a walk for an unknown id.
 const REWALK_AFTER: Duration = Duration::from_secs(1);
 /// A walk stops after this many directories (a host has a few thousand) and this depth.
@@ -26,8 +27,13 @@ pub struct CgroupPaths {
 }
 
 impl Default for CgroupPaths {
+    /// The paths under the host's cgroup v2 mount (the first of [`CGROUP_ROOTS`]
+    /// that is one); none without it (cgroup v1 only).
     fn default() -> Self {
-        Self::new(CGROUP_ROOT)
+        let root = CGROUP_ROOTS
+            .into_iter()
+            .find(|r| Path::new(r).join("cgroup.procs").exists());
+        Self::new(root.unwrap_or(CGROUP_ROOTS[0]))
     }
 }
 
