@@ -42,6 +42,7 @@ fn conclusions(report: &Value) -> Value {
                 "closed_by_client": pick("closed_by_client"), "reset": pick("reset"),
                 "rejected": pick("rejected"), "refused": pick("refused"), "verdict": pick("verdict"),
                 "bytes_in": pick("bytes_in"), "bytes_out": pick("bytes_out"),
+                "processes": pick("processes"), "processes_other": pick("processes_other"),
             })
         })
         .collect();
@@ -120,6 +121,19 @@ fn a_replay_reaches_the_same_counts_and_verdicts_as_the_live_capture() {
     );
     let replayed = last_json(&replay.stdout);
     assert_eq!(conclusions(&replayed), conclusions(&live));
+    // The clients are this test's process: its connections, and its rejected
+    // attempts as its failures, carried by the capture.
+    let me = std::process::id();
+    let holders = connwatch_tests::client(&live, "127.0.0.50").expect("the holders' row");
+    let procs = holders["processes"].as_array().expect("processes");
+    assert_eq!(procs.len(), 1, "{holders}");
+    assert_eq!(procs[0]["pid"], me);
+    assert_eq!(procs[0]["open"], holders["open"]);
+    assert_eq!(procs[0]["opened"], holders["opened"]);
+    let storm = connwatch_tests::client(&live, "127.0.0.51").expect("the storm's row");
+    let procs = storm["processes"].as_array().expect("processes");
+    assert_eq!(procs[0]["pid"], me);
+    assert_eq!(procs[0]["failed"], storm["rejected"], "{storm}");
     // What the probe could see travels in the capture's header.
     assert_eq!(replayed["probe"], live["probe"]);
     assert_eq!(live["probe"]["features"]["refusals"], true, "{live}");

@@ -468,6 +468,17 @@ mod tests {
                 ts: 25,
                 key: key("[::1]:5000"),
             },
+            Event::Connector {
+                ts: 26,
+                client: "127.0.0.5:4001".parse().unwrap(),
+                server: "127.0.0.1:6379".parse().unwrap(),
+                process: crate::model::Process {
+                    pid: 4242,
+                    comm: "gunicorn".into(),
+                    cgroup: Some("/system.slice/app.service".into()),
+                },
+                failed: false,
+            },
             Event::Tick { ts: 1_000 },
         ]
     }
@@ -478,7 +489,7 @@ mod tests {
         for ev in events() {
             w.write(&ev).unwrap();
         }
-        assert_eq!(w.events(), 4);
+        assert_eq!(w.events(), 5);
         w.finish().unwrap();
         header
     }
@@ -591,6 +602,15 @@ mod tests {
         assert_eq!(a.remote, b.remote, "the same client, the same pseudonym");
         assert_eq!(c.remote, "[2001:db8::1]:5000".parse().unwrap());
         assert_eq!(a.local, "127.0.0.1:6379".parse().unwrap());
+        // A local client's end gets its address's pseudonym; its process is kept.
+        let Event::Connector {
+            client, process, ..
+        } = &got[3]
+        else {
+            panic!()
+        };
+        assert_eq!(*client, "198.18.0.1:4001".parse().unwrap());
+        assert_eq!((process.pid, process.comm.as_str()), (4242, "gunicorn"));
         let text = format!("{got:?}");
         assert!(
             !text.contains("127.0.0.5") && !text.contains("remote: [::1]"),
