@@ -267,7 +267,7 @@ fn simulate_with(
             open: Vec::new(),
             all: false,
         };
-        let by_addr = |ip| clients.iter().find(|c| c.addr == ip).copied();
+        let by_addr = |ip| clients.iter().find(|c| c.addr == ip).cloned();
         (report.clients, report.evicted) = rows.update(now, changes, by_addr);
         diagnoser.diagnose(now, &mut report, &|ip, idle| stale(i, ip, idle));
         // As the tracker does: the cache keeps the diagnosed rows for the next.
