@@ -171,8 +171,9 @@ fn verdict_lines(report: &Report) -> Vec<String> {
         let first = v.action.lines().next().unwrap_or_default();
         lines.push(format!("         → {first}"));
         for s in v.stale_connections.iter().take(STALE_SHOWN) {
+            let pid = s.pid.map_or_else(String::new, |p| format!(", pid {p}"));
             lines.push(format!(
-                "           {}   # idle {}",
+                "           {}   # idle {}{pid}",
                 s.command,
                 human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
             ));
@@ -557,7 +558,21 @@ mod tests {
             opened: 2,
             failed: 0,
         });
-        let text = render_text(&report(vec![c, client("10.9.9.9", 1, 0, 1)]), 20, None);
+        let mut r = report(vec![c, client("10.9.9.9", 1, 0, 1)]);
+        let mut v = crate::testing::verdict(VerdictKind::Leak, Severity::Warning, Some("10.1.2.3"));
+        let addr = "10.1.2.3:40000".parse().unwrap();
+        v.stale_connections = vec![StaleConn {
+            pid: Some(4242),
+            ..StaleConn::new(addr, Duration::from_secs(252))
+        }];
+        r.verdicts.push(v);
+        let text = render_text(&r, 20, None);
+        assert!(
+            text.contains(
+                "\n           CLIENT KILL ADDR 10.1.2.3:40000   # idle 4m12s, pid 4242\n"
+            ),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         let at = lines
             .iter()
