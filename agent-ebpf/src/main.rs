@@ -33,7 +33,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_NO_COMMON_LRU, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -95,6 +95,20 @@ static PACKET_OFFSETS: PacketOffsets = PacketOffsets {
 #[unsafe(no_mangle)]
 static DEBUG_PROBES: u8 = 0;
 
+/// Non-zero: note which local process connects to a watched port (the default);
+/// set by userspace at load time. Zero (`--no-processes`) makes the client-side
+/// transitions cost one compare, like any other transition.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static LOCAL_PROCESSES: u8 = 0;
+
+#[inline(always)]
+fn local_processes() -> bool {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&LOCAL_PROCESSES) != 0 }
+}
+
 /// Whether diagnostics are on; see [`DEBUG_PROBES`].
 #[inline(always)]
 fn debug_probes() -> bool {
@@ -146,8 +160,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// the process that called `connect()`. LRU: a socket whose end was never seen
 /// (the agent started during its handshake) is pushed out by newer ones.
 #[map]
-static CONNECTING: LruHashMap<u64, Connector> =
-    LruHashMap::with_max_entries(MAX_CONNECTING, BPF_F_NO_COMMON_LRU);
+static CONNECTING: LruHashMap<u64, Connector> = LruHashMap::with_max_entries(MAX_CONNECTING, 0);
 
 /// Connection transitions for userspace.
 #[map]
@@ -236,11 +249,13 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1) => event_kind::CLOSED_BY_SERVER,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => event_kind::CLOSED_BY_CLIENT,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
-        (tcp_state::CLOSE, tcp_state::SYN_SENT) => return note_connector(ctx),
-        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) if local_processes() => {
+            return note_connector(ctx);
+        }
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) if local_processes() => {
             return send_connector(ctx, event_kind::CONNECTED);
         }
-        (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) if local_processes() => {
             return send_connector(ctx, event_kind::CONNECT_FAILED);
         }
         _ => {
@@ -323,6 +338,9 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     let sk: u64 = ctx_load(ctx, set_state::SKADDR);
     // SAFETY: a lookup whose value is copied out at once, before the removal.
     let who = *unsafe { CONNECTING.get(&sk) }?;
+    // Removed at once: the LRU only pushes out the entries of sockets whose end
+    // was missed.
+    let _ = CONNECTING.remove(&sk);
     let family: u16 = ctx_load(ctx, set_state::FAMILY);
     let mut ev = ConnectorEvent {
         ts_ns: ktime_ns(),

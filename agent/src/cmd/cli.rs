@@ -92,6 +92,11 @@ pub struct LiveArgs {
     /// kernel removes that code.
     #[arg(long)]
     pub debug_probes: bool,
+    /// Do not find which process of this host opens each connection (clients on
+    /// the Redis host: `processes` in the client rows). Off, a local client's
+    /// connect costs the kernel program no more than any other transition.
+    #[arg(long)]
+    pub no_processes: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }

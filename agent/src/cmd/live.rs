@@ -425,6 +425,7 @@ async fn run_async(
         } else {
             vec![home_netns.inode()]
         },
+        local_processes: !args.no_processes,
     };
     let mut probe = Probe::load(&spec, args.debug_probes)?;
     let mut reader = probe.take_events()?;

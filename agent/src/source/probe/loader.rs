@@ -28,6 +28,8 @@ pub struct WatchSpec {
     pub ports: Vec<u16>,
     /// Namespace inodes; empty: all of them.
     pub netns: Vec<u32>,
+    /// Note which local process connects to a watched port (off: `--no-processes`).
+    pub local_processes: bool,
 }
 
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
@@ -240,6 +242,7 @@ impl Probe {
         let netns_offsets = netns_layout.unwrap_or_default();
         // Read-only globals: with diagnostics off the verifier drops their code.
         let debug_flag = u8::from(debug_probes);
+        let local_processes = u8::from(spec.local_processes);
         let log_level = if debug_probes {
             aya_log::Level::Debug as u8
         } else {
@@ -250,6 +253,7 @@ impl Probe {
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
+            .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
