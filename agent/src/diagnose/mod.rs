@@ -726,6 +726,44 @@ mod tests {
         assert_eq!(client_verdict(&reports[12], STORM), ClientVerdict::Healthy);
     }
 
+    /// A storm from a process of this host: the verdict names it, and its row
+    /// counts each rejection as the process's failure.
+    #[test]
+    fn a_storm_names_the_local_process_that_retries() {
+        const STORM: &str = "10.0.0.20";
+        let mut raw = Vec::new();
+        storm(&mut raw, STORM, 5, 8);
+        let mut ev = Vec::new();
+        for e in raw {
+            if let Event::Opened { ts, key } = e {
+                ev.push(connector(ts, key, 31_337, "worker", None));
+            }
+            ev.push(e);
+        }
+        let reports = Sim::new(ev).run(8);
+        let r = &reports[7];
+        let v = verdict(r, K::RetryStorm);
+        assert!(
+            v.summary
+                .starts_with("pid 31337 (worker) on 10.0.0.20 retries every 1.0ms with no backoff"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.action.starts_with(
+                "Make the client of pid 31337 (worker) on 10.0.0.20 retry with exponential backoff"
+            ),
+            "{}",
+            v.action
+        );
+        assert_eq!(evidence(v, "pid"), 31_337);
+        assert_eq!(evidence(v, "comm"), "worker");
+        let row = r.clients.iter().find(|c| c.addr == ip(STORM)).unwrap();
+        let p = &row.processes[0];
+        assert_eq!((p.pid, p.open, p.opened, p.failed), (31_337, 0, 150, 150));
+        assert_eq!(row.rejected, 150);
+    }
+
     #[test]
     fn a_storm_of_an_address_seen_at_the_first_report_is_named_by_the_second() {
         // Nothing is known before the first report: its failures are the baseline.
