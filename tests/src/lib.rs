@@ -536,6 +536,43 @@ pub fn in_netns<T: Send>(path: &std::path::Path, f: impl FnOnce() -> T + Send) -
     })
 }
 
+/// A cgroup v2 directory named as Docker's systemd driver names a container's
+/// (`system.slice/docker-<id>.scope`), removed on drop (after the processes in it
+/// are gone).
+pub struct ContainerCgroup(pub PathBuf);
+
+impl ContainerCgroup {
+    pub fn new(id: &str) -> ContainerCgroup {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+            .expect("a cgroup v2 hierarchy");
+        let dir = std::path::Path::new(root).join(format!("system.slice/docker-{id}.scope"));
+        std::fs::create_dir_all(&dir).expect("create the container's cgroup");
+        ContainerCgroup(dir)
+    }
+
+    /// The pids in it.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.0.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            pause(20);
+        }
+    }
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -74,33 +74,6 @@ fn redis_in_a_network_namespace_is_counted_exactly_and_asked_from_inside() {
     drop((early, later));
 }
 
-/// A cgroup v2 directory named as Docker's systemd driver names a container's,
-/// removed on drop (after the process in it is gone).
-struct ContainerCgroup(std::path::PathBuf);
-
-impl ContainerCgroup {
-    fn new(id: &str) -> ContainerCgroup {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|p| Path::new(p).join("cgroup.procs").exists())
-            .expect("a cgroup v2 hierarchy");
-        let dir = Path::new(root).join(format!("system.slice/docker-{id}.scope"));
-        std::fs::create_dir_all(&dir).expect("create the container's cgroup");
-        ContainerCgroup(dir)
-    }
-}
-
-impl Drop for ContainerCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            pause(20);
-        }
-    }
-}
-
 #[test]
 fn contained_redis_is_pid_1_inside_and_its_limits_are_its_own() {
     let _serial = serial();

@@ -146,42 +146,6 @@ fn a_leak_is_attributed_to_the_leaking_process_and_the_pool_to_the_other() {
     agent.stop();
 }
 
-/// A cgroup v2 directory named as Docker's systemd driver names a container's,
-/// removed on drop (after the processes in it are gone).
-struct ContainerCgroup(std::path::PathBuf);
-
-impl ContainerCgroup {
-    fn new(id: &str) -> ContainerCgroup {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|p| Path::new(p).join("cgroup.procs").exists())
-            .expect("a cgroup v2 hierarchy");
-        let dir = Path::new(root).join(format!("system.slice/docker-{id}.scope"));
-        std::fs::create_dir_all(&dir).expect("create the container's cgroup");
-        ContainerCgroup(dir)
-    }
-
-    /// The pids in it.
-    fn pids(&self) -> Vec<u32> {
-        std::fs::read_to_string(self.0.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for ContainerCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            pause(20);
-        }
-    }
-}
-
 /// A client as a container runs it: in its own network and PID namespaces (pid 1
 /// inside) and its own cgroup, beside a Redis in the same network namespace (a
 /// sidecar). Its connections carry the container id its cgroup path names, and
