@@ -275,12 +275,13 @@ impl Tracker {
         let ip = key.remote.ip();
         if self.conns.adopt_seeded(ts, &key) {
             self.clients.on_adopted(ip, ts);
-            return;
+        } else {
+            if let Some(replaced) = self.conns.open(ts, key) {
+                self.clients.on_closed(ip, ts, &replaced);
+            }
+            self.clients.on_opened(ip, ts);
         }
-        if let Some(replaced) = self.conns.open(ts, key) {
-            self.clients.on_closed(ip, ts, &replaced);
-        }
-        self.clients.on_opened(ip, ts);
+        // The local process that connected, if its record came first.
         if let Some(p) = self.joins.take(&key) {
             self.conns.set_owner(&key, p.pid);
             self.clients.on_process_opened(ip, ts, &p);
@@ -1279,6 +1280,90 @@ mod tests {
         assert_eq!(row.bytes_in, 7);
         assert_eq!((r.totals.open, r.totals.closed, r.totals.reset), (0, 1, 1));
         assert_eq!(t.conns().counts().closed_untracked, 1);
+    }
+
+    /// A local process's connect joins the open with the same two ends, also one
+    /// the seed scan found first; its close releases the process's count.
+    #[test]
+    fn a_connector_joins_its_open_and_the_close_releases_it() {
+        let k = key("127.0.0.1:6379", "127.0.0.5:40000");
+        let seeded_first = key("127.0.0.1:6379", "127.0.0.5:40001");
+        let other = key("127.0.0.1:6379", "127.0.0.5:40002");
+        let proc = |pid| crate::model::Process {
+            pid,
+            comm: "app".into(),
+            cgroup: None,
+        };
+        let connector = |ts, k: ConnKey, pid| Event::Connector {
+            ts,
+            client: k.remote,
+            server: k.local,
+            process: proc(pid),
+            failed: false,
+        };
+        let mut t = tracker(&[
+            seeded(START, seeded_first, None),
+            connector(START + 1, k, 42),
+            opened(START + 2, k),
+            connector(START + 3, seeded_first, 42),
+            opened(START + 4, seeded_first),
+            connector(START + 5, key("127.0.0.1:6380", "127.0.0.5:40003"), 7),
+            opened(START + 6, other),
+        ]);
+        let r = t.report(START + SEC, &clock());
+        let c = client(&r, "127.0.0.5");
+        assert_eq!(c.open, 3);
+        let p: Vec<(u32, u64, u64)> = c
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.open, p.opened))
+            .collect();
+        assert_eq!(p, [(42, 2, 2)]);
+        t.apply(&closed(START + SEC + 1, k, CloseKind::Client));
+        let r = t.report(START + 2 * SEC, &clock());
+        let p = &client(&r, "127.0.0.5").processes[0];
+        assert_eq!((p.pid, p.open, p.opened, p.failed), (42, 1, 2, 0));
+        // Reset: a failure of its process.
+        t.apply(&closed(START + 2 * SEC + 1, seeded_first, CloseKind::Reset));
+        let r = t.report(START + 3 * SEC, &clock());
+        let p = &client(&r, "127.0.0.5").processes[0];
+        assert_eq!((p.open, p.failed), (0, 1));
+    }
+
+    /// A failed connect counts against its process when this instance refused
+    /// that very attempt, not otherwise (another host's port, a timeout).
+    #[test]
+    fn a_refused_connect_is_its_process_failure() {
+        let tried = key("127.0.0.1:6379", "127.0.0.5:40000");
+        let elsewhere = key("127.0.0.1:6379", "127.0.0.5:40001");
+        let failed = |ts, k: ConnKey| Event::Connector {
+            ts,
+            client: k.remote,
+            server: k.local,
+            process: crate::model::Process {
+                pid: 9,
+                comm: "retry".into(),
+                cgroup: None,
+            },
+            failed: true,
+        };
+        let mut t = tracker(&[
+            Event::Refused {
+                ts: START,
+                key: tried,
+            },
+            failed(START + 1, tried),
+            failed(START + 2, elsewhere),
+        ]);
+        let r = t.report(START + SEC, &clock());
+        let c = client(&r, "127.0.0.5");
+        assert_eq!(c.refused, Some(1));
+        let p: Vec<(u32, u64, u64, u64)> = c
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.open, p.opened, p.failed))
+            .collect();
+        assert_eq!(p, [(9, 0, 0, 1)]);
     }
 
     #[test]
