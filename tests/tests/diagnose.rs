@@ -329,6 +329,23 @@ fn immediate_reconnects_are_a_retry_storm_and_exponential_backoff_is_not() {
         "{v}"
     );
     assert_ne!(v["evidence"]["retry_trend"], "growing");
+    // The storming process of this host is named, with its rejections as failures.
+    assert_eq!(v["evidence"]["pid"], storm.pid(), "{v}");
+    assert_eq!(v["evidence"]["comm"], "python3", "{v}");
+    let summary = v["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "pid {} (python3) on 127.0.0.31 retries every",
+            storm.pid()
+        )),
+        "{summary}"
+    );
+    let row = client(&report, "127.0.0.31").unwrap();
+    assert_eq!(row["processes"][0]["pid"], storm.pid(), "{row}");
+    assert!(
+        row["processes"][0]["failed"].as_u64().unwrap() >= 10,
+        "{row}"
+    );
     assert_eq!(client_verdict(&report, "127.0.0.31"), "retry_storm");
     assert!(!has(&report, "retry_storm", Some("127.0.0.32")));
 
