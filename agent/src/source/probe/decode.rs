@@ -70,7 +70,12 @@ pub fn decode_connector(
         server: crate::model::normalize(server),
         process: Process {
             pid: ev.tgid,
-            comm: String::from_utf8_lossy(name).into_owned(),
+            // Any process picks its own name: no control character (a terminal
+            // escape) reaches an output.
+            comm: String::from_utf8_lossy(name)
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
             cgroup: cgroup(ev.cgroup_id),
         },
         failed,
@@ -228,6 +233,12 @@ mod tests {
                 (process.comm.as_str(), process.cgroup),
                 ("a-full-16-byte-n", None)
             ),
+            other => panic!("unexpected {other:?}"),
+        }
+        ev.comm = [0; 16];
+        ev.comm[..6].copy_from_slice(b"\x1b[2Jx\n");
+        match decode_connector(&ev, |_| None) {
+            Some(Event::Connector { process, .. }) => assert_eq!(process.comm, "?[2Jx?"),
             other => panic!("unexpected {other:?}"),
         }
         ev.kind = event_kind::OPENED;
