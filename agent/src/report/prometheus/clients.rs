@@ -119,10 +119,18 @@ pub(super) fn client_families(x: &mut Exposition, r: &Report, top: usize) {
     process_families(x, shown, &addrs);
 }
 
+/// A per-process family: name, type, help, and which of (open, opened, failed).
+type ProcessFamily = (
+    &'static str,
+    MetricType,
+    &'static str,
+    fn(u64, u64, u64) -> u64,
+);
+
 /// The local processes of the top addresses: at most five each by pid, plus one
 /// `pid="other"` series for the rest of an address's processes.
 fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]) {
-    let families: [(&str, MetricType, &str, fn(u64, u64, u64) -> u64); 3] = [
+    let families: [ProcessFamily; 3] = [
         (
             "connwatch_client_process_open",
             MetricType::Gauge,
