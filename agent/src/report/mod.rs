@@ -11,6 +11,7 @@
 
 pub mod html;
 pub mod json;
+mod json_row;
 pub mod peaks;
 pub mod prometheus;
 pub mod rows;
