@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connwatch_tests::prometheus::{PROMTOOL, Prometheus};
-use connwatch_tests::{Agent, Background, Redis, count, fill, free_port, pause, serial};
+use connwatch_tests::{Agent, Background, Redis, count, fill, free_port, serial};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
