@@ -498,7 +498,11 @@ fn every_dashboard_query_and_firing_alert_returns_data_from_a_leak_and_storm_scr
             }
             Some("query") => {
                 // label_values(SELECTOR, LABEL)
-                let q = v["query"]["query"].as_str().expect("the variable's query");
+                // A string, or Grafana 10's {query, refId}.
+                let q = v["query"]
+                    .as_str()
+                    .or_else(|| v["query"]["query"].as_str())
+                    .expect("the variable's query");
                 let inner = q
                     .strip_prefix("label_values(")
                     .and_then(|q| q.strip_suffix(')'))
