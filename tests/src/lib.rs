@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+pub mod prometheus;
+
 /// The integration tests load BPF programs: they need root. Fail loudly otherwise,
 /// so a run that could not test anything never looks green.
 pub fn require_root() {
@@ -723,6 +725,19 @@ pub enum Attempt {
     Served(Client),
     Rejected,
     Refused,
+}
+
+/// Connects from `source` until Redis turns one away: every free slot is then held.
+pub fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
+    let mut held = Vec::new();
+    loop {
+        match Client::attempt(source, server) {
+            Attempt::Served(c) => held.push(c),
+            Attempt::Rejected => return held,
+            Attempt::Refused => panic!("redis-server is not listening"),
+        }
+        assert!(held.len() <= 10_000, "Redis never said maxclients");
+    }
 }
 
 /// The real `connwatch watch --format json --clients all` running with its
