@@ -34,6 +34,7 @@ use self::families::{
 };
 
 pub use clients::OTHER;
+pub use exposition::{MetricFamily, MetricType, Num, Sample};
 
 /// The media type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,17 +49,35 @@ pub fn render(report: &Report, top: usize) -> String {
             .instance
             .as_ref()
             .and_then(crate::model::Instance::metric_label),
+        collected: None,
     };
-    instance_family(&mut x, report);
-    probe_family(&mut x, report);
-    agent_families(&mut x, report);
-    connection_families(&mut x, report);
-    capacity_families(&mut x, report);
-    limit_families(&mut x, report);
-    redis_families(&mut x, report);
-    verdict_families(&mut x, report);
-    client_families(&mut x, report, top);
+    all_families(&mut x, report, top);
     x.out
+}
+
+/// The families [`render`] writes, as data (for the OTLP encoder): the same names,
+/// types, labels and values, through the same calls. The `redis_instance` label
+/// is left out: it names the report's instance, which OTLP carries in its resource.
+pub fn families(report: &Report, top: usize) -> Vec<MetricFamily> {
+    let mut x = Exposition {
+        out: String::new(),
+        instance: None,
+        collected: Some(Vec::with_capacity(64)),
+    };
+    all_families(&mut x, report, top);
+    x.collected.unwrap_or_default()
+}
+
+fn all_families(x: &mut Exposition, report: &Report, top: usize) {
+    instance_family(x, report);
+    probe_family(x, report);
+    agent_families(x, report);
+    connection_families(x, report);
+    capacity_families(x, report);
+    limit_families(x, report);
+    redis_families(x, report);
+    verdict_families(x, report);
+    client_families(x, report, top);
 }
 
 /// The reports of every instance of one interval in one exposition: each
@@ -135,6 +154,7 @@ mod tests {
             ports: vec![6379],
             instance: None,
             probe: None,
+            otlp: None,
             totals: Totals::default(),
             redis: RedisReport::default(),
             limits: Limits::default(),
