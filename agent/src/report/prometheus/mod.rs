@@ -29,8 +29,8 @@ use crate::model::Report;
 use self::clients::client_families;
 use self::exposition::Exposition;
 use self::families::{
-    agent_families, capacity_families, connection_families, limit_families, redis_families,
-    verdict_families,
+    agent_families, capacity_families, connection_families, limit_families, otlp_families,
+    redis_families, verdict_families,
 };
 
 pub use clients::OTHER;
@@ -72,6 +72,7 @@ fn all_families(x: &mut Exposition, report: &Report, top: usize) {
     instance_family(x, report);
     probe_family(x, report);
     agent_families(x, report);
+    otlp_families(x, report);
     connection_families(x, report);
     capacity_families(x, report);
     limit_families(x, report);
@@ -675,5 +676,28 @@ mod tests {
         let text = render(&report, 5);
         check_format(&text);
         has(&text, r#"connwatch_client_open{addr="::1"} 2"#);
+    }
+
+    #[test]
+    fn the_otlp_exporters_counts_only_when_exporting() {
+        let mut r = full_report();
+        lacks(&render(&r, 2), "connwatch_otlp_");
+        r.otlp = Some(OtlpStatus {
+            sent: 40,
+            dropped: 5,
+            retries: 9,
+            queued: 3,
+            failing_since: Some(r.ts),
+            error: Some("HTTP 503".into()),
+        });
+        let text = render(&r, 2);
+        check_format(&text);
+        has(&text, "connwatch_otlp_sent_total 40");
+        has(&text, "connwatch_otlp_dropped_total 5");
+        has(&text, "connwatch_otlp_retries_total 9");
+        has(&text, "connwatch_otlp_queued 3");
+        has(&text, "connwatch_otlp_failing 1");
+        r.otlp = Some(OtlpStatus::default());
+        has(&render(&r, 2), "connwatch_otlp_failing 0");
     }
 }
