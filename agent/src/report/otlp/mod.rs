@@ -85,7 +85,11 @@ mod tests {
     fn every_sample_of_the_exposition_round_trips_with_its_type_and_times() {
         let report = full_report();
         let exposition = prometheus::render(&report, 2);
-        let req = decode_metrics(&encode(&metrics_request(&origin(), &[report.clone()], 2)));
+        let req = decode_metrics(&encode(&metrics_request(
+            &origin(),
+            std::slice::from_ref(&report),
+            2,
+        )));
         assert_eq!(req.resource_metrics.len(), 1);
         let rm = &req.resource_metrics[0];
         let res = &rm.resource.as_ref().unwrap().attributes;
