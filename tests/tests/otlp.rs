@@ -12,10 +12,24 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use connwatch::model::format_ts;
-use connwatch_tests::{Agent, Background, Redis, client, connwatch_bin, free_port, pause, serial};
+use connwatch_tests::{
+    Agent, Background, Redis, TlsCerts, client, connwatch_bin, free_port, pause, serial,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// A verdict transition as both sides tell it: time, event, kind, severity text,
+/// severity number, client address, summary.
+type Transition = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+);
 
 /// The receiver, its JSON lines parsed.
 struct Receiver {
@@ -24,6 +38,10 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16) -> Receiver {
+        Receiver::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Receiver {
         let pylib =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/otlp/pylib/opentelemetry/proto");
         assert!(
@@ -32,10 +50,9 @@ impl Receiver {
             pylib.display()
         );
         let port_arg = port.to_string();
-        let mut process = Background::python(
-            "otlp/otlp_receiver.py",
-            &["--port", &port_arg, "--seconds", "120"],
-        );
+        let mut args = vec!["--port", &port_arg, "--seconds", "120"];
+        args.extend_from_slice(extra);
+        let mut process = Background::python("otlp/otlp_receiver.py", &args);
         process.wait_for_line(&format!("listening {port}"), Duration::from_secs(20));
         Receiver { process }
     }
@@ -370,15 +387,7 @@ fn metrics_and_verdict_changes_reach_the_collector_as_the_ndjson_tells_them() {
                 .clone()
         })
         .collect();
-    let got: Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-    )> = records
+    let got: Vec<Transition> = records
         .iter()
         .map(|r| {
             let a = &r["attributes"];
@@ -393,15 +402,7 @@ fn metrics_and_verdict_changes_reach_the_collector_as_the_ndjson_tells_them() {
             )
         })
         .collect();
-    let want: Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-    )> = verdict_lines
+    let want: Vec<Transition> = verdict_lines
         .iter()
         .map(|l| {
             let event = l["event"].as_str().unwrap();
@@ -535,6 +536,47 @@ fn a_hung_then_absent_collector_never_slows_the_reports_and_the_queue_arrives_on
     let (_, reports) = agent.stop();
     assert_eq!(otlp_count(reports.last().unwrap(), "dropped"), dropped);
     assert_every_request_is_accounted_for(&reports, &[]);
+}
+
+/// `https://`: the collector's certificate is checked against the host's CA store
+/// (here the test CA, through `SSL_CERT_FILE`, which the store honours); a
+/// certificate the store does not trust is a failure the report names.
+#[test]
+fn https_collectors_are_verified_against_the_ca_store() {
+    let _serial = serial();
+    let certs = TlsCerts::make();
+    let redis = Redis::start();
+    let port = free_port();
+    let cert = certs.server_cert.to_str().unwrap().to_owned();
+    let key = certs.server_key.to_str().unwrap().to_owned();
+    let receiver = Receiver::start_with(port, &["--certfile", &cert, "--keyfile", &key]);
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = certs.ca.to_str().unwrap().to_owned();
+
+    let mut agent = Agent::watch_with(&[redis.port], &["--otlp", &url], &[("SSL_CERT_FILE", &ca)]);
+    let sent = agent.wait_for("two requests sent over TLS", WAIT, |r| {
+        r["otlp"]["sent"].as_u64() >= Some(2)
+    });
+    assert!(sent["otlp"]["failing_since"].is_null(), "{}", sent["otlp"]);
+    let got = receiver.of("/v1/metrics");
+    assert!(got.len() >= 2, "{} requests", got.len());
+    let (_, list) = metrics(&got[0]);
+    assert!(metric(&list, "connwatch_open_connections").is_some());
+    drop(agent);
+
+    // Another CA: the handshake fails, and the report says why.
+    let wrong = certs.wrong_ca.to_str().unwrap().to_owned();
+    let mut agent = Agent::watch_with(
+        &[redis.port],
+        &["--otlp", &url],
+        &[("SSL_CERT_FILE", &wrong)],
+    );
+    let failing = agent.wait_for("a failed handshake", WAIT, |r| {
+        r["otlp"]["failing_since"].is_string()
+    });
+    let error = failing["otlp"]["error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(failing["otlp"]["sent"], 0);
 }
 
 #[test]

@@ -178,7 +178,8 @@ pub struct WatchArgs {
     /// Send the metrics (as --metrics serves them) and the verdict changes (as log
     /// records) to an OpenTelemetry collector over OTLP/HTTP with protobuf bodies:
     /// POSTs to URL/v1/metrics and URL/v1/logs each interval, e.g.
-    /// http://127.0.0.1:4318. https:// trusts the host's CA store.
+    /// http://127.0.0.1:4318. https:// trusts the host's CA store (SSL_CERT_FILE or
+    /// SSL_CERT_DIR point it elsewhere).
     #[arg(long, value_name = "URL", help_heading = "OpenTelemetry export")]
     pub otlp: Option<String>,
     /// With --otlp: how many requests may wait while the collector is unreachable;

@@ -6,13 +6,14 @@ protobuf bodies, decodes each with the OpenTelemetry project's own definitions (
 xtask setup` into pylib/ beside this file) and prints what it got as one JSON line:
 {"path", "content_type", "request"} where request is the decoded message in
 protobuf's JSON mapping with the .proto field names. A body that does not decode
-is answered 400 and printed as {"path", "error"}. Prints "listening PORT" first, and
-stops by itself after --seconds.
+is answered 400 and printed as {"path", "error"}. With --certfile and --keyfile it
+speaks HTTPS. Prints "listening PORT" first, and stops by itself after --seconds.
 """
 
 import argparse
 import json
 import os
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,9 +88,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--keyfile", help="and this key (PEM)")
     args = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.certfile:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.certfile, args.keyfile)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Timer(args.seconds, server.shutdown).start()
     print("listening", server.server_address[1], flush=True)
     server.serve_forever()

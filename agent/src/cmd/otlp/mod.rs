@@ -267,3 +267,114 @@ fn send_loop(shared: &Shared, endpoint: &Endpoint) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Severity, VerdictKind};
+    use crate::testing::{report_with, verdict};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A collector on loopback that answers each request with the next status of
+    /// `statuses`, then stops; it records each request's path.
+    fn collector(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let seen = paths.clone();
+        std::thread::spawn(move || {
+            for status in statuses {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    s.read_exact(&mut byte).unwrap();
+                    buf.push(byte[0]);
+                }
+                let head = String::from_utf8(buf).unwrap();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(head.contains("Content-Type: application/x-protobuf\r\n"));
+                let mut body = vec![0u8; len];
+                s.read_exact(&mut body).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(head.split(' ').nth(1).unwrap().to_owned());
+                write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+        });
+        (url, paths)
+    }
+
+    fn wait_for(exporter: &Exporter, pred: impl Fn(&OtlpStatus) -> bool) -> OtlpStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = exporter.status();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn busy_is_retried_refused_is_dropped_and_logs_follow_their_metrics() {
+        let (url, paths) = collector(vec![503, 200, 400, 200, 200]);
+        let mut exporter = Exporter::start(Endpoint::parse(&url).unwrap(), 10, 20).unwrap();
+        let quiet = report_with(Vec::new());
+        let mut alarmed = quiet.clone();
+        alarmed.verdicts = vec![verdict(VerdictKind::FdLimit, Severity::Critical, None)];
+        exporter.export(std::slice::from_ref(&quiet));
+        // The 503 is retried: the same request goes again after the backoff.
+        let failing = wait_for(&exporter, |s| s.retries == 1);
+        assert_eq!(failing.error.as_deref(), Some("HTTP 503"));
+        assert!(failing.failing_since.is_some());
+        let s = wait_for(&exporter, |s| s.sent == 1);
+        assert_eq!((s.failing_since, s.error), (None, None));
+        // The verdict raised: metrics, then its log record. The 400 drops the metrics.
+        exporter.export(std::slice::from_ref(&alarmed));
+        exporter.export(std::slice::from_ref(&alarmed));
+        let s = wait_for(&exporter, |s| s.sent + s.dropped == 4);
+        assert_eq!((s.sent, s.dropped, s.retries, s.queued), (3, 1, 1, 0));
+        assert_eq!(
+            paths.lock().unwrap().as_slice(),
+            [
+                "/v1/metrics",
+                "/v1/metrics",
+                "/v1/metrics",
+                "/v1/logs",
+                "/v1/metrics"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_every_request() {
+        // A port nothing listens on: every attempt is refused.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut exporter = Exporter::start(Endpoint::parse(&url).unwrap(), 2, 20).unwrap();
+        let report = report_with(Vec::new());
+        for _ in 0..6 {
+            exporter.export(std::slice::from_ref(&report));
+        }
+        let s = exporter.status();
+        assert_eq!(s.sent + s.dropped + s.queued, 6, "{s:?}");
+        assert!(s.queued <= 3 && s.dropped >= 3, "{s:?}");
+        let s = wait_for(&exporter, |s| s.retries >= 1);
+        assert!(
+            s.error.as_deref().is_some_and(|e| e.contains("refused")),
+            "{s:?}"
+        );
+    }
+}
