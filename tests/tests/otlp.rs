@@ -493,7 +493,8 @@ fn a_hung_then_absent_collector_never_slows_the_reports_and_the_queue_arrives_on
         "{}",
         stalled["otlp"]
     );
-    // The reports kept their pace (200 ms) while every attempt hung for 5 s.
+    // The reports kept their pace (200 ms) while every attempt hung for 5 s: a gap
+    // of 2 s allows for two shared cores, and is less than half of one hang.
     let uptimes: Vec<f64> = agent
         .reports()
         .iter()
@@ -501,7 +502,7 @@ fn a_hung_then_absent_collector_never_slows_the_reports_and_the_queue_arrives_on
         .collect();
     let worst = uptimes.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(uptimes.len() >= 20, "{} reports", uptimes.len());
-    assert!(worst < 1.0, "a report came {worst} s after the one before");
+    assert!(worst < 2.0, "a report came {worst} s after the one before");
 
     // Now nothing listens (connection refused), then the receiver comes up.
     drop(hung);

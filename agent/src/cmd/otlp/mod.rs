@@ -224,7 +224,13 @@ fn send_loop(shared: &Shared, endpoint: &Endpoint) {
                 state.in_flight = false;
             }
             Outcome::Refused(why) => {
-                log::warn!("OTLP export to {}: {why}; request dropped", endpoint.url);
+                // Once per run of failures: a collector that refuses everything
+                // would otherwise log a line per interval.
+                if status.failing_since.is_none() {
+                    log::warn!("OTLP export to {}: {why}; request dropped", endpoint.url);
+                } else {
+                    log::debug!("OTLP export to {}: {why}; request dropped", endpoint.url);
+                }
                 status.dropped += 1;
                 status.failing_since.get_or_insert_with(SystemTime::now);
                 status.error = Some(why);
