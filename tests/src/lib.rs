@@ -745,6 +745,8 @@ pub fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
 pub struct Agent {
     child: Child,
     reports: Arc<Mutex<Vec<Value>>>,
+    /// The verdict transition lines (`"type":"verdict"`), in order.
+    verdict_lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -796,9 +798,11 @@ impl Agent {
             .spawn()
             .expect("start connwatch");
         let reports = Arc::new(Mutex::new(Vec::new()));
+        let verdict_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&reports);
+        let verdict_sink = Arc::clone(&verdict_lines);
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
@@ -811,6 +815,7 @@ impl Agent {
                     sink.lock().expect("reports lock").push(value);
                 } else {
                     assert_eq!(value["type"], "verdict", "unknown line type: {line}");
+                    verdict_sink.lock().expect("verdicts lock").push(value);
                 }
             }
         });
@@ -828,10 +833,16 @@ impl Agent {
         let mut agent = Agent {
             child,
             reports,
+            verdict_lines,
             stderr,
         };
         agent.wait_for("the first report", Duration::from_secs(20), |_| true);
         agent
+    }
+
+    /// The verdict transition lines so far, in order.
+    pub fn verdict_lines(&self) -> Vec<Value> {
+        self.verdict_lines.lock().expect("verdicts lock").clone()
     }
 
     /// The latest report.

@@ -83,8 +83,8 @@ pub trait Sink {
         Ok(())
     }
     /// The reports of an interval, one per instance (home first); `Ok(false)`
-    /// ends the run.
-    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool>;
+    /// ends the run. A sink may complete them (`watch --otlp` sets `otlp`).
+    fn reports(&mut self, reports: &mut [Report]) -> anyhow::Result<bool>;
     /// SIGHUP: reopen output files (logrotate).
     fn hangup(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -375,7 +375,7 @@ impl Live<'_> {
         for r in &mut reports {
             r.set_probe(Some(self.probe_report.clone()));
         }
-        self.sink.reports(&reports)
+        self.sink.reports(&mut reports)
     }
 
     /// Points the kernel's failed-accept counter at the processes owning the
