@@ -20,10 +20,25 @@ pub fn render_json(report: &Report) -> serde_json::Result<String> {
 
 /// Writes the report as one NDJSON line (newline included).
 pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
-    let mut buf = Vec::new();
-    render(&mut buf, report)?;
-    buf.push(b'\n');
-    out.write_all(&buf)
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        render(buf, report)?;
+        buf.push(b'\n');
+        let written = out.write_all(buf);
+        // A line of a flood is megabytes: the memory is kept for the next one
+        // (a fresh allocation is paged in anew each time), up to a bound.
+        if buf.capacity() > LINE_KEPT {
+            *buf = Vec::new();
+        }
+        written
+    })
+}
+
+/// The largest line buffer kept between lines.
+const LINE_KEPT: usize = 32 << 20;
+
+thread_local! {
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The report's object into `buf`: everything but the rows by the derive, which
