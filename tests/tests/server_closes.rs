@@ -278,3 +278,104 @@ fn slow_consumer_loop(server: Server) {
     }
     slow.assert_ok();
 }
+
+/// `timeout 3` and a redis-py leak (leak.py: a new client every 500 ms, one INCR,
+/// kept and never closed): Redis closes each abandoned connection once it has sat
+/// idle 3 s, so the leak holds about 7 open and never grows, yet it is named a
+/// leak, held down by the timeout. Beside it a warm redis-py pool of 5 (3 busy)
+/// loses its 2 idle members to the timeout once and is healthy all along.
+#[test]
+fn a_leak_held_down_by_redis_timeout_is_still_a_leak() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--timeout", "3"]);
+    let mut agent = Agent::watch_with(&[redis.port], &["--window", "12s"], &[]);
+    agent.wait_for("redis.status ok", WAIT, |r| r["redis"]["status"] == "ok");
+    let port = redis.port.to_string();
+    let mut pool = Background::python(
+        "pool.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.78",
+            "--size",
+            "5",
+            "--busy",
+            "3",
+            "--ping-every",
+            "0.5",
+            "--seconds",
+            "45",
+        ],
+    );
+    pool.wait_for_line("ready 5", WAIT);
+    let mut leak = Background::python(
+        "leak.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.77",
+            "--every",
+            "0.5",
+            "--max",
+            "80",
+            "--seconds",
+            "45",
+        ],
+    );
+    leak.wait_for_line("started", WAIT);
+    let held = |r: &Value| {
+        verdict(r, "leak").is_some_and(|v| v["evidence"]["held_down_by_timeout"] == true)
+    };
+    let report = agent.wait_for("a leak held down by timeout", Duration::from_secs(40), held);
+    leak.assert_ok();
+    pool.assert_ok();
+    let v = verdict(&report, "leak").unwrap();
+    assert_eq!(v["addr"], "127.0.0.77");
+    let e = &v["evidence"];
+    assert_eq!(e["timeout_s"], 3);
+    // The history kept covers the window but for at most an interval.
+    let window = e["window_s"].as_f64().unwrap();
+    assert!((10.8..=12.0).contains(&window), "{v}");
+    assert_eq!(e["idle_over_s"], 1.5);
+    // Two a second for 12 s: 24 opened and about as many timed out.
+    let per_min = |k: &str| e[k].as_f64().unwrap();
+    assert!((108.0..=132.0).contains(&per_min("opened_per_min")), "{v}");
+    assert!(
+        (90.0..=150.0).contains(&per_min("idle_timeout_closes_per_min")),
+        "{v}"
+    );
+    // Held at rate × (3 s and up to a second of Redis's cron): 6 to 9 open.
+    let open = e["open"].as_u64().unwrap();
+    assert!((5..=9).contains(&open), "{v}");
+    // Held: over the window it grew by at most half of what it holds.
+    assert!(e["growth"].as_u64().unwrap() * 2 <= open, "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("a connection leak held down by timeout"),
+        "{v}"
+    );
+    // Every close of the leak is Redis's idle timeout; none is the client's.
+    let row = client(&report, "127.0.0.77").unwrap();
+    assert_eq!(row["verdict"], "leak");
+    assert_eq!(row["closed_by_client"], 0);
+    assert_eq!(
+        server_closes(&report, "127.0.0.77"),
+        serde_json::json!({
+            "rejection": 0, "idle_timeout": row["closed"], "output_buffer": 0, "other": 0
+        })
+    );
+    // The pool lost its two idle members to the timeout, and is no leak.
+    let pool_row = client(&report, "127.0.0.78").unwrap();
+    assert_eq!(pool_row["server_closes"]["idle_timeout"], 2);
+    assert_eq!(pool_row["open"], 3);
+    let (_, reports) = agent.stop();
+    for r in &reports {
+        if let Some(row) = client(r, "127.0.0.78") {
+            assert_eq!(row["verdict"], "healthy", "{}", r["verdicts"]);
+        }
+    }
+}

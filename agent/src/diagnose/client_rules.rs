@@ -76,6 +76,10 @@ impl Diagnoser {
         if !stalled && let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
+        // A leak whose count Redis's idle timeout holds flat.
+        if !stalled && let Some(v) = self.held_leak_verdict(now, c, stale) {
+            return (ClientVerdict::Leak, Some(v));
+        }
         // Replies piling up unread, or dropped for them again and again.
         if let Some(v) = self.slow_consumer_verdict(now, c) {
             return (ClientVerdict::SlowConsumer, Some(v));

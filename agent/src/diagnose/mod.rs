@@ -12,6 +12,7 @@ mod budget;
 mod client_rules;
 mod fanout;
 pub mod fleet;
+mod held;
 mod history;
 mod host_rules;
 pub mod pipeline;
@@ -57,6 +58,8 @@ pub struct Diagnoser {
     queued_total: u64,
     /// What the server and the sockets say of output buffers at this report.
     buffers: slow::Buffers,
+    /// Redis's idle `timeout` (s; 0: never) at this report, when known.
+    timeout_s: Option<u64>,
 }
 
 impl Diagnoser {
@@ -68,6 +71,7 @@ impl Diagnoser {
             slow: FastMap::default(),
             queued_total: 0,
             buffers: slow::Buffers::default(),
+            timeout_s: None,
             host: VecDeque::new(),
             last: None,
             host_now: None,
@@ -97,6 +101,7 @@ impl Diagnoser {
         self.record_long(now, report);
         self.track_stall(now, report);
         self.track_slow(now, report);
+        self.timeout_s = report.redis.timeout_s;
         let (limit, used) = (report.capacity.limit, report.capacity.used);
         // A queue Redis takes nothing from explains every address's growth: the
         // connections waiting in it were not leaked by their clients. It holds
