@@ -5,16 +5,14 @@
 //! same: the timeout only hides it, and raising or removing the timeout lets it
 //! fill the server.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{Map, json};
 
+use super::client_rules::stale_action;
 use super::{Diagnoser, round1};
-use crate::model::{
-    ClientReport, MAX_STALE_NAMED, Nanos, Severity, StaleConn, Verdict, VerdictKind, human_duration,
-};
+use crate::model::{ClientReport, Nanos, Severity, Verdict, VerdictKind};
 
 /// The opens over the window must be at least this share of the idle-timeout
 /// closes, and the closes at least this share of the opens: new connections at
@@ -75,23 +73,13 @@ impl Diagnoser {
         let minutes = span as f64 / 60e9;
         let closes_per_min = round1(closes as f64 / minutes);
         let opened_per_min = round1(opened as f64 / minutes);
-        let named: Vec<StaleConn> = idle
-            .iter()
-            .take(MAX_STALE_NAMED)
-            .map(|&(a, d)| StaleConn::new(a, d))
-            .collect();
-        let mut action = format!(
-            "Find the code path on {} that opens connections without closing them (a client or pool created per request): Redis's timeout ({timeout}s) closes them for it, so raising or removing the timeout would let them fill the server. Connections it holds now, idle, oldest first:",
-            c.addr
+        let (named, action) = stale_action(
+            format!(
+                "Find the code path on {} that opens connections without closing them (a client or pool created per request): Redis's timeout ({timeout}s) closes them for it, so raising or removing the timeout would let them fill the server. Connections it holds now, idle, oldest first:",
+                c.addr
+            ),
+            &idle,
         );
-        for s in &named {
-            let _ = write!(
-                action,
-                "\n  {}   # idle {}",
-                s.command,
-                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
-            );
-        }
         let mut evidence = Map::new();
         evidence.insert("open".into(), json!(c.open));
         evidence.insert("growth".into(), json!(c.open.saturating_sub(start.open)));
