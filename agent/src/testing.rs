@@ -248,6 +248,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         ports: vec![6379],
         instance: None,
         probe: None,
+        otlp: None,
         totals: Totals {
             open: 3,
             opened: 10,
@@ -375,6 +376,7 @@ pub fn full_report() -> Report {
         ports: vec![6379],
         instance: None,
         probe: None,
+        otlp: None,
         totals: Totals {
             open: 32,
             opened: 439,

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+pub mod prometheus;
+
 /// The integration tests load BPF programs: they need root. Fail loudly otherwise,
 /// so a run that could not test anything never looks green.
 pub fn require_root() {
@@ -759,11 +761,26 @@ pub enum Attempt {
     Refused,
 }
 
+/// Connects from `source` until Redis turns one away: every free slot is then held.
+pub fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
+    let mut held = Vec::new();
+    loop {
+        match Client::attempt(source, server) {
+            Attempt::Served(c) => held.push(c),
+            Attempt::Rejected => return held,
+            Attempt::Refused => panic!("redis-server is not listening"),
+        }
+        assert!(held.len() <= 10_000, "Redis never said maxclients");
+    }
+}
+
 /// The real `connwatch watch --format json --clients all` running with its
 /// probes, its reports collected as they come.
 pub struct Agent {
     child: Child,
     reports: Arc<Mutex<Vec<Value>>>,
+    /// The verdict transition lines (`"type":"verdict"`), in order.
+    verdict_lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -815,9 +832,11 @@ impl Agent {
             .spawn()
             .expect("start connwatch");
         let reports = Arc::new(Mutex::new(Vec::new()));
+        let verdict_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&reports);
+        let verdict_sink = Arc::clone(&verdict_lines);
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
@@ -830,6 +849,7 @@ impl Agent {
                     sink.lock().expect("reports lock").push(value);
                 } else {
                     assert_eq!(value["type"], "verdict", "unknown line type: {line}");
+                    verdict_sink.lock().expect("verdicts lock").push(value);
                 }
             }
         });
@@ -847,10 +867,16 @@ impl Agent {
         let mut agent = Agent {
             child,
             reports,
+            verdict_lines,
             stderr,
         };
         agent.wait_for("the first report", Duration::from_secs(20), |_| true);
         agent
+    }
+
+    /// The verdict transition lines so far, in order.
+    pub fn verdict_lines(&self) -> Vec<Value> {
+        self.verdict_lines.lock().expect("verdicts lock").clone()
     }
 
     /// The latest report.

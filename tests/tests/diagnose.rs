@@ -10,10 +10,9 @@
 //! test exercises the same rule on a shorter clock; each test says which.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use connwatch_tests::{Agent, Attempt, Background, Client, Redis, client, count, pause, serial};
+use connwatch_tests::{Agent, Background, Client, Redis, client, count, fill, pause, serial};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -74,19 +73,6 @@ fn wait_for_info(agent: &mut Agent) {
     agent.wait_for("redis.status ok (the INFO poller joined)", WAIT, |r| {
         r["redis"]["status"] == "ok"
     });
-}
-
-/// Connects from `source` until Redis turns one away: every free slot is then held.
-fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
-    let mut held = Vec::new();
-    loop {
-        match Client::attempt(source, server) {
-            Attempt::Served(c) => held.push(c),
-            Attempt::Rejected => return held,
-            Attempt::Refused => panic!("redis-server is not listening"),
-        }
-        assert!(held.len() <= 10_000, "Redis never said maxclients");
-    }
 }
 
 /// Healthy steady traffic: redis-benchmark with 5 keep-alive connections (from

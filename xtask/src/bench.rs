@@ -89,6 +89,9 @@ pub struct Options {
 pub enum Part {
     /// Part 8: the NDJSON stream's size.
     Ndjson,
+    /// Part 7's soak-mix rows of the agent's CPU (printed only, for iterating on
+    /// the agent's cost; docs/PERFORMANCE.md is left alone).
+    Soak,
 }
 
 /// What runs beside Redis during a part-1 round.
@@ -217,6 +220,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             path.display(),
             started.elapsed().as_secs_f64()
         ));
+        return Ok(());
+    }
+    if opts.only == Some(Part::Soak) {
+        for (label, args) in SOAK_CPU_RUNS {
+            check_interrupted()?;
+            let file = redis.dir().join("connwatch-soak.ndjson");
+            let c = soak_cpu(&bin, port, file, label, args)?;
+            match cost::agent_cost(c.cpu, c.rate) {
+                Some((us, per10k)) => println!(
+                    "{label}: {:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection, {per10k:.2} % per 10k conn/s",
+                    c.rate,
+                    c.cpu.unwrap_or(0.0) * 100.0
+                ),
+                None => println!("{label}: no CPU figure"),
+            }
+        }
         return Ok(());
     }
     let mut out = Results {

