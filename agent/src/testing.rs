@@ -364,6 +364,7 @@ pub fn full_report() -> Report {
         rejected_connections_delta: Some(157),
         total_connections_received: Some(1_000),
         total_connections_received_delta: Some(439),
+        mem_clients_normal: Some(20_504),
         timeout_s: Some(0),
         cluster_enabled: Some(false),
         ..RedisReport::default()

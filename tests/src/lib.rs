@@ -58,6 +58,26 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Which server a [`Redis`] fixture runs: Debian 12's `redis-server` (7.0), or the
+/// `valkey-server` 8 that `cargo xtask setup` puts in `target/valkey/`
+/// (`$CONNWATCH_VALKEY` names another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Redis,
+    Valkey,
+}
+
+impl Server {
+    pub fn program(self) -> PathBuf {
+        match self {
+            Server::Redis => PathBuf::from("redis-server"),
+            Server::Valkey => std::env::var_os("CONNWATCH_VALKEY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target/valkey/valkey-server")),
+        }
+    }
+}
+
 /// A scratch redis-server on a free port of 127.0.0.1 and ::1, killed on drop;
 /// or one inside a network namespace (a "container") the test made.
 pub struct Redis {
@@ -83,14 +103,28 @@ impl Redis {
     /// A redis-server on `port` (e.g. the port of one that was just killed: a
     /// restart with a new pid and a new listener).
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        Redis::spawn(Server::Redis, port, extra)
+    }
+
+    /// `server` (Redis 7.0 or Valkey 8) on a free port, with `extra` arguments.
+    pub fn start_server(server: Server, extra: &[&str]) -> Redis {
+        Redis::spawn(server, free_port(), extra)
+    }
+
+    fn spawn(server: Server, port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
-        let mut cmd = Command::new("redis-server");
-        cmd.args(redis_args(port, &dir, extra));
-        let child = cmd
+        let program = server.program();
+        let child = Command::new(&program)
+            .args(redis_args(port, &dir, extra))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (cargo xtask setup)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} must be installed (cargo xtask setup): {e}",
+                    program.display()
+                )
+            });
         let server_pid = child.id();
         Redis::ready(Redis {
             port,

@@ -384,6 +384,20 @@ fn four_instances_with_pools_of_twenty_oversize_a_limit_of_one_hundred() {
         assert_eq!(count(&report, src, "open"), 20, "{src}");
         assert_eq!(client_verdict(&report, src), "healthy", "{src}");
     }
+    // The guide's sizing with the numbers seen: 4 steady instances × a pool of 20
+    // + 100 slots of internal headroom = 180, with the margin of filling at most
+    // 80 % of the limit (the capacity warning), rounded up to a hundred: 300. The
+    // open-file limit already has room for it: no other recommendation.
+    assert_eq!(
+        report["recommendations"],
+        serde_json::json!([{
+            "setting": "maxclients",
+            "current": 100,
+            "suggested": 300,
+            "why": "4 instances × 20 connections + 100 reserved for replicas, cluster bus \
+                    and sentinels = 180, used at most 80 % of the limit"
+        }])
+    );
 }
 
 /// Instance fan-out, default thresholds: at least 100 addresses with at most two

@@ -775,6 +775,9 @@ fn flat_fleet() -> Vec<Report> {
                     connected_slaves: Some(0),
                     rejected_connections: Some(80 * i),
                     total_connections_received: Some(100 + 80 * i),
+                    // A Valkey 8: it counts output-buffer drops.
+                    mem_clients_normal: Some(3 << 20),
+                    client_output_buffer_limit_disconnections: Some(2),
                     ..InfoFields::default()
                 },
                 100,

@@ -30,6 +30,28 @@ pub(super) fn backs_off(c: &ClientReport) -> Option<bool> {
     }
 }
 
+/// A leak's stale connections to name (at most [`MAX_STALE_NAMED`], oldest first)
+/// and `action` followed by their `CLIENT KILL` commands, one a line.
+pub(super) fn stale_action(
+    mut action: String,
+    idle: &[(SocketAddr, Duration)],
+) -> (Vec<StaleConn>, String) {
+    let named: Vec<StaleConn> = idle
+        .iter()
+        .take(MAX_STALE_NAMED)
+        .map(|&(a, d)| StaleConn::new(a, d))
+        .collect();
+    for s in &named {
+        let _ = write!(
+            action,
+            "\n  {}   # idle {}",
+            s.command,
+            human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
+        );
+    }
+    (named, action)
+}
+
 impl Diagnoser {
     pub(super) fn judge_client(
         &self,
@@ -74,6 +96,10 @@ impl Diagnoser {
         // Leak: steady growth of idle connections — unless Redis accepts nothing:
         // then the connections wait in its accept queue, not in a client's pool.
         if !stalled && let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
+            return (ClientVerdict::Leak, Some(v));
+        }
+        // A leak whose count Redis's idle timeout holds flat.
+        if !stalled && let Some(v) = self.held_leak_verdict(now, c, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
         // Replies piling up unread, or dropped for them again and again.
@@ -189,23 +215,13 @@ impl Diagnoser {
             return None;
         }
         let per_min = round1(growth as f64 * 60e9 / span as f64);
-        let named: Vec<StaleConn> = idle
-            .iter()
-            .take(MAX_STALE_NAMED)
-            .map(|&(a, d)| StaleConn::new(a, d))
-            .collect();
-        let mut action = format!(
-            "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
-            c.addr
+        let (named, action) = stale_action(
+            format!(
+                "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
+                c.addr
+            ),
+            &idle,
         );
-        for s in &named {
-            let _ = write!(
-                action,
-                "\n  {}   # idle {}",
-                s.command,
-                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
-            );
-        }
         let mut evidence = Map::new();
         evidence.insert("open".into(), json!(c.open));
         evidence.insert("growth".into(), json!(growth));

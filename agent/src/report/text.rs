@@ -124,6 +124,16 @@ fn server_line(report: &Report) -> String {
     if let Some(blocked) = c.blocked_clients.filter(|&b| b > 0) {
         let _ = write!(line, "  blocked {blocked}");
     }
+    // What clients' buffers hold, and the drops INFO counted, when there are any.
+    if let Some(held) = r.mem_clients_normal.filter(|&b| b > 0) {
+        let _ = write!(line, "  client buffers {}", human_bytes(held));
+    }
+    if let Some(n) = r
+        .client_output_buffer_limit_disconnections_delta
+        .filter(|&n| n > 0)
+    {
+        let _ = write!(line, "  output-buffer drops {n}");
+    }
     let l = &report.limits;
     if let (Some(max), Some(eff)) = (l.maxclients, l.effective_maxclients)
         && eff < max
@@ -414,6 +424,22 @@ mod tests {
         );
         assert_eq!(lines.len(), 7);
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_server_line_shows_client_buffers_and_info_drops_when_there_are_some() {
+        let mut r = report(vec![busy()]);
+        r.redis.mem_clients_normal = Some(0);
+        let text = render_text(&r, 20, None);
+        assert_eq!(text.lines().nth(1), Some("redis disabled  used 3"));
+        r.redis.mem_clients_normal = Some(3 << 20);
+        r.redis.client_output_buffer_limit_disconnections = Some(5);
+        r.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let text = render_text(&r, 20, None);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("redis disabled  used 3  client buffers 3.0MiB  output-buffer drops 3")
+        );
     }
 
     #[test]

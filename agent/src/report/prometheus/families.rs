@@ -359,6 +359,17 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
         redis.total_connections_received,
     );
     x.gauge(
+        "connwatch_redis_mem_clients_normal_bytes",
+        "INFO memory mem_clients_normal: bytes held by normal clients' buffers (unsent replies among them).",
+        redis.mem_clients_normal,
+    );
+    x.counter(
+        "connwatch_redis_output_buffer_disconnections_total",
+        "INFO stats client_output_buffer_limit_disconnections: clients dropped for their output \
+         buffer (Valkey 8; absent on servers that do not count them, such as Redis 7.0).",
+        redis.client_output_buffer_limit_disconnections,
+    );
+    x.gauge(
         "connwatch_redis_timeout_seconds",
         "CONFIG GET timeout: idle connections are closed after this (0: never).",
         redis.timeout_s,

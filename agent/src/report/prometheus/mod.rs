@@ -407,6 +407,9 @@ mod tests {
         has(&text, "connwatch_redis_rejected_connections_total 207");
         has(&text, "connwatch_redis_connections_received_total 1000");
         has(&text, "connwatch_redis_timeout_seconds 0");
+        has(&text, "connwatch_redis_mem_clients_normal_bytes 20504");
+        // Redis 7.0 does not count output-buffer drops: no series, not 0.
+        lacks(&text, "connwatch_redis_output_buffer_disconnections_total");
         assert_eq!(
             text.lines()
                 .filter(|l| l.starts_with("connwatch_redis_status{"))
@@ -415,6 +418,23 @@ mod tests {
         );
         has(&text, r#"connwatch_redis_status{status="tls_failed"} 0"#);
         has(&text, r#"connwatch_redis_status{status="noperm"} 0"#);
+    }
+
+    #[test]
+    fn valkeys_output_buffer_disconnections_are_a_counter() {
+        let mut r = full_report();
+        r.redis.server = Some("valkey".into());
+        r.redis.client_output_buffer_limit_disconnections = Some(9);
+        r.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let text = render(&r, 2);
+        has(
+            &text,
+            "# TYPE connwatch_redis_output_buffer_disconnections_total counter",
+        );
+        has(
+            &text,
+            "connwatch_redis_output_buffer_disconnections_total 9",
+        );
     }
 
     #[test]
