@@ -264,6 +264,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
         ports: vec![6379],
         instance: None,
         probe: None,
+        otlp: None,
         totals: Totals {
             open: 3,
             opened: 10,
@@ -381,6 +382,7 @@ pub fn full_report() -> Report {
         rejected_connections_delta: Some(157),
         total_connections_received: Some(1_000),
         total_connections_received_delta: Some(439),
+        mem_clients_normal: Some(20_504),
         timeout_s: Some(0),
         cluster_enabled: Some(false),
         ..RedisReport::default()
@@ -392,6 +394,7 @@ pub fn full_report() -> Report {
         ports: vec![6379],
         instance: None,
         probe: None,
+        otlp: None,
         totals: Totals {
             open: 32,
             opened: 439,

@@ -134,7 +134,7 @@ fn last_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-const COUNT_KEYS: [&str; 7] = [
+const COUNT_KEYS: [&str; 9] = [
     "connected_clients",
     "blocked_clients",
     "maxclients",
@@ -142,6 +142,8 @@ const COUNT_KEYS: [&str; 7] = [
     "connected_slaves",
     "rejected_connections",
     "total_connections_received",
+    "mem_clients_normal",
+    "client_output_buffer_limit_disconnections",
 ];
 
 fn count_field(f: &InfoFields, key: &str) -> Option<u64> {
@@ -153,6 +155,8 @@ fn count_field(f: &InfoFields, key: &str) -> Option<u64> {
         "connected_slaves" => f.connected_slaves,
         "rejected_connections" => f.rejected_connections,
         "total_connections_received" => f.total_connections_received,
+        "mem_clients_normal" => f.mem_clients_normal,
+        "client_output_buffer_limit_disconnections" => f.client_output_buffer_limit_disconnections,
         _ => unreachable!("not a count key: {key}"),
     }
 }
@@ -402,6 +406,10 @@ fn expected_fields(lines: &[InfoLine]) -> Option<InfoFields> {
                     "cluster_connections" => &mut f.cluster_connections,
                     "connected_slaves" => &mut f.connected_slaves,
                     "rejected_connections" => &mut f.rejected_connections,
+                    "mem_clients_normal" => &mut f.mem_clients_normal,
+                    "client_output_buffer_limit_disconnections" => {
+                        &mut f.client_output_buffer_limit_disconnections
+                    }
                     _ => &mut f.total_connections_received,
                 };
                 *slot = Some(*v);
@@ -489,6 +497,8 @@ fn info_parses_the_real_reply_exactly() {
             total_connections_received: Some(1_234_567),
             cluster_enabled: Some(false),
             master_link_up: None,
+            mem_clients_normal: None,
+            client_output_buffer_limit_disconnections: None,
             replicas: vec![
                 "10.0.0.2:6380".parse().unwrap(),
                 "[::1]:6381".parse().unwrap()

@@ -6,7 +6,8 @@ client-output-buffer-limit for normal clients). Its receive buffer is set to
 --rcvbuf-kb, as a busy consumer's fills: the replies then wait in the server's
 send queue before they pile up in Redis. With --loops N it reconnects after each
 drop and does it again, N times in all, as a consumer restarted by its supervisor
-would. Prints "started" before the first GETs, "dropped" after each drop, and
+would; with --then-idle it reconnects once more after the last drop, PINGs, and
+keeps that connection until --seconds pass (printing "idle"). Prints "started" before the first GETs, "dropped" after each drop, and
 "kept" if a connection was not dropped within --seconds."""
 
 import socket
@@ -28,6 +29,7 @@ def main():
     p.add_argument("--every", type=float, default=0.0)
     p.add_argument("--rcvbuf-kb", type=int, default=0, help="0: the kernel's default")
     p.add_argument("--loops", type=int, default=1)
+    p.add_argument("--then-idle", action="store_true")
     args = p.parse_args()
     deadline = Deadline(args.seconds)
     r = client(args.source, args.port)
@@ -39,6 +41,11 @@ def main():
             return
         say("dropped")
         r = client(args.source, args.port)
+    if args.then_idle:
+        r.ping()
+        say("idle")
+        while not deadline.passed():
+            deadline.sleep(0.1)
 
 
 def consume(r, args, deadline):

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+pub mod prometheus;
+
 /// The integration tests load BPF programs: they need root. Fail loudly otherwise,
 /// so a run that could not test anything never looks green.
 pub fn require_root() {
@@ -56,6 +58,26 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Which server a [`Redis`] fixture runs: Debian 12's `redis-server` (7.0), or the
+/// `valkey-server` 8 that `cargo xtask setup` puts in `target/valkey/`
+/// (`$CONNWATCH_VALKEY` names another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Redis,
+    Valkey,
+}
+
+impl Server {
+    pub fn program(self) -> PathBuf {
+        match self {
+            Server::Redis => PathBuf::from("redis-server"),
+            Server::Valkey => std::env::var_os("CONNWATCH_VALKEY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target/valkey/valkey-server")),
+        }
+    }
+}
+
 /// A scratch redis-server on a free port of 127.0.0.1 and ::1, killed on drop;
 /// or one inside a network namespace (a "container") the test made.
 pub struct Redis {
@@ -81,14 +103,28 @@ impl Redis {
     /// A redis-server on `port` (e.g. the port of one that was just killed: a
     /// restart with a new pid and a new listener).
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        Redis::spawn(Server::Redis, port, extra)
+    }
+
+    /// `server` (Redis 7.0 or Valkey 8) on a free port, with `extra` arguments.
+    pub fn start_server(server: Server, extra: &[&str]) -> Redis {
+        Redis::spawn(server, free_port(), extra)
+    }
+
+    fn spawn(server: Server, port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
-        let mut cmd = Command::new("redis-server");
-        cmd.args(redis_args(port, &dir, extra));
-        let child = cmd
+        let program = server.program();
+        let child = Command::new(&program)
+            .args(redis_args(port, &dir, extra))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (cargo xtask setup)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} must be installed (cargo xtask setup): {e}",
+                    program.display()
+                )
+            });
         let server_pid = child.id();
         Redis::ready(Redis {
             port,
@@ -762,11 +798,26 @@ pub enum Attempt {
     Refused,
 }
 
+/// Connects from `source` until Redis turns one away: every free slot is then held.
+pub fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
+    let mut held = Vec::new();
+    loop {
+        match Client::attempt(source, server) {
+            Attempt::Served(c) => held.push(c),
+            Attempt::Rejected => return held,
+            Attempt::Refused => panic!("redis-server is not listening"),
+        }
+        assert!(held.len() <= 10_000, "Redis never said maxclients");
+    }
+}
+
 /// The real `connwatch watch --format json --clients all` running with its
 /// probes, its reports collected as they come.
 pub struct Agent {
     child: Child,
     reports: Arc<Mutex<Vec<Value>>>,
+    /// The verdict transition lines (`"type":"verdict"`), in order.
+    verdict_lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -818,9 +869,11 @@ impl Agent {
             .spawn()
             .expect("start connwatch");
         let reports = Arc::new(Mutex::new(Vec::new()));
+        let verdict_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&reports);
+        let verdict_sink = Arc::clone(&verdict_lines);
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
@@ -833,6 +886,7 @@ impl Agent {
                     sink.lock().expect("reports lock").push(value);
                 } else {
                     assert_eq!(value["type"], "verdict", "unknown line type: {line}");
+                    verdict_sink.lock().expect("verdicts lock").push(value);
                 }
             }
         });
@@ -850,10 +904,16 @@ impl Agent {
         let mut agent = Agent {
             child,
             reports,
+            verdict_lines,
             stderr,
         };
         agent.wait_for("the first report", Duration::from_secs(20), |_| true);
         agent
+    }
+
+    /// The verdict transition lines so far, in order.
+    pub fn verdict_lines(&self) -> Vec<Value> {
+        self.verdict_lines.lock().expect("verdicts lock").clone()
     }
 
     /// The latest report.

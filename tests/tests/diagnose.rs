@@ -10,10 +10,9 @@
 //! test exercises the same rule on a shorter clock; each test says which.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use connwatch_tests::{Agent, Attempt, Background, Client, Redis, client, count, pause, serial};
+use connwatch_tests::{Agent, Background, Client, Redis, client, count, fill, pause, serial};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -74,19 +73,6 @@ fn wait_for_info(agent: &mut Agent) {
     agent.wait_for("redis.status ok (the INFO poller joined)", WAIT, |r| {
         r["redis"]["status"] == "ok"
     });
-}
-
-/// Connects from `source` until Redis turns one away: every free slot is then held.
-fn fill(source: &str, server: SocketAddr) -> Vec<Client> {
-    let mut held = Vec::new();
-    loop {
-        match Client::attempt(source, server) {
-            Attempt::Served(c) => held.push(c),
-            Attempt::Rejected => return held,
-            Attempt::Refused => panic!("redis-server is not listening"),
-        }
-        assert!(held.len() <= 10_000, "Redis never said maxclients");
-    }
 }
 
 /// Healthy steady traffic: redis-benchmark with 5 keep-alive connections (from
@@ -415,6 +401,20 @@ fn four_instances_with_pools_of_twenty_oversize_a_limit_of_one_hundred() {
         assert_eq!(count(&report, src, "open"), 20, "{src}");
         assert_eq!(client_verdict(&report, src), "healthy", "{src}");
     }
+    // The guide's sizing with the numbers seen: 4 steady instances × a pool of 20
+    // + 100 slots of internal headroom = 180, with the margin of filling at most
+    // 80 % of the limit (the capacity warning), rounded up to a hundred: 300. The
+    // open-file limit already has room for it: no other recommendation.
+    assert_eq!(
+        report["recommendations"],
+        serde_json::json!([{
+            "setting": "maxclients",
+            "current": 100,
+            "suggested": 300,
+            "why": "4 instances × 20 connections + 100 reserved for replicas, cluster bus \
+                    and sentinels = 180, used at most 80 % of the limit"
+        }])
+    );
 }
 
 /// Instance fan-out, default thresholds: at least 100 addresses with at most two

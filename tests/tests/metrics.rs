@@ -3,35 +3,16 @@
 //! text passes `promtool check metrics`, and a real Prometheus server (Debian's
 //! package) scrapes it. Everything listens on loopback; every wait is bounded.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use connwatch_tests::{Agent, Background, Client, Redis, TempDir, count, free_port, pause, serial};
+use connwatch_tests::prometheus::{PROMTOOL, Prometheus, try_get};
+use connwatch_tests::{Agent, Client, Redis, count, free_port, pause, serial};
 
 const WAIT: Duration = Duration::from_secs(15);
-/// Prometheus takes a few seconds to start, then scrapes every second.
-const PROMETHEUS_WAIT: Duration = Duration::from_secs(60);
-const PROMTOOL: &str = "/usr/bin/promtool";
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-/// One HTTP/1.0 exchange (so no chunked encoding comes back): status code,
-/// header block and body. `None` when nothing answers (yet).
-fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).expect("the response is UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, head.to_owned(), body.to_owned()))
-}
 
 /// The agent's `/metrics` text; panics unless it answers 200 with the exposition
 /// format's content type.
@@ -102,98 +83,6 @@ fn promtool_check(text: &str) -> (bool, String) {
     let output =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), output)
-}
-
-/// Percent-encodes a PromQL query for a URL.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server on a free loopback port, scraping `target` every second,
-/// its data in a scratch directory; killed (with its process group) on drop.
-struct Prometheus {
-    addr: SocketAddr,
-    process: Background,
-    _dir: TempDir,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        assert!(
-            std::path::Path::new(PROMETHEUS).exists(),
-            "{PROMETHEUS} is missing: cargo xtask setup installs Debian's prometheus"
-        );
-        let dir = TempDir::new("prometheus");
-        let config = dir.0.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: connwatch\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let data = dir.0.join("data");
-        let addr = SocketAddr::new([127, 0, 0, 1].into(), free_port());
-        let process = Background::command(
-            PROMETHEUS,
-            &[
-                &format!("--config.file={}", config.display()),
-                &format!("--storage.tsdb.path={}", data.display()),
-                &format!("--web.listen-address={addr}"),
-                "--log.level=warn",
-            ],
-        );
-        Prometheus {
-            addr,
-            process,
-            _dir: dir,
-        }
-    }
-
-    /// The value of the single series an instant query returns, if exactly one.
-    fn query(&self, promql: &str) -> Option<String> {
-        let path = format!("/api/v1/query?query={}", url_encode(promql));
-        let (status, _, body) = try_get(self.addr, &path)?;
-        if status != 200 {
-            return None;
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let result = json["data"]["result"].as_array()?;
-        match result.as_slice() {
-            [one] => one["value"][1].as_str().map(str::to_owned),
-            _ => None,
-        }
-    }
-
-    /// Waits until `promql` returns one series of value `want`.
-    fn wait_for(&mut self, promql: &str, want: &str) {
-        let deadline = Instant::now() + PROMETHEUS_WAIT;
-        loop {
-            let got = self.query(promql);
-            if got.as_deref() == Some(want) {
-                return;
-            }
-            assert!(
-                self.process.running(),
-                "prometheus exited; stderr:\n{}",
-                self.process.stderr()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "prometheus: {promql} is {got:?}, want {want:?} after {PROMETHEUS_WAIT:?}; stderr:\n{}",
-                self.process.stderr()
-            );
-            pause(250);
-        }
-    }
 }
 
 /// Starts the agent on `redis` with `--metrics 127.0.0.1:<free port>` (and `extra`

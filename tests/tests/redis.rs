@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use connwatch::model::{ConfigStatus, RedisConfig, RedisStatus};
 use connwatch::source::redis::{Password, PollerOptions, RedisPoller, RedisTarget, spawn_poller};
-use connwatch_tests::{Client, Redis};
+use connwatch_tests::{Client, Redis, Server};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
@@ -53,6 +53,23 @@ fn info_field(server: &Redis, section: &str, key: &str) -> String {
         .to_string()
 }
 
+/// Valkey 8 (from `cargo xtask setup`): named valkey with its own version, and
+/// its count of clients dropped for their output buffer read (0 here).
+#[test]
+fn real_valkey_counts_output_buffer_disconnections() {
+    let server = Redis::start_server(Server::Valkey, &[]);
+    let rt = runtime();
+    let mut p = RedisPoller::with_options(target(&server), None, opts(5));
+    let s = rt.block_on(p.poll_at(SEC));
+    assert_eq!(s.status, RedisStatus::Ok, "{:?}", s.error);
+    let info = s.info.unwrap();
+    assert_eq!(info.server.as_deref(), Some("valkey"));
+    assert_eq!(info.version.as_deref(), Some("8.1.8"));
+    assert_eq!(info.client_output_buffer_limit_disconnections, Some(0));
+    assert!(info.mem_clients_normal.is_some());
+    assert_eq!(info.process_id, Some(server.pid()));
+}
+
 #[test]
 fn real_server_plain() {
     let server = Redis::start_with(&["--maxclients", "1234", "--timeout", "77"]);
@@ -80,6 +97,10 @@ fn real_server_plain() {
     assert_eq!(info.rejected_connections, Some(0));
     assert_eq!(info.process_id, Some(server.pid()));
     assert_eq!(s.target, Some(server.addr()));
+    // INFO memory is asked too (a redis-cli here would add a connection the
+    // checks below count); Redis 7.0 has no count of output-buffer drops.
+    assert!(info.mem_clients_normal.is_some());
+    assert_eq!(info.client_output_buffer_limit_disconnections, None);
 
     // The address Redis reports for the connection named connwatch is own_addr.
     let list = cli(&server, &["CLIENT", "LIST"]);

@@ -250,6 +250,7 @@ fn simulate_with(
             ports: vec![6379],
             instance: instance_of(i),
             probe: None,
+            otlp: otlp_of(i),
             totals,
             redis: RedisReport::from_snapshot(&redis, Some(&base)),
             limits,
@@ -282,6 +283,29 @@ fn simulate_with(
 /// A leak (10.0.0.66, one more idle connection a second) beside a retry storm
 /// (10.0.0.77, 50 rejections a second retried after 2.5 ms), a client that
 /// predates the agent over IPv6, one that came and went, and one new this interval.
+/// What synthetic report `i` says of the OTLP exporter: not exporting, sending,
+/// or failing since the report before, in turn.
+fn otlp_of(i: u64) -> Option<connwatch::model::OtlpStatus> {
+    use connwatch::model::OtlpStatus;
+    match i % 3 {
+        0 => None,
+        1 => Some(OtlpStatus {
+            sent: i,
+            ..OtlpStatus::default()
+        }),
+        _ => Some(OtlpStatus {
+            sent: i - 1,
+            dropped: 1,
+            retries: 3,
+            queued: 2,
+            failing_since: Some(
+                UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + (i - 1) * 1_000),
+            ),
+            error: Some("Connection refused (os error 111)".into()),
+        }),
+    }
+}
+
 /// What synthetic report `i` says of the probe: unknown, every source, or a kernel
 /// without the reset program, in turn.
 fn probe_of(i: u64) -> Option<connwatch::model::ProbeReport> {
@@ -781,6 +805,9 @@ fn flat_fleet() -> Vec<Report> {
                     connected_slaves: Some(0),
                     rejected_connections: Some(80 * i),
                     total_connections_received: Some(100 + 80 * i),
+                    // A Valkey 8: it counts output-buffer drops.
+                    mem_clients_normal: Some(3 << 20),
+                    client_output_buffer_limit_disconnections: Some(2),
                     ..InfoFields::default()
                 },
                 100,

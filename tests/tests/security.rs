@@ -5,12 +5,13 @@
 //! default address. Once its programs are attached the agent keeps only the
 //! capabilities it still uses. Real agent, real redis-server with `--requirepass`.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read as _;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use connwatch_tests::prometheus::try_get;
 use connwatch_tests::{Agent, Client, Redis, TempDir, connwatch_bin, free_port, pause, serial};
 use serde_json::Value;
 
@@ -192,21 +193,6 @@ fn a_capture_holds_no_password_and_is_private() {
     );
 }
 
-/// One HTTP/1.0 GET: the status and body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
 /// The local addresses of the TCP listeners on `port`, from /proc/net/tcp{,6}.
 fn listeners(port: u16) -> Vec<String> {
     let mut found = Vec::new();
@@ -240,7 +226,7 @@ fn the_metrics_text_holds_no_password_and_listens_where_told_only() {
     });
     let deadline = Instant::now() + WAIT;
     let body = loop {
-        if let Some((200, body)) = get(metrics, "/metrics")
+        if let Some((200, _, body)) = try_get(metrics, "/metrics")
             && body.contains("connwatch_")
         {
             break body;

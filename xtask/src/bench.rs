@@ -89,6 +89,9 @@ pub struct Options {
 pub enum Part {
     /// Part 8: the NDJSON stream's size.
     Ndjson,
+    /// Part 7's soak-mix rows of the agent's CPU (printed only, for iterating on
+    /// the agent's cost; docs/PERFORMANCE.md is left alone).
+    Soak,
 }
 
 /// What runs beside Redis during a part-1 round.
@@ -217,6 +220,23 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             path.display(),
             started.elapsed().as_secs_f64()
         ));
+        return Ok(());
+    }
+    if opts.only == Some(Part::Soak) {
+        for (label, args) in SOAK_CPU_RUNS {
+            check_interrupted()?;
+            let file = redis.dir().join("connwatch-soak.ndjson");
+            let c = soak_cpu(&bin, port, file, label, args)?;
+            match cost::agent_cost(c.cpu, c.rate) {
+                Some((us, per10k)) => println!(
+                    "{label}: {:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection, {per10k:.2} % per 10k conn/s; idle after: {:.2} % of a core",
+                    c.rate,
+                    c.cpu.unwrap_or(0.0) * 100.0,
+                    c.idle.unwrap_or(0.0) * 100.0
+                ),
+                None => println!("{label}: no CPU figure"),
+            }
+        }
         return Ok(());
     }
     let mut out = Results {
@@ -1485,14 +1505,38 @@ impl Results {
         if !self.soak_cpu.is_empty() {
             let _ = writeln!(
                 s,
+                "\nThe same agents idle, over {} s from {} s after the churn stopped (the same table, the \
+                 {SOAK_CPU_HELD} held connections, nothing connecting): the floor per interval that \
+                 the soak's connections share.\n\n\
+                 | run | idle CPU % of a core | soak CPU minus idle, µs per connection |\n|---|---|---|",
+                SOAK_CPU_IDLE.as_secs(),
+                SOAK_CPU_SETTLE.as_secs()
+            );
+            for c in &self.soak_cpu {
+                let marginal = c
+                    .cpu
+                    .zip(c.idle)
+                    .filter(|_| c.rate > 0.0)
+                    .map(|(busy, idle)| (busy - idle).max(0.0) * 1e6 / c.rate);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    c.label,
+                    num(c.idle.map(|c| c * 100.0), 2),
+                    num(marginal, 2)
+                );
+            }
+            let _ = writeln!(
+                s,
                 "\nThe soak mix: {SOAK_CPU_HELD} connections held from 127.0.40.x while \
                  {NDJSON_SOAK_THREADS} threads connect, PING and close from a new random 127.x.y.z \
                  address each time, paced at {SOAK_CPU_RATE}/s, for {} s with Redis connected; the \
                  agent writes NDJSON to a file; CPU over the last {} s (the address table full, \
-                 its longest-quiet 1/8 evicted every ~1.3 s, as in a long soak). At this rate the \
-                 per-interval work (a copy of the 20,000 rows, the scan, /proc, INFO, the \
-                 wakeups) weighs on every connection: the 5 s interval of the packaged unit \
-                 spreads it.",
+                 its longest-quiet 1/8 evicted every ~1.3 s, as in a long soak). Each connection \
+                 here is a new address: a row built, merged into the 20,000 kept in order, \
+                 judged and written to the NDJSON stream (about 450 bytes), and an address \
+                 evicted; and at this rate the per-interval floor above (the walk of the kept \
+                 rows, the scan, /proc, INFO) weighs on every connection.",
                 SOAK_CPU_TIME.as_secs(),
                 SOAK_CPU_STEADY.as_secs(),
             );
@@ -2250,6 +2294,11 @@ const SOAK_CPU_HELD: usize = 200;
 const SOAK_CPU_RATE: u32 = 2_000;
 const SOAK_CPU_TIME: Duration = Duration::from_secs(45);
 const SOAK_CPU_STEADY: Duration = Duration::from_secs(25);
+/// After the churn and two of the packaged unit's intervals (the last rows
+/// written, their rates come to rest): the agent's CPU with the same table and
+/// nothing connecting, the per-interval floor the churn's connections share.
+const SOAK_CPU_SETTLE: Duration = Duration::from_secs(11);
+const SOAK_CPU_IDLE: Duration = Duration::from_secs(10);
 /// The runs: as `watch` runs by default, and as the packaged unit runs it.
 const SOAK_CPU_RUNS: [(&str, &[&str]); 2] = [
     ("soak mix, `--interval 1s` (the default)", &[]),
@@ -2267,6 +2316,8 @@ struct SoakCpu {
     rate: f64,
     /// CPU seconds a second over the steady part.
     cpu: Option<f64>,
+    /// CPU seconds a second over the idle stretch after the churn.
+    idle: Option<f64>,
 }
 
 fn soak_cpu(
@@ -2300,6 +2351,12 @@ fn soak_cpu(
     let ticks1 = cpu_ticks(pid);
     let steady = steady0.elapsed().as_secs_f64();
     let secs = t0.elapsed().as_secs_f64();
+    std::thread::sleep(SOAK_CPU_SETTLE);
+    let settled = cpu_ticks(pid);
+    let idle0 = Instant::now();
+    std::thread::sleep(SOAK_CPU_IDLE);
+    let ticks2 = cpu_ticks(pid);
+    let idle = idle0.elapsed().as_secs_f64();
     agent.stop()?;
     drop(held);
     Ok(SoakCpu {
@@ -2308,6 +2365,9 @@ fn soak_cpu(
         cpu: ticks0
             .zip(ticks1)
             .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / steady.max(0.001)),
+        idle: settled
+            .zip(ticks2)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / idle.max(0.001)),
     })
 }
 

@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, prometheus, chromium, bpftrace, bpftool, qemu-system-x86, nightly rust-src, bpf-linker 0.13.0.
+    /// Install what is missing: llvm-22-dev, redis-server, redis-tools, python3-redis, prometheus, chromium, bpftrace, bpftool, qemu-system-x86, python3-pip, nightly rust-src, bpf-linker 0.13.0, the Node.js test clients and the OTLP receiver's Python packages.
     Setup,
     /// Setup, then build the connwatch agent (and its BPF programs).
     Build {

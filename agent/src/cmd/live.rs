@@ -83,8 +83,8 @@ pub trait Sink {
         Ok(())
     }
     /// The reports of an interval, one per instance (home first); `Ok(false)`
-    /// ends the run.
-    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool>;
+    /// ends the run. A sink may complete them (`watch --otlp` sets `otlp`).
+    fn reports(&mut self, reports: &mut [Report]) -> anyhow::Result<bool>;
     /// SIGHUP: reopen output files (logrotate).
     fn hangup(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -100,8 +100,8 @@ pub fn run(args: &LiveArgs, duration: Option<Duration>, sink: &mut dyn Sink) -> 
     runtime.block_on(run_async(args, duration, sink))
 }
 
-/// A namespace not found listening is looked at again after this long (a new
-/// namespace at once).
+/// How often /proc is walked for new namespaces, and a namespace not found
+/// listening is looked at again (one where connections show up, at once).
 const RECHECK: Nanos = 5 * NANOS_PER_SEC;
 
 /// One watched instance's live sources.
@@ -141,6 +141,8 @@ struct Live<'a> {
     netns_aware: bool,
     /// Namespaces looked at without finding a listener, and when.
     checked: BTreeMap<u32, Nanos>,
+    /// When /proc was last walked for namespaces.
+    last_walk: Option<Nanos>,
     /// Said once that other namespaces cannot be entered.
     warned_setns: bool,
     redis: Option<RedisPlan>,
@@ -246,11 +248,24 @@ impl Live<'_> {
         if !self.all_namespaces || !self.netns_aware {
             return Ok(());
         }
+        // The walk reads a link of every process: on a node with thousands it is
+        // most of an idle interval's work. It runs every RECHECK, and at once when
+        // connections show up in a namespace not watched yet.
+        let fleet = self.fleet.instances();
+        let unwatched = fleet.iter().any(|k| !self.sites.contains_key(k));
+        if !unwatched
+            && self
+                .last_walk
+                .is_some_and(|at| now.saturating_sub(at) < RECHECK)
+        {
+            return Ok(());
+        }
+        self.last_walk = Some(now);
         let live = netns::namespaces(std::path::Path::new("/proc"));
         self.sites
             .retain(|key, site| site.home || live.contains_key(&key.netns));
         self.checked.retain(|inode, _| live.contains_key(inode));
-        let known: BTreeSet<InstanceKey> = self.fleet.instances().into_iter().collect();
+        let known: BTreeSet<InstanceKey> = fleet.into_iter().collect();
         for (&inode, &pid) in &live {
             let key = InstanceKey { netns: inode };
             if self.sites.contains_key(&key) {
@@ -360,7 +375,7 @@ impl Live<'_> {
         for r in &mut reports {
             r.set_probe(Some(self.probe_report.clone()));
         }
-        self.sink.reports(&reports)
+        self.sink.reports(&mut reports)
     }
 
     /// Points the kernel's failed-accept counter at the processes owning the
@@ -470,6 +485,7 @@ async fn run_async(
         all_namespaces,
         netns_aware,
         checked: BTreeMap::new(),
+        last_walk: None,
         warned_setns: false,
         redis,
         redis_tx,

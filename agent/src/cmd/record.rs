@@ -57,7 +57,7 @@ impl Sink for CaptureSink {
         })
     }
 
-    fn reports(&mut self, reports: &[Report]) -> anyhow::Result<bool> {
+    fn reports(&mut self, reports: &mut [Report]) -> anyhow::Result<bool> {
         let rejected: u64 = reports.iter().map(|r| r.totals.rejected).sum();
         let refused: u64 = reports.iter().filter_map(|r| r.totals.refused).sum();
         let (events, bytes) = {

@@ -13,6 +13,7 @@ use crate::model::{
 pub struct Baselines {
     pub rejected_connections: Option<u64>,
     pub total_connections_received: Option<u64>,
+    pub client_output_buffer_limit_disconnections: Option<u64>,
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
 }
@@ -33,6 +34,10 @@ impl Baselines {
             keep(
                 &mut self.total_connections_received,
                 info.total_connections_received,
+            );
+            keep(
+                &mut self.client_output_buffer_limit_disconnections,
+                info.client_output_buffer_limit_disconnections,
             );
         }
         if let Some(h) = host {
@@ -68,6 +73,14 @@ impl RedisReport {
             total_connections_received_delta: delta(
                 field(|i| i.total_connections_received),
                 base.and_then(|b| b.total_connections_received),
+            ),
+            mem_clients_normal: field(|i| i.mem_clients_normal),
+            client_output_buffer_limit_disconnections: field(|i| {
+                i.client_output_buffer_limit_disconnections
+            }),
+            client_output_buffer_limit_disconnections_delta: delta(
+                field(|i| i.client_output_buffer_limit_disconnections),
+                base.and_then(|b| b.client_output_buffer_limit_disconnections),
             ),
             timeout_s: r.config.and_then(|c| c.timeout),
             cluster_enabled: info.and_then(|i| i.cluster_enabled),

@@ -144,13 +144,20 @@ impl RowCache {
         let old = std::mem::take(&mut self.rows);
         let mut marks: Vec<(usize, Fate)> = Vec::with_capacity(fates.len());
         let mut gone = Vec::new();
+        // Rebuilt rows whose key did not change, (previous place, rebuilt row).
+        let mut in_place: Vec<(usize, usize)> = Vec::new();
         for (j, row) in old.iter().enumerate() {
             let Some(&fate) = fates.get(&row.addr) else {
                 continue;
             };
             if fate == Fate::Rebuilt {
                 match at.get(&row.addr) {
-                    Some(&i) => fresh[i].rates = secs.map(|secs| rates(row, &fresh[i], secs)),
+                    Some(&i) => {
+                        fresh[i].rates = secs.map(|secs| rates(row, &fresh[i], secs));
+                        if WorstKey::of(row) == WorstKey::of(&fresh[i]) {
+                            in_place.push((j, i));
+                        }
+                    }
                     None => gone.push(row.addr),
                 }
             }
@@ -171,6 +178,22 @@ impl RowCache {
             all.extend(marked);
             marks = all;
         }
+        drop(listed);
+        // Every rebuilt row stays where it was (a quiet host: the rows that move
+        // are those holding connections, at the same counts), and no report holds
+        // the previous rows any more: they are updated where they are, without
+        // the copy of every row.
+        let old = if in_place.len() == fresh.len() && gone.is_empty() {
+            match old.into_unshared() {
+                Ok(mut rows) => {
+                    let notable = settle_in_place(&mut rows, &marks, &in_place, &fresh);
+                    return (ClientRows::with_notable(rows, notable), gone);
+                }
+                Err(old) => old,
+            }
+        } else {
+            old
+        };
         // Where each rebuilt row goes among the previous ones: each after the one
         // before it, most often a few rows further.
         let mut place = 0;
@@ -234,7 +257,6 @@ impl RowCache {
                 }
             }
         }
-        drop(listed);
         if let Ok(spare) = old.into_unshared() {
             self.spare = spare;
         }
@@ -269,6 +291,40 @@ impl RowCache {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+}
+
+/// Applies the fates of `marks` to `rows` where they are (every rebuilt row,
+/// listed in `in_place` with its previous place, keeps it); the places of the
+/// rows that may not be quiet.
+fn settle_in_place(
+    rows: &mut [ClientReport],
+    marks: &[(usize, Fate)],
+    in_place: &[(usize, usize)],
+    fresh: &[ClientReport],
+) -> Vec<usize> {
+    let mut notable = Vec::with_capacity(marks.len());
+    let mut rebuilt = in_place.iter();
+    for &(j, fate) in marks {
+        let row = &mut rows[j];
+        match fate {
+            Fate::Rebuilt => {
+                // `in_place` lists the rebuilt marks in the same (ascending) order.
+                if let Some(&(_, i)) = rebuilt.next() {
+                    row.clone_from(&fresh[i]);
+                }
+            }
+            Fate::Rest => {
+                row.rates = Some(Rates::ZERO);
+                row.changed = true;
+            }
+            Fate::Settle => row.changed = false,
+            Fate::Keep => {}
+        }
+        if !row.is_quiet() {
+            notable.push(j);
+        }
+    }
+    notable
 }
 
 /// The first of `rows` (sorted worst first) not before `key`: looked for 1, 2,
@@ -572,5 +628,49 @@ mod tests {
         assert_eq!(back.rates, None, "new again: no rate before a second look");
         assert_eq!(f.cache.len(), 2);
         assert!(!f.cache.is_empty());
+    }
+
+    #[test]
+    fn rows_no_report_holds_are_updated_in_place_as_the_merge_would_make_them() {
+        // Two caches fed the same changes: one whose caller drops each report's
+        // rows before the next (updated in place whenever no row moves), one that
+        // holds them (always the merge).
+        let (mut dropped, mut held) = (Fixture::new(), Fixture::new());
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut kept_rows = Vec::new();
+        let mut in_place = 0;
+        for step in 1..=60u64 {
+            let mut moved = Vec::new();
+            // Mostly quiet steps, where only the holders are rebuilt (same counts).
+            let changes = if step % 5 == 0 { 1 + next(6) } else { 0 };
+            for _ in 0..changes {
+                let r = row(&format!("10.1.0.{}", next(40)), next(3), next(2), next(5));
+                moved.push(dropped.set(r.clone()));
+                held.set(r);
+            }
+            if step == 1 {
+                for i in 0..30 {
+                    let r = row(&format!("10.2.0.{i}"), i % 2, 0, 1 + i % 2);
+                    moved.push(dropped.set(r.clone()));
+                    held.set(r);
+                }
+            }
+            let before = dropped.cache.rows.as_ptr();
+            let (a, _) = dropped.report(step * SEC, moved.clone());
+            let (b, _) = held.report(step * SEC, moved);
+            if a.as_ptr() == before {
+                in_place += 1;
+            }
+            assert_eq!(a, b, "step {step}");
+            assert_eq!(a.notable_positions(), b.notable_positions(), "step {step}");
+            kept_rows.push(b);
+        }
+        assert!(in_place >= 30, "updated in place {in_place} times of 60");
     }
 }

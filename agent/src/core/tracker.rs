@@ -387,6 +387,7 @@ impl Tracker {
             ports: self.ports.clone(),
             instance: None,
             probe: None,
+            otlp: None,
             totals: self.totals(),
             redis,
             limits,

@@ -23,7 +23,11 @@ fn label_of(c: &ClientReport, pid: u32) -> String {
 }
 
 /// Adds the process's pid, name, container and pod to a verdict's evidence.
-fn process_evidence(evidence: &mut Map<String, serde_json::Value>, c: &ClientReport, pid: u32) {
+pub(super) fn process_evidence(
+    evidence: &mut Map<String, serde_json::Value>,
+    c: &ClientReport,
+    pid: u32,
+) {
     evidence.insert("pid".into(), json!(pid));
     if let Some(p) = c.processes.iter().find(|p| p.pid == pid) {
         evidence.insert("comm".into(), json!(p.comm));
@@ -71,6 +75,56 @@ pub(super) fn backs_off(c: &ClientReport) -> Option<bool> {
     }
 }
 
+/// A leak's stale connections to name (at most [`MAX_STALE_NAMED`], oldest first,
+/// each with the pid that opened it when known), and the action: `head` (given
+/// where to look: `in pid 4242 (gunicorn) on 10.0.0.66`, or `on 10.0.0.66` when no
+/// local process is known) followed by their `CLIENT KILL` commands, one a line,
+/// grouped under their process when processes are known. Also the process holding
+/// most of them, with how many.
+pub(super) fn stale_action(
+    c: &ClientReport,
+    head: impl FnOnce(&str) -> String,
+    idle: &StaleList,
+) -> (Vec<StaleConn>, String, Option<(u32, usize)>) {
+    let named: Vec<StaleConn> = idle
+        .iter()
+        .take(MAX_STALE_NAMED)
+        .map(|&(a, d, pid)| StaleConn {
+            pid,
+            ..StaleConn::new(a, d)
+        })
+        .collect();
+    let owner = leak_owner(idle);
+    let mut action = match owner {
+        Some((pid, _)) => head(&format!("in {} on {}", label_of(c, pid), c.addr)),
+        None => head(&format!("on {}", c.addr)),
+    };
+    let mut groups: Vec<Option<u32>> = Vec::new();
+    for s in &named {
+        if !groups.contains(&s.pid) {
+            groups.push(s.pid);
+        }
+    }
+    for group in groups {
+        let indent = if owner.is_some() {
+            let head = group.map_or_else(|| "process unknown".to_string(), |p| label_of(c, p));
+            let _ = write!(action, "\n  {head}:");
+            "    "
+        } else {
+            "  "
+        };
+        for s in named.iter().filter(|s| s.pid == group) {
+            let _ = write!(
+                action,
+                "\n{indent}{}   # idle {}",
+                s.command,
+                human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
+            );
+        }
+    }
+    (named, action, owner)
+}
+
 impl Diagnoser {
     pub(super) fn judge_client(
         &self,
@@ -115,6 +169,10 @@ impl Diagnoser {
         // Leak: steady growth of idle connections — unless Redis accepts nothing:
         // then the connections wait in its accept queue, not in a client's pool.
         if !stalled && let Some(v) = self.leak_verdict(now, c, limit, used, stale) {
+            return (ClientVerdict::Leak, Some(v));
+        }
+        // A leak whose count Redis's idle timeout holds flat.
+        if !stalled && let Some(v) = self.held_leak_verdict(now, c, stale) {
             return (ClientVerdict::Leak, Some(v));
         }
         // Replies piling up unread, or dropped for them again and again.
@@ -236,51 +294,15 @@ impl Diagnoser {
             return None;
         }
         let per_min = round1(growth as f64 * 60e9 / span as f64);
-        let named: Vec<StaleConn> = idle
-            .iter()
-            .take(MAX_STALE_NAMED)
-            .map(|&(a, d, pid)| StaleConn {
-                pid,
-                ..StaleConn::new(a, d)
-            })
-            .collect();
-        let owner = leak_owner(&idle);
-        let mut action = match owner {
-            Some((pid, _)) => format!(
-                "Find the code path in {} on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
-                label_of(c, pid),
-                c.addr
-            ),
-            None => format!(
-                "Find the code path on {} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:",
-                c.addr
-            ),
-        };
-        // Under each process its own connections (when processes are known).
-        let mut groups: Vec<Option<u32>> = Vec::new();
-        for s in &named {
-            if !groups.contains(&s.pid) {
-                groups.push(s.pid);
-            }
-        }
-        let by_process = owner.is_some();
-        for group in groups {
-            let indent = if by_process {
-                let head = group.map_or_else(|| "process unknown".to_string(), |p| label_of(c, p));
-                let _ = write!(action, "\n  {head}:");
-                "    "
-            } else {
-                "  "
-            };
-            for s in named.iter().filter(|s| s.pid == group) {
-                let _ = write!(
-                    action,
-                    "\n{indent}{}   # idle {}",
-                    s.command,
-                    human_duration(Duration::from_millis((s.idle_s * 1e3) as u64))
-                );
-            }
-        }
+        let (named, action, owner) = stale_action(
+            c,
+            |at| {
+                format!(
+                    "Find the code path {at} that opens connections without closing them (a client or pool created per request). To free slots now, review and run, oldest first:"
+                )
+            },
+            &idle,
+        );
         let mut evidence = Map::new();
         evidence.insert("open".into(), json!(c.open));
         evidence.insert("growth".into(), json!(growth));

@@ -83,11 +83,18 @@ impl Diagnoser {
                 && c.opened >= 1
                 && c.lifetime.is_some_and(|l| l.p50 < Duration::from_secs(1))
         };
-        let n = r.clients.iter().filter(short_lived).count();
+        if r.clients.len() < self.cfg.fanout_min_addresses {
+            return None;
+        }
+        // One walk of the rows (a flood keeps thousands).
+        let (n, opened) = r
+            .clients
+            .iter()
+            .filter(short_lived)
+            .fold((0, 0u64), |(n, o), c| (n + 1, o + c.opened));
         if n < self.cfg.fanout_min_addresses {
             return None;
         }
-        let opened: u64 = r.clients.iter().filter(short_lived).map(|c| c.opened).sum();
         let mut evidence = Map::new();
         evidence.insert("form".into(), json!("short_lived"));
         evidence.insert("addresses".into(), json!(n));

@@ -14,6 +14,10 @@ pub(super) struct Sample {
     pub(super) open: u64,
     /// Failed attempts so far (rejected + refused + reset).
     pub(super) failures: u64,
+    /// Connections opened so far.
+    pub(super) opened: u64,
+    /// Connections Redis closed for their idle `timeout` so far.
+    pub(super) idle_timeouts: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -53,12 +57,15 @@ impl Diagnoser {
                 // no failures (or it would have been recorded). Starting from that
                 // zero, rather than from now, lets a storm or a leak that begins
                 // between two reports count from its first interval. Before the first
-                // report nothing is known: the history starts now.
+                // report nothing is known: the history starts now. (What it opened
+                // and had timed out before is not known: counted from now.)
                 self.last
                     .map(|ts| Sample {
                         ts,
                         open: 0,
                         failures: 0,
+                        opened: c.opened,
+                        idle_timeouts: c.server_closes.idle_timeout,
                     })
                     .into_iter()
                     .collect()
@@ -68,6 +75,8 @@ impl Diagnoser {
                     ts: now,
                     open: c.open,
                     failures,
+                    opened: c.opened,
+                    idle_timeouts: c.server_closes.idle_timeout,
                 });
             }
         }

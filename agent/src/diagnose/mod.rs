@@ -12,6 +12,7 @@ mod budget;
 mod client_rules;
 mod fanout;
 pub mod fleet;
+mod held;
 mod history;
 mod host_rules;
 pub mod pipeline;
@@ -55,6 +56,10 @@ pub struct Diagnoser {
     slow: FastMap<IpAddr, slow::SlowState>,
     /// Bytes queued to every client at this report.
     queued_total: u64,
+    /// What the server and the sockets say of output buffers at this report.
+    buffers: slow::Buffers,
+    /// Redis's idle `timeout` (s; 0: never) at this report, when known.
+    timeout_s: Option<u64>,
 }
 
 impl Diagnoser {
@@ -65,6 +70,8 @@ impl Diagnoser {
             long: FastMap::default(),
             slow: FastMap::default(),
             queued_total: 0,
+            buffers: slow::Buffers::default(),
+            timeout_s: None,
             host: VecDeque::new(),
             last: None,
             host_now: None,
@@ -94,6 +101,7 @@ impl Diagnoser {
         self.record_long(now, report);
         self.track_stall(now, report);
         self.track_slow(now, report);
+        self.timeout_s = report.redis.timeout_s;
         let (limit, used) = (report.capacity.limit, report.capacity.used);
         // A queue Redis takes nothing from explains every address's growth: the
         // connections waiting in it were not leaked by their clients. It holds
@@ -589,6 +597,12 @@ mod tests {
         assert_eq!(evidence(v, "share"), 0.97);
         assert_eq!(evidence(v, "held_s"), 8.0);
         assert_eq!(evidence(v, "output_buffer_drops"), 0);
+        // No INFO in this run: unknown, not 0.
+        assert_eq!(
+            evidence(v, "info_output_buffer_disconnections"),
+            Value::Null
+        );
+        assert_eq!(evidence(v, "mem_clients_normal"), Value::Null);
         assert_eq!(
             client_verdict(&reports[9], SLOW),
             ClientVerdict::SlowConsumer
@@ -596,11 +610,69 @@ mod tests {
         assert_eq!(client_verdict(&reports[9], FAST), ClientVerdict::Healthy);
         assert!(
             v.summary.starts_with(
-                "10.0.0.80 has not taken 3.0 MiB of replies (97 % of all queued) for 8.0s"
+                "10.0.0.80 has not taken 3.0MiB of replies (97 % of all queued) for 8.0s"
             ),
             "{}",
             v.summary
         );
+    }
+
+    /// Redis drops a consumer for its unread replies at 1.9, 2.9 and 3.9 s (its send
+    /// queue full at each close) and it reconnects: a slow consumer in a loop, its
+    /// evidence the socket-derived drops beside INFO's (a server that counts them,
+    /// from 10 to 13) and INFO's mem_clients_normal.
+    #[test]
+    fn a_reconnect_loop_of_output_buffer_drops_cites_info_beside_the_sockets() {
+        const SLOW: &str = "10.0.0.82";
+        let info = |drops| InfoFields {
+            connected_clients: Some(2),
+            mem_clients_normal: Some(200_000),
+            client_output_buffer_limit_disconnections: Some(drops),
+            ..InfoFields::default()
+        };
+        let mut ev = vec![redis_ok(START + 500 * MS, 100, info(10))];
+        for i in 1..=3u16 {
+            let at = START + u64::from(i) * SEC;
+            let key = conn(SLOW, 41_000 + i);
+            // Each connection opened right after the previous drop.
+            ev.push(opened(at - 50 * MS, key));
+            ev.push(Event::Closed {
+                ts: at + 900 * MS,
+                key,
+                how: CloseKind::Server,
+                activity: Some(Activity {
+                    bytes_in: 4_000,
+                    bytes_out: 4 << 20,
+                    last_active: Some(at + 800 * MS),
+                    queued: Some(2 << 20),
+                }),
+            });
+            ev.push(redis_ok(at + 950 * MS, 100, info(10 + u64::from(i))));
+        }
+        // Reconnected at once after the third drop, and holding that connection.
+        ev.push(opened(START + 4 * SEC - 50 * MS, conn(SLOW, 41_004)));
+        let reports = Sim::new(ev).run(5);
+        let v = verdict(&reports[4], K::SlowConsumer);
+        assert_eq!(v.severity, CRIT);
+        assert_eq!(v.addr, Some(ip(SLOW)));
+        assert_eq!(evidence(v, "output_buffer_drops"), 3);
+        assert_eq!(evidence(v, "host_output_buffer_closes"), 3);
+        assert_eq!(evidence(v, "info_output_buffer_disconnections"), 3);
+        assert_eq!(evidence(v, "mem_clients_normal"), 200_000);
+        assert!(
+            v.summary.contains(
+                "and it reconnected (INFO counts 3 output-buffer disconnections since connwatch started)"
+            ),
+            "{}",
+            v.summary
+        );
+        assert_eq!(
+            reports[4]
+                .redis
+                .client_output_buffer_limit_disconnections_delta,
+            Some(3)
+        );
+        assert_eq!(reports[4].redis.mem_clients_normal, Some(200_000));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use serde_json::{Map, json};
 
 use super::{Diagnoser, nanos, round1};
-use crate::model::{ClientReport, Nanos, Report, Severity, Verdict, VerdictKind, human_duration};
+use crate::model::{
+    ClientReport, Nanos, Report, Severity, Verdict, VerdictKind, human_bytes, human_duration,
+};
 
 /// Output-buffer drops of one address within the window that make a reconnect loop.
 pub const LOOP_DROPS: usize = 2;
@@ -27,6 +29,20 @@ pub(super) struct SlowState {
     drops: VecDeque<Nanos>,
 }
 
+/// The host-wide figures a slow-consumer verdict cites beside the address's own:
+/// the output-buffer drops the sockets showed and those INFO counted (both since
+/// the agent started), and what INFO says clients' buffers hold.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Buffers {
+    /// `totals.server_closes.output_buffer`.
+    socket_drops: u64,
+    /// `redis.client_output_buffer_limit_disconnections_delta` (Valkey 8; `None` on
+    /// Redis 7.0, which does not count them).
+    info_drops: Option<u64>,
+    /// `redis.mem_clients_normal`.
+    mem_clients_normal: Option<u64>,
+}
+
 impl Diagnoser {
     /// Before the addresses are judged: the bytes queued on the whole host, and
     /// each address's queue and drops.
@@ -38,6 +54,11 @@ impl Diagnoser {
             .filter_map(|c| c.send_queue.map(|q| q.bytes))
             .sum();
         self.queued_total = total;
+        self.buffers = Buffers {
+            socket_drops: report.totals.server_closes.output_buffer,
+            info_drops: report.redis.client_output_buffer_limit_disconnections_delta,
+            mem_clients_normal: report.redis.mem_clients_normal,
+        };
         let window = self.window_ns();
         for c in report.clients.notable() {
             let queued = c.send_queue.map_or(0, |q| q.bytes);
@@ -91,20 +112,30 @@ impl Diagnoser {
             evidence.insert("held_s".into(), json!(round1(d as f64 / 1e9)));
         }
         evidence.insert("output_buffer_drops".into(), json!(st.drops.len()));
+        let b = self.buffers;
+        evidence.insert("host_output_buffer_closes".into(), json!(b.socket_drops));
+        evidence.insert(
+            "info_output_buffer_disconnections".into(),
+            json!(b.info_drops),
+        );
+        evidence.insert("mem_clients_normal".into(), json!(b.mem_clients_normal));
         evidence.insert("window_s".into(), json!(self.cfg.window.as_secs_f64()));
         let mut summary = Vec::new();
         if let Some(d) = held {
             summary.push(format!(
                 "{} has not taken {} of replies ({:.0} % of all queued) for {}",
                 c.addr,
-                bytes(queue.bytes),
+                human_bytes(queue.bytes),
                 share * 100.0,
                 human_duration(std::time::Duration::from_nanos(d))
             ));
         }
         if looped {
+            let info = b.info_drops.map_or_else(String::new, |n| {
+                format!(" (INFO counts {n} output-buffer disconnections since connwatch started)")
+            });
             summary.push(format!(
-                "Redis dropped {} {} times in the last {} for replies it did not read, and it reconnected",
+                "Redis dropped {} {} times in the last {} for replies it did not read, and it reconnected{info}",
                 c.addr,
                 st.drops.len(),
                 human_duration(self.cfg.window)
@@ -126,15 +157,5 @@ impl Diagnoser {
             ),
             stale_connections: Vec::new(),
         })
-    }
-}
-
-/// "3.5 MiB".
-fn bytes(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if n as f64 >= MIB {
-        format!("{:.1} MiB", n as f64 / MIB)
-    } else {
-        format!("{:.0} KiB", n as f64 / 1024.0)
     }
 }

@@ -42,12 +42,16 @@ impl Diagnoser {
     /// never fewer. Called once per report, before the rules.
     pub(super) fn track_stall(&mut self, now: Nanos, r: &Report) {
         let depth = r.totals.accept_queue.map(|q| q.depth).filter(|&d| d > 0);
+        // The sum walks every row: only while connections wait.
+        let Some(d) = depth else {
+            self.stall = None;
+            return;
+        };
         let wrote = wrote(r);
-        self.stall = match (self.stall, depth) {
-            (_, None) => None,
-            (Some(s), Some(d)) if d >= s.last && wrote <= s.wrote => Some(Stall { last: d, ..s }),
+        self.stall = match self.stall {
+            Some(s) if d >= s.last && wrote <= s.wrote => Some(Stall { last: d, ..s }),
             // A first sight, or the queue shrank or Redis wrote (it runs): a new run.
-            (_, Some(d)) => Some(Stall {
+            _ => Some(Stall {
                 since: now,
                 since_wall: r.ts,
                 first: d,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,13 +32,21 @@ pub struct VerdictLine {
     /// The instance the verdict is about (its report's `instance`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<Instance>,
+    /// The verdict's evidence (as raised, or as last seen when cleared). Not in
+    /// the NDJSON line, which the report beside it completes; the OTLP log record
+    /// carries it as attributes.
+    #[serde(skip)]
+    pub evidence: Map<String, Value>,
 }
+
+/// What is remembered of an active verdict: its severity, summary and evidence.
+type Active = (Severity, String, Map<String, Value>);
 
 /// Remembers the verdicts of the previous report (of one instance: keep one per
 /// instance).
 #[derive(Debug, Default)]
 pub struct Transitions {
-    active: BTreeMap<(VerdictKind, Option<IpAddr>), (Severity, String)>,
+    active: BTreeMap<(VerdictKind, Option<IpAddr>), Active>,
 }
 
 impl Transitions {
@@ -45,35 +54,53 @@ impl Transitions {
     /// (new, or a new severity) first, then cleared.
     pub fn update(&mut self, report: &Report) -> Vec<VerdictLine> {
         let ts = format_ts(report.ts).to_string();
-        let line = |event, kind, severity, addr, summary: &str| VerdictLine {
-            line_type: "verdict",
-            ts: ts.clone(),
-            event,
-            kind,
-            severity,
-            addr,
-            summary: summary.to_owned(),
-            instance: report.instance.clone(),
+        let line = |event, kind, severity, addr, summary: &str, evidence: &Map<String, Value>| {
+            VerdictLine {
+                line_type: "verdict",
+                ts: ts.clone(),
+                event,
+                kind,
+                severity,
+                addr,
+                summary: summary.to_owned(),
+                instance: report.instance.clone(),
+                evidence: evidence.clone(),
+            }
         };
-        let mut now: BTreeMap<(VerdictKind, Option<IpAddr>), (Severity, String)> = BTreeMap::new();
+        let mut now: BTreeMap<(VerdictKind, Option<IpAddr>), Active> = BTreeMap::new();
         let mut lines = Vec::new();
         for Verdict {
             kind,
             severity,
             addr,
             summary,
+            evidence,
             ..
         } in &report.verdicts
         {
             let key = (*kind, *addr);
-            if self.active.get(&key).is_none_or(|(s, _)| s != severity) {
-                lines.push(line(Change::Raised, *kind, *severity, *addr, summary));
+            if self.active.get(&key).is_none_or(|(s, _, _)| s != severity) {
+                lines.push(line(
+                    Change::Raised,
+                    *kind,
+                    *severity,
+                    *addr,
+                    summary,
+                    evidence,
+                ));
             }
-            now.insert(key, (*severity, summary.clone()));
+            now.insert(key, (*severity, summary.clone(), evidence.clone()));
         }
-        for ((kind, addr), (severity, summary)) in &self.active {
+        for ((kind, addr), (severity, summary, evidence)) in &self.active {
             if !now.contains_key(&(*kind, *addr)) {
-                lines.push(line(Change::Cleared, *kind, *severity, *addr, summary));
+                lines.push(line(
+                    Change::Cleared,
+                    *kind,
+                    *severity,
+                    *addr,
+                    summary,
+                    evidence,
+                ));
             }
         }
         self.active = now;
@@ -85,7 +112,6 @@ impl Transitions {
 mod tests {
     use super::*;
     use crate::model::*;
-    use serde_json::Map;
 
     fn verdict(kind: VerdictKind, severity: Severity, addr: Option<&str>) -> Verdict {
         Verdict {

@@ -33,6 +33,18 @@ pub struct RedisReport {
     pub total_connections_received: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_connections_received_delta: Option<u64>,
+    /// INFO memory `mem_clients_normal`: bytes held by normal clients' buffers
+    /// (absent when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_clients_normal: Option<u64>,
+    /// INFO stats `client_output_buffer_limit_disconnections`: clients dropped for
+    /// their output buffer. Absent where the server does not count them (Redis 7.0):
+    /// unknown, never 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_output_buffer_limit_disconnections: Option<u64>,
+    /// Its growth since the agent first read it (present only with the counter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_output_buffer_limit_disconnections_delta: Option<u64>,
     /// `timeout` (seconds; 0 = idle connections are never closed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,

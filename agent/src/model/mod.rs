@@ -11,6 +11,7 @@ mod named;
 pub mod capacity;
 pub mod cidr;
 pub mod event;
+pub mod export;
 pub mod format;
 pub mod hash;
 pub mod host;
@@ -28,6 +29,7 @@ pub use event::{
     Activity, Clock, CloseKind, ConnKey, Event, KernelCounters, NANOS_PER_SEC, Nanos,
     monotonic_now, normalize,
 };
+pub use export::OtlpStatus;
 pub use format::{format_ts, human_bytes, human_duration, micros};
 pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};

@@ -90,6 +90,14 @@ pub struct InfoFields {
     pub connected_slaves: Option<u64>,
     pub rejected_connections: Option<u64>,
     pub total_connections_received: Option<u64>,
+    /// `mem_clients_normal` (INFO memory): bytes held by normal clients' buffers,
+    /// their unsent replies among them. Absent from captures made before it was read.
+    #[serde(default)]
+    pub mem_clients_normal: Option<u64>,
+    /// `client_output_buffer_limit_disconnections` (INFO stats): clients the server
+    /// dropped for their output buffer. Valkey 8 has it; Redis 7.0 does not (`None`).
+    #[serde(default)]
+    pub client_output_buffer_limit_disconnections: Option<u64>,
     /// `cluster_enabled` from INFO cluster.
     pub cluster_enabled: Option<bool>,
     /// `master_link_status` of a replica: `up` while its link to its master (a

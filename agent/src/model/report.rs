@@ -43,6 +43,10 @@ pub struct Report {
     /// What the kernel programs can see on this kernel; `null` when not known (a
     /// replay of a capture made before connwatch recorded it).
     pub probe: Option<super::probe::ProbeReport>,
+    /// What the OTLP exporter has sent and dropped; absent when the run does not
+    /// export (`watch --otlp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<super::export::OtlpStatus>,
     pub totals: Totals,
     pub redis: RedisReport,
     pub limits: Limits,

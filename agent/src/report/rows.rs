@@ -184,6 +184,7 @@ impl RowFilter {
             ports: report.ports.clone(),
             instance: report.instance.clone(),
             probe: report.probe.clone(),
+            otlp: report.otlp.clone(),
             totals: report.totals.clone(),
             redis: report.redis.clone(),
             limits: report.limits.clone(),

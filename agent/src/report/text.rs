@@ -47,6 +47,7 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
     let mut lines = vec![header_line(report), server_line(report)];
     lines.extend(report.probe.as_ref().and_then(|p| p.unseen_line()));
     lines.extend(unix_line(report));
+    lines.extend(report.otlp.as_ref().map(otlp_line));
     lines.extend([totals_line(report), String::new()]);
     if !report.verdicts.is_empty() {
         lines.extend(verdict_lines(report));
@@ -123,6 +124,16 @@ fn server_line(report: &Report) -> String {
     if let Some(blocked) = c.blocked_clients.filter(|&b| b > 0) {
         let _ = write!(line, "  blocked {blocked}");
     }
+    // What clients' buffers hold, and the drops INFO counted, when there are any.
+    if let Some(held) = r.mem_clients_normal.filter(|&b| b > 0) {
+        let _ = write!(line, "  client buffers {}", human_bytes(held));
+    }
+    if let Some(n) = r
+        .client_output_buffer_limit_disconnections_delta
+        .filter(|&n| n > 0)
+    {
+        let _ = write!(line, "  output-buffer drops {n}");
+    }
     let l = &report.limits;
     if let (Some(max), Some(eff)) = (l.maxclients, l.effective_maxclients)
         && eff < max
@@ -150,6 +161,21 @@ fn unix_line(report: &Report) -> Option<String> {
     Some(format!(
         "unix socket: {n} {clients} slots over the Unix socket (not in the table: the kernel's TCP view does not see them)"
     ))
+}
+
+/// What the OTLP exporter did (`watch --otlp`), and since when it fails if it does.
+fn otlp_line(o: &crate::model::OtlpStatus) -> String {
+    let mut line = format!(
+        "otlp: sent {}, dropped {}, retries {}, queued {}",
+        o.sent, o.dropped, o.retries, o.queued
+    );
+    if let Some(since) = o.failing_since {
+        let _ = write!(line, ", failing since {}", format_ts(since));
+        if let Some(e) = &o.error {
+            let _ = write!(line, " ({e})");
+        }
+    }
+    line
 }
 
 /// Stale connections named under a leak in the terminal (the JSON has up to 20).
@@ -436,6 +462,22 @@ mod tests {
     }
 
     #[test]
+    fn the_server_line_shows_client_buffers_and_info_drops_when_there_are_some() {
+        let mut r = report(vec![busy()]);
+        r.redis.mem_clients_normal = Some(0);
+        let text = render_text(&r, 20, None);
+        assert_eq!(text.lines().nth(1), Some("redis disabled  used 3"));
+        r.redis.mem_clients_normal = Some(3 << 20);
+        r.redis.client_output_buffer_limit_disconnections = Some(5);
+        r.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let text = render_text(&r, 20, None);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("redis disabled  used 3  client buffers 3.0MiB  output-buffer drops 3")
+        );
+    }
+
+    #[test]
     fn shows_accept_errors_and_map_failures_only_when_present() {
         let mut r = report(vec![busy()]);
         r.totals.lost_events = 12;
@@ -683,6 +725,36 @@ mod tests {
         assert!(
             text.contains("         → Find what holds the event loop: once Redis answers again, LATENCY LATEST"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_otlp_line_shows_counts_and_a_failure() {
+        let mut r = crate::testing::full_report();
+        assert!(!render_text(&r, 5, None).contains("otlp:"));
+        r.otlp = Some(crate::model::OtlpStatus {
+            sent: 12,
+            dropped: 3,
+            retries: 7,
+            queued: 2,
+            failing_since: Some(r.ts),
+            error: Some("Connection refused (os error 111)".into()),
+        });
+        let text = render_text(&r, 5, None);
+        assert!(
+            text.lines().any(|l| l
+                == "otlp: sent 12, dropped 3, retries 7, queued 2, failing since \
+                    2026-11-29T21:00:00.123Z (Connection refused (os error 111))"),
+            "{text}"
+        );
+        r.otlp = Some(crate::model::OtlpStatus {
+            sent: 13,
+            ..Default::default()
+        });
+        assert!(
+            render_text(&r, 5, None)
+                .lines()
+                .any(|l| l == "otlp: sent 13, dropped 0, retries 0, queued 0")
         );
     }
 }

@@ -662,7 +662,7 @@ Max realtime timeout      unlimited            unlimited            us
     /// The child's open descriptors once they equal `want`, or after 2 s as they are:
     /// right after exec the dynamic loader briefly holds ld.so.cache and libc open.
     fn settled_open_fds(pid: u32, want: usize) -> usize {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             // Until the child execs it is not readable by an unprivileged parent
             // (it still has the forking thread's credentials state): retry.
@@ -919,7 +919,7 @@ TcpExt: 0 42 9
     /// Snapshots until `done` holds (the kernel finishes handshakes, and forked
     /// children of other tests release our descriptors, a moment later), at most 3 s.
     fn snapshot_until(port: u16, done: impl Fn(&HostSnapshot) -> bool) -> HostSnapshot {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let snap = snapshot(
                 &Netns::own().unwrap(),
@@ -1070,8 +1070,10 @@ TcpExt: 0 42 9
 
         // stdin, stdout, stderr and the listener, once the loader is done.
         settled_open_fds(pid, 4);
+        // The loader opens and closes its files after the exec: 4 may be seen
+        // before it starts, so the snapshot waits for 4 too.
         let snap = snapshot_until(addr.port(), |s| {
-            s.accept_queue == Some((2, 5)) && s.pid == Some(pid)
+            s.accept_queue == Some((2, 5)) && s.pid == Some(pid) && s.open_fds == Some(4)
         });
         assert_eq!(
             snap.listeners,

@@ -3,7 +3,7 @@
 
 use super::format::{Esc, clock, pct, w};
 use super::verdicts::count_verdicts;
-use crate::model::{Report, format_ts, human_duration};
+use crate::model::{Report, format_ts, human_bytes, human_duration};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -128,6 +128,21 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
     }
     if !others.is_empty() {
         redis.push(format!("also seen: {}", others.join(", ")));
+    }
+    if let Some(held) = r.mem_clients_normal {
+        redis.push(format!(
+            "clients' buffers {} (mem_clients_normal)",
+            human_bytes(held)
+        ));
+    }
+    match r.client_output_buffer_limit_disconnections_delta {
+        Some(n) => redis.push(format!(
+            "{n} dropped for their output buffer since connwatch started"
+        )),
+        None if r.mem_clients_normal.is_some() => {
+            redis.push("output-buffer drops not counted by this server".to_owned())
+        }
+        None => {}
     }
     if let Some(t) = r.timeout_s {
         redis.push(format!(

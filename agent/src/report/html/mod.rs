@@ -337,6 +337,38 @@ mod tests {
     }
 
     #[test]
+    fn the_header_says_what_clients_buffers_hold_and_the_drops_info_counted() {
+        let mut reports = reports();
+        let html = render_html(&reports, "x");
+        assert!(!html.contains("mem_clients_normal"));
+        let last = reports.last_mut().unwrap();
+        last.redis.mem_clients_normal = Some(22_272);
+        let html = render_html(&reports, "x");
+        assert_eq!(
+            count(
+                &html,
+                "<p>clients&#39; buffers 21.8KiB (mem_clients_normal)</p>"
+            ),
+            1
+        );
+        assert_eq!(
+            count(&html, "output-buffer drops not counted by this server"),
+            1
+        );
+        let last = reports.last_mut().unwrap();
+        last.redis.client_output_buffer_limit_disconnections = Some(7);
+        last.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let html = render_html(&reports, "x");
+        assert_eq!(
+            count(
+                &html,
+                "3 dropped for their output buffer since connwatch started"
+            ),
+            1
+        );
+    }
+
+    #[test]
     fn no_reports_and_one_report_render_without_panicking() {
         let html = render_html(&[], "empty capture");
         assert!(html.contains("holds no reports"));

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum MetricType {
+pub enum MetricType {
     Counter,
     Gauge,
 }
@@ -20,8 +20,8 @@ impl MetricType {
 }
 
 /// A sample value: integers print exactly, floats in Prometheus's spelling.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Num {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Num {
     U(u64),
     I(i64),
     F(f64),
@@ -157,12 +157,33 @@ pub(super) fn merge(texts: &[String]) -> String {
     out
 }
 
-/// The text being built.
+/// One family as data rather than text: what [`super::families`] returns for the
+/// OTLP encoder. It is filled by the very calls that write the text, so the two
+/// cannot disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricFamily {
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub help: &'static str,
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of a [`MetricFamily`]: its labels (without `redis_instance`, which
+/// names the report's instance, not the sample) and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: Num,
+}
+
+/// The text being built, or the families collected.
 pub(super) struct Exposition {
     pub(super) out: String,
     /// The `redis_instance` label every sample carries (a Redis in a container or
     /// a pod); `None` for the host's own.
     pub(super) instance: Option<String>,
+    /// `Some`: collect the families as data instead of writing text.
+    pub(super) collected: Option<Vec<MetricFamily>>,
 }
 
 impl Exposition {
@@ -176,6 +197,7 @@ impl Exposition {
     ) -> Family<'_> {
         Family {
             out: &mut self.out,
+            collected: self.collected.as_mut(),
             instance: self.instance.as_deref(),
             name,
             kind,
@@ -218,6 +240,7 @@ impl Exposition {
 
 pub(super) struct Family<'a> {
     out: &'a mut String,
+    collected: Option<&'a mut Vec<MetricFamily>>,
     instance: Option<&'a str>,
     name: &'static str,
     kind: MetricType,
@@ -227,6 +250,27 @@ pub(super) struct Family<'a> {
 
 impl Family<'_> {
     pub(super) fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Num>) {
+        if let Some(families) = self.collected.as_deref_mut() {
+            if !self.started {
+                self.started = true;
+                families.push(MetricFamily {
+                    name: self.name,
+                    kind: self.kind,
+                    help: self.help,
+                    samples: Vec::new(),
+                });
+            }
+            if let Some(family) = families.last_mut() {
+                family.samples.push(Sample {
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    value: value.into(),
+                });
+            }
+            return;
+        }
         let out = &mut *self.out;
         if !self.started {
             self.started = true;

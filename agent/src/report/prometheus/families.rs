@@ -27,6 +27,40 @@ pub(super) fn agent_families(x: &mut Exposition, r: &Report) {
     );
 }
 
+/// The OTLP exporter's counts (`watch --otlp`); absent when the run does not export.
+pub(super) fn otlp_families(x: &mut Exposition, r: &Report) {
+    let Some(o) = &r.otlp else {
+        return;
+    };
+    x.counter(
+        "connwatch_otlp_sent_total",
+        "OTLP export requests (metrics each interval, logs for verdict changes) the \
+         collector accepted.",
+        Some(o.sent),
+    );
+    x.counter(
+        "connwatch_otlp_dropped_total",
+        "OTLP export requests given up: the oldest when the queue was full (collector \
+         unreachable), or refused by the collector.",
+        Some(o.dropped),
+    );
+    x.counter(
+        "connwatch_otlp_retries_total",
+        "OTLP export attempts that failed and were tried again after a backoff.",
+        Some(o.retries),
+    );
+    x.gauge(
+        "connwatch_otlp_queued",
+        "OTLP export requests waiting to be sent.",
+        Some(o.queued),
+    );
+    x.gauge(
+        "connwatch_otlp_failing",
+        "1 while OTLP export fails (since otlp.failing_since), else 0.",
+        Some(o.failing_since.is_some()),
+    );
+}
+
 pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
     let t = &r.totals;
     x.gauge(
@@ -323,6 +357,17 @@ pub(super) fn redis_families(x: &mut Exposition, r: &Report) {
         "connwatch_redis_connections_received_total",
         "INFO stats total_connections_received (resets when Redis restarts).",
         redis.total_connections_received,
+    );
+    x.gauge(
+        "connwatch_redis_mem_clients_normal_bytes",
+        "INFO memory mem_clients_normal: bytes held by normal clients' buffers (unsent replies among them).",
+        redis.mem_clients_normal,
+    );
+    x.counter(
+        "connwatch_redis_output_buffer_disconnections_total",
+        "INFO stats client_output_buffer_limit_disconnections: clients dropped for their output \
+         buffer (Valkey 8; absent on servers that do not count them, such as Redis 7.0).",
+        redis.client_output_buffer_limit_disconnections,
     );
     x.gauge(
         "connwatch_redis_timeout_seconds",

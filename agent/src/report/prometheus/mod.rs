@@ -29,11 +29,12 @@ use crate::model::Report;
 use self::clients::client_families;
 use self::exposition::Exposition;
 use self::families::{
-    agent_families, capacity_families, connection_families, limit_families, redis_families,
-    verdict_families,
+    agent_families, capacity_families, connection_families, limit_families, otlp_families,
+    redis_families, verdict_families,
 };
 
 pub use clients::OTHER;
+pub use exposition::{MetricFamily, MetricType, Num, Sample};
 
 /// The media type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,17 +49,36 @@ pub fn render(report: &Report, top: usize) -> String {
             .instance
             .as_ref()
             .and_then(crate::model::Instance::metric_label),
+        collected: None,
     };
-    instance_family(&mut x, report);
-    probe_family(&mut x, report);
-    agent_families(&mut x, report);
-    connection_families(&mut x, report);
-    capacity_families(&mut x, report);
-    limit_families(&mut x, report);
-    redis_families(&mut x, report);
-    verdict_families(&mut x, report);
-    client_families(&mut x, report, top);
+    all_families(&mut x, report, top);
     x.out
+}
+
+/// The families [`render`] writes, as data (for the OTLP encoder): the same names,
+/// types, labels and values, through the same calls. The `redis_instance` label
+/// is left out: it names the report's instance, which OTLP carries in its resource.
+pub fn families(report: &Report, top: usize) -> Vec<MetricFamily> {
+    let mut x = Exposition {
+        out: String::new(),
+        instance: None,
+        collected: Some(Vec::with_capacity(64)),
+    };
+    all_families(&mut x, report, top);
+    x.collected.unwrap_or_default()
+}
+
+fn all_families(x: &mut Exposition, report: &Report, top: usize) {
+    instance_family(x, report);
+    probe_family(x, report);
+    agent_families(x, report);
+    otlp_families(x, report);
+    connection_families(x, report);
+    capacity_families(x, report);
+    limit_families(x, report);
+    redis_families(x, report);
+    verdict_families(x, report);
+    client_families(x, report, top);
 }
 
 /// The reports of every instance of one interval in one exposition: each
@@ -135,6 +155,7 @@ mod tests {
             ports: vec![6379],
             instance: None,
             probe: None,
+            otlp: None,
             totals: Totals::default(),
             redis: RedisReport::default(),
             limits: Limits::default(),
@@ -386,6 +407,9 @@ mod tests {
         has(&text, "connwatch_redis_rejected_connections_total 207");
         has(&text, "connwatch_redis_connections_received_total 1000");
         has(&text, "connwatch_redis_timeout_seconds 0");
+        has(&text, "connwatch_redis_mem_clients_normal_bytes 20504");
+        // Redis 7.0 does not count output-buffer drops: no series, not 0.
+        lacks(&text, "connwatch_redis_output_buffer_disconnections_total");
         assert_eq!(
             text.lines()
                 .filter(|l| l.starts_with("connwatch_redis_status{"))
@@ -394,6 +418,23 @@ mod tests {
         );
         has(&text, r#"connwatch_redis_status{status="tls_failed"} 0"#);
         has(&text, r#"connwatch_redis_status{status="noperm"} 0"#);
+    }
+
+    #[test]
+    fn valkeys_output_buffer_disconnections_are_a_counter() {
+        let mut r = full_report();
+        r.redis.server = Some("valkey".into());
+        r.redis.client_output_buffer_limit_disconnections = Some(9);
+        r.redis.client_output_buffer_limit_disconnections_delta = Some(3);
+        let text = render(&r, 2);
+        has(
+            &text,
+            "# TYPE connwatch_redis_output_buffer_disconnections_total counter",
+        );
+        has(
+            &text,
+            "connwatch_redis_output_buffer_disconnections_total 9",
+        );
     }
 
     #[test]
@@ -712,5 +753,28 @@ mod tests {
         let text = render(&report, 5);
         check_format(&text);
         has(&text, r#"connwatch_client_open{addr="::1"} 2"#);
+    }
+
+    #[test]
+    fn the_otlp_exporters_counts_only_when_exporting() {
+        let mut r = full_report();
+        lacks(&render(&r, 2), "connwatch_otlp_");
+        r.otlp = Some(OtlpStatus {
+            sent: 40,
+            dropped: 5,
+            retries: 9,
+            queued: 3,
+            failing_since: Some(r.ts),
+            error: Some("HTTP 503".into()),
+        });
+        let text = render(&r, 2);
+        check_format(&text);
+        has(&text, "connwatch_otlp_sent_total 40");
+        has(&text, "connwatch_otlp_dropped_total 5");
+        has(&text, "connwatch_otlp_retries_total 9");
+        has(&text, "connwatch_otlp_queued 3");
+        has(&text, "connwatch_otlp_failing 1");
+        r.otlp = Some(OtlpStatus::default());
+        has(&render(&r, 2), "connwatch_otlp_failing 0");
     }
 }

@@ -67,6 +67,10 @@ pub fn parse_info(text: &str) -> Result<InfoFields, InfoError> {
             "connected_slaves" => f.connected_slaves = num(),
             "rejected_connections" => f.rejected_connections = num(),
             "total_connections_received" => f.total_connections_received = num(),
+            "mem_clients_normal" => f.mem_clients_normal = num(),
+            "client_output_buffer_limit_disconnections" => {
+                f.client_output_buffer_limit_disconnections = num()
+            }
             "master_link_status" => {
                 f.master_link_up = match value {
                     "up" => Some(true),
@@ -157,6 +161,8 @@ mod tests {
                 connected_slaves: Some(2),
                 rejected_connections: Some(7),
                 total_connections_received: Some(1234),
+                mem_clients_normal: None,
+                client_output_buffer_limit_disconnections: None,
                 cluster_enabled: Some(false),
                 master_link_up: None,
                 replicas: vec![
@@ -225,6 +231,39 @@ mod tests {
             }
             .is_replica("192.168.1.9".parse().unwrap())
         );
+    }
+
+    /// INFO server, clients, memory, stats, replication and cluster of Debian 12's
+    /// redis-server 7.0.15 and of Valkey 8.1.8, as the poller asks them, captured
+    /// with a client holding 192 KiB of unread replies after another was dropped for
+    /// its output buffer (`client-output-buffer-limit normal 256kb 0 0`).
+    const INFO_REDIS_7_0_15: &str = include_str!("testdata/info-redis-7.0.15.txt");
+    const INFO_VALKEY_8_1_8: &str = include_str!("testdata/info-valkey-8.1.8.txt");
+
+    #[test]
+    fn info_captured_from_redis_7_0_15_has_no_output_buffer_disconnections() {
+        let info = parse_info(INFO_REDIS_7_0_15).unwrap();
+        assert_eq!(info.server.as_deref(), Some("redis"));
+        assert_eq!(info.version.as_deref(), Some("7.0.15"));
+        assert_eq!(info.connected_clients, Some(2));
+        assert_eq!(info.maxclients, Some(10000));
+        assert_eq!(info.total_connections_received, Some(3));
+        assert_eq!(info.rejected_connections, Some(0));
+        assert_eq!(info.mem_clients_normal, Some(22272));
+        // Redis 7.0 does not count output-buffer drops: unknown, not 0.
+        assert_eq!(info.client_output_buffer_limit_disconnections, None);
+    }
+
+    #[test]
+    fn info_captured_from_valkey_8_1_8_counts_output_buffer_disconnections() {
+        let info = parse_info(INFO_VALKEY_8_1_8).unwrap();
+        assert_eq!(info.server.as_deref(), Some("valkey"));
+        assert_eq!(info.version.as_deref(), Some("8.1.8"));
+        assert_eq!(info.connected_clients, Some(2));
+        assert_eq!(info.maxclients, Some(10000));
+        assert_eq!(info.total_connections_received, Some(3));
+        assert_eq!(info.mem_clients_normal, Some(1552));
+        assert_eq!(info.client_output_buffer_limit_disconnections, Some(1));
     }
 
     #[test]

@@ -45,10 +45,11 @@
 //!
 //! Why INFO is asked section by section, pipelined: `INFO a b c` (several sections in
 //! one call) only exists from Redis 7.0, and `INFO`/`INFO default` also computes the
-//! memory, persistence, cpu and keyspace sections we do not use. So each poll sends
-//! `INFO server`, `INFO clients`, `INFO stats`, `INFO replication`, `INFO cluster` as
-//! one pipeline and reads the five replies: one round trip, works on every version,
-//! and the server only builds the sections we read.
+//! persistence, cpu and keyspace sections we do not use. So each poll sends
+//! `INFO server`, `INFO clients`, `INFO memory` (for `mem_clients_normal`),
+//! `INFO stats`, `INFO replication`, `INFO cluster` as one pipeline and reads the six
+//! replies: one round trip, works on every version, and the server only builds the
+//! sections we read.
 
 pub mod backoff;
 pub mod conn;

@@ -24,9 +24,10 @@ use crate::model::{Nanos, monotonic_now};
 use crate::source::netns::Netns;
 
 /// The sections each poll asks for, pipelined (see the module comment).
-const INFO_COMMANDS: [&[&[u8]]; 5] = [
+const INFO_COMMANDS: [&[&[u8]]; 6] = [
     &[b"INFO", b"server"],
     &[b"INFO", b"clients"],
+    &[b"INFO", b"memory"],
     &[b"INFO", b"stats"],
     &[b"INFO", b"replication"],
     &[b"INFO", b"cluster"],
@@ -747,7 +748,14 @@ mod tests {
                 );
                 st.write_all(b"+OK\r\n").unwrap();
                 let mut pipeline = Vec::new();
-                for section in ["server", "clients", "stats", "replication", "cluster"] {
+                for section in [
+                    "server",
+                    "clients",
+                    "memory",
+                    "stats",
+                    "replication",
+                    "cluster",
+                ] {
                     pipeline.extend_from_slice(
                         format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len())
                             .as_bytes(),
@@ -757,6 +765,7 @@ mod tests {
                 let bodies = [
                     "# Server\r\nredis_version:7.0.15\r\n",
                     "# Clients\r\nconnected_clients:12\r\nmaxclients:100\r\n",
+                    "# Memory\r\nmem_clients_normal:20504\r\n",
                     "# Stats\r\nrejected_connections:3\r\n",
                     "# Replication\r\nrole:master\r\n",
                     "",
@@ -785,6 +794,8 @@ mod tests {
         assert_eq!(info.connected_clients, Some(12));
         assert_eq!(info.maxclients, Some(100));
         assert_eq!(info.rejected_connections, Some(3));
+        assert_eq!(info.mem_clients_normal, Some(20504));
+        assert_eq!(info.client_output_buffer_limit_disconnections, None);
         assert_eq!(info.role.as_deref(), Some("master"));
         assert_eq!(s.config_status, ConfigStatus::Ok);
         assert_eq!(
@@ -1005,8 +1016,8 @@ mod tests {
         );
     }
 
-    /// The five INFO replies of a fake server, as one write.
-    fn info_replies(bodies: [&str; 5]) -> Vec<u8> {
+    /// The six INFO replies of a fake server, as one write.
+    fn info_replies(bodies: [&str; 6]) -> Vec<u8> {
         let mut out = Vec::new();
         for body in bodies {
             out.extend_from_slice(format!("${}\r\n{body}\r\n", body.len()).as_bytes());
@@ -1029,7 +1040,7 @@ mod tests {
             .unwrap();
             for _ in 0..2 {
                 let _ = read_some(&mut st); // the INFO pipeline
-                st.write_all(&NOPERM_INFO.repeat(5)).unwrap();
+                st.write_all(&NOPERM_INFO.repeat(6)).unwrap();
             }
             let _ = read_some(&mut st);
         });
@@ -1072,6 +1083,7 @@ mod tests {
                 st.write_all(&info_replies([
                     "# Server\r\nredis_version:7.0.15\r\n",
                     "# Clients\r\nconnected_clients:3\r\nmaxclients:50\r\n",
+                    "",
                     "",
                     "",
                     "",
@@ -1237,6 +1249,7 @@ mod tests {
             let bodies = [
                 "# Server\r\nredis_version:7.0.15\r\n",
                 "# Clients\r\nconnected_clients:4\r\n",
+                "",
                 "",
                 "",
                 "",

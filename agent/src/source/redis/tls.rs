@@ -171,6 +171,14 @@ impl TlsClient {
     }
 }
 
+impl TlsClient {
+    /// The configuration and the name to verify, for a TLS stream of another
+    /// protocol (the OTLP exporter's HTTPS).
+    pub fn parts(&self) -> (Arc<ClientConfig>, ServerName<'static>) {
+        (self.config.clone(), self.server_name.clone())
+    }
+}
+
 /// Why rustls will not use a client certificate and key, in a few words.
 fn client_cert_problem(e: &rustls::Error) -> String {
     match e {
