@@ -1448,13 +1448,20 @@ impl Results {
             let _ = writeln!(
                 s,
                 "**Kernel.** `redis-benchmark -p PORT -t ping -c {CLIENTS} -n {} -k 0` (a new connection \
-                 per request) with `kernel.bpf_stats_enabled=1`, once under connwatch alone and once \
-                 under the bpftrace peer (section 1's script) alone, in alternating order, {} rounds; \
+                 per request) with `kernel.bpf_stats_enabled=1`, under connwatch alone, connwatch \
+                 `--no-processes` alone and the bpftrace peer (section 1's script) alone, in rotating \
+                 order, {} rounds; \
                  run_time_ns / run_cnt of each program from the process's /proc/PID/fdinfo (its \
                  `prog_id`s; names from bpftool), medians over the rounds. Each side runs alone because \
                  two programs on one tracepoint run in turn and the first pays the cold caches of the \
                  record for both. `inet_sock_set_state` runs for every TCP state change of the host \
-                 (both ends of each connection), so most runs are of connections it drops at once.\n",
+                 (both ends of each connection), so most runs are of connections it drops at once. \
+                 By default connwatch also notes which process connects when a client on this host \
+                 connects to a watched port (its pid, name and cgroup at CLOSE→SYN_SENT, in an LRU \
+                 map, sent when the socket leaves SYN_SENT: `clients[].processes`); the load \
+                 generator here is such a client, so every connection of this churn pays for it, \
+                 where clients on other hosts pay nothing. The peer does the server side's work \
+                 only, as `--no-processes` does: the target compares those two.\n",
                 cost::KERNEL_CHURN_REQUESTS,
                 k.rounds,
             );
