@@ -292,7 +292,7 @@ pub fn report_with(clients: Vec<ClientReport>) -> Report {
 /// A client row with counts only, for ordering and rendering tests.
 pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     ClientReport {
-        processes: Vec::new(),
+        processes: Vec::new().into(),
         processes_other: None,
         rejected: 0,
         refused: Some(0),

@@ -134,7 +134,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         rates: None,
         changed: true,
         send_queue: None,
-        processes: Vec::new(),
+        processes: Vec::new().into(),
         processes_other: None,
     }
 }
@@ -389,7 +389,8 @@ fn leak_and_storm() -> Vec<Report> {
                 opened: 3,
                 failed: 1,
             },
-        ];
+        ]
+        .into();
         leak.processes_other = Some(OtherProcesses {
             open: 0,
             opened: 1,

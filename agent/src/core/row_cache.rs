@@ -443,7 +443,7 @@ pub fn client_report(
         bytes_out: s.bytes_out,
         retry: retry(s),
         rates: None,
-        processes,
+        processes: processes.into(),
         processes_other,
         changed: true,
     }

@@ -235,9 +235,10 @@ pub struct ClientReport {
     /// The processes of this host that opened this address's connections (taken
     /// in the kernel at `connect()`), worst first, at most 5; empty (and absent
     /// from the JSON) when none is known: a client on another host, or
-    /// connections that predate the agent.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub processes: Vec<ProcessReport>,
+    /// connections that predate the agent. Shared: rows are copied at every
+    /// report that moves them, and these are the only part a copy allocates.
+    #[serde(skip_serializing_if = "no_processes")]
+    pub processes: std::sync::Arc<[ProcessReport]>,
     /// The known processes beyond `processes`, summed; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes_other: Option<OtherProcesses>,
@@ -246,6 +247,10 @@ pub struct ClientReport {
     /// without it is exactly as in the previous report. Not serialized.
     #[serde(skip)]
     pub changed: bool,
+}
+
+fn no_processes(p: &std::sync::Arc<[ProcessReport]>) -> bool {
+    p.is_empty()
 }
 
 /// One process's connections from an address.

@@ -281,7 +281,8 @@ mod tests {
             open: 2,
             opened: 5,
             failed: 1,
-        }];
+        }]
+        .into();
         same(&full);
         full.processes_other = Some(OtherProcesses {
             open: 0,

@@ -594,7 +594,8 @@ mod tests {
                 opened: 1,
                 failed: 0,
             },
-        ];
+        ]
+        .into();
         c.processes_other = Some(OtherProcesses {
             open: 0,
             opened: 2,

@@ -157,7 +157,7 @@ fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]
         }
         let mut f = x.family(name, kind, help);
         for (c, addr) in shown.iter().zip(addrs) {
-            for p in &c.processes {
+            for p in c.processes.iter() {
                 let pid = p.pid.to_string();
                 let labels = [
                     ("addr", addr.as_str()),

@@ -609,7 +609,7 @@ mod tests {
         };
         let clients = report.clients.to_vec();
         let mut clients = clients;
-        clients[0].processes = vec![proc(4242, "gunicorn", 30), proc(7, "cron", 0)];
+        clients[0].processes = vec![proc(4242, "gunicorn", 30), proc(7, "cron", 0)].into();
         clients[0].processes_other = Some(crate::model::OtherProcesses {
             open: 1,
             opened: 4,
@@ -617,7 +617,7 @@ mod tests {
         });
         // Beyond the top: not shown, whatever its processes.
         let last = clients.len() - 1;
-        clients[last].processes = vec![proc(99, "hidden", 1)];
+        clients[last].processes = vec![proc(99, "hidden", 1)].into();
         let addr = clients[0].addr.to_string();
         report.clients = clients.into();
         let text = render(&report, 2);
