@@ -208,7 +208,14 @@ impl RowCache {
         let mut rows = std::mem::take(&mut self.spare);
         rows.clear();
         rows.reserve(old.len() + fresh.len());
-        // Where the rows that may not be quiet are (the others are copied in runs:
+        // The previous rows are moved, not copied, when no report holds them any
+        // more (the common case): a copy touches each row's shared processes.
+        let mut source = match old.into_unshared() {
+            Ok(rows) => rows,
+            Err(shared) => shared.to_vec(),
+        };
+        let mut fresh: Vec<Option<ClientReport>> = fresh.into_iter().map(Some).collect();
+        // Where the rows that may not be quiet are (the others are moved in runs:
         // quiet before, quiet now).
         let mut notable = Vec::with_capacity(marks.len() + fresh.len());
         let mut push = |rows: &mut Vec<ClientReport>, row: ClientReport| {
@@ -217,7 +224,9 @@ impl RowCache {
             }
             rows.push(row);
         };
-        let (mut from, mut f, mut m) = (0, 0, 0);
+        let mut from = 0;
+        let (mut f, mut m) = (0, 0);
+        let mut previous = source.drain(..);
         loop {
             let mark = marks.get(m).map(|&(j, _)| j);
             // The next rebuilt row, if it comes before the next marked one.
@@ -227,39 +236,41 @@ impl RowCache {
                 .filter(|&p| mark.is_none_or(|j| p <= j));
             match (place, mark) {
                 (Some(p), _) => {
-                    rows.extend_from_slice(&old[from..p]);
-                    push(&mut rows, fresh[order[f].1].clone());
+                    rows.extend(previous.by_ref().take(p - from));
+                    if let Some(row) = fresh[order[f].1].take() {
+                        push(&mut rows, row);
+                    }
                     from = p;
                     f += 1;
                 }
                 (_, Some(j)) => {
-                    rows.extend_from_slice(&old[from..j]);
-                    let mut row = old[j].clone();
-                    match marks[m].1 {
-                        Fate::Rebuilt => {}
-                        Fate::Rest => {
-                            row.rates = Some(Rates::ZERO);
-                            row.changed = true;
-                            push(&mut rows, row);
+                    rows.extend(previous.by_ref().take(j - from));
+                    if let Some(mut row) = previous.next() {
+                        match marks[m].1 {
+                            Fate::Rebuilt => {}
+                            Fate::Rest => {
+                                row.rates = Some(Rates::ZERO);
+                                row.changed = true;
+                                push(&mut rows, row);
+                            }
+                            Fate::Settle => {
+                                row.changed = false;
+                                push(&mut rows, row);
+                            }
+                            Fate::Keep => push(&mut rows, row),
                         }
-                        Fate::Settle => {
-                            row.changed = false;
-                            push(&mut rows, row);
-                        }
-                        Fate::Keep => push(&mut rows, row),
                     }
                     from = j + 1;
                     m += 1;
                 }
                 (None, None) => {
-                    rows.extend_from_slice(&old[from..]);
+                    rows.extend(previous);
                     break;
                 }
             }
         }
-        if let Ok(spare) = old.into_unshared() {
-            self.spare = spare;
-        }
+        // Emptied, its memory is the next report's.
+        self.spare = source;
         (ClientRows::with_notable(rows, notable), gone)
     }
 
