@@ -45,6 +45,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l key -d 'Th
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -97,6 +99,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l key -d '
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -179,6 +183,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l key -d 'Th
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-idle -d 'Leak: a connection idle this long is stale' -r

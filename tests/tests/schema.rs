@@ -19,7 +19,7 @@ use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
     AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
     Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport, RedisSnapshot,
-    RedisStatus, RejectCounts, Report, RetryReport, StaleList, Totals, Trend, Verdict,
+    RedisStatus, RejectCounts, Report, RetryReport, Role, StaleList, Totals, Trend, Verdict,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -248,6 +248,7 @@ fn simulate_with(
             ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + i * 1_000),
             uptime: Duration::from_micros(i * 1_000_000 + 1_234),
             ports: vec![6379],
+            role: Role::Server,
             instance: instance_of(i),
             probe: None,
             otlp: otlp_of(i),

@@ -10,7 +10,9 @@ pub const DEFAULT_PORT: u16 = 6379;
 
 /// The watched ports: the flags', sorted and deduplicated, or 6379.
 pub fn watched_ports(args: &LiveArgs) -> Vec<u16> {
-    let mut ports = if args.ports.is_empty() {
+    let mut ports = if client_mode(args) {
+        remote_ports(args)
+    } else if args.ports.is_empty() {
         vec![DEFAULT_PORT]
     } else {
         args.ports.clone()
@@ -43,10 +45,59 @@ impl RedisPlan {
     }
 }
 
-/// Where to ask Redis, with its password; `None` with --no-redis. Bad values are
-/// usage errors, found before anything is loaded.
+/// Whether the run is in client mode (`--remote-port`, `--remote`).
+pub fn client_mode(args: &LiveArgs) -> bool {
+    !args.remote_ports.is_empty() || !args.remotes.is_empty()
+}
+
+/// The remote ports of client mode, sorted: `--remote-port`'s and `--remote`'s.
+pub fn remote_ports(args: &LiveArgs) -> Vec<u16> {
+    let mut ports: Vec<u16> = args
+        .remote_ports
+        .iter()
+        .copied()
+        .chain(args.remotes.iter().map(|a| a.port()))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Client mode's servers: every server on a `--remote-port` port, and the
+/// `--remote` addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remotes {
+    ports: Vec<u16>,
+    addrs: Vec<std::net::SocketAddr>,
+}
+
+impl Remotes {
+    /// `None` out of client mode.
+    pub fn from_args(args: &LiveArgs) -> Option<Remotes> {
+        client_mode(args).then(|| Remotes {
+            ports: args.remote_ports.clone(),
+            addrs: args
+                .remotes
+                .iter()
+                .map(|a| crate::model::normalize(*a))
+                .collect(),
+        })
+    }
+
+    /// Whether this host's connection to `server` is watched: a port given by
+    /// `--remote-port` takes every server; one known only from `--remote` takes
+    /// only the addresses named with it (the kernel filters by port only).
+    pub fn watches(&self, server: std::net::SocketAddr) -> bool {
+        let server = crate::model::normalize(server);
+        self.ports.contains(&server.port()) || self.addrs.contains(&server)
+    }
+}
+
+/// Where to ask Redis, with its password; `None` with --no-redis and in client
+/// mode (which asks no Redis). Bad values are usage errors, found before anything
+/// is loaded.
 pub fn redis_target(args: &LiveArgs, ports: &[u16]) -> Result<Option<RedisPlan>, RedisArgError> {
-    if args.no_redis {
+    if args.no_redis || client_mode(args) {
         return Ok(None);
     }
     let tls = |t: RedisTarget| t.with_tls(args.tls.tls, args.tls.options());

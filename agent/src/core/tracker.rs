@@ -17,7 +17,7 @@ use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, ServerCloses, StaleList, Totals, micros,
+    RejectCounts, Report, Role, ServerCloses, StaleList, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -57,6 +57,9 @@ pub struct Tracker {
     internal: Vec<Cidr>,
     /// Local processes' connects waiting for the server's side.
     joins: Joins,
+    /// Which end the events come from; `Client`: client mode, whose events are
+    /// turned round so the remote Redis is `local` (see `source::probe::decode`).
+    role: Role,
 }
 
 /// Failed accepts per second between the last two counter readings.
@@ -113,7 +116,13 @@ impl Tracker {
             replicas: Vec::new(),
             internal: Vec::new(),
             joins: Joins::default(),
+            role: Role::Server,
         }
+    }
+
+    /// Client mode: the connections are this host's own, to remote Redis servers.
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
     }
 
     /// Connections whose remote address is one of the agent's own sockets are never counted.
@@ -168,7 +177,10 @@ impl Tracker {
                         .as_ref()
                         .and_then(|r| r.config)
                         .is_some_and(|c| c.is_tls_port(key.local.port()));
-                    let rejected = reject::classify(&closed, tls_port);
+                    let rejected = match self.role {
+                        Role::Server => reject::classify(&closed, tls_port),
+                        Role::Client => reject::classify_from_client(&closed, tls_port),
+                    };
                     if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);
@@ -385,6 +397,7 @@ impl Tracker {
             ts: wall_time(clock, now),
             uptime: micros(now.saturating_sub(clock.mono)),
             ports: self.ports.clone(),
+            role: self.role,
             instance: None,
             probe: None,
             otlp: None,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crate::diagnose::Thresholds;
 use crate::diagnose::pipeline::Pipeline;
 use crate::model::{
-    Activity, Clock, ConnKey, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Report,
+    Activity, Clock, ConnKey, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Report, Role,
 };
 
 /// An instance not heard of (no snapshot, no connection) for this long, with no
@@ -37,6 +37,7 @@ pub struct Fleet {
     clock: Clock,
     home: InstanceKey,
     members: BTreeMap<InstanceKey, Member>,
+    role: Role,
 }
 
 impl Fleet {
@@ -48,6 +49,7 @@ impl Fleet {
             clock,
             home: home.key(),
             members: BTreeMap::new(),
+            role: Role::Server,
         };
         let at = fleet.clock.mono;
         let key = home.key();
@@ -55,12 +57,28 @@ impl Fleet {
         fleet
     }
 
+    /// Client mode (`--remote-port`): every instance's pipeline, the home one's
+    /// included, takes its events as this host's own connections to remote Redis
+    /// servers, and its reports say `role: client`.
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        for m in self.members.values_mut() {
+            m.pipeline.set_role(role);
+        }
+        self
+    }
+
     fn member(&mut self, key: InstanceKey, ts: Nanos) -> &mut Member {
         let (ports, thresholds, clock) = (&self.ports, &self.thresholds, self.clock);
-        let member = self.members.entry(key).or_insert_with(|| Member {
-            pipeline: Pipeline::new(ports.clone(), thresholds.clone(), clock),
-            info: Instance::bare(key, false),
-            last_seen: ts,
+        let role = self.role;
+        let member = self.members.entry(key).or_insert_with(|| {
+            let mut pipeline = Pipeline::new(ports.clone(), thresholds.clone(), clock);
+            pipeline.set_role(role);
+            Member {
+                pipeline,
+                info: Instance::bare(key, false),
+                last_seen: ts,
+            }
         });
         member.last_seen = member.last_seen.max(ts);
         member
@@ -75,8 +93,12 @@ impl Fleet {
             }
             // A refusal means nothing listens: it creates no instance, since the
             // namespace may have none (a stray port).
+            // In client mode the namespace is the client's: its failed connects
+            // are the news (a storm against a server that is down).
             Event::Refused { key, .. } => {
-                if let Some(m) = self.members.get_mut(&key.instance()) {
+                if self.role == Role::Client {
+                    self.member(key.instance(), ts).pipeline.apply(ev);
+                } else if let Some(m) = self.members.get_mut(&key.instance()) {
                     m.pipeline.apply(ev);
                 }
             }

@@ -37,6 +37,12 @@ pub struct Report {
     #[serde(rename = "uptime_s", serialize_with = "as_secs")]
     pub uptime: Duration,
     pub ports: Vec<u16>,
+    /// Which end of the connections the agent watched: `server` (the Redis host,
+    /// `--port`) or `client` (this host's own connections to remote Redis servers,
+    /// `--remote-port`). A client-mode report names the remote Redis as `local`
+    /// nowhere: its rows are this host's client addresses, its `ports` the remote
+    /// ones, with the same field names, so both sides join by address and time.
+    pub role: Role,
     /// The Redis this report is about: its network namespace, process and
     /// container; `null` when the source did not tell instances apart.
     pub instance: Option<super::instance::Instance>,
@@ -74,6 +80,22 @@ pub struct Report {
     #[serde(skip)]
     pub evicted: Vec<IpAddr>,
 }
+
+/// Which end of the connections a report watched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The Redis host: connections accepted on the watched local ports.
+    #[default]
+    Server,
+    /// An application host: its own connections to the watched remote ports.
+    Client,
+}
+
+named!(Role {
+    Server => "server",
+    Client => "client",
+});
 
 /// Which client rows a report carries (`--clients`, docs/REPORT.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

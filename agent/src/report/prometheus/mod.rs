@@ -153,6 +153,7 @@ mod tests {
             ts: UNIX_EPOCH + Duration::from_secs(1),
             uptime: Duration::ZERO,
             ports: vec![6379],
+            role: Role::Server,
             instance: None,
             probe: None,
             otlp: None,

@@ -30,7 +30,7 @@ use crate::source::netns::Netns;
 
 mod lookup;
 mod netlink;
-pub use lookup::{Lookups, lookup_connections};
+pub use lookup::{Lookups, lookup_client_connections, lookup_connections};
 use netlink::*;
 
 /// TCP states, as in `include/net/tcp_states.h` (the values `idiag_state` carries).
