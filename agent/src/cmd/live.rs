@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cmd::cli::LiveArgs;
+use crate::cmd::live_redis::{forward_snapshots, log_status_change, sleep_until};
 use crate::diagnose::fleet::Fleet;
 use crate::model::{
     Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Role, monotonic_now,
@@ -32,7 +33,7 @@ use crate::model::{
 use crate::model::{ProbeReport, RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
-use crate::source::redis::{RedisPoller, spawn_poller_with};
+use crate::source::redis::RedisPoller;
 use crate::source::{host, sock_diag};
 
 pub use crate::cmd::targets::{
@@ -162,17 +163,8 @@ struct Live<'a> {
 impl Live<'_> {
     /// One event through the sink (recording) and the fleet; the reports of a tick.
     fn feed(&mut self, ev: &Event) -> anyhow::Result<Vec<Report>> {
-        if let Some(remotes) = &self.remotes {
-            let server = match ev {
-                Event::Opened { key, .. }
-                | Event::Closed { key, .. }
-                | Event::Refused { key, .. } => Some(key.local),
-                Event::Connector { server, .. } => Some(*server),
-                _ => None,
-            };
-            if server.is_some_and(|s| !remotes.watches(s)) {
-                return Ok(Vec::new());
-            }
+        if self.remotes.as_ref().is_some_and(|r| !r.admits(ev)) {
+            return Ok(Vec::new());
         }
         self.sink.event(ev)?;
         Ok(self.fleet.apply(ev))
@@ -441,25 +433,6 @@ impl Live<'_> {
     }
 }
 
-/// Runs `poller` every `interval` and forwards its snapshots, tagged with `key`.
-fn forward_snapshots(
-    poller: RedisPoller,
-    key: InstanceKey,
-    interval: Duration,
-    tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
-) -> anyhow::Result<tokio::task::AbortHandle> {
-    let (mut rx, _task) =
-        spawn_poller_with(poller, interval).context("starting the Redis poller")?;
-    let forward = tokio::spawn(async move {
-        while let Some(snapshot) = rx.recv().await {
-            if tx.send((key, snapshot)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(forward.abort_handle())
-}
-
 async fn run_async(
     args: &LiveArgs,
     duration: Option<Duration>,
@@ -617,35 +590,6 @@ async fn run_async(
     // A last report, with what the ring buffer still holds (end_interval drains it).
     live.end_interval(&mut reader)?;
     Ok(())
-}
-
-/// One log line per change of an instance's Redis status, not one per poll.
-fn log_status_change(
-    last: &mut BTreeMap<InstanceKey, RedisStatus>,
-    key: InstanceKey,
-    snapshot: &RedisSnapshot,
-) {
-    if last.get(&key) == Some(&snapshot.status) {
-        return;
-    }
-    last.insert(key, snapshot.status);
-    let target = snapshot.target.map(|t| t.to_string()).unwrap_or_default();
-    match (snapshot.status, &snapshot.error) {
-        (RedisStatus::Ok, _) => log::info!("redis {target} ({key}): INFO joined"),
-        (status, Some(err)) => {
-            log::warn!("redis {target} ({key}): {status:?}: {err}; reporting from kernel data")
-        }
-        (status, None) => {
-            log::warn!("redis {target} ({key}): {status:?}; reporting from kernel data")
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

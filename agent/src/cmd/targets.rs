@@ -91,6 +91,19 @@ impl Remotes {
         let server = crate::model::normalize(server);
         self.ports.contains(&server.port()) || self.addrs.contains(&server)
     }
+
+    /// Whether `ev` is of a watched server's connection (or of none).
+    pub fn admits(&self, ev: &crate::model::Event) -> bool {
+        use crate::model::Event;
+        let server = match ev {
+            Event::Opened { key, .. } | Event::Closed { key, .. } | Event::Refused { key, .. } => {
+                key.local
+            }
+            Event::Connector { server, .. } => *server,
+            _ => return true,
+        };
+        self.watches(server)
+    }
 }
 
 /// Where to ask Redis, with its password; `None` with --no-redis and in client
@@ -145,3 +158,37 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConnKey, Event};
+    use clap::Parser as _;
+
+    fn live(args: &[&str]) -> LiveArgs {
+        let mut all = vec!["connwatch", "watch"];
+        all.extend_from_slice(args);
+        match crate::cmd::cli::Cli::parse_from(all).command {
+            crate::cmd::cli::Command::Watch(w) => w.live,
+            _ => unreachable!("a watch command"),
+        }
+    }
+
+    #[test]
+    fn client_mode_watches_a_port_s_every_server_and_a_remote_s_address_only() {
+        assert_eq!(Remotes::from_args(&live(&["--port", "6379"])), None);
+        let args = live(&["--remote-port", "6380", "--remote", "10.0.0.7:6379"]);
+        assert_eq!(watched_ports(&args), [6379, 6380]);
+        assert!(redis_target(&args, &[6379]).unwrap().is_none(), "no INFO");
+        let r = Remotes::from_args(&args).unwrap();
+        let opened = |server: &str| Event::Opened {
+            ts: 1,
+            key: ConnKey::new(server.parse().unwrap(), "10.0.0.1:40000".parse().unwrap()),
+        };
+        assert!(r.admits(&opened("10.0.0.9:6380")));
+        assert!(r.admits(&opened("10.0.0.7:6379")));
+        assert!(r.admits(&opened("[::ffff:10.0.0.7]:6379")));
+        assert!(!r.admits(&opened("10.0.0.8:6379")));
+        assert!(r.admits(&Event::Tick { ts: 1 }));
+    }
+}

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::core::conn::{Closed, Origin};
-use crate::model::{CloseKind, RejectReason};
+use crate::model::{CloseKind, RejectReason, Role};
 
 /// A server-side close faster than this, of a connection Redis never read from, is
 /// a rejection. Generous, because the kernel's ESTABLISHED time precedes Redis's
@@ -46,6 +46,11 @@ pub fn classify(closed: &Closed, tls_port: bool) -> Option<RejectReason> {
 /// wrote. A client's own fast close after a reply is ordinary churn here.
 pub fn classify_from_client(closed: &Closed, tls_port: bool) -> Option<RejectReason> {
     classify_with(closed, tls_port, false)
+}
+
+/// [`classify`] or [`classify_from_client`], as `role` says.
+pub fn classify_for(role: Role, closed: &Closed, tls_port: bool) -> Option<RejectReason> {
+    classify_with(closed, tls_port, role == Role::Server)
 }
 
 fn classify_with(closed: &Closed, tls_port: bool, server_read_known: bool) -> Option<RejectReason> {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use crate::core::capacity::{self, Baselines};
+use crate::core::capacity::{self, AcceptRate, Baselines};
 use crate::core::client::{ClientTable, DEFAULT_RETENTION};
 use crate::core::close_cause::server_close_cause;
 use crate::core::conn::{ByteDelta, Conn, ConnTable};
@@ -57,28 +57,8 @@ pub struct Tracker {
     internal: Vec<Cidr>,
     /// Local processes' connects waiting for the server's side.
     joins: Joins,
-    /// Which end the events come from; `Client`: client mode, whose events are
-    /// turned round so the remote Redis is `local` (see `source::probe::decode`).
+    /// `Client`: client mode, events turned round (see `source::probe::decode`).
     role: Role,
-}
-
-/// Failed accepts per second between the last two counter readings.
-#[derive(Clone, Copy, Debug, Default)]
-struct AcceptRate {
-    last: Option<(Nanos, u64)>,
-    per_s: f64,
-}
-
-impl AcceptRate {
-    fn observe(&mut self, ts: Nanos, total: u64) {
-        if let Some((then, before)) = self.last
-            && ts > then
-        {
-            let secs = (ts - then) as f64 / 1e9;
-            self.per_s = (total.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0;
-        }
-        self.last = Some((ts, total));
-    }
 }
 
 impl Tracker {
@@ -177,10 +157,7 @@ impl Tracker {
                         .as_ref()
                         .and_then(|r| r.config)
                         .is_some_and(|c| c.is_tls_port(key.local.port()));
-                    let rejected = match self.role {
-                        Role::Server => reject::classify(&closed, tls_port),
-                        Role::Client => reject::classify_from_client(&closed, tls_port),
-                    };
+                    let rejected = reject::classify_for(self.role, &closed, tls_port);
                     if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);

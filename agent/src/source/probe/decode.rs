@@ -146,6 +146,37 @@ pub fn decode_connector(
     })
 }
 
+/// A record as events appended to `out` (false: not interpretable): a
+/// [`ConnEvent`] or a [`ConnectorEvent`], told apart by their sizes (asserted
+/// different in `connwatch_common`).
+pub fn parse_record(
+    bytes: &[u8],
+    cgroup: impl FnOnce(u64) -> Option<String>,
+    out: &mut Vec<Event>,
+) -> bool {
+    if bytes.len() == size_of::<ConnectorEvent>() {
+        // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
+        // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
+        // pattern, and read_unaligned makes no alignment assumption.
+        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
+        return decode_connector_into(&ev, cgroup, out);
+    }
+    if bytes.len() != size_of::<ConnEvent>() {
+        return false;
+    }
+    // SAFETY: the slice holds size_of::<ConnEvent>() bytes, ConnEvent is a
+    // #[repr(C)] plain-old-data type valid for any bit pattern, and read_unaligned
+    // makes no alignment assumption about the ring buffer's memory.
+    let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
+    match decode(&ev) {
+        Some(e) => {
+            out.push(e);
+            true
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

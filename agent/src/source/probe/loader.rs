@@ -10,14 +10,13 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
-    ConnEvent, ConnectorEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
-    WatchKey, counter, watch_mode,
+    KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES,
+    MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets, WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
 use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
-use super::decode::{decode, decode_connector_into};
+use super::decode::parse_record;
 use crate::model::{Event, InstanceKey, KernelCounters};
 use crate::source::cgroup::CgroupPaths;
 
@@ -572,35 +571,8 @@ fn drain_ring(
     cgroups: &mut CgroupPaths,
 ) {
     while let Some(item) = ring.next() {
-        if !parse_record(&item, cgroups, out) {
+        if !parse_record(&item, |id| cgroups.path(id), out) {
             *undecodable += 1;
         }
-    }
-}
-
-/// A record as events appended to `out` (false: not interpretable): a
-/// [`ConnEvent`] or a [`ConnectorEvent`], told apart by their sizes (asserted
-/// different in `connwatch_common`).
-fn parse_record(bytes: &[u8], cgroups: &mut CgroupPaths, out: &mut Vec<Event>) -> bool {
-    if bytes.len() == size_of::<ConnectorEvent>() {
-        // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
-        // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
-        // pattern, and read_unaligned makes no alignment assumption.
-        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
-        return decode_connector_into(&ev, |id| cgroups.path(id), out);
-    }
-    if bytes.len() != size_of::<ConnEvent>() {
-        return false;
-    }
-    // SAFETY: the slice holds size_of::<ConnEvent>() bytes, ConnEvent is a
-    // #[repr(C)] plain-old-data type valid for any bit pattern, and read_unaligned
-    // makes no alignment assumption about the ring buffer's memory.
-    let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
-    match decode(&ev) {
-        Some(e) => {
-            out.push(e);
-            true
-        }
-        None => false,
     }
 }
