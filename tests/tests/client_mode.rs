@@ -26,8 +26,9 @@ fn first_process(report: &Value, addr: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A leak fills a server whose maxclients is small, then a retry storm hits the
-/// full server, and a third process retries against a closed port: each verdict
+/// A leak fills a server whose maxclients is small, then a retry storm and a
+/// client retrying at a fixed 250 ms hit the full server, and a fourth process
+/// retries against a closed port: each verdict (leak, retry storm, no backoff)
 /// and failure is the right process's, counted from its own sockets.
 #[test]
 fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
@@ -76,7 +77,9 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         verdict(r, "leak", "127.0.0.5").is_some()
     });
     assert_eq!(report["role"], "client");
-    assert_eq!(report["ports"], serde_json::json!([redis.port, closed]));
+    let mut ports = [redis.port, closed];
+    ports.sort_unstable();
+    assert_eq!(report["ports"], serde_json::json!(ports));
     assert_eq!(
         report["redis"]["status"], "disabled",
         "no INFO in client mode"
@@ -130,6 +133,27 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         held.len()
     );
 
+    // A fixed retry delay (250 ms, never longer) beside it: no backoff.
+    let mut flat = Background::python_named(
+        &names,
+        "cw-flat",
+        "reconnect.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.32",
+            "--mode",
+            "flat",
+            "--base",
+            "0.25",
+            "--seconds",
+            "12",
+            "--max-attempts",
+            "200",
+        ],
+    );
+    flat.wait_for_line("started", STARTED);
     // The storm: retries at once against the full server.
     let mut storm = Background::python_named(
         &names,
@@ -173,6 +197,24 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
     // The leak and the holders are not blamed for the storm.
     assert!(verdict(&report, "retry_storm", "127.0.0.5").is_none());
 
+    let report = agent.wait_for("127.0.0.32 retrying without backoff", WAIT, |r| {
+        client(r, "127.0.0.32").is_some_and(|c| c["verdict"] == "no_backoff")
+    });
+    let row = client(&report, "127.0.0.32").unwrap();
+    let p = first_process(&report, "127.0.0.32");
+    assert_eq!(
+        (&p["pid"], &p["comm"]),
+        (&flat.pid().into(), &"cw-flat".into()),
+        "{row}"
+    );
+    assert!(p["failed"].as_u64().unwrap() >= 3, "{row}");
+    // Its pace is the fixed delay (redis-py sometimes connects twice per attempt:
+    // a connection with the error already readable is replaced at once, a gap of
+    // well under a millisecond, which the median passes over).
+    let p50 = row["retry"]["p50_ms"].as_f64().unwrap();
+    assert!((250.0..400.0).contains(&p50), "{row}");
+    assert!(verdict(&report, "retry_storm", "127.0.0.32").is_none());
+
     // Refused: nothing listens on the --remote address; 12 attempts, each a
     // RST to its SYN, no connection opened.
     let mut refused = Background::python_named(
@@ -212,7 +254,7 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         "{row}"
     );
 
-    drop((storm, refused, leak, held));
+    drop((storm, flat, refused, leak, held));
     let (status, reports) = agent.stop();
     assert!(status.success(), "{status}");
     assert!(reports.iter().all(|r| r["role"] == "client"));
