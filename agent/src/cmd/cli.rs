@@ -94,7 +94,8 @@ pub struct LiveArgs {
     pub debug_probes: bool,
     /// Do not find which process of this host opens each connection (clients on
     /// the Redis host: `processes` in the client rows). Off, a local client's
-    /// connect costs the kernel program no more than any other transition.
+    /// connect costs the kernel program no more than any other transition. Client
+    /// mode (--remote-port) always finds them: its opens are those records.
     #[arg(long)]
     pub no_processes: bool,
     /// Client mode, for an application host: watch this host's own connections
