@@ -261,7 +261,7 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
 }
 
 /// Client mode takes no local port, no Redis URL and no password: a mix is one
-/// clear line and the usage exit code.
+/// clear line and the usage exit code; `capture` and `check` refuse it.
 #[test]
 fn client_mode_refuses_server_side_flags() {
     for extra in [["--port", "6379"], ["--redis", "redis://127.0.0.1:6379"]] {
@@ -274,4 +274,25 @@ fn client_mode_refuses_server_side_flags() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("cannot be used with"), "{err}");
     }
+    // capture and check are not for client mode: one line each, nothing loaded.
+    let dir = TempDir::new("capture");
+    let file = dir.0.join("x.cwcap");
+    let out = std::process::Command::new(connwatch_bin())
+        .args(["capture", "--remote-port", "6379", "-o"])
+        .arg(&file)
+        .output()
+        .expect("run connwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("capture does not record client mode"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!file.exists());
+    let out = std::process::Command::new(connwatch_bin())
+        .args(["check", "--remote-port", "6379"])
+        .output()
+        .expect("run connwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("check runs on the Redis host"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
