@@ -4,7 +4,6 @@ reached"), reset or timeout is a failure and it tries again.
 
 --mode storm retries at once, as a naive retry loop does. --mode backoff waits
 base * 2^n (capped) with jitter before retry n, as a well-behaved client does.
---mode flat waits --base before every retry, never longer (a fixed retry delay).
 A served attempt closes the connection, resets the backoff and waits --pause.
 Prints "started", then "served"/"failed" counts at the end."""
 
@@ -16,7 +15,7 @@ from common import FAILURES, Deadline, client, parser, say
 def main():
     p = parser(__doc__)
     p.add_argument("--source", required=True)
-    p.add_argument("--mode", choices=["storm", "backoff", "flat"], required=True)
+    p.add_argument("--mode", choices=["storm", "backoff"], required=True)
     p.add_argument("--max-attempts", type=int, default=10000)
     p.add_argument("--base", type=float, default=0.05, help="first backoff (s)")
     p.add_argument("--cap", type=float, default=2.0, help="longest backoff (s)")
@@ -40,8 +39,6 @@ def main():
             streak += 1
             if args.mode == "storm":
                 wait = 0.0
-            elif args.mode == "flat":
-                wait = args.base
             else:
                 # "Equal jitter": between half and all of the exponential delay.
                 delay = min(args.cap, args.base * 2 ** (streak - 1))

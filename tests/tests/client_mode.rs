@@ -26,9 +26,9 @@ fn first_process(report: &Value, addr: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A leak fills a server whose maxclients is small, then a retry storm and a
-/// client retrying at a fixed 250 ms hit the full server, and a fourth process
-/// retries against a closed port: each verdict (leak, retry storm, no backoff)
+/// A leak fills a server whose maxclients is small, then a retry storm (redis-py)
+/// and a client retrying at a fixed 250 ms (ioredis) hit the full server, and a
+/// fourth process retries against a closed port: each verdict (leak, retry storm, no backoff)
 /// and failure is the right process's, counted from its own sockets.
 #[test]
 fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
@@ -133,24 +133,20 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         held.len()
     );
 
-    // A fixed retry delay (250 ms, never longer) beside it: no backoff.
-    let mut flat = Background::python_named(
-        &names,
-        "cw-flat",
-        "reconnect.py",
+    // A fixed retry delay (ioredis's retryStrategy () => 250) beside it: no backoff.
+    let mut flat = Background::node(
+        "retry.js",
         &[
+            "--lib",
+            "ioredis",
+            "--strategy",
+            "flat:250",
             "--port",
             &port,
-            "--source",
+            "--sources",
             "127.0.0.32",
-            "--mode",
-            "flat",
-            "--base",
-            "0.25",
             "--seconds",
             "12",
-            "--max-attempts",
-            "200",
         ],
     );
     flat.wait_for_line("started", STARTED);
@@ -202,15 +198,9 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
     });
     let row = client(&report, "127.0.0.32").unwrap();
     let p = first_process(&report, "127.0.0.32");
-    assert_eq!(
-        (&p["pid"], &p["comm"]),
-        (&flat.pid().into(), &"cw-flat".into()),
-        "{row}"
-    );
+    assert_eq!(p["pid"], flat.pid(), "{row}");
     assert!(p["failed"].as_u64().unwrap() >= 3, "{row}");
-    // Its pace is the fixed delay (redis-py sometimes connects twice per attempt:
-    // a connection with the error already readable is replaced at once, a gap of
-    // well under a millisecond, which the median passes over).
+    assert_eq!(row["retry"]["trend"], "flat", "{row}");
     let p50 = row["retry"]["p50_ms"].as_f64().unwrap();
     assert!((250.0..400.0).contains(&p50), "{row}");
     assert!(verdict(&report, "retry_storm", "127.0.0.32").is_none());
@@ -295,4 +285,52 @@ fn client_mode_refuses_server_side_flags() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("check runs on the Redis host"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Connections this host opened before the agent started are found at its start
+/// (seeded, with their idle times) without a process: it connected before the
+/// agent looked. One opened afterwards has its process.
+#[test]
+fn connections_open_before_the_start_are_seeded_without_a_process() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let port = redis.port.to_string();
+    let mut before = Background::python(
+        "pool.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.7",
+            "--size",
+            "3",
+            "--busy",
+            "0",
+            "--seconds",
+            "30",
+        ],
+    );
+    before.wait_for_line("ready 3", STARTED);
+    let mut agent = Agent::watch_with(&[], &["--remote-port", &port], &[]);
+    let after = Client::connect("127.0.0.7", redis.addr());
+    let report = agent.wait_for("three seeded and one opened", WAIT, |r| {
+        client(r, "127.0.0.7").is_some_and(|c| c["open"] == 4 && !c["idle_s"].is_null())
+    });
+    let row = client(&report, "127.0.0.7").unwrap();
+    assert_eq!(
+        (&row["seeded"], &row["opened"]),
+        (&3.into(), &1.into()),
+        "{row}"
+    );
+    assert_eq!(
+        row["processes"],
+        serde_json::json!([{
+            "pid": std::process::id(), "comm": row["processes"][0]["comm"], "container": null,
+            "pod": null, "open": 1, "opened": 1, "failed": 0,
+        }]),
+        "only the connection opened after the start has a process: {row}"
+    );
+    before.assert_ok();
+    drop((after, before));
+    agent.stop();
 }

@@ -154,8 +154,8 @@ struct Live<'a> {
     /// What the programs see on this kernel, in every report.
     probe_report: ProbeReport,
     /// Client mode (`--remote-port`): the servers whose connections count. A site
-    /// is then a namespace of this host's clients: no listener, no Redis poller,
-    /// no seed scan (open connections are looked up from the client's end).
+    /// is then a namespace of this host's clients: no listener, no Redis poller;
+    /// its connections are seeded and looked up from the client's end.
     remotes: Option<Remotes>,
     sink: &'a mut dyn Sink,
 }
@@ -245,12 +245,12 @@ impl Live<'_> {
             pids: Vec::new(),
             redis,
         };
-        if self.remotes.is_some() {
-            // Client mode: connections open before the start are not known.
-            self.sites.insert(key, site);
-            return Ok(());
-        }
-        match sock_diag::seed_events(&site.netns, key.netns, &self.ports, monotonic_now()) {
+        let seed = if self.remotes.is_some() {
+            sock_diag::client_seed_events
+        } else {
+            sock_diag::seed_events
+        };
+        match seed(&site.netns, key.netns, &self.ports, monotonic_now()) {
             Ok(events) => {
                 log::info!("seeded {} existing connection(s) in {key}", events.len());
                 for ev in &events {

@@ -96,9 +96,10 @@ impl Remotes {
     pub fn admits(&self, ev: &crate::model::Event) -> bool {
         use crate::model::Event;
         let server = match ev {
-            Event::Opened { key, .. } | Event::Closed { key, .. } | Event::Refused { key, .. } => {
-                key.local
-            }
+            Event::Opened { key, .. }
+            | Event::Closed { key, .. }
+            | Event::Refused { key, .. }
+            | Event::Seeded { key, .. } => key.local,
             Event::Connector { server, .. } => *server,
             _ => return true,
         };

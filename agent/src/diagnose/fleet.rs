@@ -265,6 +265,51 @@ mod tests {
             .collect()
     }
 
+    /// Client mode: a container's first news may be a failed connect (a storm
+    /// against a server that is down): it makes the instance, and every report
+    /// says `client`. A rejection is Redis's error then its fast close, whatever
+    /// the client wrote; a client's own fast close after a reply is not one.
+    #[test]
+    fn client_mode_counts_a_new_namespace_s_refusals_and_judges_rejections_from_the_client() {
+        let home = Instance::bare(InstanceKey { netns: HOME }, true);
+        let mut f =
+            Fleet::new(vec![6379], Thresholds::default(), clock(), home).with_role(Role::Client);
+        for i in 0..3 {
+            let k = key(BOX_A, "10.88.0.1", 40_000 + i);
+            f.apply(&Event::Refused {
+                ts: START + u64::from(i),
+                key: k,
+            });
+            let mut failed = crate::testing::connector(START + u64::from(i), k, 4242, "w", None);
+            if let Event::Connector { failed, .. } = &mut failed {
+                *failed = true;
+            }
+            f.apply(&failed);
+        }
+        // Home: one rejected (the 36-byte error, then Redis's close), one ordinary
+        // (a reply, then the client's own close), both after the client wrote.
+        let rejected = key(HOME, "10.0.0.5", 50_000);
+        let served = key(HOME, "10.0.0.5", 50_001);
+        for (i, k) in [rejected, served].into_iter().enumerate() {
+            f.apply(&opened(START + i as u64, k));
+        }
+        f.apply(&closed(START + 5, rejected, CloseKind::Server, 120, 36));
+        f.apply(&closed(START + 6, served, CloseKind::Client, 14, 36));
+        let reports = f.apply(&Event::Tick {
+            ts: START + NANOS_PER_SEC,
+        });
+        let by = by_netns(&reports);
+        assert!(reports.iter().all(|r| r.role == Role::Client));
+        let boxed = by[&BOX_A];
+        assert_eq!(boxed.totals.refused, Some(3));
+        assert_eq!(boxed.clients[0].refused, Some(3));
+        let p = &boxed.clients[0].processes[0];
+        assert_eq!((p.pid, p.failed, p.opened), (4242, 3, 0));
+        let home = by[&HOME];
+        assert_eq!(home.totals.rejected, 1);
+        assert_eq!(home.clients[0].rejected, 1);
+    }
+
     #[test]
     fn the_same_address_in_two_namespaces_is_two_instances() {
         let mut f = fleet();

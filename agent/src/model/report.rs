@@ -396,10 +396,13 @@ pub fn lost(c: &ClientReport) -> u64 {
 
 impl Report {
     /// Sets what the probe could see, and reports as unknown (`null`) what it
-    /// could not: refusals where the kernel does not show them.
+    /// could not: refusals where the kernel does not show them. In client mode
+    /// the listener's figures (failed accepts, SYN-ACK retransmits) are not
+    /// watched, and refusals come from the client's own failed connects.
     pub fn set_probe(&mut self, probe: Option<super::probe::ProbeReport>) {
+        let client = self.role == Role::Client;
         let lacks = |f: fn(&super::probe::Features) -> bool| {
-            probe.as_ref().is_some_and(|p| !f(&p.features))
+            client || probe.as_ref().is_some_and(|p| !f(&p.features))
         };
         if lacks(|f| f.accept_errors) {
             self.totals.accept_errors = None;
@@ -408,7 +411,7 @@ impl Report {
         if lacks(|f| f.synack_retransmits) {
             self.totals.synack_retransmits = None;
         }
-        if lacks(|f| f.refusals) {
+        if !client && lacks(|f| f.refusals) {
             self.totals.refused = None;
             self.clients.for_each_mut(|c| {
                 c.refused = None;
