@@ -9,7 +9,10 @@
 //! costs two records (open, close), and its byte counts are read from the socket
 //! once, at the close. The one exception is a local client's handshake: the
 //! process calling `connect()` towards a watched port is kept in an LRU map by
-//! socket address until its source port is known, then sent once (a third record). Idle times of open connections come from sock_diag in
+//! socket address until its source port is known, then sent once (a third record).
+//! In client mode (`--remote-port`) the same handshake record opens this host's own
+//! connections to a remote Redis port, and their close is sent from the client's
+//! socket. Idle times of open connections come from sock_diag in
 //! userspace. All judgment happens in userspace, where it can be tested.
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
@@ -46,10 +49,10 @@ use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
 };
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, Connector, ConnectorEvent, KERNEL_LOG_TARGET,
-    MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES,
-    NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey, counter, event_kind,
-    tcp_state, watch_mode,
+    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, Connector, ConnectorEvent,
+    KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
+    MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey,
+    counter, event_kind, tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -109,6 +112,20 @@ fn local_processes() -> bool {
     unsafe { core::ptr::read_volatile(&LOCAL_PROCESSES) != 0 }
 }
 
+/// Non-zero: client mode (`--remote-port`): this host's own connections to the
+/// ports in [`REMOTE_PORTS`] are reported, from the client's socket. Zero (the
+/// default) makes that code dead: the server-side path costs what it did.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static CLIENT_MODE: u8 = 0;
+
+#[inline(always)]
+fn client_mode() -> bool {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&CLIENT_MODE) != 0 }
+}
+
 /// Whether diagnostics are on; see [`DEBUG_PROBES`].
 #[inline(always)]
 fn debug_probes() -> bool {
@@ -134,6 +151,12 @@ macro_rules! diag {
 /// lookup is a call, and this one runs for every TCP state change of the host.
 #[map]
 static WATCHED_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
+
+/// Remote ports whose connections from this host are observed in client mode, each
+/// with a `watch_mode` like [`WATCHED_PORTS`] (the namespace is the client
+/// socket's). Looked up only with [`CLIENT_MODE`] set.
+#[map]
+static REMOTE_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
 
 /// (network namespace, port) pairs watched on a `LISTED_NETNS` port (value unused).
 #[map]
@@ -229,6 +252,15 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
 //   SYN_SENT → ESTABLISHED      connected: a ConnectorEvent
 //   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent
 // Later transitions (FIN_WAIT2, LAST_ACK, final CLOSE) carry nothing new for us.
+// Client mode (CLIENT_MODE, `--remote-port`): the same client-side transitions for
+// a remote (destination) port in REMOTE_PORTS make the connection's open and
+// failed connect (a ConnectorEvent flagged CLIENT_SIDE), and its close, from the
+// client's socket (a ConnEvent flagged CLIENT_SIDE):
+//   ESTABLISHED → FIN_WAIT1     this client closed first
+//   ESTABLISHED → CLOSE_WAIT    the server closed first
+//   ESTABLISHED → CLOSE         reset
+// The fields read are the ones the server side reads (skaddr, states, ports,
+// family, protocol, addresses), at the same offsets on 6.1 and 6.18.
 // ---------------------------------------------------------------------------------
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -249,13 +281,13 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1) => event_kind::CLOSED_BY_SERVER,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => event_kind::CLOSED_BY_CLIENT,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
-        (tcp_state::CLOSE, tcp_state::SYN_SENT) if local_processes() => {
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) if local_processes() || client_mode() => {
             return note_connector(ctx);
         }
-        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) if local_processes() => {
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) if local_processes() || client_mode() => {
             return send_connector(ctx, event_kind::CONNECTED);
         }
-        (tcp_state::SYN_SENT, tcp_state::CLOSE) if local_processes() => {
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) if local_processes() || client_mode() => {
             return send_connector(ctx, event_kind::CONNECT_FAILED);
         }
         _ => {
@@ -280,6 +312,9 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     let sport: u16 = ctx_load(ctx, set_state::SPORT);
     let mode = watch_mode_of(sport);
     if mode == 0 {
+        if client_mode() && kind != event_kind::OPENED {
+            return send_client_close(ctx, sport, kind);
+        }
         return None;
     }
     let sk: u64 = ctx_load(ctx, set_state::SKADDR);
@@ -290,7 +325,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
     ev.netns = netns;
     if kind != event_kind::OPENED {
-        match app_bytes(sk) {
+        match sock_bytes(sk).map(|b| b.app()) {
             Some((read, written, unsent)) => {
                 ev.bytes_in = read;
                 ev.bytes_out = written;
@@ -306,12 +341,62 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
+/// Client mode: an ESTABLISHED client socket of this host towards a watched remote
+/// port began to close or was reset. The record keeps the socket's own view
+/// (see `CLIENT_SIDE`); userspace turns it round.
+#[inline(always)]
+fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()> {
+    let dport: u16 = ctx_load(ctx, set_state::DPORT);
+    let mode = remote_mode_of(dport);
+    if mode == 0 {
+        return None;
+    }
+    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    let netns = sock_netns(sk);
+    if !watched_in(mode, netns, dport) {
+        return None;
+    }
+    let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
+    ev.netns = netns;
+    ev.flags = CLIENT_SIDE;
+    match sock_bytes(sk) {
+        Some(b) => {
+            ev.bytes_in = b.received;
+            ev.bytes_out = b.acked + b.queued;
+            ev.unsent = b.queued.min(u64::from(u32::MAX)) as u32;
+            ev.flags |= BYTES_KNOWN;
+        }
+        None => {
+            bump(&COUNTERS, counter::BYTES_UNREADABLE);
+        }
+    }
+    send(ctx, &ev);
+    Some(())
+}
+
+/// The `watch_mode` of remote port `port` in client mode; 0: not watched (always,
+/// out of client mode: the lookup is dead code then).
+#[inline(always)]
+fn remote_mode_of(port: u16) -> u8 {
+    if !client_mode() {
+        return 0;
+    }
+    REMOTE_PORTS.get(u32::from(port)).copied().unwrap_or(0)
+}
+
+/// Whether a connect to `dport` is one whose caller is noted: a local client of a
+/// watched server port (unless `--no-processes`), or a watched remote port.
+#[inline(always)]
+fn connector_wanted(dport: u16) -> bool {
+    remote_mode_of(dport) != 0 || (local_processes() && watch_mode_of(dport) != 0)
+}
+
 /// CLOSE → SYN_SENT, in the context of the process calling `connect()`: if the
 /// destination port is watched, note who calls (the source port is not chosen yet).
 #[inline(always)]
 fn note_connector(ctx: &TracePointContext) -> Option<()> {
     let dport: u16 = ctx_load(ctx, set_state::DPORT);
-    if watch_mode_of(dport) == 0 || ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
+    if !connector_wanted(dport) || ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
         return None;
     }
     let sk: u64 = ctx_load(ctx, set_state::SKADDR);
@@ -332,7 +417,7 @@ fn note_connector(ctx: &TracePointContext) -> Option<()> {
 #[inline(always)]
 fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     let dport: u16 = ctx_load(ctx, set_state::DPORT);
-    if watch_mode_of(dport) == 0 {
+    if !connector_wanted(dport) {
         return None;
     }
     let sk: u64 = ctx_load(ctx, set_state::SKADDR);
@@ -341,6 +426,18 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     // Removed at once: the LRU only pushes out the entries of sockets whose end
     // was missed.
     let _ = CONNECTING.remove(&sk);
+    // Client mode: the record opens (or fails) the connection itself, so it
+    // carries the namespace the connection is counted in.
+    let mode = remote_mode_of(dport);
+    let (flags, netns) = if mode != 0 {
+        let netns = sock_netns(sk);
+        if !watched_in(mode, netns, dport) {
+            return None;
+        }
+        (CLIENT_SIDE, netns)
+    } else {
+        (0, 0)
+    };
     let family: u16 = ctx_load(ctx, set_state::FAMILY);
     let mut ev = ConnectorEvent {
         ts_ns: ktime_ns(),
@@ -349,6 +446,8 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
         rport: dport,
         family,
         kind,
+        flags,
+        netns,
         tgid: who.tgid,
         comm: who.comm,
         ..ConnectorEvent::default()
@@ -441,11 +540,34 @@ fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
-/// What the server application read and wrote on the socket at `sk`, from
-/// `struct tcp_sock` (see [`TcpSockOffsets`]). `None` when the offsets are unknown
-/// or a read fails. Runs once per connection, at its close.
+/// A socket's byte counters, from `struct tcp_sock`.
+struct SockBytes {
+    /// `bytes_received`: what arrived, read by the application or not.
+    received: u64,
+    /// `rcv_nxt - copied_seq`: arrived, not read yet.
+    unread: u64,
+    /// `bytes_acked`.
+    acked: u64,
+    /// `write_seq - snd_una`: written, not acknowledged yet.
+    queued: u64,
+}
+
+impl SockBytes {
+    /// What the application read and wrote, and what is still queued.
+    #[inline(always)]
+    fn app(&self) -> (u64, u64, u64) {
+        (
+            self.received.saturating_sub(self.unread),
+            self.acked + self.queued,
+            self.queued,
+        )
+    }
+}
+
+/// The byte counters of the socket at `sk` (see [`TcpSockOffsets`]). `None` when
+/// the offsets are unknown or a read fails. Runs once per connection, at its close.
 #[inline(always)]
-fn app_bytes(sk: u64) -> Option<(u64, u64, u64)> {
+fn sock_bytes(sk: u64) -> Option<SockBytes> {
     // SAFETY: a read of a plain global that userspace set before load; volatile so
     // the compiler does not fold the all-zero initializer into the code.
     let off: TcpSockOffsets = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
@@ -459,9 +581,12 @@ fn app_bytes(sk: u64) -> Option<(u64, u64, u64)> {
     let write_seq: u32 = kernel_read(sk, off.write_seq)?;
     let snd_una: u32 = kernel_read(sk, off.snd_una)?;
     // Sequence numbers wrap: their differences are taken modulo 2^32.
-    let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
-    let queued = write_seq.wrapping_sub(snd_una) as u64;
-    Some((received.saturating_sub(unread), acked + queued, queued))
+    Some(SockBytes {
+        received,
+        unread: rcv_nxt.wrapping_sub(copied_seq) as u64,
+        acked,
+        queued: write_seq.wrapping_sub(snd_una) as u64,
+    })
 }
 
 /// The connection's addresses from the tracepoint record, as a fresh event.

@@ -60,6 +60,15 @@ pub mod event_kind {
 /// kernel refused a read.
 pub const BYTES_KNOWN: u8 = 1;
 
+/// `ConnEvent::flags` and `ConnectorEvent::flags`: the record is of a client socket
+/// of this host connecting to a remote port watched in client mode (`--remote-port`).
+/// Its addresses are the socket's own (`laddr:lport` the client's end), and a close
+/// record's kind names the socket's transition (`CLOSED_BY_SERVER` is
+/// ESTABLISHED → FIN_WAIT1: this client closed first). With [`BYTES_KNOWN`],
+/// `bytes_in` is what reached the client (`bytes_received`, read or not) and
+/// `bytes_out` what it wrote (`bytes_acked` plus still queued).
+pub const CLIENT_SIDE: u8 = 2;
+
 /// Indexes into the `COUNTERS` per-CPU array.
 pub mod counter {
     /// Ring-buffer records that could not be reserved (the reader fell behind).

@@ -45,6 +45,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l key -d 'Th
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -83,7 +85,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l tls -d 'Co
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
-complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition'
+complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition. Client mode (--remote-port) always finds them: its opens are those records'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -97,6 +99,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l key -d '
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -129,7 +133,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l tls -d '
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
-complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition'
+complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition. Client mode (--remote-port) always finds them: its opens are those records'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -l redact -d 'Replace client addresses with stable pseudonyms (198.18.x.y, 2001:db8::n), so the file can be shared outside the team'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand capture" -s q -l quiet -d 'Only errors in the log'
@@ -179,6 +183,8 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l key -d 'Th
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l sni -d 'Server name to send (SNI) and to find in the server\'s certificate, instead of the URL\'s host' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l netns -d 'Watch only the Redis in this network namespace: a file such as /run/netns/NAME or /proc/PID/ns/net. Default: every namespace of the host, each reported as its own instance' -r -F
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l pid -d 'Watch only the Redis in the network namespace of this process (a host pid, e.g. from `docker inspect -f \'{{.State.Pid}}\'`)' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l remote-port -d 'Client mode, for an application host: watch this host\'s own connections to Redis servers on this remote port (repeat for several), per process and container, instead of a local Redis\'s. Needs no Redis password (INFO is not asked); reports say `role: client`' -r
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l remote -d 'Client mode for one server: this host\'s connections to ADDR:PORT only (repeat for several; with --remote-port, those ports\' servers too)' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l window -d 'How far back trends (leaks, pools, fan-out) look' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-min-growth -d 'Leak: growth of one address\'s open connections over the window' -r
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l leak-idle -d 'Leak: a connection idle this long is stale' -r
@@ -209,7 +215,7 @@ complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l tls -d 'Co
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l insecure -d 'Do not verify the server\'s certificate (neither its CA nor its name)'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-redis -d 'Do not connect to Redis at all: kernel and /proc figures only'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l debug-probes -d 'Have the kernel programs log what they cannot handle (a record the ring buffer had no room for, an unknown address family or TCP state), at debug level as connwatch::kernel, shown without -v. Off, they log nothing and the kernel removes that code'
-complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition'
+complete -c connwatch -n "__fish_connwatch_using_subcommand check" -l no-processes -d 'Do not find which process of this host opens each connection (clients on the Redis host: `processes` in the client rows). Off, a local client\'s connect costs the kernel program no more than any other transition. Client mode (--remote-port) always finds them: its opens are those records'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s v -l verbose -d 'More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s q -l quiet -d 'Only errors in the log'
 complete -c connwatch -n "__fish_connwatch_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -19,7 +19,7 @@ use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
     AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
     Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport, RedisSnapshot,
-    RedisStatus, RejectCounts, Report, RetryReport, StaleList, Totals, Trend, Verdict,
+    RedisStatus, RejectCounts, Report, RetryReport, Role, StaleList, Totals, Trend, Verdict,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -248,6 +248,7 @@ fn simulate_with(
             ts: UNIX_EPOCH + Duration::from_millis(1_795_986_000_123 + i * 1_000),
             uptime: Duration::from_micros(i * 1_000_000 + 1_234),
             ports: vec![6379],
+            role: Role::Server,
             instance: instance_of(i),
             probe: None,
             otlp: otlp_of(i),
@@ -893,6 +894,7 @@ fn transition(event: &str, ts: &str, v: &Verdict) -> Value {
         "kind": v.kind,
         "severity": v.severity,
         "summary": v.summary,
+        "role": "server",
     });
     if let Some(addr) = v.addr {
         line["addr"] = json!(addr);
@@ -919,6 +921,12 @@ fn synthetic_reports_of_every_shape_validate() {
     let stalled = stalled();
     let kept = kept_fanout();
     let fleet = flat_fleet();
+    // Client mode: the storm's rows as an application host reports them (role
+    // client; the listener's figures unknown).
+    let mut client_side = storm.last().expect("report").clone();
+    client_side.role = Role::Client;
+    client_side.set_probe(client_side.probe.clone());
+    assert_eq!(client_side.totals.synack_retransmits, None);
 
     // The scenarios reach the verdicts they were built for.
     let last = storm.last().expect("report");
@@ -1009,8 +1017,9 @@ fn synthetic_reports_of_every_shape_validate() {
         .chain(&stalled)
         .chain(&kept)
         .chain(&fleet)
+        .chain(std::iter::once(&client_side))
         .collect();
-    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5 + 32 + 13);
+    assert_eq!(all.len(), 62 + 62 + 4 + 1 + 5 + 32 + 13 + 1);
     let mut lines = Vec::new();
     for r in &all {
         let text = render_json(r).expect("render");
@@ -1029,6 +1038,9 @@ fn synthetic_reports_of_every_shape_validate() {
         present("/redis/status", json!(status));
         present("/redis/config", json!(config));
     }
+    present("/role", json!("server"));
+    present("/role", json!("client"));
+    present("/totals/synack_retransmits", Value::Null);
     present("/capacity/source", json!("info"));
     present("/capacity/source", json!("kernel"));
     present("/limits/nofile_unlimited", json!(true));
@@ -1300,9 +1312,12 @@ fn the_schema_rejects_what_the_code_never_writes() {
     let raised = json!({
         "type": "verdict", "ts": "2026-11-29T21:14:11.412Z", "event": "raised",
         "kind": "retry_storm", "severity": "critical", "addr": "10.0.0.77",
-        "summary": "10.0.0.77 retries every 2.5ms with no backoff",
+        "summary": "10.0.0.77 retries every 2.5ms with no backoff", "role": "client",
     });
     assert!(errors(&raised).is_empty(), "{:?}", errors(&raised));
+    let mut bad = raised.clone();
+    bad["role"] = json!("proxy");
+    assert_invalid_at(&bad, "/role");
     let mut bad = raised.clone();
     bad["event"] = json!("started");
     assert_invalid_at(&bad, "/event");

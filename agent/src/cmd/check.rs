@@ -80,6 +80,12 @@ pub fn check(args: CheckArgs) -> ExitCode {
 
 fn run(args: &CheckArgs) -> anyhow::Result<u8> {
     live::redis_target(&args.live, &live::watched_ports(&args.live))?;
+    if live::Remotes::from_args(&args.live).is_some() {
+        // The runbook's checks are the Redis host's (limits, INFO, the accept queue).
+        anyhow::bail!(
+            "check runs on the Redis host; client mode (--remote-port, --remote) is for `connwatch watch`"
+        );
+    }
     let mut sink = LastReports::default();
     live::run(&args.live, Some(args.sample), &mut sink)?;
     if sink.0.is_empty() {

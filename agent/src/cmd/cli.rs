@@ -94,9 +94,31 @@ pub struct LiveArgs {
     pub debug_probes: bool,
     /// Do not find which process of this host opens each connection (clients on
     /// the Redis host: `processes` in the client rows). Off, a local client's
-    /// connect costs the kernel program no more than any other transition.
+    /// connect costs the kernel program no more than any other transition. Client
+    /// mode (--remote-port) always finds them: its opens are those records.
     #[arg(long)]
     pub no_processes: bool,
+    /// Client mode, for an application host: watch this host's own connections
+    /// to Redis servers on this remote port (repeat for several), per process and
+    /// container, instead of a local Redis's. Needs no Redis password (INFO is not
+    /// asked); reports say `role: client`.
+    #[arg(
+        long = "remote-port",
+        value_name = "PORT",
+        value_parser = clap::value_parser!(u16).range(1..),
+        conflicts_with_all = ["ports", "redis", "password_file"],
+        help_heading = "Client mode"
+    )]
+    pub remote_ports: Vec<u16>,
+    /// Client mode for one server: this host's connections to ADDR:PORT only
+    /// (repeat for several; with --remote-port, those ports' servers too).
+    #[arg(
+        long = "remote",
+        value_name = "ADDR:PORT",
+        conflicts_with_all = ["ports", "redis", "password_file"],
+        help_heading = "Client mode"
+    )]
+    pub remotes: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }

@@ -25,16 +25,19 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cmd::cli::LiveArgs;
+use crate::cmd::live_redis::{forward_snapshots, log_status_change, sleep_until};
 use crate::diagnose::fleet::Fleet;
-use crate::model::{Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, monotonic_now};
+use crate::model::{
+    Clock, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Role, monotonic_now,
+};
 use crate::model::{ProbeReport, RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
-use crate::source::redis::{RedisPoller, spawn_poller_with};
+use crate::source::redis::RedisPoller;
 use crate::source::{host, sock_diag};
 
 pub use crate::cmd::targets::{
-    DEFAULT_PORT, RedisPlan, UsageError, redis_target, scope, watched_ports,
+    DEFAULT_PORT, RedisPlan, Remotes, UsageError, redis_target, scope, watched_ports,
 };
 
 /// How often the ring buffer is drained. The kernel programs never wake the agent
@@ -152,12 +155,19 @@ struct Live<'a> {
     interval: Duration,
     /// What the programs see on this kernel, in every report.
     probe_report: ProbeReport,
+    /// Client mode (`--remote-port`): the servers whose connections count. A site
+    /// is then a namespace of this host's clients: no listener, no Redis poller;
+    /// its connections are seeded and looked up from the client's end.
+    remotes: Option<Remotes>,
     sink: &'a mut dyn Sink,
 }
 
 impl Live<'_> {
     /// One event through the sink (recording) and the fleet; the reports of a tick.
     fn feed(&mut self, ev: &Event) -> anyhow::Result<Vec<Report>> {
+        if self.remotes.as_ref().is_some_and(|r| !r.admits(ev)) {
+            return Ok(Vec::new());
+        }
         self.sink.event(ev)?;
         Ok(self.fleet.apply(ev))
     }
@@ -217,7 +227,13 @@ impl Live<'_> {
             }
             None => None,
         };
-        if !home {
+        if self.remotes.is_some() {
+            log::info!(
+                "watching this host's connections in network namespace {} ({})",
+                netns.inode(),
+                netns.path().display()
+            );
+        } else if !home {
             log::info!(
                 "watching the listeners of network namespace {} ({})",
                 netns.inode(),
@@ -234,7 +250,12 @@ impl Live<'_> {
             pids: Vec::new(),
             redis,
         };
-        match sock_diag::seed_events(&site.netns, key.netns, &self.ports, monotonic_now()) {
+        let seed = if self.remotes.is_some() {
+            sock_diag::client_seed_events
+        } else {
+            sock_diag::seed_events
+        };
+        match seed(&site.netns, key.netns, &self.ports, monotonic_now()) {
             Ok(events) => {
                 log::info!("seeded {} existing connection(s) in {key}", events.len());
                 for ev in &events {
@@ -292,6 +313,13 @@ impl Live<'_> {
                     continue;
                 }
             };
+            if self.remotes.is_some() {
+                // Client mode: a namespace is watched once its clients connect.
+                if known.contains(&key) {
+                    self.add_site(netns, false)?;
+                }
+                continue;
+            }
             match host::try_listener_pids(&netns, &self.ports) {
                 Ok(listeners) if !listeners.is_empty() => self.add_site(netns, false)?,
                 Ok(_) => {}
@@ -315,7 +343,9 @@ impl Live<'_> {
         let now = monotonic_now();
         self.discover(now)?;
         let mut snapshots = Vec::with_capacity(self.sites.len());
-        for site in self.sites.values_mut() {
+        // Client mode has no local Redis: no listeners, no host snapshot.
+        let server_side = self.remotes.is_none();
+        for site in self.sites.values_mut().filter(|_| server_side) {
             let instance = Instance::bare(site.key, site.netns.is_own());
             let snapshot =
                 host::snapshot(&site.netns, &self.ports, &mut site.owners, Some(instance));
@@ -326,7 +356,9 @@ impl Live<'_> {
                 .collect();
             snapshots.push(snapshot);
         }
-        self.refresh_listeners();
+        if server_side {
+            self.refresh_listeners();
+        }
         for snapshot in snapshots {
             self.feed(&Event::Host {
                 ts: now,
@@ -347,7 +379,12 @@ impl Live<'_> {
                 site.since_scan = 0;
                 let keys = self.fleet.open_keys(site.key);
                 let (netns, ports) = (&site.netns, &self.ports);
-                match sock_diag::lookup_connections(netns, site.key.netns, ports, &keys, now) {
+                let scan = if server_side {
+                    sock_diag::lookup_connections(netns, site.key.netns, ports, &keys, now)
+                } else {
+                    sock_diag::lookup_client_connections(netns, site.key.netns, &keys, now)
+                };
+                match scan {
                     Ok(scan) => scans.push((site.key, scan)),
                     Err(e) => log::warn!(
                         "sock_diag scan of open connections in {} failed: {e}",
@@ -401,25 +438,6 @@ impl Live<'_> {
     }
 }
 
-/// Runs `poller` every `interval` and forwards its snapshots, tagged with `key`.
-fn forward_snapshots(
-    poller: RedisPoller,
-    key: InstanceKey,
-    interval: Duration,
-    tx: mpsc::Sender<(InstanceKey, RedisSnapshot)>,
-) -> anyhow::Result<tokio::task::AbortHandle> {
-    let (mut rx, _task) =
-        spawn_poller_with(poller, interval).context("starting the Redis poller")?;
-    let forward = tokio::spawn(async move {
-        while let Some(snapshot) = rx.recv().await {
-            if tx.send((key, snapshot)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(forward.abort_handle())
-}
-
 async fn run_async(
     args: &LiveArgs,
     duration: Option<Duration>,
@@ -438,8 +456,11 @@ async fn run_async(
         None => Netns::own().context("reading the agent's own network namespace")?,
     };
     let all_namespaces = args.netns.is_none() && args.pid.is_none();
+    let remotes = Remotes::from_args(args);
+    let client = remotes.is_some();
     let spec = WatchSpec {
-        ports: ports.clone(),
+        ports: if client { Vec::new() } else { ports.clone() },
+        remote_ports: if client { ports.clone() } else { Vec::new() },
         netns: if all_namespaces {
             Vec::new()
         } else {
@@ -484,7 +505,8 @@ async fn run_async(
     let (redis_tx, mut redis_rx) = mpsc::channel(64);
     let mut live = Live {
         probe,
-        fleet: Fleet::new(ports.clone(), args.thresholds.thresholds(), clock, home),
+        fleet: Fleet::new(ports.clone(), args.thresholds.thresholds(), clock, home)
+            .with_role(if client { Role::Client } else { Role::Server }),
         ports: ports.clone(),
         sites: BTreeMap::new(),
         all_namespaces,
@@ -497,10 +519,11 @@ async fn run_async(
         redis_tx,
         interval: args.interval,
         probe_report,
+        remotes,
         sink,
     };
     live.add_site(home_netns, true)?;
-    if let Some(site) = live.sites.values_mut().next() {
+    if let Some(site) = live.sites.values_mut().next().filter(|_| !client) {
         let snapshot = host::snapshot(&site.netns, &ports, &mut site.owners, None);
         site.pids = snapshot
             .listeners
@@ -508,9 +531,20 @@ async fn run_async(
             .flat_map(|l| l.pids.iter().copied())
             .collect();
     }
-    live.refresh_listeners();
+    if !client {
+        live.refresh_listeners();
+    }
     live.discover(monotonic_now())?;
-    if all_namespaces {
+    if client {
+        log::info!(
+            "client mode: watching this host's connections to remote port(s) {ports:?}{}",
+            if all_namespaces {
+                " in every network namespace"
+            } else {
+                ""
+            }
+        );
+    } else if all_namespaces {
         log::info!("watching port(s) {ports:?} in every network namespace");
     } else {
         log::info!(
@@ -562,35 +596,6 @@ async fn run_async(
     // A last report, with what the ring buffer still holds (end_interval drains it).
     live.end_interval(&mut reader)?;
     Ok(())
-}
-
-/// One log line per change of an instance's Redis status, not one per poll.
-fn log_status_change(
-    last: &mut BTreeMap<InstanceKey, RedisStatus>,
-    key: InstanceKey,
-    snapshot: &RedisSnapshot,
-) {
-    if last.get(&key) == Some(&snapshot.status) {
-        return;
-    }
-    last.insert(key, snapshot.status);
-    let target = snapshot.target.map(|t| t.to_string()).unwrap_or_default();
-    match (snapshot.status, &snapshot.error) {
-        (RedisStatus::Ok, _) => log::info!("redis {target} ({key}): INFO joined"),
-        (status, Some(err)) => {
-            log::warn!("redis {target} ({key}): {status:?}: {err}; reporting from kernel data")
-        }
-        (status, None) => {
-            log::warn!("redis {target} ({key}): {status:?}; reporting from kernel data")
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod docs_gen;
 pub mod exit;
 pub mod live;
+pub mod live_redis;
 pub mod metrics_http;
 pub mod otlp;
 pub mod output;

@@ -90,6 +90,14 @@ impl Sink for CaptureSink {
 pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     // Usage errors and an unwritable path first, before anything is loaded.
     live::redis_target(&args.live, &live::watched_ports(&args.live))?;
+    if live::Remotes::from_args(&args.live).is_some() {
+        // A capture file does not say which end it recorded: its replay would be
+        // judged as a server's.
+        return Err(live::UsageError(
+            "capture does not record client mode (--remote-port, --remote) yet: use `connwatch watch`".into(),
+        )
+        .into());
+    }
     if args.output.exists() {
         anyhow::bail!(
             "{} exists; a capture never overwrites a file, choose another name",

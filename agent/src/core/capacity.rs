@@ -4,9 +4,29 @@
 //! A figure that cannot be known (Redis unreachable, a field the server version
 //! lacks, a /proc file unreadable) is absent from the JSON, never 0.
 
+use crate::model::Nanos;
 use crate::model::{
     Capacity, CapacitySource, FileNr, HostSnapshot, InfoFields, Limits, RedisReport, RedisSnapshot,
 };
+
+/// Failed accepts per second between the last two counter readings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptRate {
+    last: Option<(Nanos, u64)>,
+    pub per_s: f64,
+}
+
+impl AcceptRate {
+    pub fn observe(&mut self, ts: Nanos, total: u64) {
+        if let Some((then, before)) = self.last
+            && ts > then
+        {
+            let secs = (ts - then) as f64 / 1e9;
+            self.per_s = (total.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0;
+        }
+        self.last = Some((ts, total));
+    }
+}
 
 /// Baselines taken at the first good reading, for deltas since the agent started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

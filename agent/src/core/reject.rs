@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::core::conn::{Closed, Origin};
-use crate::model::{CloseKind, RejectReason};
+use crate::model::{CloseKind, RejectReason, Role};
 
 /// A server-side close faster than this, of a connection Redis never read from, is
 /// a rejection. Generous, because the kernel's ESTABLISHED time precedes Redis's
@@ -35,16 +35,36 @@ const PROTECTED_MODE_REPLY_MIN: u64 = 512;
 /// Whether a closed connection was a rejection, and why. `tls_port`: the connection
 /// was to Redis's TLS port.
 pub fn classify(closed: &Closed, tls_port: bool) -> Option<RejectReason> {
+    classify_with(closed, tls_port, true)
+}
+
+/// [`classify`] for a connection seen from the client's socket (client mode). Its
+/// `bytes_in` is what the client wrote, which the server's kernel took whether or
+/// not Redis read it (redis-py sends its handshake before reading the error), so
+/// the rejection is told by the rest: a fast close *by Redis* (a FIN or a reset:
+/// Redis closes as it writes the error, before the client can read it) after it
+/// wrote. A client's own fast close after a reply is ordinary churn here.
+pub fn classify_from_client(closed: &Closed, tls_port: bool) -> Option<RejectReason> {
+    classify_with(closed, tls_port, false)
+}
+
+/// [`classify`] or [`classify_from_client`], as `role` says.
+pub fn classify_for(role: Role, closed: &Closed, tls_port: bool) -> Option<RejectReason> {
+    classify_with(closed, tls_port, role == Role::Server)
+}
+
+fn classify_with(closed: &Closed, tls_port: bool, server_read_known: bool) -> Option<RejectReason> {
     let conn = closed.conn.as_ref()?;
     // Only connections seen opening: a seeded one predates us, its bytes are partial.
     if conn.origin != Origin::Opened {
         return None;
     }
     let lifetime = Duration::from_nanos(closed.lifetime?);
-    if lifetime > REJECT_MAX_LIFETIME || conn.bytes_in != 0 {
+    if lifetime > REJECT_MAX_LIFETIME || (server_read_known && conn.bytes_in != 0) {
         return None;
     }
     match closed.how? {
+        CloseKind::Client if !server_read_known => return None,
         CloseKind::Server => {}
         // A client close or a reset only counts when Redis wrote something first:
         // Redis never speaks before a command, except to turn a connection away,
@@ -112,6 +132,26 @@ mod tests {
             classify(&closed(CloseKind::Client, Origin::Opened, 0, 14, 7), false),
             None
         );
+    }
+
+    #[test]
+    fn from_the_client_a_rejection_is_the_error_then_a_fast_close_whatever_it_wrote() {
+        // redis-py wrote its handshake (acknowledged, never read by Redis), read
+        // the 36-byte error, and Redis's close came first or as a reset.
+        for how in [CloseKind::Server, CloseKind::Reset] {
+            let c = closed(how, Origin::Opened, 0, 120, 36);
+            assert_eq!(
+                classify_from_client(&c, false),
+                Some(RejectReason::MaxClients)
+            );
+            assert_eq!(classify(&c, false), None);
+        }
+        // A command answered, then a fast close by the client: ordinary churn.
+        let c = closed(CloseKind::Client, Origin::Opened, 0, 14, 36);
+        assert_eq!(classify_from_client(&c, false), None);
+        // A long-lived connection closed by the server (timeout): not a rejection.
+        let c = closed(CloseKind::Server, Origin::Opened, 2_000, 14, 36);
+        assert_eq!(classify_from_client(&c, false), None);
     }
 
     #[test]

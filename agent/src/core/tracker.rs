@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use crate::core::capacity::{self, Baselines};
+use crate::core::capacity::{self, AcceptRate, Baselines};
 use crate::core::client::{ClientTable, DEFAULT_RETENTION};
 use crate::core::close_cause::server_close_cause;
 use crate::core::conn::{ByteDelta, Conn, ConnTable};
@@ -17,7 +17,7 @@ use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, ServerCloses, StaleList, Totals, micros,
+    RejectCounts, Report, Role, ServerCloses, StaleList, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -57,25 +57,8 @@ pub struct Tracker {
     internal: Vec<Cidr>,
     /// Local processes' connects waiting for the server's side.
     joins: Joins,
-}
-
-/// Failed accepts per second between the last two counter readings.
-#[derive(Clone, Copy, Debug, Default)]
-struct AcceptRate {
-    last: Option<(Nanos, u64)>,
-    per_s: f64,
-}
-
-impl AcceptRate {
-    fn observe(&mut self, ts: Nanos, total: u64) {
-        if let Some((then, before)) = self.last
-            && ts > then
-        {
-            let secs = (ts - then) as f64 / 1e9;
-            self.per_s = (total.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0;
-        }
-        self.last = Some((ts, total));
-    }
+    /// `Client`: client mode, events turned round (see `source::probe::decode`).
+    role: Role,
 }
 
 impl Tracker {
@@ -113,7 +96,13 @@ impl Tracker {
             replicas: Vec::new(),
             internal: Vec::new(),
             joins: Joins::default(),
+            role: Role::Server,
         }
+    }
+
+    /// Client mode: the connections are this host's own, to remote Redis servers.
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
     }
 
     /// Connections whose remote address is one of the agent's own sockets are never counted.
@@ -168,7 +157,7 @@ impl Tracker {
                         .as_ref()
                         .and_then(|r| r.config)
                         .is_some_and(|c| c.is_tls_port(key.local.port()));
-                    let rejected = reject::classify(&closed, tls_port);
+                    let rejected = reject::classify_for(self.role, &closed, tls_port);
                     if let Some(reason) = rejected {
                         self.rejected.add(reason);
                         self.clients.on_rejected(key.remote.ip(), *ts);
@@ -385,6 +374,7 @@ impl Tracker {
             ts: wall_time(clock, now),
             uptime: micros(now.saturating_sub(clock.mono)),
             ports: self.ports.clone(),
+            role: self.role,
             instance: None,
             probe: None,
             otlp: None,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crate::diagnose::Thresholds;
 use crate::diagnose::pipeline::Pipeline;
 use crate::model::{
-    Activity, Clock, ConnKey, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Report,
+    Activity, Clock, ConnKey, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Report, Role,
 };
 
 /// An instance not heard of (no snapshot, no connection) for this long, with no
@@ -37,6 +37,7 @@ pub struct Fleet {
     clock: Clock,
     home: InstanceKey,
     members: BTreeMap<InstanceKey, Member>,
+    role: Role,
 }
 
 impl Fleet {
@@ -48,6 +49,7 @@ impl Fleet {
             clock,
             home: home.key(),
             members: BTreeMap::new(),
+            role: Role::Server,
         };
         let at = fleet.clock.mono;
         let key = home.key();
@@ -55,12 +57,28 @@ impl Fleet {
         fleet
     }
 
+    /// Client mode (`--remote-port`): every instance's pipeline, the home one's
+    /// included, takes its events as this host's own connections to remote Redis
+    /// servers, and its reports say `role: client`.
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        for m in self.members.values_mut() {
+            m.pipeline.set_role(role);
+        }
+        self
+    }
+
     fn member(&mut self, key: InstanceKey, ts: Nanos) -> &mut Member {
         let (ports, thresholds, clock) = (&self.ports, &self.thresholds, self.clock);
-        let member = self.members.entry(key).or_insert_with(|| Member {
-            pipeline: Pipeline::new(ports.clone(), thresholds.clone(), clock),
-            info: Instance::bare(key, false),
-            last_seen: ts,
+        let role = self.role;
+        let member = self.members.entry(key).or_insert_with(|| {
+            let mut pipeline = Pipeline::new(ports.clone(), thresholds.clone(), clock);
+            pipeline.set_role(role);
+            Member {
+                pipeline,
+                info: Instance::bare(key, false),
+                last_seen: ts,
+            }
         });
         member.last_seen = member.last_seen.max(ts);
         member
@@ -75,8 +93,12 @@ impl Fleet {
             }
             // A refusal means nothing listens: it creates no instance, since the
             // namespace may have none (a stray port).
+            // In client mode the namespace is the client's: its failed connects
+            // are the news (a storm against a server that is down).
             Event::Refused { key, .. } => {
-                if let Some(m) = self.members.get_mut(&key.instance()) {
+                if self.role == Role::Client {
+                    self.member(key.instance(), ts).pipeline.apply(ev);
+                } else if let Some(m) = self.members.get_mut(&key.instance()) {
                     m.pipeline.apply(ev);
                 }
             }
@@ -241,6 +263,51 @@ mod tests {
             .iter()
             .map(|r| (r.instance.as_ref().unwrap().netns, r))
             .collect()
+    }
+
+    /// Client mode: a container's first news may be a failed connect (a storm
+    /// against a server that is down): it makes the instance, and every report
+    /// says `client`. A rejection is Redis's error then its fast close, whatever
+    /// the client wrote; a client's own fast close after a reply is not one.
+    #[test]
+    fn client_mode_counts_a_new_namespace_s_refusals_and_judges_rejections_from_the_client() {
+        let home = Instance::bare(InstanceKey { netns: HOME }, true);
+        let mut f =
+            Fleet::new(vec![6379], Thresholds::default(), clock(), home).with_role(Role::Client);
+        for i in 0..3 {
+            let k = key(BOX_A, "10.88.0.1", 40_000 + i);
+            f.apply(&Event::Refused {
+                ts: START + u64::from(i),
+                key: k,
+            });
+            let mut failed = crate::testing::connector(START + u64::from(i), k, 4242, "w", None);
+            if let Event::Connector { failed, .. } = &mut failed {
+                *failed = true;
+            }
+            f.apply(&failed);
+        }
+        // Home: one rejected (the 36-byte error, then Redis's close), one ordinary
+        // (a reply, then the client's own close), both after the client wrote.
+        let rejected = key(HOME, "10.0.0.5", 50_000);
+        let served = key(HOME, "10.0.0.5", 50_001);
+        for (i, k) in [rejected, served].into_iter().enumerate() {
+            f.apply(&opened(START + i as u64, k));
+        }
+        f.apply(&closed(START + 5, rejected, CloseKind::Server, 120, 36));
+        f.apply(&closed(START + 6, served, CloseKind::Client, 14, 36));
+        let reports = f.apply(&Event::Tick {
+            ts: START + NANOS_PER_SEC,
+        });
+        let by = by_netns(&reports);
+        assert!(reports.iter().all(|r| r.role == Role::Client));
+        let boxed = by[&BOX_A];
+        assert_eq!(boxed.totals.refused, Some(3));
+        assert_eq!(boxed.clients[0].refused, Some(3));
+        let p = &boxed.clients[0].processes[0];
+        assert_eq!((p.pid, p.failed, p.opened), (4242, 3, 0));
+        let home = by[&HOME];
+        assert_eq!(home.totals.rejected, 1);
+        assert_eq!(home.clients[0].rejected, 1);
     }
 
     #[test]

@@ -29,6 +29,12 @@ impl Pipeline {
         }
     }
 
+    /// Client mode: the events are this host's own connections to remote Redis
+    /// servers, turned round (see [`Tracker::set_role`]).
+    pub fn set_role(&mut self, role: crate::model::Role) {
+        self.tracker.set_role(role);
+    }
+
     /// Applies one event. A tick ends an interval and returns its report.
     pub fn apply(&mut self, ev: &Event) -> Option<Report> {
         self.tracker.apply(ev);

@@ -1,7 +1,7 @@
 //! Verdict transitions as their own NDJSON lines (`"type":"verdict"`), so alerting
 //! in a log pipeline needs no diffing of successive reports.
 
-use crate::model::{Instance, Report, Severity, Verdict, VerdictKind, format_ts};
+use crate::model::{Instance, Report, Role, Severity, Verdict, VerdictKind, format_ts};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -29,6 +29,9 @@ pub struct VerdictLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<IpAddr>,
     pub summary: String,
+    /// Its report's `role`: the Redis host's verdict, or an application host's
+    /// (client mode).
+    pub role: Role,
     /// The instance the verdict is about (its report's `instance`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<Instance>,
@@ -63,6 +66,7 @@ impl Transitions {
                 severity,
                 addr,
                 summary: summary.to_owned(),
+                role: report.role,
                 instance: report.instance.clone(),
                 evidence: evidence.clone(),
             }
@@ -190,7 +194,7 @@ mod tests {
         let text = serde_json::to_string(&lines[0]).unwrap();
         assert_eq!(
             text,
-            r#"{"type":"verdict","ts":"2026-11-29T21:00:00.000Z","event":"raised","kind":"fd_limit","severity":"critical","summary":"FdLimit happened"}"#
+            r#"{"type":"verdict","ts":"2026-11-29T21:00:00.000Z","event":"raised","kind":"fd_limit","severity":"critical","summary":"FdLimit happened","role":"server"}"#
         );
     }
 }

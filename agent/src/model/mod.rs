@@ -40,7 +40,7 @@ pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatu
 pub use report::{
     AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, Idle, Kind, Lifetime,
     OtherProcesses, ProcessReport, Rates, Recommendation, RejectCounts, RejectReason, Report,
-    RetryReport, SendQueue, ServerClose, ServerCloses, Totals, Trend, WorstKey, errno_name,
+    RetryReport, Role, SendQueue, ServerClose, ServerCloses, Totals, Trend, WorstKey, errno_name,
     worst_first,
 };
 pub use rows::Quiet;

@@ -37,6 +37,12 @@ pub struct Report {
     #[serde(rename = "uptime_s", serialize_with = "as_secs")]
     pub uptime: Duration,
     pub ports: Vec<u16>,
+    /// Which end of the connections the agent watched: `server` (the Redis host,
+    /// `--port`) or `client` (this host's own connections to remote Redis servers,
+    /// `--remote-port`). A client-mode report names the remote Redis as `local`
+    /// nowhere: its rows are this host's client addresses, its `ports` the remote
+    /// ones, with the same field names, so both sides join by address and time.
+    pub role: Role,
     /// The Redis this report is about: its network namespace, process and
     /// container; `null` when the source did not tell instances apart.
     pub instance: Option<super::instance::Instance>,
@@ -74,6 +80,22 @@ pub struct Report {
     #[serde(skip)]
     pub evicted: Vec<IpAddr>,
 }
+
+/// Which end of the connections a report watched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The Redis host: connections accepted on the watched local ports.
+    #[default]
+    Server,
+    /// An application host: its own connections to the watched remote ports.
+    Client,
+}
+
+named!(Role {
+    Server => "server",
+    Client => "client",
+});
 
 /// Which client rows a report carries (`--clients`, docs/REPORT.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -379,10 +401,13 @@ pub fn lost(c: &ClientReport) -> u64 {
 
 impl Report {
     /// Sets what the probe could see, and reports as unknown (`null`) what it
-    /// could not: refusals where the kernel does not show them.
+    /// could not: refusals where the kernel does not show them. In client mode
+    /// the listener's figures (failed accepts, SYN-ACK retransmits) are not
+    /// watched, and refusals come from the client's own failed connects.
     pub fn set_probe(&mut self, probe: Option<super::probe::ProbeReport>) {
+        let client = self.role == Role::Client;
         let lacks = |f: fn(&super::probe::Features) -> bool| {
-            probe.as_ref().is_some_and(|p| !f(&p.features))
+            client || probe.as_ref().is_some_and(|p| !f(&p.features))
         };
         if lacks(|f| f.accept_errors) {
             self.totals.accept_errors = None;
@@ -391,7 +416,7 @@ impl Report {
         if lacks(|f| f.synack_retransmits) {
             self.totals.synack_retransmits = None;
         }
-        if lacks(|f| f.refusals) {
+        if !client && lacks(|f| f.refusals) {
             self.totals.refused = None;
             self.clients.for_each_mut(|c| {
                 c.refused = None;

@@ -134,6 +134,7 @@ mod tests {
             r#""ts""#,
             r#""uptime_s""#,
             r#""ports""#,
+            r#""role""#,
             r#""instance""#,
             r#""probe""#,
             r#""totals""#,
@@ -264,7 +265,8 @@ mod tests {
         assert!(quiet["age_s"].is_null());
         assert!(quiet["idle_s"].is_null());
         assert_eq!(keys(quiet).len(), 21);
-        assert_eq!(keys(&v).len(), 16);
+        assert_eq!(keys(&v).len(), 17);
+        assert_eq!(v["role"], "server");
         assert!(v["instance"].is_null());
         assert!(v["probe"].is_null());
         assert_eq!(v["verdicts"], json!([]));

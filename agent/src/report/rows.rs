@@ -181,6 +181,7 @@ impl RowFilter {
             kind: report.kind,
             ts: report.ts,
             uptime: report.uptime,
+            role: report.role,
             ports: report.ports.clone(),
             instance: report.instance.clone(),
             probe: report.probe.clone(),

@@ -17,7 +17,7 @@
 //! Pure: the caller decides whether to clear the screen first.
 
 use crate::model::{
-    ClientReport, ClientVerdict, Report, Severity, format_ts, human_bytes, human_duration,
+    ClientReport, ClientVerdict, Report, Role, Severity, format_ts, human_bytes, human_duration,
 };
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -85,10 +85,11 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
 
 fn header_line(report: &Report) -> String {
     let ports: Vec<String> = report.ports.iter().map(u16::to_string).collect();
-    let label = if report.ports.len() == 1 {
-        "port"
-    } else {
-        "ports"
+    let label = match (report.role, report.ports.len()) {
+        (Role::Server, 1) => "port",
+        (Role::Server, _) => "ports",
+        (Role::Client, 1) => "client mode, remote port",
+        (Role::Client, _) => "client mode, remote ports",
     };
     let place = match &report.instance {
         Some(i) if !i.host_netns => format!("  {}", i.label()),
@@ -106,6 +107,13 @@ fn header_line(report: &Report) -> String {
 /// What Redis and the host say: status, capacity against the real limit, and why
 /// the real limit is lower than maxclients when it is.
 fn server_line(report: &Report) -> String {
+    if report.role == Role::Client {
+        // No Redis is asked in client mode: the line says what this host holds.
+        return format!(
+            "this host's connections to Redis  open {}",
+            report.capacity.used
+        );
+    }
     let r = &report.redis;
     let mut line = match (&r.error, r.version.as_deref()) {
         (Some(err), _) => format!("redis {} ({err})", status_name(r)),
@@ -459,6 +467,19 @@ mod tests {
         );
         assert_eq!(lines.len(), 7);
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn client_mode_says_so_and_asks_no_redis() {
+        let mut r = report(vec![busy()]);
+        r.role = Role::Client;
+        let text = render_text(&r, 20, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "connwatch  2026-11-29T21:00:00.123Z  client mode, remote port 6379  up 5m10s  clients 1"
+        );
+        assert_eq!(lines[1], "this host's connections to Redis  open 3");
     }
 
     #[test]

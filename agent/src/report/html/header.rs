@@ -52,9 +52,15 @@ pub(super) fn header(out: &mut String, reports: &[Report], title: &str) {
 
     // Ports.
     let ports: Vec<String> = last.ports.iter().map(u16::to_string).collect();
+    let client = last.role == crate::model::Role::Client;
     fact(
         out,
-        if ports.len() == 1 { "Port" } else { "Ports" },
+        match (client, ports.len()) {
+            (false, 1) => "Port",
+            (false, _) => "Ports",
+            (true, 1) => "Remote port (client mode)",
+            (true, _) => "Remote ports (client mode)",
+        },
         &[if ports.is_empty() {
             "–".to_owned()
         } else {

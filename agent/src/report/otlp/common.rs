@@ -33,7 +33,8 @@ pub fn instance_id(origin: &Origin, report: &Report) -> String {
 
 /// The resource of one report: `host.name`, `service.name`, `service.version`,
 /// `service.instance.id`, and what is known of a contained Redis
-/// (`connwatch.redis_instance`, the Prometheus label; `container.id`; `k8s.pod.uid`).
+/// (`connwatch.redis_instance`, the Prometheus label; `container.id`; `k8s.pod.uid`);
+/// in client mode `connwatch.role: client`.
 pub fn resource(origin: &Origin, report: &Report) -> Resource {
     let mut attributes = vec![
         string("host.name", &origin.host_name),
@@ -41,6 +42,10 @@ pub fn resource(origin: &Origin, report: &Report) -> Resource {
         string("service.version", env!("CARGO_PKG_VERSION")),
         string("service.instance.id", &instance_id(origin, report)),
     ];
+    // Client mode (`--remote-port`): the series are this host's connections.
+    if report.role == crate::model::Role::Client {
+        attributes.push(string("connwatch.role", report.role.as_str()));
+    }
     if let Some(i) = &report.instance {
         if let Some(label) = i.metric_label() {
             attributes.push(string("connwatch.redis_instance", &label));

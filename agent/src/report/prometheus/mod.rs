@@ -119,7 +119,9 @@ fn instance_family(x: &mut Exposition, r: &Report) {
         exposition::MetricType::Gauge,
         "The Redis these series are about (always 1): its network namespace inode, \
          its pid as the host and as its own PID namespace number it, its process \
-         name, and the container id and pod UID of its cgroup (empty when none).",
+         name, and the container id and pod UID of its cgroup (empty when none); \
+         role: server (the Redis host) or client (client mode, --remote-port: this \
+         host's own connections, the instance its client namespace).",
     )
     .sample(
         &[
@@ -130,6 +132,7 @@ fn instance_family(x: &mut Exposition, r: &Report) {
             ("comm", i.comm.as_deref().unwrap_or("")),
             ("container_id", i.container_id.as_deref().unwrap_or("")),
             ("pod_uid", i.pod_uid.as_deref().unwrap_or("")),
+            ("role", r.role.as_str()),
         ],
         1u64,
     );
@@ -153,6 +156,7 @@ mod tests {
             ts: UNIX_EPOCH + Duration::from_secs(1),
             uptime: Duration::ZERO,
             ports: vec![6379],
+            role: Role::Server,
             instance: None,
             probe: None,
             otlp: None,
@@ -309,13 +313,13 @@ mod tests {
         has(
             &text,
             &format!(
-                r#"connwatch_instance_info{{redis_instance="3f1c9e2d5b7a",netns="4026532500",host_netns="false",pid="8123",ns_pid="1",comm="redis-server",container_id="3f1c9e2d5b7a{}",pod_uid=""}} 1"#,
+                r#"connwatch_instance_info{{redis_instance="3f1c9e2d5b7a",netns="4026532500",host_netns="false",pid="8123",ns_pid="1",comm="redis-server",container_id="3f1c9e2d5b7a{}",pod_uid="",role="server"}} 1"#,
                 "0".repeat(52)
             ),
         );
         has(
             &text,
-            r#"connwatch_instance_info{netns="4026531840",host_netns="true",pid="",ns_pid="",comm="",container_id="",pod_uid=""} 1"#,
+            r#"connwatch_instance_info{netns="4026531840",host_netns="true",pid="",ns_pid="",comm="",container_id="",pod_uid="",role="server"} 1"#,
         );
         // One instance alone renders as before, plus its info line.
         assert_eq!(render_all(&[home.clone()], 2), render(&home, 2));

@@ -2,7 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use connwatch_common::{AF_INET, AF_INET6, BYTES_KNOWN, ConnEvent, ConnectorEvent, event_kind};
+use connwatch_common::{
+    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, ConnectorEvent, event_kind,
+};
 
 use crate::model::{Activity, CloseKind, ConnKey, Event, Process};
 
@@ -14,11 +16,18 @@ fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
     }
 }
 
-/// The connection a kernel record describes (IPv4-mapped addresses as IPv4).
+/// The connection a kernel record describes (IPv4-mapped addresses as IPv4), as
+/// the server's side has it: a client-mode record (`CLIENT_SIDE`, the client's own
+/// socket) is turned round, so the remote Redis is `local` and this host's client
+/// `remote`, and both modes share one pipeline.
 pub fn key_of(ev: &ConnEvent) -> Option<ConnKey> {
     let local = SocketAddr::new(ip(ev.family, &ev.laddr)?, ev.lport);
     let remote = SocketAddr::new(ip(ev.family, &ev.raddr)?, ev.rport);
-    Some(ConnKey::in_netns(ev.netns, local, remote))
+    Some(if ev.flags & CLIENT_SIDE != 0 {
+        ConnKey::in_netns(ev.netns, remote, local)
+    } else {
+        ConnKey::in_netns(ev.netns, local, remote)
+    })
 }
 
 /// One ring-buffer record as an event; `None` for a record we cannot interpret
@@ -26,21 +35,39 @@ pub fn key_of(ev: &ConnEvent) -> Option<ConnKey> {
 pub fn decode(ev: &ConnEvent) -> Option<Event> {
     let key = key_of(ev)?;
     let ts = ev.ts_ns;
-    let how = match ev.kind {
-        event_kind::OPENED => return Some(Event::Opened { ts, key }),
-        event_kind::REFUSED => return Some(Event::Refused { ts, key }),
-        event_kind::CLOSED_BY_SERVER => CloseKind::Server,
-        event_kind::CLOSED_BY_CLIENT => CloseKind::Client,
-        event_kind::RESET => CloseKind::Reset,
+    let client_side = ev.flags & CLIENT_SIDE != 0;
+    let how = match (ev.kind, client_side) {
+        (event_kind::OPENED, false) => return Some(Event::Opened { ts, key }),
+        (event_kind::REFUSED, false) => return Some(Event::Refused { ts, key }),
+        // The client's socket: FIN_WAIT1 is its own close, CLOSE_WAIT the server's.
+        (event_kind::CLOSED_BY_SERVER, true) | (event_kind::CLOSED_BY_CLIENT, false) => {
+            CloseKind::Client
+        }
+        (event_kind::CLOSED_BY_SERVER, false) | (event_kind::CLOSED_BY_CLIENT, true) => {
+            CloseKind::Server
+        }
+        (event_kind::RESET, _) => CloseKind::Reset,
         _ => return None,
     };
     // The close record carries byte totals read from the socket; when data last
     // moved is known from the latest sock_diag poll, not from the close.
-    let activity = (ev.flags & BYTES_KNOWN != 0).then_some(Activity {
-        bytes_in: ev.bytes_in,
-        bytes_out: ev.bytes_out,
-        last_active: None,
-        queued: Some(u64::from(ev.unsent)),
+    // From the client's socket: what the server wrote is what reached the client,
+    // what it read is (at most) what the client wrote; the client's own unsent
+    // bytes say nothing of the server's queue.
+    let activity = (ev.flags & BYTES_KNOWN != 0).then_some(if client_side {
+        Activity {
+            bytes_in: ev.bytes_out,
+            bytes_out: ev.bytes_in,
+            last_active: None,
+            queued: None,
+        }
+    } else {
+        Activity {
+            bytes_in: ev.bytes_in,
+            bytes_out: ev.bytes_out,
+            last_active: None,
+            queued: Some(u64::from(ev.unsent)),
+        }
     });
     Some(Event::Closed {
         ts,
@@ -48,6 +75,43 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
         how,
         activity,
     })
+}
+
+/// A local client's connect as events, its cgroup path found by `cgroup`, appended
+/// to `out`; false for a record we cannot interpret. A client-mode record
+/// (`CLIENT_SIDE`) also opens its connection (after the connector, which the open
+/// joins) or, failed, is a refusal (before the connector, which it joins).
+pub fn decode_connector_into(
+    ev: &ConnectorEvent,
+    cgroup: impl FnOnce(u64) -> Option<String>,
+    out: &mut Vec<Event>,
+) -> bool {
+    let Some(connector) = decode_connector(ev, cgroup) else {
+        return false;
+    };
+    let Event::Connector {
+        ts,
+        client,
+        server,
+        failed,
+        ..
+    } = &connector
+    else {
+        return false;
+    };
+    if ev.flags & CLIENT_SIDE == 0 {
+        out.push(connector);
+        return true;
+    }
+    let (ts, key) = (*ts, ConnKey::in_netns(ev.netns, *server, *client));
+    if *failed {
+        out.push(Event::Refused { ts, key });
+        out.push(connector);
+    } else {
+        out.push(connector);
+        out.push(Event::Opened { ts, key });
+    }
+    true
 }
 
 /// A local client's connect as an event, its cgroup path found by `cgroup`;
@@ -80,6 +144,37 @@ pub fn decode_connector(
         },
         failed,
     })
+}
+
+/// A record as events appended to `out` (false: not interpretable): a
+/// [`ConnEvent`] or a [`ConnectorEvent`], told apart by their sizes (asserted
+/// different in `connwatch_common`).
+pub fn parse_record(
+    bytes: &[u8],
+    cgroup: impl FnOnce(u64) -> Option<String>,
+    out: &mut Vec<Event>,
+) -> bool {
+    if bytes.len() == size_of::<ConnectorEvent>() {
+        // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
+        // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
+        // pattern, and read_unaligned makes no alignment assumption.
+        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
+        return decode_connector_into(&ev, cgroup, out);
+    }
+    if bytes.len() != size_of::<ConnEvent>() {
+        return false;
+    }
+    // SAFETY: the slice holds size_of::<ConnEvent>() bytes, ConnEvent is a
+    // #[repr(C)] plain-old-data type valid for any bit pattern, and read_unaligned
+    // makes no alignment assumption about the ring buffer's memory.
+    let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
+    match decode(&ev) {
+        Some(e) => {
+            out.push(e);
+            true
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +338,91 @@ mod tests {
         }
         ev.kind = event_kind::OPENED;
         assert_eq!(decode_connector(&ev, |_| None), None);
+    }
+
+    #[test]
+    fn a_client_side_close_is_turned_round_with_who_closed_and_bytes() {
+        for (kind, how) in [
+            (event_kind::CLOSED_BY_SERVER, CloseKind::Client),
+            (event_kind::CLOSED_BY_CLIENT, CloseKind::Server),
+            (event_kind::RESET, CloseKind::Reset),
+        ] {
+            // The client's socket: 127.0.0.5:40000 → Redis at 127.0.0.1:6379.
+            let mut ev = v4(kind, [127, 0, 0, 5], 40000, [127, 0, 0, 1], 6379);
+            ev.netns = 9;
+            ev.bytes_in = 36; // reached the client
+            ev.bytes_out = 14; // the client wrote
+            ev.unsent = 2;
+            ev.flags = BYTES_KNOWN | CLIENT_SIDE;
+            let want = Event::Closed {
+                ts: 42,
+                key: ConnKey::in_netns(
+                    9,
+                    "127.0.0.1:6379".parse().unwrap(),
+                    "127.0.0.5:40000".parse().unwrap(),
+                ),
+                how,
+                activity: Some(Activity {
+                    bytes_in: 14,
+                    bytes_out: 36,
+                    last_active: None,
+                    queued: None,
+                }),
+            };
+            assert_eq!(decode(&ev), Some(want));
+        }
+        // A client-side record opens nothing by itself.
+        let mut ev = v4(event_kind::OPENED, [127, 0, 0, 5], 1, [127, 0, 0, 1], 6379);
+        ev.flags = CLIENT_SIDE;
+        assert_eq!(decode(&ev), None);
+    }
+
+    #[test]
+    fn a_client_side_connect_opens_its_connection_and_a_failed_one_is_refused() {
+        let mut ev = ConnectorEvent {
+            ts_ns: 7,
+            lport: 40000,
+            rport: 6379,
+            family: AF_INET,
+            kind: event_kind::CONNECTED,
+            flags: CLIENT_SIDE,
+            netns: 9,
+            tgid: 4242,
+            ..ConnectorEvent::default()
+        };
+        ev.laddr[..4].copy_from_slice(&[127, 0, 0, 5]);
+        ev.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.comm[..6].copy_from_slice(b"worker");
+        let key = ConnKey::in_netns(
+            9,
+            "127.0.0.1:6379".parse().unwrap(),
+            "127.0.0.5:40000".parse().unwrap(),
+        );
+        let connector = |failed| Event::Connector {
+            ts: 7,
+            client: "127.0.0.5:40000".parse().unwrap(),
+            server: "127.0.0.1:6379".parse().unwrap(),
+            process: Process {
+                pid: 4242,
+                comm: "worker".into(),
+                cgroup: None,
+            },
+            failed,
+        };
+        let mut out = Vec::new();
+        assert!(decode_connector_into(&ev, |_| None, &mut out));
+        assert_eq!(out, [connector(false), Event::Opened { ts: 7, key }]);
+        out.clear();
+        ev.kind = event_kind::CONNECT_FAILED;
+        assert!(decode_connector_into(&ev, |_| None, &mut out));
+        assert_eq!(out, [Event::Refused { ts: 7, key }, connector(true)]);
+        // Server-side (part 1) records stay one connector.
+        out.clear();
+        ev.flags = 0;
+        assert!(decode_connector_into(&ev, |_| None, &mut out));
+        assert_eq!(out, [connector(true)]);
+        ev.kind = 99;
+        assert!(!decode_connector_into(&ev, |_| None, &mut out));
     }
 
     #[test]

@@ -10,14 +10,13 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
-    ConnEvent, ConnectorEvent, KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
-    WatchKey, counter, watch_mode,
+    KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES,
+    MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets, WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
 use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
-use super::decode::{decode, decode_connector};
+use super::decode::parse_record;
 use crate::model::{Event, InstanceKey, KernelCounters};
 use crate::source::cgroup::CgroupPaths;
 
@@ -30,6 +29,9 @@ pub struct WatchSpec {
     pub netns: Vec<u32>,
     /// Note which local process connects to a watched port (off: `--no-processes`).
     pub local_processes: bool,
+    /// Client mode (`--remote-port`): this host's connections to these remote
+    /// ports, in the same namespaces; empty: off.
+    pub remote_ports: Vec<u16>,
 }
 
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
@@ -236,13 +238,15 @@ impl Probe {
                 "this kernel's BTF does not say where a socket's network namespace is: connwatch cannot watch one namespace only (drop --netns/--pid to watch every namespace as one)"
             );
         }
-        if spec.netns.len() * spec.ports.len() > MAX_WATCHED_INSTANCES as usize {
+        let all_ports = || spec.ports.iter().chain(&spec.remote_ports);
+        if spec.netns.len() * all_ports().count() > MAX_WATCHED_INSTANCES as usize {
             bail!("too many namespaces and ports to watch: at most {MAX_WATCHED_INSTANCES} pairs");
         }
         let netns_offsets = netns_layout.unwrap_or_default();
         // Read-only globals: with diagnostics off the verifier drops their code.
         let debug_flag = u8::from(debug_probes);
         let local_processes = u8::from(spec.local_processes);
+        let client_mode = u8::from(!spec.remote_ports.is_empty());
         let log_level = if debug_probes {
             aya_log::Level::Debug as u8
         } else {
@@ -254,11 +258,14 @@ impl Probe {
             .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global("LOCAL_PROCESSES", &local_processes, true)
+            .override_global("CLIENT_MODE", &client_mode, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
 
-        if spec.ports.len() > MAX_WATCHED_PORTS as usize {
+        if spec.ports.len() > MAX_WATCHED_PORTS as usize
+            || spec.remote_ports.len() > MAX_WATCHED_PORTS as usize
+        {
             bail!("too many ports to watch: at most {MAX_WATCHED_PORTS}");
         }
         let mut watched: Array<MapData, u8> = take(&mut ebpf, "WATCHED_PORTS")?;
@@ -272,9 +279,15 @@ impl Probe {
                 .set(u32::from(*port), mode, 0)
                 .with_context(|| format!("adding port {port} to the watched ports"))?;
         }
+        let mut remote: Array<MapData, u8> = take(&mut ebpf, "REMOTE_PORTS")?;
+        for port in &spec.remote_ports {
+            remote
+                .set(u32::from(*port), mode, 0)
+                .with_context(|| format!("adding port {port} to the watched remote ports"))?;
+        }
         let mut instances: HashMap<MapData, WatchKey, u8> = take(&mut ebpf, "WATCHED_INSTANCES")?;
         for &netns in &spec.netns {
-            for &port in &spec.ports {
+            for &port in all_ports() {
                 let key = WatchKey {
                     netns,
                     port,
@@ -300,6 +313,7 @@ impl Probe {
         }
         // The ports map stays referenced by the programs; our handle is not needed.
         drop(watched);
+        drop(remote);
         drop(instances);
         // Without --debug-probes the log ring stays in `ebpf`, unread: the programs
         // never write to it then.
@@ -557,29 +571,8 @@ fn drain_ring(
     cgroups: &mut CgroupPaths,
 ) {
     while let Some(item) = ring.next() {
-        match parse_record(&item, cgroups) {
-            Some(ev) => out.push(ev),
-            None => *undecodable += 1,
+        if !parse_record(&item, |id| cgroups.path(id), out) {
+            *undecodable += 1;
         }
     }
-}
-
-/// A record as an event: a [`ConnEvent`] or a [`ConnectorEvent`], told apart by
-/// their sizes (asserted different in `connwatch_common`).
-fn parse_record(bytes: &[u8], cgroups: &mut CgroupPaths) -> Option<Event> {
-    if bytes.len() == size_of::<ConnectorEvent>() {
-        // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
-        // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
-        // pattern, and read_unaligned makes no alignment assumption.
-        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
-        return decode_connector(&ev, |id| cgroups.path(id));
-    }
-    if bytes.len() != size_of::<ConnEvent>() {
-        return None;
-    }
-    // SAFETY: the slice holds size_of::<ConnEvent>() bytes, ConnEvent is a
-    // #[repr(C)] plain-old-data type valid for any bit pattern, and read_unaligned
-    // makes no alignment assumption about the ring buffer's memory.
-    let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
-    decode(&ev)
 }

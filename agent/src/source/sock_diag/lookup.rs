@@ -135,6 +135,65 @@ pub fn lookup_connections(
     Ok(out)
 }
 
+/// Client mode: looks up this host's own connections to remote Redis servers.
+/// Each key is turned round (the Redis is `key.local`, as the pipeline holds it):
+/// the socket looked up is the client's, named by its own end first, and its
+/// figures are turned round too (what the client read is what the server wrote;
+/// what the client wrote, what the server's kernel took). No listener is asked
+/// for: a client socket is bound to no interface but a VRF's (not supported), and
+/// an IPv6 link-local one is left unanswered (neither open nor gone).
+pub fn lookup_client_connections(
+    netns: &Netns,
+    key_netns: u32,
+    keys: &[ConnKey],
+    now: Nanos,
+) -> io::Result<Lookups> {
+    let turn = |k: ConnKey| ConnKey {
+        netns: k.netns,
+        local: k.remote,
+        remote: k.local,
+    };
+    let mut out = Lookups::default();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let mut sock = NetlinkSocket::open(netns)?;
+    let mut targets = Vec::with_capacity(keys.len());
+    for key in keys.iter().map(|k| k.with_netns(key_netns)) {
+        if link_local(&key) {
+            continue;
+        }
+        match Target::new(turn(key), 0) {
+            Some(t) => targets.push(t),
+            None => out.answered.push(key),
+        }
+    }
+    let answers = sock.lookup(&targets)?;
+    for (target, answer) in targets.iter().zip(answers) {
+        let key = turn(target.key);
+        match answer {
+            Answer::Socket(s) => {
+                if target.is(&s) && OPEN.contains(s.state) {
+                    let a = s.activity(now);
+                    let server_side = Activity {
+                        bytes_in: a.bytes_out,
+                        bytes_out: a.bytes_in,
+                        last_active: a.last_active,
+                        queued: None,
+                    };
+                    out.conns.push((key, server_side));
+                }
+                out.answered.push(key);
+            }
+            Answer::Error(libc::ENOENT) => out.answered.push(key),
+            Answer::Error(_) | Answer::Pending => {}
+        }
+    }
+    out.conns.sort_by_key(|(key, _)| *key);
+    out.answered.sort_unstable();
+    Ok(out)
+}
+
 /// The first listener holding local address `local`.
 fn listener_of(listeners: &[DiagSocket], local: SocketAddr) -> Option<&DiagSocket> {
     listeners.iter().find(|l| {

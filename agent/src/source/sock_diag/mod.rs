@@ -30,7 +30,7 @@ use crate::source::netns::Netns;
 
 mod lookup;
 mod netlink;
-pub use lookup::{Lookups, lookup_connections};
+pub use lookup::{Lookups, lookup_client_connections, lookup_connections};
 use netlink::*;
 
 /// TCP states, as in `include/net/tcp_states.h` (the values `idiag_state` carries).
@@ -200,6 +200,48 @@ pub fn seed_events(
             activity,
         });
     Ok(seeded.collect())
+}
+
+/// Client mode: one [`Event::Seeded`] per connection of this host's open towards
+/// one of the remote `ports` in `netns` (an ESTABLISHED client socket), turned
+/// round as the pipeline holds client-mode connections (the Redis is the key's
+/// `local` end; what the client wrote is what the server read, at most). Their
+/// process is not known: it connected before the agent looked.
+pub fn client_seed_events(
+    netns: &Netns,
+    key_netns: u32,
+    ports: &[u16],
+    now: Nanos,
+) -> io::Result<Vec<Event>> {
+    let ports = sorted(ports);
+    let mut sockets = Vec::new();
+    if !ports.is_empty() {
+        let mut sock = NetlinkSocket::open(netns)?;
+        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+            sock.dump_by_peer_port(family, &ports, StateMask::ESTABLISHED, &mut sockets)?;
+        }
+    }
+    let mut events: Vec<Event> = sockets
+        .into_iter()
+        .map(|s| {
+            let a = s.activity(now);
+            Event::Seeded {
+                ts: now,
+                key: ConnKey::in_netns(key_netns, s.remote, s.local),
+                activity: Activity {
+                    bytes_in: a.bytes_out,
+                    bytes_out: a.bytes_in,
+                    last_active: a.last_active,
+                    queued: None,
+                },
+            }
+        })
+        .collect();
+    events.sort_by_key(|e| match e {
+        Event::Seeded { key, .. } => Some(*key),
+        _ => None,
+    });
+    Ok(events)
 }
 
 /// Every open server-side connection on `ports` in `netns` with its traffic figures
@@ -856,7 +898,7 @@ mod tests {
         while len > 0 {
             let min_len = match bc[at] {
                 BC_JMP => 4,
-                BC_S_GE | BC_S_LE if len >= 8 => 8,
+                BC_S_GE | BC_S_LE | BC_D_GE | BC_D_LE if len >= 8 => 8,
                 _ => return false,
             };
             let yes = bc[at + 1] as isize;
@@ -875,8 +917,8 @@ mod tests {
         len == 0
     }
 
-    /// `inet_diag_bc_run` for a socket whose local port is `sport`.
-    fn kernel_run(bc: &[u8], sport: u16) -> bool {
+    /// `inet_diag_bc_run` for a socket whose local port is `sport`, its peer's `dport`.
+    fn kernel_run(bc: &[u8], sport: u16, dport: u16) -> bool {
         let (mut len, mut at) = (bc.len() as isize, 0usize);
         while len > 0 {
             let arg = |at: usize| u16::from_ne_bytes([bc[at + 6], bc[at + 7]]);
@@ -884,6 +926,8 @@ mod tests {
                 BC_JMP => false,
                 BC_S_GE => sport >= arg(at),
                 BC_S_LE => sport <= arg(at),
+                BC_D_GE => dport >= arg(at),
+                BC_D_LE => dport <= arg(at),
                 other => panic!("op {other}"),
             };
             let step = if yes {
@@ -910,11 +954,27 @@ mod tests {
             assert!(kernel_audit(&bc), "{ports:?}");
             for sport in 0..=u16::MAX {
                 assert_eq!(
-                    kernel_run(&bc, sport),
+                    kernel_run(&bc, sport, 6379),
                     ports.contains(&sport),
                     "port {sport} with {ports:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_peer_port_filter_accepts_exactly_its_peers_ports() {
+        let ports = [6379, 6380];
+        let bc = port_filter_of(&ports, true).unwrap();
+        assert!(kernel_audit(&bc));
+        for port in 0..=u16::MAX {
+            assert_eq!(
+                kernel_run(&bc, 40_000, port),
+                ports.contains(&port),
+                "{port}"
+            );
+            // Its own port is not looked at.
+            assert!(!kernel_run(&bc, port, 40_000), "{port}");
         }
     }
 

@@ -39,6 +39,9 @@ pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
 pub(super) const BC_JMP: u8 = 1;
 pub(super) const BC_S_GE: u8 = 2;
 pub(super) const BC_S_LE: u8 = 3;
+/// The same comparisons of the peer's (destination) port, Linux 2.6's too.
+pub(super) const BC_D_GE: u8 = 4;
+pub(super) const BC_D_LE: u8 = 5;
 /// Bytes of bytecode per port: `S_GE port`, `S_LE port` (two ops each), `JMP`.
 pub(super) const BC_PER_PORT: usize = 20;
 /// The kernel runs the filter for every socket, one block per port; beyond a few
@@ -112,18 +115,43 @@ impl NetlinkSocket {
         states: StateMask,
         out: &mut Vec<DiagSocket>,
     ) -> io::Result<()> {
+        let req = |seq| request(family, states, ports, seq);
+        self.dump_with(req, out, |s| {
+            states.contains(s.state) && ports.binary_search(&s.local.port()).is_ok()
+        })
+    }
+
+    /// [`Self::dump`] of the sockets whose *peer's* port is one of `ports`: this
+    /// host's client sockets towards them (client mode).
+    pub(super) fn dump_by_peer_port(
+        &mut self,
+        family: u8,
+        ports: &[u16],
+        states: StateMask,
+        out: &mut Vec<DiagSocket>,
+    ) -> io::Result<()> {
+        let req = |seq| request_with(family, states, port_filter_of(ports, true), seq);
+        self.dump_with(req, out, |s| {
+            states.contains(s.state) && ports.binary_search(&s.remote.port()).is_ok()
+        })
+    }
+
+    fn dump_with(
+        &mut self,
+        request: impl Fn(u32) -> Vec<u8>,
+        out: &mut Vec<DiagSocket>,
+        keep: impl Fn(&DiagSocket) -> bool,
+    ) -> io::Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.seq = self.seq.wrapping_add(1);
             let seq = self.seq;
             let mut batch = Vec::new();
-            self.send(&request(family, states, ports, seq))?;
+            self.send(&request(seq))?;
             let interrupted = self.receive(seq, &mut batch)?;
             if !interrupted || attempt >= DUMP_ATTEMPTS {
-                out.extend(batch.into_iter().filter(|s| {
-                    states.contains(s.state) && ports.binary_search(&s.local.port()).is_ok()
-                }));
+                out.extend(batch.into_iter().filter(|s| keep(s)));
                 return Ok(());
             }
         }
@@ -263,7 +291,11 @@ fn recv_with(fd: &OwnedFd, buf: &mut [u8], flags: i32) -> io::Result<Received> {
 
 /// The dump request: `nlmsghdr`, `inet_diag_req_v2`, and a port filter attribute.
 pub(super) fn request(family: u8, states: StateMask, ports: &[u16], seq: u32) -> Vec<u8> {
-    let bytecode = port_filter(ports);
+    request_with(family, states, port_filter(ports), seq)
+}
+
+/// The dump request with `bytecode` as its filter (none: every socket).
+fn request_with(family: u8, states: StateMask, bytecode: Option<Vec<u8>>, seq: u32) -> Vec<u8> {
     let attr_len = bytecode.as_ref().map_or(0, |bc| 4 + bc.len());
     let total = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN + attr_len;
     let mut msg = Vec::with_capacity(total);
@@ -303,6 +335,16 @@ pub(super) fn request(family: u8, states: StateMask, ports: &[u16], seq: u32) ->
 ///   JMP     yes → next block  no → end (accept)        JMP is never "yes"
 /// ```
 pub(super) fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
+    port_filter_of(ports, false)
+}
+
+/// [`port_filter`] of the sockets' local ports, or (`peer`) their peers' ports.
+pub(super) fn port_filter_of(ports: &[u16], peer: bool) -> Option<Vec<u8>> {
+    let (ge, le) = if peer {
+        (BC_D_GE, BC_D_LE)
+    } else {
+        (BC_S_GE, BC_S_LE)
+    };
     if ports.is_empty() || ports.len() > MAX_FILTER_PORTS {
         return None;
     }
@@ -320,9 +362,9 @@ pub(super) fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
         // this is the last one (remaining length + 4 is the verifier's limit).
         let next = BC_PER_PORT;
         let miss = if left == BC_PER_PORT { left + 4 } else { next };
-        op(&mut bc, BC_S_GE, 8, miss);
+        op(&mut bc, ge, 8, miss);
         op(&mut bc, 0, 0, usize::from(port));
-        op(&mut bc, BC_S_LE, 8, miss - 8);
+        op(&mut bc, le, 8, miss - 8);
         op(&mut bc, 0, 0, usize::from(port));
         op(&mut bc, BC_JMP, 4, left - 16);
     }

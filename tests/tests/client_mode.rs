@@ -1,0 +1,336 @@
+//! Client mode (`--remote-port`, `--remote`): the agent on an application host
+//! watches this host's own connections to Redis, per process, from the client's
+//! sockets only: no listener, no INFO. Here the "remote" Redis is a real
+//! redis-server on an ephemeral loopback port that the agent is *not* told about
+//! as a local one, and the clients are real redis-py processes, each under a name
+//! of its own, each from its own source address.
+
+use std::time::Duration;
+
+use connwatch_tests::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+const STARTED: Duration = Duration::from_secs(10);
+
+fn verdict<'a>(report: &'a Value, kind: &str, addr: &str) -> Option<&'a Value> {
+    report["verdicts"]
+        .as_array()?
+        .iter()
+        .find(|v| v["kind"] == kind && v["addr"] == addr)
+}
+
+fn first_process(report: &Value, addr: &str) -> Value {
+    client(report, addr)
+        .and_then(|r| r["processes"].get(0).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// A leak fills a server whose maxclients is small, then a retry storm (redis-py)
+/// and a client retrying at a fixed 250 ms (ioredis) hit the full server, and a
+/// fourth process retries against a closed port: each verdict (leak, retry storm, no backoff)
+/// and failure is the right process's, counted from its own sockets.
+#[test]
+fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--maxclients", "20"]);
+    pause(200); // the readiness probe's slot is freed
+    let port = redis.port.to_string();
+    let closed = free_port();
+    let nowhere = format!("127.0.0.1:{closed}");
+    let mut agent = Agent::watch_with(
+        &[],
+        &[
+            "--remote-port",
+            &port,
+            "--remote",
+            &nowhere,
+            "--leak-idle",
+            "3s",
+            "--window",
+            "20s",
+        ],
+        &[],
+    );
+    let names = TempDir::new("names");
+
+    // The leak: 15 connections kept, one every 0.2 s.
+    let mut leak = Background::python_named(
+        &names,
+        "cw-leak",
+        "leak.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.5",
+            "--every",
+            "0.2",
+            "--max",
+            "15",
+            "--seconds",
+            "50",
+        ],
+    );
+    leak.wait_for_line("started", STARTED);
+    let report = agent.wait_for("a leak of 127.0.0.5", WAIT, |r| {
+        verdict(r, "leak", "127.0.0.5").is_some()
+    });
+    assert_eq!(report["role"], "client");
+    let mut ports = [redis.port, closed];
+    ports.sort_unstable();
+    assert_eq!(report["ports"], serde_json::json!(ports));
+    assert_eq!(
+        report["redis"]["status"], "disabled",
+        "no INFO in client mode"
+    );
+    let v = verdict(&report, "leak", "127.0.0.5").unwrap();
+    assert_eq!(v["evidence"]["pid"], leak.pid(), "{v}");
+    assert_eq!(v["evidence"]["comm"], "cw-leak", "{v}");
+    // Idle times come from the client's sockets: the oldest leaked connection
+    // is idle for the threshold at least.
+    assert!(v["evidence"]["idle_max_s"].as_f64().unwrap() >= 3.0, "{v}");
+    let opened: Vec<String> = leak
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("conn ").map(str::to_owned))
+        .collect();
+    let stale = v["stale_connections"].as_array().unwrap();
+    assert_eq!(stale[0]["addr"].as_str(), Some(opened[0].as_str()), "{v}");
+    assert_eq!(stale[0]["pid"], leak.pid());
+    let row = client(&report, "127.0.0.5").unwrap();
+    assert_eq!(
+        row["processes"],
+        serde_json::json!([{
+            "pid": leak.pid(), "comm": "cw-leak", "container": null, "pod": null,
+            "open": row["open"], "opened": row["opened"], "failed": 0,
+        }]),
+        "{row}"
+    );
+    assert_eq!(row["closed"], 0, "{row}");
+    assert!(row["open"].as_u64().unwrap() >= 10, "{row}");
+
+    // Fill the rest of the server from this test's own process, once the leak
+    // holds its 15.
+    let deadline = std::time::Instant::now() + STARTED;
+    while leak
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("conn "))
+        .count()
+        < 15
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leak's 15 connections"
+        );
+        pause(100);
+    }
+    let held = fill("127.0.0.40", redis.addr());
+    assert!(
+        held.len() >= 4,
+        "the holders fill the server: {}",
+        held.len()
+    );
+
+    // A fixed retry delay (ioredis's retryStrategy () => 250) beside it: no backoff.
+    let mut flat = Background::node(
+        "retry.js",
+        &[
+            "--lib",
+            "ioredis",
+            "--strategy",
+            "flat:250",
+            "--port",
+            &port,
+            "--sources",
+            "127.0.0.32",
+            "--seconds",
+            "12",
+        ],
+    );
+    flat.wait_for_line("started", STARTED);
+    // The storm: retries at once against the full server.
+    let mut storm = Background::python_named(
+        &names,
+        "cw-storm",
+        "reconnect.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.31",
+            "--mode",
+            "storm",
+            "--seconds",
+            "6",
+            "--max-attempts",
+            "20000",
+        ],
+    );
+    storm.wait_for_line("started", STARTED);
+    let report = agent.wait_for("retry_storm for 127.0.0.31", WAIT, |r| {
+        verdict(r, "retry_storm", "127.0.0.31").is_some()
+    });
+    let v = verdict(&report, "retry_storm", "127.0.0.31").unwrap();
+    assert_eq!(v["evidence"]["pid"], storm.pid(), "{v}");
+    assert_eq!(v["evidence"]["comm"], "cw-storm", "{v}");
+    assert!(
+        v["evidence"]["retry_gap_p50_ms"].as_f64().unwrap() < 100.0,
+        "{v}"
+    );
+    let row = client(&report, "127.0.0.31").unwrap();
+    let p = first_process(&report, "127.0.0.31");
+    assert_eq!(
+        (&p["pid"], &p["comm"]),
+        (&storm.pid().into(), &"cw-storm".into()),
+        "{row}"
+    );
+    // Every attempt was opened and turned away by Redis's error then its close.
+    assert!(row["rejected"].as_u64().unwrap() >= 10, "{row}");
+    assert_eq!(row["refused"], 0, "{row}");
+    assert!(p["failed"].as_u64().unwrap() >= 10, "{row}");
+    // The leak and the holders are not blamed for the storm.
+    assert!(verdict(&report, "retry_storm", "127.0.0.5").is_none());
+
+    let report = agent.wait_for("127.0.0.32 retrying without backoff", WAIT, |r| {
+        client(r, "127.0.0.32").is_some_and(|c| c["verdict"] == "no_backoff")
+    });
+    let row = client(&report, "127.0.0.32").unwrap();
+    let p = first_process(&report, "127.0.0.32");
+    assert_eq!(p["pid"], flat.pid(), "{row}");
+    assert!(p["failed"].as_u64().unwrap() >= 3, "{row}");
+    assert_eq!(row["retry"]["trend"], "flat", "{row}");
+    let p50 = row["retry"]["p50_ms"].as_f64().unwrap();
+    assert!((250.0..400.0).contains(&p50), "{row}");
+    assert!(verdict(&report, "retry_storm", "127.0.0.32").is_none());
+
+    // Refused: nothing listens on the --remote address; 12 attempts, each a
+    // RST to its SYN, no connection opened.
+    let mut refused = Background::python_named(
+        &names,
+        "cw-refused",
+        "reconnect.py",
+        &[
+            "--port",
+            &closed.to_string(),
+            "--source",
+            "127.0.0.33",
+            "--mode",
+            "storm",
+            "--seconds",
+            "10",
+            "--max-attempts",
+            "12",
+        ],
+    );
+    refused.wait_for_line("served 0 failed 12", WAIT);
+    let report = agent.wait_for("12 refused connects from 127.0.0.33", WAIT, |r| {
+        client(r, "127.0.0.33").is_some_and(|c| c["refused"].as_u64() >= Some(12))
+    });
+    let row = client(&report, "127.0.0.33").unwrap();
+    assert_eq!(row["refused"], 12, "one connect per attempt: {row}");
+    assert_eq!(
+        row["processes"],
+        serde_json::json!([{
+            "pid": refused.pid(), "comm": "cw-refused", "container": null, "pod": null,
+            "open": 0, "opened": 0, "failed": 12,
+        }]),
+        "{row}"
+    );
+    assert_eq!(
+        (&row["opened"], &row["rejected"]),
+        (&0.into(), &0.into()),
+        "{row}"
+    );
+
+    drop((storm, flat, refused, leak, held));
+    let (status, reports) = agent.stop();
+    assert!(status.success(), "{status}");
+    assert!(reports.iter().all(|r| r["role"] == "client"));
+}
+
+/// Client mode takes no local port, no Redis URL and no password: a mix is one
+/// clear line and the usage exit code; `capture` and `check` refuse it.
+#[test]
+fn client_mode_refuses_server_side_flags() {
+    for extra in [["--port", "6379"], ["--redis", "redis://127.0.0.1:6379"]] {
+        let out = std::process::Command::new(connwatch_bin())
+            .args(["watch", "--remote-port", "6379"])
+            .args(extra)
+            .output()
+            .expect("run connwatch");
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+    // capture and check are not for client mode: one line each, nothing loaded.
+    let dir = TempDir::new("capture");
+    let file = dir.0.join("x.cwcap");
+    let out = std::process::Command::new(connwatch_bin())
+        .args(["capture", "--remote-port", "6379", "-o"])
+        .arg(&file)
+        .output()
+        .expect("run connwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("capture does not record client mode"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!file.exists());
+    let out = std::process::Command::new(connwatch_bin())
+        .args(["check", "--remote-port", "6379"])
+        .output()
+        .expect("run connwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("check runs on the Redis host"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Connections this host opened before the agent started are found at its start
+/// (seeded, with their idle times) without a process: it connected before the
+/// agent looked. One opened afterwards has its process.
+#[test]
+fn connections_open_before_the_start_are_seeded_without_a_process() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let port = redis.port.to_string();
+    let mut before = Background::python(
+        "pool.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.7",
+            "--size",
+            "3",
+            "--busy",
+            "0",
+            "--seconds",
+            "30",
+        ],
+    );
+    before.wait_for_line("ready 3", STARTED);
+    let mut agent = Agent::watch_with(&[], &["--remote-port", &port], &[]);
+    let after = Client::connect("127.0.0.7", redis.addr());
+    let report = agent.wait_for("three seeded and one opened", WAIT, |r| {
+        client(r, "127.0.0.7").is_some_and(|c| c["open"] == 4 && !c["idle_s"].is_null())
+    });
+    let row = client(&report, "127.0.0.7").unwrap();
+    assert_eq!(
+        (&row["seeded"], &row["opened"]),
+        (&3.into(), &1.into()),
+        "{row}"
+    );
+    assert_eq!(
+        row["processes"],
+        serde_json::json!([{
+            "pid": std::process::id(), "comm": row["processes"][0]["comm"], "container": null,
+            "pod": null, "open": 1, "opened": 1, "failed": 0,
+        }]),
+        "only the connection opened after the start has a process: {row}"
+    );
+    before.assert_ok();
+    drop((after, before));
+    agent.stop();
+}
