@@ -236,6 +236,10 @@ pub struct ConnectorEvent {
     pub netns: u32,
     pub tgid: u32,
     pub comm: [u8; 16],
+    /// Why a failed connect failed (`CONNECT_FAILED`): reserved, 0 for now.
+    pub err: u32,
+    /// The caller's user stack (`--stacks`): reserved, 0 for now.
+    pub stack: u32,
 }
 
 /// Capacity of the map of sockets in SYN_SENT towards a watched port.
@@ -266,7 +270,7 @@ const _: () = {
     assert!(offset_of!(Connector, tgid) == 8);
     assert!(offset_of!(Connector, comm) == 16);
 
-    assert!(size_of::<ConnectorEvent>() == 80);
+    assert!(size_of::<ConnectorEvent>() == 88);
     assert!(offset_of!(ConnectorEvent, cgroup_id) == 8);
     assert!(offset_of!(ConnectorEvent, raddr) == 16);
     assert!(offset_of!(ConnectorEvent, laddr) == 32);
@@ -277,6 +281,8 @@ const _: () = {
     assert!(offset_of!(ConnectorEvent, netns) == 56);
     assert!(offset_of!(ConnectorEvent, tgid) == 60);
     assert!(offset_of!(ConnectorEvent, comm) == 64);
+    assert!(offset_of!(ConnectorEvent, err) == 80);
+    assert!(offset_of!(ConnectorEvent, stack) == 84);
     // The reader tells the records apart by their size.
     assert!(size_of::<ConnectorEvent>() != size_of::<ConnEvent>());
 
@@ -328,7 +334,7 @@ mod tests {
         assert_eq!(size_of::<Connector>(), 8 + 4 + 4 + 16);
         assert_eq!(
             size_of::<ConnectorEvent>(),
-            2 * 8 + 32 + 3 * 2 + 2 + 2 * 4 + 16
+            2 * 8 + 32 + 3 * 2 + 2 + 2 * 4 + 16 + 2 * 4
         );
         assert_eq!(size_of::<TcpSockOffsets>(), 6 * 4);
     }
