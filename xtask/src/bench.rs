@@ -23,6 +23,13 @@
 //! 8. The NDJSON stream's size, `--clients changed` (the default) against
 //!    `--clients all`: 1,000 quiet clients, and a soak-like churn from random
 //!    addresses; runnable alone with `cargo xtask bench --only ndjson`.
+//! 9. Client mode (`watch --remote-port`) on an application host: the same churn
+//!    detached, under server mode and under client mode; throughput ratio, the
+//!    kernel program's ns/run, the agent's CPU per connection; runnable alone with
+//!    `cargo xtask bench --only client-mode`.
+//!
+//! `--only kernel` and `--only soak` print part 7's kernel table or soak rows
+//! alone, for iterating on either cost (docs/PERFORMANCE.md is left alone).
 //!
 //! Plus one keep-alive run with `kernel.bpf_stats_enabled=1` for the kernel-side cost.
 //!
@@ -50,6 +57,7 @@ use socket2::{Domain, Socket, Type};
 use crate::process;
 use crate::redis::{self, ScratchRedis};
 
+mod client_mode;
 mod cost;
 
 /// Requests per keep-alive redis-benchmark run, and per churn (`-k 0`) run.
@@ -92,6 +100,10 @@ pub enum Part {
     /// Part 7's soak-mix rows of the agent's CPU (printed only, for iterating on
     /// the agent's cost; docs/PERFORMANCE.md is left alone).
     Soak,
+    /// Part 7's kernel table (printed only, for iterating on the programs' cost).
+    Kernel,
+    /// Part 9: client mode's cost on an application host.
+    ClientMode,
 }
 
 /// What runs beside Redis during a part-1 round.
@@ -237,6 +249,33 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 None => println!("{label}: no CPU figure"),
             }
         }
+        return Ok(());
+    }
+    if opts.only == Some(Part::Kernel) {
+        let mut seq = 0u32;
+        let k = cost::measure_kernel(&bin, port, opts.rounds, || {
+            seq += 1;
+            redis.dir().join(format!("connwatch-k{seq}.ndjson"))
+        })?;
+        let mut s = String::new();
+        k.table(&mut s);
+        println!("{s}");
+        return Ok(());
+    }
+    if opts.only == Some(Part::ClientMode) {
+        let mut seq = 0u32;
+        let section = client_mode::measure(&bin, port, opts.rounds, || {
+            seq += 1;
+            redis.dir().join(format!("connwatch-c{seq}.ndjson"))
+        })?
+        .markdown();
+        drop(redis);
+        println!("{section}");
+        let path = process::repo_root().join("docs").join("PERFORMANCE.md");
+        let doc = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, splice_section(&doc, client_mode::HEADING, &section))
+            .with_context(|| format!("writing {}", path.display()))?;
+        say(&format!("bench: wrote section 9 of {}", path.display()));
         return Ok(());
     }
     let mut out = Results {
@@ -541,6 +580,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // 8. The NDJSON stream's size.
     check_interrupted()?;
     out.ndjson = Some(ndjson(&bin, port, redis.dir())?);
+
+    // 9. Client mode on an application host.
+    check_interrupted()?;
+    out.client_mode = Some(client_mode::measure(&bin, port, opts.rounds, || {
+        agent_file(redis.dir())
+    })?);
 
     drop(redis);
     out.elapsed = started.elapsed();
@@ -877,6 +922,8 @@ struct DistinctResult {
 struct Results {
     /// Part 7: the kernel programs' ns/run, connwatch and the peer each alone.
     kernel: Option<cost::KernelCosts>,
+    /// Part 9: client mode's cost.
+    client_mode: Option<client_mode::ClientModeCosts>,
     nofile: u64,
     detached: Runs,
     attached: Runs,
@@ -1438,6 +1485,11 @@ impl Results {
             s.push('\n');
             s.push_str(&n.markdown());
         }
+        // Part 9.
+        if let Some(c) = &self.client_mode {
+            s.push('\n');
+            s.push_str(&c.markdown());
+        }
         s
     }
 
@@ -1638,13 +1690,29 @@ impl Agent {
     /// `connwatch watch --format json --interval 1s ARGS -p PORT -q -o FILE` (ARGS
     /// may name another `--interval`).
     fn start_args(bin: &Path, port: u16, file: PathBuf, args: &[&str]) -> anyhow::Result<Self> {
+        Agent::spawn(bin, "-p", port, file, args)
+    }
+
+    /// Client mode: `connwatch watch --format json --interval 1s --remote-port
+    /// PORT -q -o FILE`: this host's connections to `PORT`, from the client's end.
+    fn start_client(bin: &Path, port: u16, file: PathBuf) -> anyhow::Result<Self> {
+        Agent::spawn(bin, "--remote-port", port, file, &[])
+    }
+
+    fn spawn(
+        bin: &Path,
+        port_flag: &str,
+        port: u16,
+        file: PathBuf,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
         cmd.args(["watch", "--format", "json"]);
         if !args.contains(&"--interval") {
             cmd.args(["--interval", "1s"]);
         }
         cmd.args(args)
-            .args(["-p", &port.to_string(), "-q", "-o"])
+            .args([port_flag, &port.to_string(), "-q", "-o"])
             .arg(&file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

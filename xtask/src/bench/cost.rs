@@ -36,7 +36,7 @@ pub struct KernelCosts {
 }
 
 /// (prog_id, run_time_ns, run_cnt) of every BPF program in /proc/PID/fdinfo.
-fn prog_ids(pid: u32) -> BTreeMap<u32, (u64, u64)> {
+pub(super) fn prog_ids(pid: u32) -> BTreeMap<u32, (u64, u64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
@@ -57,7 +57,7 @@ fn prog_ids(pid: u32) -> BTreeMap<u32, (u64, u64)> {
 }
 
 /// The name bpftool gives program `id` (bpftrace's are cut to 15 characters).
-fn prog_name(id: u32) -> Option<String> {
+pub(super) fn prog_name(id: u32) -> Option<String> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "id", &id.to_string(), "--json"])
         .stderr(Stdio::null())
