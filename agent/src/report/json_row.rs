@@ -12,13 +12,14 @@ use std::io::Write as _;
 
 use serde_json::ser::{CompactFormatter, Formatter};
 
-use crate::model::{ClientReport, Lifetime};
+use std::net::IpAddr;
+
+use crate::model::{ClientReport, Lifetime, ProcessReport};
 
 /// Appends `c` as the JSON object serde's derive makes of it.
 pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
     out.extend_from_slice(b"{\"addr\":\"");
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", c.addr);
+    addr(out, c.addr);
     out.extend_from_slice(b"\",\"open\":");
     u64(out, c.open);
     out.extend_from_slice(b",\"seeded\":");
@@ -131,17 +132,84 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
         }
         None => out.extend_from_slice(b"null"),
     }
-    // Local processes: only rows of clients on this host have them, so serde
-    // writes them (their names need its escaping).
+    // Local processes: only rows of clients on this host have them.
     if !c.processes.is_empty() {
-        out.extend_from_slice(b",\"processes\":");
-        let _ = serde_json::to_writer(&mut *out, &c.processes);
+        out.extend_from_slice(b",\"processes\":[");
+        for (i, p) in c.processes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            process(out, p);
+        }
+        out.push(b']');
     }
     if let Some(o) = &c.processes_other {
-        out.extend_from_slice(b",\"processes_other\":");
-        let _ = serde_json::to_writer(&mut *out, o);
+        out.extend_from_slice(b",\"processes_other\":{\"open\":");
+        u64(out, o.open);
+        out.extend_from_slice(b",\"opened\":");
+        u64(out, o.opened);
+        out.extend_from_slice(b",\"failed\":");
+        u64(out, o.failed);
+        out.push(b'}');
     }
     out.push(b'}');
+}
+
+/// An address as `Display` writes it; IPv4 (nearly every row) digit by digit.
+fn addr(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                u64(out, u64::from(octet));
+            }
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn process(out: &mut Vec<u8>, p: &ProcessReport) {
+    out.extend_from_slice(b"{\"pid\":");
+    u64(out, u64::from(p.pid));
+    out.extend_from_slice(b",\"comm\":");
+    string(out, &p.comm);
+    out.extend_from_slice(b",\"container\":");
+    opt_string(out, p.container.as_deref());
+    out.extend_from_slice(b",\"pod\":");
+    opt_string(out, p.pod.as_deref());
+    out.extend_from_slice(b",\"open\":");
+    u64(out, p.open);
+    out.extend_from_slice(b",\"opened\":");
+    u64(out, p.opened);
+    out.extend_from_slice(b",\"failed\":");
+    u64(out, p.failed);
+    out.push(b'}');
+}
+
+/// A JSON string, escaped as serde_json escapes it (a process picks its own name).
+fn string(out: &mut Vec<u8>, v: &str) {
+    if v.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+}
+
+fn opt_string(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(v) => string(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 fn lifetime(out: &mut Vec<u8>, l: &Lifetime) {
@@ -276,7 +344,7 @@ mod tests {
         full.processes = vec![ProcessReport {
             pid: 4242,
             comm: "a\"b\\c".into(),
-            container: Some("3f2a".repeat(16)),
+            container: Some("3f2a".repeat(16).into()),
             pod: None,
             open: 2,
             opened: 5,
