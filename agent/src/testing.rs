@@ -49,7 +49,7 @@ pub fn connector(ts: Nanos, key: ConnKey, pid: u32, comm: &str, cgroup: Option<&
         process: crate::model::Process {
             pid,
             comm: comm.into(),
-            cgroup: cgroup.map(str::to_string),
+            cgroup: cgroup.map(Into::into),
         },
         failed: false,
     }

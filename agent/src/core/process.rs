@@ -11,6 +11,7 @@
 //! [`MAX_PROCESSES`] processes by pid, the rest summed as `other`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::model::{
     ConnKey, FastMap, Identity, NANOS_PER_SEC, Nanos, OtherProcesses, Process, ProcessReport,
@@ -90,7 +91,7 @@ impl Joins {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcCount {
     pub pid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
     pub identity: Identity,
     pub open: u64,
     pub opened: u64,
@@ -109,8 +110,8 @@ impl ProcStats {
     /// The entry of `p`, made (evicting the longest-quiet process without open
     /// connections into `other`) if there is room; `None`: counted as `other`.
     fn entry(&mut self, p: &Process, ts: Nanos) -> Option<&mut ProcCount> {
-        let at = match self.known.iter().position(|c| c.pid == p.pid) {
-            Some(at) => at,
+        let (at, fresh) = match self.known.iter().position(|c| c.pid == p.pid) {
+            Some(at) => (at, false),
             None => {
                 if self.known.len() >= MAX_PROCESSES {
                     let quiet = (0..self.known.len())
@@ -122,20 +123,20 @@ impl ProcStats {
                 }
                 self.known.push(ProcCount {
                     pid: p.pid,
-                    comm: String::new(),
+                    comm: Arc::clone(&p.comm),
                     identity: Identity::default(),
                     open: 0,
                     opened: 0,
                     failed: 0,
                     last_seen: ts,
                 });
-                self.known.len() - 1
+                (self.known.len() - 1, true)
             }
         };
         let c = &mut self.known[at];
-        if c.comm != p.comm {
+        if fresh || c.comm != p.comm {
             // A new pid entry, or the pid reused: the latest name and cgroup.
-            c.comm.clone_from(&p.comm);
+            c.comm = Arc::clone(&p.comm);
             c.identity = p.identity();
         }
         c.last_seen = c.last_seen.max(ts);
@@ -236,7 +237,7 @@ mod tests {
         Process {
             pid,
             comm: comm.into(),
-            cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+            cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
         }
     }
 
@@ -314,7 +315,7 @@ mod tests {
         assert_eq!(
             (
                 top[0].pid,
-                top[0].comm.as_str(),
+                &*top[0].comm,
                 top[0].open,
                 top[0].opened,
                 top[0].failed
@@ -367,9 +368,6 @@ mod tests {
         s.on_opened(&proc(5, "new"), 2);
         s.on_released(5, true);
         let (top, _) = s.report();
-        assert_eq!(
-            (top[0].comm.as_str(), top[0].open, top[0].opened),
-            ("new", 1, 1)
-        );
+        assert_eq!((&*top[0].comm, top[0].open, top[0].opened), ("new", 1, 1));
     }
 }

@@ -274,15 +274,7 @@ mod tests {
         let procs: Vec<(u32, &str, Option<&str>, u64, u64)> = row
             .processes
             .iter()
-            .map(|p| {
-                (
-                    p.pid,
-                    p.comm.as_str(),
-                    p.container.as_deref(),
-                    p.open,
-                    p.opened,
-                )
-            })
+            .map(|p| (p.pid, &*p.comm, p.container.as_deref(), p.open, p.opened))
             .collect();
         assert_eq!(
             procs,

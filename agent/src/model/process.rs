@@ -2,6 +2,8 @@
 //! kernel when a process of this host connects to a watched port), and what its
 //! cgroup path says of its container and Kubernetes pod.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A process that opened connections, as the kernel saw it at `connect()`.
@@ -10,12 +12,12 @@ pub struct Process {
     /// Process id (tgid) in the host's PID namespace.
     pub pid: u32,
     /// The calling thread's name (`comm`, at most 15 bytes).
-    pub comm: String,
+    pub comm: Arc<str>,
     /// Its cgroup (v2) path under /sys/fs/cgroup, e.g.
     /// `/system.slice/docker-3f2a….scope`; `None` when it could not be found
     /// (the cgroup was gone before the agent looked, or cgroup v2 is not mounted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
 }
 
 impl Process {
@@ -29,9 +31,9 @@ impl Process {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The 64-hex container id (Docker, Podman, containerd, CRI-O).
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
     /// The pod's uid (8-4-4-4-12 hex).
-    pub pod: Option<String>,
+    pub pod: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -52,11 +54,11 @@ impl Identity {
             let part = part.strip_suffix(".scope").unwrap_or(part);
             let part = part.strip_suffix(".slice").unwrap_or(part);
             if let Some(uid) = pod_uid_of(part) {
-                id.pod = Some(uid);
+                id.pod = Some(uid.into());
             }
             let hex = part.rsplit(['-', ':']).next().unwrap_or(part);
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                id.container = Some(hex.to_ascii_lowercase());
+                id.container = Some(hex.to_ascii_lowercase().into());
             }
         }
         id
@@ -89,7 +91,10 @@ mod tests {
 
     fn of(path: &str) -> (Option<String>, Option<String>) {
         let id = Identity::of(path);
-        (id.container, id.pod)
+        (
+            id.container.map(|c| c.to_string()),
+            id.pod.map(|p| p.to_string()),
+        )
     }
 
     #[test]

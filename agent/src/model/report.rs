@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -281,11 +282,11 @@ pub struct ProcessReport {
     /// Process id in the host's PID namespace.
     pub pid: u32,
     /// Its name (the thread that called `connect()`).
-    pub comm: String,
+    pub comm: Arc<str>,
     /// Container id (64 hex) from its cgroup path; `None` outside a container.
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
     /// Kubernetes pod uid from its cgroup path; `None` outside a pod.
-    pub pod: Option<String>,
+    pub pod: Option<Arc<str>>,
     /// Connections of this process open now, opened since the agent started,
     /// and failed (refused, rejected, reset).
     pub open: u64,

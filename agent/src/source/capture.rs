@@ -610,7 +610,7 @@ mod tests {
             panic!()
         };
         assert_eq!(*client, "198.18.0.1:4001".parse().unwrap());
-        assert_eq!((process.pid, process.comm.as_str()), (4242, "gunicorn"));
+        assert_eq!((process.pid, &*process.comm), (4242, "gunicorn"));
         let text = format!("{got:?}");
         assert!(
             !text.contains("127.0.0.5") && !text.contains("remote: [::1]"),

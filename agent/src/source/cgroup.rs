@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where cgroup v2 is mounted: alone, or beside v1 (systemd's hybrid layout).
@@ -20,7 +21,7 @@ const MAX_DEPTH: usize = 32;
 
 pub struct CgroupPaths {
     root: PathBuf,
-    paths: HashMap<u64, String>,
+    paths: HashMap<u64, Arc<str>>,
     last_walk: Option<Instant>,
     /// Walks done so far.
     pub walks: u64,
@@ -49,12 +50,12 @@ impl CgroupPaths {
 
     /// The path (from the root, starting with `/`) of the cgroup whose id is `id`;
     /// `None` when no directory has it (gone already, or not cgroup v2).
-    pub fn path(&mut self, id: u64) -> Option<String> {
+    pub fn path(&mut self, id: u64) -> Option<Arc<str>> {
         if id == 0 {
             return None;
         }
         if let Some(p) = self.paths.get(&id) {
-            return Some(p.clone());
+            return Some(Arc::clone(p));
         }
         if self.last_walk.is_some_and(|at| at.elapsed() < REWALK_AFTER) {
             return None;
@@ -73,7 +74,8 @@ impl CgroupPaths {
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
                 continue;
             };
-            self.paths.insert(meta.ino(), relative(&self.root, &dir));
+            self.paths
+                .insert(meta.ino(), relative(&self.root, &dir).into());
             if self.paths.len() >= MAX_DIRS || depth >= MAX_DEPTH {
                 continue;
             }

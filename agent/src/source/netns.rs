@@ -230,7 +230,7 @@ pub fn container_of_cgroup(text: &str) -> (Option<String>, Option<String>) {
         container = id.container.or(container);
         pod = id.pod.or(pod);
     }
-    (container, pod)
+    (container.map(|c| c.to_string()), pod.map(|p| p.to_string()))
 }
 
 #[cfg(test)]

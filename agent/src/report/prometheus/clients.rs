@@ -162,7 +162,7 @@ fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]
                 let labels = [
                     ("addr", addr.as_str()),
                     ("pid", pid.as_str()),
-                    ("comm", p.comm.as_str()),
+                    ("comm", &*p.comm),
                     ("container", p.container.as_deref().unwrap_or("")),
                     ("pod", p.pod.as_deref().unwrap_or("")),
                 ];

@@ -605,7 +605,7 @@ mod tests {
         let proc = |pid: u32, comm: &str, open: u64| crate::model::ProcessReport {
             pid,
             comm: comm.into(),
-            container: (pid == 4242).then(|| "3f2a".repeat(16)),
+            container: (pid == 4242).then(|| "3f2a".repeat(16).into()),
             pod: None,
             open,
             opened: open + 1,

@@ -1,12 +1,14 @@
 //! Turns the kernel's records into the core's events. Pure, so it is unit-tested.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use connwatch_common::{
     AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, ConnectorEvent, event_kind,
 };
 
-use crate::model::{Activity, CloseKind, ConnKey, Event, Process};
+use crate::model::{Activity, CloseKind, ConnKey, Event, FastMap, Process};
 
 fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
@@ -83,7 +85,7 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
 /// joins) or, failed, is a refusal (before the connector, which it joins).
 pub fn decode_connector_into(
     ev: &ConnectorEvent,
-    cgroup: impl FnOnce(u64) -> Option<String>,
+    cgroup: impl FnOnce(u64) -> Option<Arc<str>>,
     out: &mut Vec<Event>,
 ) -> bool {
     let Some(connector) = decode_connector(ev, cgroup) else {
@@ -114,11 +116,41 @@ pub fn decode_connector_into(
     true
 }
 
+/// Names already made, by the kernel's 16 bytes: a process connecting again
+/// shares its name instead of allocating it per connection. Cleared when full.
+const MAX_NAMES: usize = 4096;
+
+thread_local! {
+    static NAMES: RefCell<FastMap<[u8; 16], Arc<str>>> = RefCell::new(FastMap::default());
+}
+
+/// The process name of `comm` (its bytes up to the NUL: `name`), shared.
+fn comm_name(comm: &[u8; 16], name: &[u8]) -> Arc<str> {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(n) = names.get(comm) {
+            return Arc::clone(n);
+        }
+        if names.len() >= MAX_NAMES {
+            names.clear();
+        }
+        // Any process picks its own name: no control character (a terminal
+        // escape) reaches an output.
+        let n: Arc<str> = String::from_utf8_lossy(name)
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into();
+        names.insert(*comm, Arc::clone(&n));
+        n
+    })
+}
+
 /// A local client's connect as an event, its cgroup path found by `cgroup`;
 /// `None` for a record we cannot interpret.
 pub fn decode_connector(
     ev: &ConnectorEvent,
-    cgroup: impl FnOnce(u64) -> Option<String>,
+    cgroup: impl FnOnce(u64) -> Option<Arc<str>>,
 ) -> Option<Event> {
     let failed = match ev.kind {
         event_kind::CONNECTED => false,
@@ -134,12 +166,7 @@ pub fn decode_connector(
         server: crate::model::normalize(server),
         process: Process {
             pid: ev.tgid,
-            // Any process picks its own name: no control character (a terminal
-            // escape) reaches an output.
-            comm: String::from_utf8_lossy(name)
-                .chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
+            comm: comm_name(&ev.comm, name),
             cgroup: cgroup(ev.cgroup_id),
         },
         failed,
@@ -151,7 +178,7 @@ pub fn decode_connector(
 /// different in `connwatch_common`).
 pub fn parse_record(
     bytes: &[u8],
-    cgroup: impl FnOnce(u64) -> Option<String>,
+    cgroup: impl FnOnce(u64) -> Option<Arc<str>>,
     out: &mut Vec<Event>,
 ) -> bool {
     if bytes.len() == size_of::<ConnectorEvent>() {
@@ -304,7 +331,7 @@ mod tests {
         ev.laddr[..4].copy_from_slice(&[127, 0, 0, 5]);
         ev.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         ev.comm[..8].copy_from_slice(b"gunicorn");
-        let path = |id: u64| (id == 1234).then(|| "/system.slice/x.service".to_string());
+        let path = |id: u64| (id == 1234).then(|| "/system.slice/x.service".into());
         let want = Event::Connector {
             ts: 7,
             client: "127.0.0.5:40000".parse().unwrap(),
@@ -324,16 +351,13 @@ mod tests {
                 failed: true,
                 process,
                 ..
-            }) => assert_eq!(
-                (process.comm.as_str(), process.cgroup),
-                ("a-full-16-byte-n", None)
-            ),
+            }) => assert_eq!((&*process.comm, process.cgroup), ("a-full-16-byte-n", None)),
             other => panic!("unexpected {other:?}"),
         }
         ev.comm = [0; 16];
         ev.comm[..6].copy_from_slice(b"\x1b[2Jx\n");
         match decode_connector(&ev, |_| None) {
-            Some(Event::Connector { process, .. }) => assert_eq!(process.comm, "?[2Jx?"),
+            Some(Event::Connector { process, .. }) => assert_eq!(&*process.comm, "?[2Jx?"),
             other => panic!("unexpected {other:?}"),
         }
         ev.kind = event_kind::OPENED;
