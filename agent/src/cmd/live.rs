@@ -34,6 +34,7 @@ use crate::model::{ProbeReport, RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
 use crate::source::redis::RedisPoller;
+use crate::source::stacks::Stacks;
 use crate::source::{host, sock_diag};
 
 pub use crate::cmd::targets::{
@@ -159,6 +160,8 @@ struct Live<'a> {
     /// is then a namespace of this host's clients: no listener, no Redis poller;
     /// its connections are seeded and looked up from the client's end.
     remotes: Option<Remotes>,
+    /// `--stacks`: the kernel's user stacks at `connect()`, symbolized for leaks.
+    stacks: Option<Stacks>,
     sink: &'a mut dyn Sink,
 }
 
@@ -416,6 +419,12 @@ impl Live<'_> {
         let mut reports = self.feed(&Event::Tick { ts: now })?;
         for r in &mut reports {
             r.set_probe(Some(self.probe_report.clone()));
+            if let Some(stacks) = &mut self.stacks {
+                let fleet = &self.fleet;
+                stacks.annotate(r, now, &|instance, ip, pid, at, idle| {
+                    fleet.owner_stacks(instance, ip, pid, at, idle)
+                });
+            }
         }
         self.sink.reports(&mut reports)
     }
@@ -467,9 +476,11 @@ async fn run_async(
             vec![home_netns.inode()]
         },
         local_processes: !args.no_processes,
+        stacks: args.stacks,
     };
     let mut probe = Probe::load(&spec, args.debug_probes)?;
     let mut reader = probe.take_events()?;
+    let stacks = probe.take_stacks().map(Stacks::new);
     let clock = Clock::now();
     // Attached: what loading took is no longer needed. Before any thread starts,
     // since capabilities are per thread. Entering other namespaces (every one by
@@ -520,6 +531,7 @@ async fn run_async(
         interval: args.interval,
         probe_report,
         remotes,
+        stacks,
         sink,
     };
     live.add_site(home_netns, true)?;

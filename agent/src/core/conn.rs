@@ -34,6 +34,8 @@ pub struct Conn {
     pub queued: u64,
     /// The pid of the local process that opened it, when known.
     pub owner: Option<u32>,
+    /// The id of that process's user stack at `connect()` (`--stacks`), when known.
+    pub stack: Option<u32>,
 }
 
 impl Conn {
@@ -46,6 +48,7 @@ impl Conn {
             bytes_out: 0,
             queued: 0,
             owner: None,
+            stack: None,
         }
     }
 
@@ -253,10 +256,11 @@ impl ConnTable {
     /// A connection the kernel no longer holds although its close was never seen
     /// (its record was lost). Returned as closed like a replaced entry; `None` when
     /// the table did not hold it.
-    /// Notes the local process that opened `key`.
-    pub fn set_owner(&mut self, key: &ConnKey, pid: u32) {
+    /// Notes the local process that opened `key`, and its stack at `connect()`.
+    pub fn set_owner(&mut self, key: &ConnKey, pid: u32, stack: Option<u32>) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.owner = Some(pid);
+            conn.stack = stack;
         }
     }
 

@@ -272,7 +272,7 @@ impl Tracker {
         }
         // The local process that connected, if its record came first.
         if let Some(p) = self.joins.take(&key) {
-            self.conns.set_owner(&key, p.pid);
+            self.conns.set_owner(&key, p.pid, p.stack);
             self.clients.on_process_opened(ip, ts, &p);
         }
     }
@@ -448,6 +448,31 @@ impl Tracker {
             .into_iter()
             .map(|(a, idle, pid)| (a, Duration::from_nanos(idle), pid))
             .collect()
+    }
+
+    /// The user stacks at `connect()` (`--stacks`) of `pid`'s open connections from
+    /// `ip` idle at least `min_idle` at `now`: each stack id (`None`: no stack
+    /// known) with how many, most first (ties: the lower id).
+    pub fn owner_stacks(
+        &self,
+        ip: IpAddr,
+        pid: u32,
+        now: Nanos,
+        min_idle: Duration,
+    ) -> Vec<(Option<u32>, u64)> {
+        let min = u64::try_from(min_idle.as_nanos()).unwrap_or(u64::MAX);
+        let mut counts: Vec<(Option<u32>, u64)> = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            if key.remote.ip() != ip || conn.owner != Some(pid) || conn.idle(now) < min {
+                continue;
+            }
+            match counts.iter_mut().find(|c| c.0 == conn.stack) {
+                Some(c) => c.1 += 1,
+                None => counts.push((conn.stack, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        counts
     }
 
     /// The latest word from Redis, if any.
@@ -1283,6 +1308,7 @@ mod tests {
         let proc = |pid| crate::model::Process {
             pid,
             comm: "app".into(),
+            stack: None,
             cgroup: None,
         };
         let connector = |ts, k: ConnKey, pid| Event::Connector {
@@ -1333,6 +1359,7 @@ mod tests {
             server: k.local,
             process: crate::model::Process {
                 pid: 9,
+                stack: None,
                 comm: "retry".into(),
                 cgroup: None,
             },
