@@ -104,7 +104,10 @@ impl Module {
             .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
             .filter(|(_, _, name)| !name.is_empty())
             .collect();
-        symbols.sort();
+        // Of the names one address has (`__connect`, `connect`), the public one:
+        // the fewest leading underscores.
+        let underscores = |name: &str| name.len() - name.trim_start_matches('_').len();
+        symbols.sort_by(|a, b| (a.0, underscores(&a.2), &a.2).cmp(&(b.0, underscores(&b.2), &b.2)));
         symbols.dedup_by_key(|s| s.0);
         Some(Module { symbols, segments })
     }
