@@ -224,6 +224,11 @@ pub fn cmdline_text(raw: &[u8]) -> Option<String> {
     Some(cut)
 }
 
+/// How many of a process's connections have each stack id (`None`: no stack),
+/// most first: `(instance, client address, pid, now, idle at least)`.
+pub type CountsOf<'a> = dyn Fn(InstanceKey, std::net::IpAddr, u32, Nanos, std::time::Duration) -> Vec<(Option<u32>, u64)>
+    + 'a;
+
 /// What is known of one process's stacks, for a leak verdict's evidence.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessStacks {
@@ -278,18 +283,7 @@ impl Stacks {
     /// Adds the stacks of each leak's process to its evidence: for a leak verdict
     /// naming a local `pid`, the stacks of that process's connections from the
     /// verdict's address idle longer than its `idle_over_s` (`counts` gives them).
-    pub fn annotate(
-        &mut self,
-        report: &mut Report,
-        now: Nanos,
-        counts: &dyn Fn(
-            InstanceKey,
-            std::net::IpAddr,
-            u32,
-            Nanos,
-            std::time::Duration,
-        ) -> Vec<(Option<u32>, u64)>,
-    ) {
+    pub fn annotate(&mut self, report: &mut Report, now: Nanos, counts: &CountsOf) {
         let instance = report
             .instance
             .as_ref()
@@ -443,35 +437,6 @@ fn read_module(root: &Path, path: &str) -> Option<Module> {
     Module::parse(&cache)
 }
 
-/// `evidence`'s stacks as a few indented lines for the text view (none without).
-pub fn text_lines(evidence: &Map<String, Value>) -> Vec<String> {
-    let mut lines = Vec::new();
-    if let Some(stacks) = evidence.get("stacks").and_then(Value::as_array) {
-        for s in stacks {
-            let count = s.get("count").and_then(Value::as_u64).unwrap_or(0);
-            lines.push(format!("opened at ({count} connections):"));
-            let frames = s.get("frames").and_then(Value::as_array);
-            for f in frames
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .take(6)
-            {
-                lines.push(format!("  {f}"));
-            }
-        }
-    }
-    if let Some(note) = evidence.get("stacks_note").and_then(Value::as_str) {
-        lines.push(format!("stacks: {note}"));
-    }
-    if evidence.contains_key("stacks")
-        && let Some(cmd) = evidence.get("cmdline").and_then(Value::as_str)
-    {
-        lines.push(format!("command line: {cmd}"));
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,7 +568,7 @@ mod tests {
     #[test]
     fn the_command_line_is_one_line_and_cut() {
         assert_eq!(
-            cmdline_text(b"python3\0/tmp/leak.py\0--port\06379\0").as_deref(),
+            cmdline_text(b"python3\0/tmp/leak.py\0--port\x006379\0").as_deref(),
             Some("python3 /tmp/leak.py --port 6379")
         );
         assert_eq!(cmdline_text(b"a\x1b[2J\0").as_deref(), Some("a?[2J"));
@@ -615,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn evidence_holds_every_field_null_when_unknown_and_text_shows_the_stack() {
+    fn evidence_holds_every_field_null_when_unknown() {
         let mut evidence = Map::new();
         ProcessStacks {
             stacks: Some(vec![(
@@ -633,15 +598,6 @@ mod tests {
             json!({"stacks": [{"count": 7, "frames": ["app!leak_loop+0x1f", "app!main+0x9"]}],
                    "stacks_missing": 1, "interpreter": null, "cmdline": "./app 6379", "stacks_note": null})
         );
-        assert_eq!(
-            text_lines(&evidence),
-            [
-                "opened at (7 connections):",
-                "  app!leak_loop+0x1f",
-                "  app!main+0x9",
-                "command line: ./app 6379"
-            ]
-        );
         let mut interpreted = Map::new();
         ProcessStacks {
             interpreter: Some("python"),
@@ -651,14 +607,7 @@ mod tests {
         }
         .add_to(&mut interpreted);
         assert_eq!(interpreted["stacks"], Value::Null);
-        assert_eq!(
-            text_lines(&interpreted),
-            [
-                "stacks: interpreted (python): …",
-                "command line: python3 leak.py"
-            ]
-        );
-        // Without --stacks: nothing.
-        assert!(text_lines(&Map::new()).is_empty());
+        assert_eq!(interpreted["interpreter"], "python");
+        assert_eq!(interpreted["cmdline"], "python3 leak.py");
     }
 }
