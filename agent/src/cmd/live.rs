@@ -37,6 +37,7 @@ use crate::source::redis::RedisPoller;
 use crate::source::stacks::Stacks;
 use crate::source::{host, sock_diag};
 
+pub use crate::cmd::scan_pace::scan_stride;
 pub use crate::cmd::targets::{
     DEFAULT_PORT, RedisPlan, Remotes, UsageError, redis_target, scope, watched_ports,
 };
@@ -50,23 +51,6 @@ pub use crate::cmd::targets::{
 /// happening. The 4 MiB ring holds ~50,000 records, half a second of the bench's
 /// heaviest churn (~70,000 records/s), five times this period.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The sock_diag scan of open connections costs in proportion to them (a lookup
-/// and a `tcp_info` each): past this many per scan, it runs every few intervals
-/// instead of every one…
-const SCAN_CONNS_PER_INTERVAL: usize = 2_000;
-/// …but at least this often. Idle thresholds are tens of seconds.
-const SCAN_MAX_PERIOD: Duration = Duration::from_secs(10);
-
-/// How many intervals apart the scans run with `open` connections open.
-pub fn scan_stride(open: usize, interval: Duration) -> u32 {
-    let most = SCAN_MAX_PERIOD.as_nanos() / interval.as_nanos().max(1);
-    let most = u32::try_from(most).unwrap_or(u32::MAX).max(1);
-    u32::try_from(open / SCAN_CONNS_PER_INTERVAL)
-        .unwrap_or(u32::MAX)
-        .saturating_add(1)
-        .min(most)
-}
 
 /// Where a live run's events and reports go.
 pub trait Sink {

@@ -17,7 +17,7 @@ use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, Role, ServerCloses, StaleList, Totals, micros,
+    RejectCounts, Report, Role, ServerCloses, StackCounts, StaleList, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -450,29 +450,9 @@ impl Tracker {
             .collect()
     }
 
-    /// The user stacks at `connect()` (`--stacks`) of `pid`'s open connections from
-    /// `ip` idle at least `min_idle` at `now`: each stack id (`None`: no stack
-    /// known) with how many, most first (ties: the lower id).
-    pub fn owner_stacks(
-        &self,
-        ip: IpAddr,
-        pid: u32,
-        now: Nanos,
-        min_idle: Duration,
-    ) -> Vec<(Option<u32>, u64)> {
-        let min = u64::try_from(min_idle.as_nanos()).unwrap_or(u64::MAX);
-        let mut counts: Vec<(Option<u32>, u64)> = Vec::new();
-        for (key, conn) in self.conns.iter() {
-            if key.remote.ip() != ip || conn.owner != Some(pid) || conn.idle(now) < min {
-                continue;
-            }
-            match counts.iter_mut().find(|c| c.0 == conn.stack) {
-                Some(c) => c.1 += 1,
-                None => counts.push((conn.stack, 1)),
-            }
-        }
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        counts
+    /// See [`ConnTable::owner_stacks`].
+    pub fn owner_stacks(&self, ip: IpAddr, pid: u32, now: Nanos, idle: Duration) -> StackCounts {
+        self.conns.owner_stacks(ip, pid, now, idle)
     }
 
     /// The latest word from Redis, if any.

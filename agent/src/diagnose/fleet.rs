@@ -216,7 +216,7 @@ impl Fleet {
         pid: u32,
         now: Nanos,
         min_idle: std::time::Duration,
-    ) -> Vec<(Option<u32>, u64)> {
+    ) -> crate::model::StackCounts {
         self.members.get(&instance).map_or_else(Vec::new, |m| {
             m.pipeline.owner_stacks(ip, pid, now, min_idle)
         })

@@ -77,7 +77,7 @@ impl Pipeline {
         pid: u32,
         now: Nanos,
         min_idle: std::time::Duration,
-    ) -> Vec<(Option<u32>, u64)> {
+    ) -> crate::model::StackCounts {
         self.tracker.owner_stacks(ip, pid, now, min_idle)
     }
 

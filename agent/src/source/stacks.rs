@@ -21,7 +21,7 @@ use aya::maps::{MapData, StackTraceMap};
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolKind};
 use serde_json::{Map, Value, json};
 
-use crate::model::{FastMap, InstanceKey, Nanos, Report, VerdictKind};
+use crate::model::{FastMap, InstanceKey, Nanos, Report, StackCounts, VerdictKind};
 
 /// Stacks shown per process, most connections first.
 pub const TOP_STACKS: usize = 3;
@@ -226,8 +226,8 @@ pub fn cmdline_text(raw: &[u8]) -> Option<String> {
 
 /// How many of a process's connections have each stack id (`None`: no stack),
 /// most first: `(instance, client address, pid, now, idle at least)`.
-pub type CountsOf<'a> = dyn Fn(InstanceKey, std::net::IpAddr, u32, Nanos, std::time::Duration) -> Vec<(Option<u32>, u64)>
-    + 'a;
+pub type CountsOf<'a> =
+    dyn Fn(InstanceKey, std::net::IpAddr, u32, Nanos, std::time::Duration) -> StackCounts + 'a;
 
 /// What is known of one process's stacks, for a leak verdict's evidence.
 #[derive(Clone, Debug, Default, PartialEq)]
