@@ -247,12 +247,9 @@ pub struct ConnectorEvent {
 }
 
 /// Capacity of the map of user stacks at `connect()` with `--stacks` (distinct
-/// call paths; each entry holds [`MAX_STACK_DEPTH`] frames). Without `--stacks`
-/// the map is created with one entry, unused.
+/// call paths; each entry holds 127 frames, the kernel's `PERF_MAX_STACK_DEPTH`).
+/// Without `--stacks` the map is created with one entry, unused.
 pub const MAX_STACKS: u32 = 1024;
-
-/// Frames per user stack: the kernel's `PERF_MAX_STACK_DEPTH`.
-pub const MAX_STACK_DEPTH: usize = 127;
 
 /// Capacity of the map of sockets in SYN_SENT towards a watched port.
 pub const MAX_CONNECTING: u32 = 16_384;
