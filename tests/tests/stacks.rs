@@ -159,12 +159,39 @@ fn stacks_in_map(id: u64) -> usize {
     dump.as_array().map_or(0, Vec::len)
 }
 
+/// The native leaker's one stack, innermost first: the C library's connect(),
+/// then `open_leaked_connection` (the caller of `dial`, which has no frame of its
+/// own at the system call: the library's wrapper keeps none), `leak_loop`, `main`;
+/// as many connections as the process's stale ones; no trace of the churn.
+fn assert_native_stack(e: &Value) {
+    let stacks = e["stacks"].as_array().unwrap();
+    assert_eq!(stacks.len(), 1, "one call path: {e}");
+    assert_eq!(stacks[0]["count"], e["process_stale"], "{e}");
+    let frames: Vec<&str> = stacks[0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(frames.len() >= 4, "{frames:?}");
+    assert!(frames[0].starts_with("libc.so.6!connect+0x"), "{frames:?}");
+    for (at, function) in ["open_leaked_connection", "leak_loop", "main"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            frames[at + 1].starts_with(&format!("cw-native!{function}+0x")),
+            "{function} at {}: {frames:?}",
+            at + 1
+        );
+    }
+    assert!(!frames.iter().any(|f| f.contains("churn_connection")));
+}
+
 /// A native leaker built with frame pointers: the leak verdict names its pid and
-/// the stack its leaked connections were opened from, innermost first: the C
-/// library's connect(), then `open_leaked_connection` (the caller of `dial`,
-/// which has no frame of its own at the system call: the library's wrapper keeps
-/// none), `leak_loop`, `main`. All its leaked connections share the one stack;
-/// the connections `churn_connection` opened and closed are not among them.
+/// the stack its leaked connections were opened from (see
+/// [`assert_native_stack`]). All its leaked connections share the one stack; the
+/// connections `churn_connection` opened and closed are not among them.
 #[test]
 fn a_native_leak_names_the_function_that_opens_its_connections() {
     let _serial = serial();
@@ -202,31 +229,45 @@ fn a_native_leak_names_the_function_that_opens_its_connections() {
         e["cmdline"].as_str(),
         Some(format!("{} {SOURCE} {} 150 200 45", binary.display(), redis.port).as_str())
     );
-    let stacks = e["stacks"].as_array().unwrap();
-    assert_eq!(stacks.len(), 1, "one call path: {e}");
-    assert_eq!(stacks[0]["count"], e["process_stale"], "{e}");
-    let frames: Vec<&str> = stacks[0]["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    assert!(frames.len() >= 4, "{frames:?}");
-    assert!(frames[0].starts_with("libc.so.6!connect+0x"), "{frames:?}");
-    for (at, function) in ["open_leaked_connection", "leak_loop", "main"]
-        .iter()
-        .enumerate()
-    {
-        assert!(
-            frames[at + 1].starts_with(&format!("cw-native!{function}+0x")),
-            "{function} at {}: {frames:?}",
-            at + 1
-        );
-    }
-    assert!(!frames.iter().any(|f| f.contains("churn_connection")));
+    assert_native_stack(e);
     // One entry per call path in the kernel's map, however many connections: the
     // leak's and the churn's.
     assert_eq!(stacks_in_map(map_id), 2);
+    drop(leak);
+    agent.stop();
+}
+
+/// Client mode (`--remote-port`, on an application host) with `--stacks`: the
+/// same leak, seen from the client's sockets, names the same stack.
+#[test]
+fn client_mode_names_the_stack_too() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let port = redis.port.to_string();
+    let mut agent = Agent::watch_with(
+        &[],
+        &[
+            "--remote-port",
+            &port,
+            "--stacks",
+            "--leak-idle",
+            "3s",
+            "--window",
+            "20s",
+        ],
+        &[],
+    );
+    let dir = TempDir::new("stacks");
+    let binary = build_leaker(&dir);
+    let mut leak = run_leaker(&binary, redis.port);
+    let report = agent.wait_for("a leak of 127.0.0.5 with its stacks", WAIT, |r| {
+        leak_of(r).is_some_and(|v| v["evidence"]["stacks"].is_array())
+    });
+    leak.assert_ok();
+    assert_eq!(report["role"], "client");
+    let e = &leak_of(&report).unwrap()["evidence"];
+    assert_eq!(e["pid"], leak.pid());
+    assert_native_stack(e);
     drop(leak);
     agent.stop();
 }
