@@ -376,7 +376,7 @@ fn leak_and_storm() -> Vec<Report> {
             ProcessReport {
                 pid: 4_242,
                 comm: "gunicorn".into(),
-                container: Some("3f2a".repeat(16)),
+                container: Some("3f2a".repeat(16).into()),
                 pod: Some("0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e".into()),
                 open: i,
                 opened: i,
