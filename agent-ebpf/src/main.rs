@@ -12,8 +12,9 @@
 //! socket address until its source port is known, then sent once (a third record).
 //! In client mode (`--remote-port`) the same handshake record opens this host's own
 //! connections to a remote Redis port, and their close is sent from the client's
-//! socket. Idle times of open connections come from sock_diag in
-//! userspace. All judgment happens in userspace, where it can be tested.
+//! socket. With `--stacks` the handshake also takes the caller's user stack
+//! (`bpf_get_stackid`, one map entry per distinct call path). Idle times of open
+//! connections come from sock_diag in userspace. All judgment happens in userspace, where it can be tested.
 //!
 //! Field offsets come from `/sys/kernel/tracing/events/<category>/<name>/format`
 //! (kernel 6.18) and live in `connwatch_common::tracepoints`, where the loader
@@ -36,14 +37,14 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePointContext,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
@@ -51,8 +52,8 @@ use connwatch_common::tracepoints::{
 use connwatch_common::{
     AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, Connector, ConnectorEvent,
     KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey,
-    counter, event_kind, tcp_state, watch_mode,
+    MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets,
+    WatchKey, counter, event_kind, tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -126,6 +127,20 @@ fn client_mode() -> bool {
     unsafe { core::ptr::read_volatile(&CLIENT_MODE) != 0 }
 }
 
+/// Non-zero: take the user stack of each process noted at `connect()`
+/// (`--stacks`); set by userspace at load time. Zero (the default) makes that call
+/// dead code: the verifier drops it, and a connect costs what it did.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static USER_STACKS: u8 = 0;
+
+#[inline(always)]
+fn user_stacks() -> bool {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&USER_STACKS) != 0 }
+}
+
 /// Whether diagnostics are on; see [`DEBUG_PROBES`].
 #[inline(always)]
 fn debug_probes() -> bool {
@@ -184,6 +199,12 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// (the agent started during its handshake) is pushed out by newer ones.
 #[map]
 static CONNECTING: LruHashMap<u64, Connector> = LruHashMap::with_max_entries(MAX_CONNECTING, 0);
+
+/// User stacks at `connect()` (`--stacks`), by the id `bpf_get_stackid` gives: one
+/// entry per distinct call path, never removed (a full map refuses new paths, which
+/// then go without a stack). Userspace sizes it to one entry without `--stacks`.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 
 /// Connection transitions for userspace.
 #[map]
@@ -400,11 +421,21 @@ fn note_connector(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    // The caller's user stack, walked by frame pointers: its id plus one, 0 for none
+    // (the map full of other call paths, or no user stack to walk).
+    let stack = if user_stacks() {
+        match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+            Ok(id) => (id as u32).wrapping_add(1),
+            Err(_) => 0,
+        }
+    } else {
+        0
+    };
     let who = Connector {
         // SAFETY: bpf_get_current_cgroup_id takes no arguments and has no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        _pad: 0,
+        stack,
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
     // A full LRU map pushes out its oldest entry; an error loses this one only.
@@ -450,6 +481,7 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
         netns,
         tgid: who.tgid,
         comm: who.comm,
+        stack: who.stack,
         ..ConnectorEvent::default()
     };
     if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {

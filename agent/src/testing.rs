@@ -49,6 +49,7 @@ pub fn connector(ts: Nanos, key: ConnKey, pid: u32, comm: &str, cgroup: Option<&
         process: crate::model::Process {
             pid,
             comm: comm.into(),
+            stack: None,
             cgroup: cgroup.map(Into::into),
         },
         failed: false,

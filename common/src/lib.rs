@@ -208,7 +208,8 @@ pub struct Connector {
     pub cgroup_id: u64,
     /// Process id (tgid) in the host's PID namespace.
     pub tgid: u32,
-    pub _pad: u32,
+    /// The caller's user stack (`--stacks`), encoded as [`ConnectorEvent::stack`].
+    pub stack: u32,
     /// `bpf_get_current_comm()`: the calling thread's name, NUL-padded.
     pub comm: [u8; 16],
 }
@@ -238,9 +239,17 @@ pub struct ConnectorEvent {
     pub comm: [u8; 16],
     /// Why a failed connect failed (`CONNECT_FAILED`): reserved, 0 for now.
     pub err: u32,
-    /// The caller's user stack (`--stacks`): reserved, 0 for now.
+    /// The caller's user stack at `connect()` (`--stacks`): the id
+    /// `bpf_get_stackid` gave it in the `STACKS` map, plus one; 0 when none was
+    /// taken (`--stacks` off, or the kernel could not: the map full of other
+    /// stacks, no user stack). One call path has one id, whatever the connection.
     pub stack: u32,
 }
+
+/// Capacity of the map of user stacks at `connect()` with `--stacks` (distinct
+/// call paths; each entry holds 127 frames, the kernel's `PERF_MAX_STACK_DEPTH`).
+/// Without `--stacks` the map is created with one entry, unused.
+pub const MAX_STACKS: u32 = 1024;
 
 /// Capacity of the map of sockets in SYN_SENT towards a watched port.
 pub const MAX_CONNECTING: u32 = 16_384;
@@ -268,6 +277,7 @@ const _: () = {
 
     assert!(size_of::<Connector>() == 32);
     assert!(offset_of!(Connector, tgid) == 8);
+    assert!(offset_of!(Connector, stack) == 12);
     assert!(offset_of!(Connector, comm) == 16);
 
     assert!(size_of::<ConnectorEvent>() == 88);

@@ -213,7 +213,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__capture)
-            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
+            opts="-p -i -o -d -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --stacks --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --output --duration --max-size --redact --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -403,7 +403,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__check)
-            opts="-p -i -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
+            opts="-p -i -f -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --stacks --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --sample --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -717,7 +717,7 @@ _connwatch() {
             return 0
             ;;
         connwatch__subcmd__watch)
-            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --otlp --otlp-queue --clients --full-every --verbose --quiet --help"
+            opts="-p -i -f -d -o -v -q -h --port --interval --redis --password-file --tls --cacert --cert --key --insecure --sni --no-redis --netns --pid --debug-probes --no-processes --stacks --remote-port --remote --window --leak-min-growth --leak-idle --leak-min-stale --leak-slow-window --leak-slow-min-growth --storm-min-failures --storm-max-gap --fleet-storm-min-addresses --fleet-storm-min-rate --fleet-storm-window --short-window --fanout-min-addresses --pool-min-instances --pool-share --slow-consumer-min-bytes --slow-consumer-share --internal-reserve --internal --budget --blocked-share --capacity-warning --capacity-critical --format --duration --output --top --metrics --otlp --otlp-queue --clients --full-every --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -20,6 +20,7 @@ use connwatch::model::{
     AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
     Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport, RedisSnapshot,
     RedisStatus, RejectCounts, Report, RetryReport, Role, StaleList, Totals, Trend, Verdict,
+    VerdictKind,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -375,7 +376,7 @@ fn leak_and_storm() -> Vec<Report> {
             ProcessReport {
                 pid: 4_242,
                 comm: "gunicorn".into(),
-                container: Some("3f2a".repeat(16)),
+                container: Some("3f2a".repeat(16).into()),
                 pod: Some("0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e".into()),
                 open: i,
                 opened: i,
@@ -1228,6 +1229,69 @@ fn verdict_transition_lines_validate() {
         }
     }
     assert_eq!(checked, 2 * (3 + 6 + 3 + 1 + 2));
+}
+
+/// A leak's stacks (`watch --stacks`) as the agent writes them, native and
+/// interpreted, validate; a frame that is no string, a fourth stack, or the stacks
+/// without their companion keys do not.
+#[test]
+fn a_leaks_stacks_validate() {
+    use connwatch::source::stacks::ProcessStacks;
+    let mut report = leak_and_storm().pop().expect("report");
+    let at = report
+        .verdicts
+        .iter()
+        .position(|v| v.kind == VerdictKind::Leak)
+        .expect("a leak");
+    report.verdicts[at]
+        .evidence
+        .insert("pid".into(), json!(4242));
+    let frames = std::sync::Arc::new(vec![
+        "libc.so.6!connect+0x10".to_owned(),
+        "cw-native!open_leaked_connection+0x20".to_owned(),
+    ]);
+    let line = |stacks: &ProcessStacks| {
+        let mut r = report.clone();
+        stacks.add_to(&mut r.verdicts[at].evidence);
+        serde_json::to_value(&r).expect("json")
+    };
+    let native = line(&ProcessStacks {
+        stacks: Some(vec![(40, frames.clone()), (2, frames.clone())]),
+        missing: 1,
+        interpreter: None,
+        cmdline: Some("./cw-native 6379".into()),
+        note: Some("1 of the connections have no stack".into()),
+    });
+    assert!(errors(&native).is_empty(), "{:?}", errors(&native));
+    let interpreted = line(&ProcessStacks {
+        interpreter: Some("python"),
+        cmdline: None,
+        note: Some("interpreted (python): …".into()),
+        ..ProcessStacks::default()
+    });
+    assert!(
+        errors(&interpreted).is_empty(),
+        "{:?}",
+        errors(&interpreted)
+    );
+    let evidence = format!("/verdicts/{at}/evidence");
+    let mut bad = native.clone();
+    bad.pointer_mut(&format!("{evidence}/stacks/0/frames/0"))
+        .map(|f| *f = json!(7))
+        .expect("a frame");
+    assert!(!errors(&bad).is_empty(), "a frame that is a number");
+    let mut bad = native.clone();
+    bad.pointer_mut(&format!("{evidence}/stacks"))
+        .and_then(Value::as_array_mut)
+        .map(|s| s.extend([s[0].clone(), s[0].clone()]))
+        .expect("stacks");
+    assert!(!errors(&bad).is_empty(), "four stacks");
+    let mut bad = native;
+    bad.pointer_mut(&evidence)
+        .and_then(Value::as_object_mut)
+        .map(|e| e.remove("cmdline"))
+        .expect("evidence");
+    assert!(!errors(&bad).is_empty(), "stacks without cmdline");
 }
 
 #[test]

@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 
 pub type Case = fn() -> Option<String>;
 
-pub const ALL: [(&str, Case); 6] = [
+pub const ALL: [(&str, Case); 7] = [
     ("watch_counts", watch_counts),
     ("maxclients_rejection", maxclients_rejection),
     ("refused", refused),
     ("accept_emfile", accept_emfile),
     ("capture_analyze", capture_analyze),
     ("capabilities", capabilities),
+    ("stacks", stacks),
 ];
 
 /// Generous: under TCG every step is several times slower than on the host.
@@ -95,6 +96,76 @@ fn watch_counts() -> Option<String> {
         } else {
             ""
         }
+    ))
+}
+
+/// (g) `watch --stacks` loads on this kernel (the verifier keeps its
+/// `bpf_get_stackid` call), and a leak of this runner's own connections says where
+/// they were opened: the C library's connect() innermost. The runner is built
+/// without frame pointers, so the frames past it are not checked.
+fn stacks() -> Option<String> {
+    let redis = Redis::start();
+    pause(200);
+    let agent = Agent::watch_with(
+        &[redis.port],
+        &[
+            "--stacks",
+            "--no-redis",
+            "--window",
+            "6s",
+            "--leak-idle",
+            "1s",
+            "--leak-min-growth",
+            "3",
+            "--leak-min-stale",
+            "3",
+        ],
+        &[],
+    );
+    let leak_of = |r: &Value| {
+        r["verdicts"]
+            .as_array()
+            .and_then(|all| {
+                all.iter().find(|v| {
+                    v["kind"] == "leak"
+                        && v["addr"] == "127.0.0.6"
+                        && v["evidence"]["stacks"].is_array()
+                })
+            })
+            .cloned()
+    };
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let leak = loop {
+        held.push(Client::connect("127.0.0.6", redis.addr()));
+        pause(250);
+        if let Some(v) = agent.latest().as_ref().and_then(leak_of) {
+            break v;
+        }
+        assert!(
+            held.len() < 200 && started.elapsed() < WAIT,
+            "no leak with stacks after {} connections; last report:\n{}",
+            held.len(),
+            agent.latest().as_ref().map(shown).unwrap_or_default()
+        );
+    };
+    let e = &leak["evidence"];
+    assert_eq!(e["pid"], std::process::id(), "the runner's pid: {e}");
+    let first = e["stacks"][0]["frames"][0].as_str().unwrap_or_default();
+    assert!(
+        first.starts_with("libc.so.6!connect+0x"),
+        "innermost frame {first:?}, want libc.so.6!connect+0x…: {e}"
+    );
+    let count = e["stacks"][0]["count"].as_u64().unwrap_or(0);
+    assert!(count >= 3, "at least the 3 stale connections: {e}");
+    let (status, _) = agent.stop();
+    assert!(
+        status.success(),
+        "SIGTERM ends connwatch with 0, got {status}"
+    );
+    Some(format!(
+        "leak of {} connections, {count} from {first}",
+        held.len()
     ))
 }
 

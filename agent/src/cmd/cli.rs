@@ -98,6 +98,13 @@ pub struct LiveArgs {
     /// mode (--remote-port) always finds them: its opens are those records.
     #[arg(long)]
     pub no_processes: bool,
+    /// For a process called a leak, say where it opens its connections: the kernel
+    /// takes the user stack of every connect() to a watched port (one map entry per
+    /// call path), and the leak's evidence names the functions of its leaked
+    /// connections (`stacks`). Native code built with frame pointers; for python,
+    /// node or ruby the command line instead. Off, the kernel takes no stack.
+    #[arg(long, conflicts_with = "no_processes")]
+    pub stacks: bool,
     /// Client mode, for an application host: watch this host's own connections
     /// to Redis servers on this remote port (repeat for several), per process and
     /// container, instead of a local Redis's. Needs no Redis password (INFO is not

@@ -34,8 +34,10 @@ use crate::model::{ProbeReport, RedisSnapshot, RedisStatus, Report};
 use crate::source::netns::{self, Netns};
 use crate::source::probe::{self, EventReader, Probe, WatchSpec};
 use crate::source::redis::RedisPoller;
+use crate::source::stacks::Stacks;
 use crate::source::{host, sock_diag};
 
+pub use crate::cmd::scan_pace::scan_stride;
 pub use crate::cmd::targets::{
     DEFAULT_PORT, RedisPlan, Remotes, UsageError, redis_target, scope, watched_ports,
 };
@@ -49,23 +51,6 @@ pub use crate::cmd::targets::{
 /// happening. The 4 MiB ring holds ~50,000 records, half a second of the bench's
 /// heaviest churn (~70,000 records/s), five times this period.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The sock_diag scan of open connections costs in proportion to them (a lookup
-/// and a `tcp_info` each): past this many per scan, it runs every few intervals
-/// instead of every one…
-const SCAN_CONNS_PER_INTERVAL: usize = 2_000;
-/// …but at least this often. Idle thresholds are tens of seconds.
-const SCAN_MAX_PERIOD: Duration = Duration::from_secs(10);
-
-/// How many intervals apart the scans run with `open` connections open.
-pub fn scan_stride(open: usize, interval: Duration) -> u32 {
-    let most = SCAN_MAX_PERIOD.as_nanos() / interval.as_nanos().max(1);
-    let most = u32::try_from(most).unwrap_or(u32::MAX).max(1);
-    u32::try_from(open / SCAN_CONNS_PER_INTERVAL)
-        .unwrap_or(u32::MAX)
-        .saturating_add(1)
-        .min(most)
-}
 
 /// Where a live run's events and reports go.
 pub trait Sink {
@@ -159,6 +144,8 @@ struct Live<'a> {
     /// is then a namespace of this host's clients: no listener, no Redis poller;
     /// its connections are seeded and looked up from the client's end.
     remotes: Option<Remotes>,
+    /// `--stacks`: the kernel's user stacks at `connect()`, symbolized for leaks.
+    stacks: Option<Stacks>,
     sink: &'a mut dyn Sink,
 }
 
@@ -416,6 +403,12 @@ impl Live<'_> {
         let mut reports = self.feed(&Event::Tick { ts: now })?;
         for r in &mut reports {
             r.set_probe(Some(self.probe_report.clone()));
+            if let Some(stacks) = &mut self.stacks {
+                let fleet = &self.fleet;
+                stacks.annotate(r, now, &|instance, ip, pid, at, idle| {
+                    fleet.owner_stacks(instance, ip, pid, at, idle)
+                });
+            }
         }
         self.sink.reports(&mut reports)
     }
@@ -467,9 +460,11 @@ async fn run_async(
             vec![home_netns.inode()]
         },
         local_processes: !args.no_processes,
+        stacks: args.stacks,
     };
     let mut probe = Probe::load(&spec, args.debug_probes)?;
     let mut reader = probe.take_events()?;
+    let stacks = probe.take_stacks().map(Stacks::new);
     let clock = Clock::now();
     // Attached: what loading took is no longer needed. Before any thread starts,
     // since capabilities are per thread. Entering other namespaces (every one by
@@ -520,6 +515,7 @@ async fn run_async(
         interval: args.interval,
         probe_report,
         remotes,
+        stacks,
         sink,
     };
     live.add_site(home_netns, true)?;

@@ -16,5 +16,6 @@ pub mod otlp;
 pub mod output;
 pub mod record;
 pub mod run;
+pub mod scan_pace;
 pub mod targets;
 pub mod watch;

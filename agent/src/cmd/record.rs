@@ -98,6 +98,14 @@ pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    if args.live.stacks {
+        // Stacks are symbolized from the live processes' memory maps: a replay
+        // later has neither the kernel's stack map nor the processes.
+        return Err(live::UsageError(
+            "capture does not record stacks (--stacks): they are read from the live processes; use `connwatch watch --stacks`".into(),
+        )
+        .into());
+    }
     if args.output.exists() {
         anyhow::bail!(
             "{} exists; a capture never overwrites a file, choose another name",

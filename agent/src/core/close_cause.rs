@@ -87,6 +87,7 @@ mod tests {
             bytes_out: 0,
             queued: 0,
             owner: None,
+            stack: None,
         };
         Closed {
             how: Some(crate::model::CloseKind::Server),

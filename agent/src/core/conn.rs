@@ -7,7 +7,7 @@
 
 use crate::model::FastMap;
 
-use crate::model::{Activity, CloseKind, ConnKey, Nanos};
+use crate::model::{Activity, CloseKind, ConnKey, Nanos, StackCounts};
 
 /// How the agent learned of a connection, which decides whether its age is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,6 +34,8 @@ pub struct Conn {
     pub queued: u64,
     /// The pid of the local process that opened it, when known.
     pub owner: Option<u32>,
+    /// The id of that process's user stack at `connect()` (`--stacks`), when known.
+    pub stack: Option<u32>,
 }
 
 impl Conn {
@@ -46,6 +48,7 @@ impl Conn {
             bytes_out: 0,
             queued: 0,
             owner: None,
+            stack: None,
         }
     }
 
@@ -253,10 +256,11 @@ impl ConnTable {
     /// A connection the kernel no longer holds although its close was never seen
     /// (its record was lost). Returned as closed like a replaced entry; `None` when
     /// the table did not hold it.
-    /// Notes the local process that opened `key`.
-    pub fn set_owner(&mut self, key: &ConnKey, pid: u32) {
+    /// Notes the local process that opened `key`, and its stack at `connect()`.
+    pub fn set_owner(&mut self, key: &ConnKey, pid: u32, stack: Option<u32>) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.owner = Some(pid);
+            conn.stack = stack;
         }
     }
 
@@ -300,6 +304,31 @@ impl ConnTable {
 
     pub fn get(&self, key: &ConnKey) -> Option<&Conn> {
         self.conns.get(key)
+    }
+
+    /// The user stacks at `connect()` (`--stacks`) of `pid`'s open connections from
+    /// `ip` idle at least `min_idle` at `now`: each stack id (`None`: no stack
+    /// known) with how many, most first (ties: the lower id).
+    pub fn owner_stacks(
+        &self,
+        ip: std::net::IpAddr,
+        pid: u32,
+        now: Nanos,
+        min_idle: std::time::Duration,
+    ) -> StackCounts {
+        let min = u64::try_from(min_idle.as_nanos()).unwrap_or(u64::MAX);
+        let mut counts: StackCounts = Vec::new();
+        for (key, conn) in self.iter() {
+            if key.remote.ip() != ip || conn.owner != Some(pid) || conn.idle(now) < min {
+                continue;
+            }
+            match counts.iter_mut().find(|c| c.0 == conn.stack) {
+                Some(c) => c.1 += 1,
+                None => counts.push((conn.stack, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        counts
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&ConnKey, &Conn)> {

@@ -237,6 +237,7 @@ mod tests {
         Process {
             pid,
             comm: comm.into(),
+            stack: None,
             cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
         }
     }

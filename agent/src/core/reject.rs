@@ -108,6 +108,7 @@ mod tests {
                 bytes_out,
                 queued: 0,
                 owner: None,
+                stack: None,
             }),
             lifetime: Some(lifetime_ms * 1_000_000),
             delta: ByteDelta::default(),

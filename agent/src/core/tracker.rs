@@ -17,7 +17,7 @@ use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
 use crate::model::{
     AcceptErrors, AcceptQueue, Cidr, ClientsMode, HostSnapshot, Kind, RedisReport, RedisSnapshot,
-    RejectCounts, Report, Role, ServerCloses, StaleList, Totals, micros,
+    RejectCounts, Report, Role, ServerCloses, StackCounts, StaleList, Totals, micros,
 };
 use crate::model::{
     Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
@@ -272,7 +272,7 @@ impl Tracker {
         }
         // The local process that connected, if its record came first.
         if let Some(p) = self.joins.take(&key) {
-            self.conns.set_owner(&key, p.pid);
+            self.conns.set_owner(&key, p.pid, p.stack);
             self.clients.on_process_opened(ip, ts, &p);
         }
     }
@@ -448,6 +448,11 @@ impl Tracker {
             .into_iter()
             .map(|(a, idle, pid)| (a, Duration::from_nanos(idle), pid))
             .collect()
+    }
+
+    /// See [`ConnTable::owner_stacks`].
+    pub fn owner_stacks(&self, ip: IpAddr, pid: u32, now: Nanos, idle: Duration) -> StackCounts {
+        self.conns.owner_stacks(ip, pid, now, idle)
     }
 
     /// The latest word from Redis, if any.
@@ -1283,6 +1288,7 @@ mod tests {
         let proc = |pid| crate::model::Process {
             pid,
             comm: "app".into(),
+            stack: None,
             cgroup: None,
         };
         let connector = |ts, k: ConnKey, pid| Event::Connector {
@@ -1333,6 +1339,7 @@ mod tests {
             server: k.local,
             process: crate::model::Process {
                 pid: 9,
+                stack: None,
                 comm: "retry".into(),
                 cgroup: None,
             },

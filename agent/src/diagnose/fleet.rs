@@ -207,6 +207,21 @@ impl Fleet {
             .map_or(0, |m| m.pipeline.open_connections())
     }
 
+    /// The stacks at `connect()` of `pid`'s connections from `ip` to `instance`
+    /// idle at least `min_idle` (none for an instance the fleet does not hold).
+    pub fn owner_stacks(
+        &self,
+        instance: InstanceKey,
+        ip: std::net::IpAddr,
+        pid: u32,
+        now: Nanos,
+        min_idle: std::time::Duration,
+    ) -> crate::model::StackCounts {
+        self.members.get(&instance).map_or_else(Vec::new, |m| {
+            m.pipeline.owner_stacks(ip, pid, now, min_idle)
+        })
+    }
+
     /// The instances held now, home first.
     pub fn instances(&self) -> Vec<InstanceKey> {
         let mut keys: Vec<InstanceKey> = self.members.keys().copied().collect();

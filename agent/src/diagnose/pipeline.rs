@@ -69,6 +69,18 @@ impl Pipeline {
         self.tracker.open_keys()
     }
 
+    /// The stacks at `connect()` of `pid`'s connections from `ip` idle at least
+    /// `min_idle` (see [`Tracker::owner_stacks`]).
+    pub fn owner_stacks(
+        &self,
+        ip: std::net::IpAddr,
+        pid: u32,
+        now: Nanos,
+        min_idle: std::time::Duration,
+    ) -> crate::model::StackCounts {
+        self.tracker.owner_stacks(ip, pid, now, min_idle)
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.tracker.open()

@@ -45,5 +45,6 @@ pub use report::{
 };
 pub use rows::Quiet;
 pub use verdict::{
-    ClientVerdict, MAX_STALE_NAMED, Severity, StaleConn, StaleList, Verdict, VerdictKind,
+    ClientVerdict, MAX_STALE_NAMED, Severity, StackCounts, StaleConn, StaleList, Verdict,
+    VerdictKind,
 };

@@ -18,6 +18,10 @@ pub struct Process {
     /// (the cgroup was gone before the agent looked, or cgroup v2 is not mounted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<Arc<str>>,
+    /// The id of its user stack at `connect()` in the kernel's stack map
+    /// (`--stacks`); `None` without one. Meaningful only while that map lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
 }
 
 impl Process {
@@ -163,6 +167,7 @@ mod tests {
         let p = Process {
             pid: 7,
             comm: "redis-cli".into(),
+            stack: None,
             cgroup: None,
         };
         assert_eq!(p.identity(), Identity::default());

@@ -95,6 +95,10 @@ pub struct StaleConn {
 /// that opened it when known.
 pub type StaleList = Vec<(SocketAddr, Duration, Option<u32>)>;
 
+/// How many of a process's connections have each user stack at `connect()`
+/// (`--stacks`; `None`: no stack known), most first.
+pub type StackCounts = Vec<(Option<u32>, u64)>;
+
 impl StaleConn {
     pub fn new(addr: SocketAddr, idle: Duration) -> Self {
         StaleConn {

@@ -216,6 +216,44 @@ fn verdict_lines(report: &Report) -> Vec<String> {
         if more > 0 {
             lines.push(format!("           … {more} more in the JSON report"));
         }
+        lines.extend(
+            stack_lines(&v.evidence)
+                .into_iter()
+                .map(|l| format!("           {l}")),
+        );
+    }
+    lines
+}
+
+/// Frames shown per stack in the terminal (the JSON has up to 16).
+const FRAMES_SHOWN: usize = 6;
+
+/// A leak's stacks at connect() (`watch --stacks`), a few short lines: each stack
+/// with its count and innermost frames, or why there is none, then the command
+/// line. None without `--stacks` (no `stacks` in the evidence).
+fn stack_lines(evidence: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    let mut lines = Vec::new();
+    if !evidence.contains_key("stacks") {
+        return lines;
+    }
+    for s in evidence["stacks"].as_array().into_iter().flatten() {
+        let count = s.get("count").and_then(Value::as_u64).unwrap_or(0);
+        lines.push(format!("opened at ({count} connections):"));
+        let frames = s
+            .get("frames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for f in frames.filter_map(Value::as_str).take(FRAMES_SHOWN) {
+            lines.push(format!("  {f}"));
+        }
+    }
+    if let Some(note) = evidence.get("stacks_note").and_then(Value::as_str) {
+        lines.push(format!("stacks: {note}"));
+    }
+    if let Some(cmd) = evidence.get("cmdline").and_then(Value::as_str) {
+        lines.push(format!("command line: {cmd}"));
     }
     lines
 }
@@ -629,12 +667,42 @@ mod tests {
             pid: Some(4242),
             ..StaleConn::new(addr, Duration::from_secs(252))
         }];
-        r.verdicts.push(v);
+        r.verdicts.push(v.clone());
         let text = render_text(&r, 20, None);
         assert!(
             text.contains(
                 "\n           CLIENT KILL ADDR 10.1.2.3:40000   # idle 4m12s, pid 4242\n"
             ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("opened at") && !text.contains("command line"),
+            "{text}"
+        );
+        // With --stacks: the stack under the leak, then the command line.
+        let frames: Vec<String> = (0..8).map(|i| format!("app!f{i}+0x1")).collect();
+        v.evidence.insert(
+            "stacks".into(),
+            serde_json::json!([{"count": 3, "frames": frames}]),
+        );
+        v.evidence
+            .insert("stacks_note".into(), serde_json::Value::Null);
+        v.evidence
+            .insert("cmdline".into(), "./app --port 6379".into());
+        r.verdicts[0] = v.clone();
+        let text = render_text(&r, 20, None);
+        let want = "# idle 4m12s, pid 4242\n           opened at (3 connections):\n             app!f0+0x1\n             app!f1+0x1\n             app!f2+0x1\n             app!f3+0x1\n             app!f4+0x1\n             app!f5+0x1\n           command line: ./app --port 6379\n";
+        assert!(text.contains(want), "{text}");
+        // Interpreted: why there is no stack, and the command line.
+        v.evidence.insert("stacks".into(), serde_json::Value::Null);
+        v.evidence
+            .insert("stacks_note".into(), "interpreted (python): …".into());
+        v.evidence
+            .insert("cmdline".into(), "python3 leak.py".into());
+        r.verdicts[0] = v;
+        let text = render_text(&r, 20, None);
+        assert!(
+            text.contains("pid 4242\n           stacks: interpreted (python): …\n           command line: python3 leak.py\n"),
             "{text}"
         );
         let lines: Vec<&str> = text.lines().collect();

@@ -475,6 +475,7 @@ mod tests {
                 process: crate::model::Process {
                     pid: 4242,
                     comm: "gunicorn".into(),
+                    stack: None,
                     cgroup: Some("/system.slice/app.service".into()),
                 },
                 failed: false,

@@ -9,6 +9,7 @@
 //! - [`redis`]: the one persistent INFO/CONFIG connection to Redis, on the `redis` crate.
 //! - [`cgroup`]: a cgroup's path from its id (the cgroup v2 tree's directory inodes).
 //! - [`capture`]: capture files, written by `capture` and read by `analyze`.
+//! - [`stacks`]: user stacks at `connect()` (`--stacks`), symbolized from `/proc`.
 
 pub mod capture;
 pub mod cgroup;
@@ -17,3 +18,4 @@ pub mod netns;
 pub mod probe;
 pub mod redis;
 pub mod sock_diag;
+pub mod stacks;

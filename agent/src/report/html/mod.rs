@@ -266,6 +266,33 @@ mod tests {
     }
 
     #[test]
+    fn a_leaks_stacks_have_their_own_block() {
+        let mut reports = reports();
+        let html = render_html(&reports, "x");
+        assert!(!html.contains("Where its leaked connections were opened"));
+        let leak = reports
+            .iter_mut()
+            .flat_map(|r| r.verdicts.iter_mut())
+            .rfind(|v| v.kind == VerdictKind::Leak)
+            .unwrap();
+        leak.evidence.insert(
+            "stacks".into(),
+            serde_json::json!([{"count": 40, "frames": ["libc.so.6!connect+0x10", "app!open_<conn>+0x20"]}]),
+        );
+        leak.evidence
+            .insert("cmdline".into(), Value::String("./app 6379".into()));
+        let html = render_html(&reports, "x");
+        assert!(html.contains(
+            "<p>40 connections:</p>\n<pre class=\"stack\">libc.so.6!connect+0x10\napp!open_&lt;conn&gt;+0x20</pre>"
+        ));
+        assert!(html.contains("<tr><th><code>cmdline</code></th><td>./app 6379</td>"));
+        assert!(
+            !html.contains("<code>stacks</code>"),
+            "not in the evidence table"
+        );
+    }
+
+    #[test]
     fn self_contained_no_network_references() {
         let html = render_html(&reports(), "x");
         for needle in ["http://", "https://", "//cdn", "src=", "@import", "url("] {

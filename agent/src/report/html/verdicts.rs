@@ -159,7 +159,8 @@ pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[See
             .above(v)
             .map(|(key, peak, at)| (key, (peak, at)))
             .collect();
-        for (key, value) in &v.evidence {
+        // A leak's stacks (`watch --stacks`) have their own block below.
+        for (key, value) in v.evidence.iter().filter(|(k, _)| k.as_str() != "stacks") {
             let peak = peaks
                 .get(key.as_str())
                 .map_or_else(String::new, |&(x, at)| {
@@ -214,6 +215,24 @@ pub(super) fn verdicts_section(out: &mut String, reports: &[Report], seen: &[See
                 );
             }
             out.push_str("</tbody></table>\n");
+        }
+        if let Some(stacks) = v.evidence.get("stacks").and_then(Value::as_array) {
+            out.push_str("<h4>Where its leaked connections were opened (user stack at connect(), innermost first)</h4>\n");
+            for s in stacks {
+                let frames: Vec<&str> = s
+                    .get("frames")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                w!(
+                    out,
+                    "<p>{} connections:</p>\n<pre class=\"stack\">{}</pre>\n",
+                    s.get("count").and_then(Value::as_u64).unwrap_or(0),
+                    Esc(&frames.join("\n"))
+                );
+            }
         }
         out.push_str("</div>\n</div>\n</article>\n");
     }

@@ -168,6 +168,8 @@ pub fn decode_connector(
             pid: ev.tgid,
             comm: comm_name(&ev.comm, name),
             cgroup: cgroup(ev.cgroup_id),
+            // Encoded as the id plus one, 0 for none.
+            stack: ev.stack.checked_sub(1),
         },
         failed,
     })
@@ -339,6 +341,7 @@ mod tests {
             process: Process {
                 pid: 4242,
                 comm: "gunicorn".into(),
+                stack: None,
                 cgroup: Some("/system.slice/x.service".into()),
             },
             failed: false,
@@ -359,6 +362,19 @@ mod tests {
         match decode_connector(&ev, |_| None) {
             Some(Event::Connector { process, .. }) => assert_eq!(&*process.comm, "?[2Jx?"),
             other => panic!("unexpected {other:?}"),
+        }
+        // The stack is its id plus one; 0 is none, and the id u32::MAX - 1 survives.
+        for (raw, want) in [
+            (0, None),
+            (1, Some(0)),
+            (8, Some(7)),
+            (u32::MAX, Some(u32::MAX - 1)),
+        ] {
+            ev.stack = raw;
+            match decode_connector(&ev, |_| None) {
+                Some(Event::Connector { process, .. }) => assert_eq!(process.stack, want),
+                other => panic!("unexpected {other:?}"),
+            }
         }
         ev.kind = event_kind::OPENED;
         assert_eq!(decode_connector(&ev, |_| None), None);
@@ -428,6 +444,7 @@ mod tests {
             server: "127.0.0.1:6379".parse().unwrap(),
             process: Process {
                 pid: 4242,
+                stack: None,
                 comm: "worker".into(),
                 cgroup: None,
             },

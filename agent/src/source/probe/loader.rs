@@ -5,13 +5,14 @@ use std::os::fd::AsRawFd as _;
 use anyhow::{Context as _, anyhow, bail};
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
-    KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_WATCHED_INSTANCES,
-    MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets, WatchKey, counter, watch_mode,
+    KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_STACKS,
+    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
+    WatchKey, counter, watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -32,6 +33,8 @@ pub struct WatchSpec {
     /// Client mode (`--remote-port`): this host's connections to these remote
     /// ports, in the same namespaces; empty: off.
     pub remote_ports: Vec<u16>,
+    /// Take the user stack of each process noted at `connect()` (`--stacks`).
+    pub stacks: bool,
 }
 
 /// The compiled kernel programs, built by build.rs from `agent-ebpf`.
@@ -204,6 +207,8 @@ pub struct Probe {
     accept_errors: PerCpuHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    /// The user stacks at `connect()` (`--stacks` only).
+    stacks: Option<StackTraceMap<MapData>>,
     /// pid → instance slot, as the kernel's map holds them.
     listener_pids: BTreeMap<u32, u8>,
     /// The programs read each socket's network namespace.
@@ -247,6 +252,7 @@ impl Probe {
         let debug_flag = u8::from(debug_probes);
         let local_processes = u8::from(spec.local_processes);
         let client_mode = u8::from(!spec.remote_ports.is_empty());
+        let user_stacks = u8::from(spec.stacks);
         let log_level = if debug_probes {
             aya_log::Level::Debug as u8
         } else {
@@ -259,6 +265,9 @@ impl Probe {
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global("CLIENT_MODE", &client_mode, true)
+            .override_global("USER_STACKS", &user_stacks, true)
+            // Unused without --stacks: one entry, not a megabyte.
+            .map_max_entries("STACKS", if spec.stacks { MAX_STACKS } else { 1 })
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(PROGRAMS)
             .context("loading the BPF programs into the kernel failed")?;
@@ -333,6 +342,11 @@ impl Probe {
             accept_errors: take(&mut ebpf, "ACCEPT_ERRORS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             events: Some(take(&mut ebpf, "EVENTS")?),
+            stacks: if spec.stacks {
+                Some(take(&mut ebpf, "STACKS")?)
+            } else {
+                None
+            },
             _ebpf: ebpf,
             listener_pids: BTreeMap::new(),
             netns_aware: netns_layout.is_some(),
@@ -458,6 +472,12 @@ impl Probe {
         if let Some(logger) = &mut self.kernel_log {
             logger.flush();
         }
+    }
+
+    /// Hands out the map of user stacks at `connect()` (once; `None` without
+    /// `--stacks`).
+    pub fn take_stacks(&mut self) -> Option<StackTraceMap<MapData>> {
+        self.stacks.take()
     }
 
     /// Hands out the ring-buffer reader (once).
