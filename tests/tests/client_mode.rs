@@ -251,32 +251,31 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
 }
 
 /// Client mode takes no local port, no Redis URL and no password: a mix is one
-/// clear line and the usage exit code; `capture` and `check` refuse it.
+/// clear line and the usage exit code; `check` refuses it.
 #[test]
 fn client_mode_refuses_server_side_flags() {
     for extra in [["--port", "6379"], ["--redis", "redis://127.0.0.1:6379"]] {
-        let out = std::process::Command::new(connwatch_bin())
-            .args(["watch", "--remote-port", "6379"])
-            .args(extra)
-            .output()
-            .expect("run connwatch");
-        assert_eq!(out.status.code(), Some(2), "{extra:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot be used with"), "{err}");
+        for cmd in ["watch", "capture"] {
+            let dir = TempDir::new("capture");
+            let file = dir.0.join("x.cwcap");
+            let out = std::process::Command::new(connwatch_bin())
+                .args([cmd, "--remote-port", "6379"])
+                .args(extra)
+                .args(if cmd == "capture" { vec!["-o"] } else { vec![] })
+                .args(if cmd == "capture" {
+                    vec![file.clone()]
+                } else {
+                    vec![]
+                })
+                .output()
+                .expect("run connwatch");
+            assert_eq!(out.status.code(), Some(2), "{cmd} {extra:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("cannot be used with"), "{err}");
+            assert!(!file.exists());
+        }
     }
-    // capture and check are not for client mode: one line each, nothing loaded.
-    let dir = TempDir::new("capture");
-    let file = dir.0.join("x.cwcap");
-    let out = std::process::Command::new(connwatch_bin())
-        .args(["capture", "--remote-port", "6379", "-o"])
-        .arg(&file)
-        .output()
-        .expect("run connwatch");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("capture does not record client mode"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(!file.exists());
+    // check is not for client mode: one line, nothing loaded.
     let out = std::process::Command::new(connwatch_bin())
         .args(["check", "--remote-port", "6379"])
         .output()
@@ -333,4 +332,145 @@ fn connections_open_before_the_start_are_seeded_without_a_process() {
     before.assert_ok();
     drop((after, before));
     agent.stop();
+}
+
+/// A capture of client mode says so in its header and replays as a client's: the
+/// live run's leak verdict, with its pid and process name, is the replay's, in
+/// JSON, in the text summary and in the HTML report.
+#[test]
+fn a_client_mode_capture_replays_as_the_client_it_recorded() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let port = redis.port.to_string();
+    let dir = TempDir::new("client-capture");
+    let file = dir.0.join("app.cwcap");
+    let names = TempDir::new("names");
+    let capture = std::process::Command::new(connwatch_bin())
+        .args(["capture", "--remote-port", &port])
+        .args([
+            "--leak-idle",
+            "2s",
+            "--window",
+            "20s",
+            "--interval",
+            "500ms",
+        ])
+        .args(["--duration", "9s", "--format", "json", "-o"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start connwatch capture");
+    pause(1500); // the probes are attached
+    // The leak: 10 connections kept, one every 0.1 s, then idle.
+    let mut leak = Background::python_named(
+        &names,
+        "cw-cap-leak",
+        "leak.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.6",
+            "--every",
+            "0.1",
+            "--max",
+            "10",
+            "--seconds",
+            "30",
+        ],
+    );
+    leak.wait_for_line("started", STARTED);
+    let out = capture.wait_with_output().expect("capture ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let live = last_json(&out.stdout);
+    assert_eq!(live["role"], "client", "{live}");
+    let v = verdict(&live, "leak", "127.0.0.6").unwrap_or_else(|| panic!("live leak: {live}"));
+    assert_eq!(
+        (&v["evidence"]["pid"], &v["evidence"]["comm"]),
+        (&leak.pid().into(), &"cw-cap-leak".into()),
+        "{v}"
+    );
+    let live_row = client(&live, "127.0.0.6").unwrap().clone();
+    assert_eq!(live_row["opened"], 10, "{live_row}");
+
+    // The header says which end was recorded.
+    let mut header = String::new();
+    std::io::Read::read_to_string(&mut decompressed(&file), &mut header).unwrap();
+    let header: Value = serde_json::from_str(header.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&header["role"], &header["remote_ports"], &header["ports"]),
+        (
+            &"client".into(),
+            &serde_json::json!([redis.port]),
+            &serde_json::json!([redis.port])
+        ),
+        "{header}"
+    );
+
+    let analyze = |format: &str| {
+        let out = std::process::Command::new(connwatch_bin())
+            .args([
+                "analyze",
+                "--leak-idle",
+                "2s",
+                "--window",
+                "20s",
+                "--clients",
+                "all",
+            ])
+            .arg(&file)
+            .args(["--format", format])
+            .output()
+            .expect("run connwatch analyze");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // JSON: the same last report, role, verdict and process.
+    let replay = last_json(&analyze("json"));
+    assert_eq!(replay["role"], "client", "{replay}");
+    let rv = verdict(&replay, "leak", "127.0.0.6").unwrap_or_else(|| panic!("{replay}"));
+    assert_eq!(
+        (&rv["evidence"], &rv["summary"], &rv["stale_connections"]),
+        (&v["evidence"], &v["summary"], &v["stale_connections"]),
+        "{rv}"
+    );
+    let row = client(&replay, "127.0.0.6").unwrap();
+    for k in [
+        "open",
+        "opened",
+        "closed",
+        "refused",
+        "rejected",
+        "processes",
+        "verdict",
+    ] {
+        assert_eq!(row[k], live_row[k], "{k}: {row}");
+    }
+    // Text: the summary says client mode and names the process.
+    let text = String::from_utf8(analyze("text")).unwrap();
+    assert!(
+        text.contains(&format!("client mode, remote ports [{}]", redis.port)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("pid {}", leak.pid())), "{text}");
+    // HTML: the header says client mode, the leak names the pid.
+    let html = String::from_utf8(analyze("html")).unwrap();
+    assert!(html.contains("Remote port (client mode)"), "{html}");
+    assert!(
+        html.contains(&format!("pid {}", leak.pid())),
+        "pid in the HTML"
+    );
+    drop(leak);
+}
+
+/// The decompressed text of a capture (gzip, read by the agent's own format).
+fn decompressed(path: &std::path::Path) -> impl std::io::Read {
+    let bytes = std::fs::read(path).expect("read the capture");
+    flate2::read::MultiGzDecoder::new(std::io::Cursor::new(bytes))
 }

@@ -82,7 +82,7 @@ pub struct Report {
 }
 
 /// Which end of the connections a report watched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The Redis host: connections accepted on the watched local ports.
@@ -96,6 +96,13 @@ named!(Role {
     Server => "server",
     Client => "client",
 });
+
+impl Role {
+    /// For `skip_serializing_if`: the default (a server) is left out.
+    pub fn is_server(&self) -> bool {
+        *self == Role::Server
+    }
+}
 
 /// Which client rows a report carries (`--clients`, docs/REPORT.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
