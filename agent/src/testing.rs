@@ -52,6 +52,7 @@ pub fn connector(ts: Nanos, key: ConnKey, pid: u32, comm: &str, cgroup: Option<&
             cgroup: cgroup.map(str::to_string),
         },
         failed: false,
+        err: None,
     }
 }
 
@@ -295,6 +296,7 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     ClientReport {
         processes: Vec::new().into(),
         processes_other: None,
+        failed_connects: None,
         rejected: 0,
         refused: Some(0),
         failed: 0,

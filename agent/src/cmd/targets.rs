@@ -109,6 +109,7 @@ impl Remotes {
             Event::Opened { key, .. }
             | Event::Closed { key, .. }
             | Event::Refused { key, .. }
+            | Event::ConnectFailed { key, .. }
             | Event::Seeded { key, .. } => key.local,
             Event::Connector { server, .. } => *server,
             _ => return true,

@@ -20,7 +20,7 @@ use crate::model::{
     RejectCounts, Report, Role, ServerCloses, StaleList, Totals, micros,
 };
 use crate::model::{
-    Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
+    Activity, Clock, CloseKind, ConnKey, Event, Failure, FastMap, KernelCounters, Nanos, normalize,
 };
 
 /// Connections the tracker chose not to count.
@@ -44,6 +44,8 @@ pub struct Tracker {
     rejected: RejectCounts,
     server_closes: ServerCloses,
     refused: u64,
+    /// Client mode: a failed connect's cause was unknown, so `refused` is too.
+    refused_unknown: bool,
     /// The latest word from Redis and from /proc, and the first readings of
     /// their counters.
     redis: Option<RedisSnapshot>,
@@ -88,6 +90,7 @@ impl Tracker {
             rejected: RejectCounts::default(),
             server_closes: ServerCloses::default(),
             refused: 0,
+            refused_unknown: false,
             redis: None,
             host: None,
             baselines: Baselines::default(),
@@ -165,8 +168,13 @@ impl Tracker {
                     if rejected.is_some() || *how == CloseKind::Reset {
                         self.clients.on_failed_attempt(key.remote.ip(), *ts);
                         if let Some(pid) = owner {
+                            let why = if rejected.is_some() {
+                                Failure::Rejected
+                            } else {
+                                Failure::Reset
+                            };
                             self.clients
-                                .on_process_failed_pid(key.remote.ip(), *ts, pid);
+                                .on_process_failed_pid(key.remote.ip(), *ts, pid, why);
                         }
                     }
                     let timeout = self.redis.as_ref().and_then(|r| r.config?.timeout);
@@ -204,12 +212,26 @@ impl Tracker {
                     self.joins.on_refused(*ts, key);
                 }
             }
+            Event::ConnectFailed { ts, key, err } => {
+                if self.watches(key) {
+                    let why = Failure::of_connect(*err);
+                    match why {
+                        Failure::Refused => self.refused += 1,
+                        Failure::Unknown => self.refused_unknown = true,
+                        _ => {}
+                    }
+                    self.clients.on_connect_failed(key.remote.ip(), *ts, why);
+                    // Its connector follows, for the process's failure.
+                    self.joins.on_refused(*ts, key);
+                }
+            }
             Event::Connector {
                 ts,
                 client,
                 server,
                 process,
                 failed,
+                err,
             } => {
                 if !self.ports.is_empty() && !self.ports.contains(&server.port()) {
                     return;
@@ -218,7 +240,8 @@ impl Tracker {
                     self.joins.on_connector(*ts, *client, *server, process);
                 } else if self.joins.take_refused(*client, *server) {
                     let ip = normalize(*client).ip();
-                    self.clients.on_process_failed(ip, *ts, process);
+                    let why = Failure::of_connect(*err);
+                    self.clients.on_process_failed(ip, *ts, process, why);
                 }
             }
             Event::Redis { snapshot, .. } => {
@@ -410,7 +433,7 @@ impl Tracker {
             evicted_clients: self.clients.evicted(),
             rejected: self.rejected.total(),
             rejected_by_reason: self.rejected,
-            refused: Some(self.refused),
+            refused: (!self.refused_unknown).then_some(self.refused),
             accept_errors_per_s: Some(self.accept_rate.per_s),
             listen_overflows: self
                 .listen_delta(|h| h.listen_overflows, self.baselines.listen_overflows),
@@ -1291,6 +1314,7 @@ mod tests {
             server: k.local,
             process: proc(pid),
             failed: false,
+            err: None,
         };
         let mut t = tracker(&[
             seeded(START, seeded_first, None),
@@ -1337,6 +1361,7 @@ mod tests {
                 cgroup: None,
             },
             failed: true,
+            err: Some(111),
         };
         let mut t = tracker(&[
             Event::Refused {
@@ -1355,6 +1380,102 @@ mod tests {
             .map(|p| (p.pid, p.open, p.opened, p.failed))
             .collect();
         assert_eq!(p, [(9, 0, 0, 1)]);
+        assert_eq!(c.processes[0].failed_by.known().map(|f| f.refused), Some(1));
+        // Server side: connects are the clients' own, never split on the row.
+        assert_eq!(c.failed_connects, None);
+    }
+
+    /// Client mode: a failed connect is an attempt and a failure of its address
+    /// and its process, by the socket's error; only a reset's refusal is `refused`,
+    /// and a cause not known makes `refused` unknown too.
+    #[test]
+    fn client_mode_splits_failed_connects_by_cause() {
+        let mut t = Tracker::new(vec![6379]);
+        t.set_role(Role::Client);
+        let attempt = |port: u16, err: Option<u32>, pid: u32| {
+            let k = key("10.0.0.9:6379", &format!("127.0.0.5:{port}"));
+            [
+                Event::ConnectFailed {
+                    ts: START + u64::from(port),
+                    key: k,
+                    err,
+                },
+                Event::Connector {
+                    ts: START + u64::from(port),
+                    client: k.remote,
+                    server: k.local,
+                    process: crate::model::Process {
+                        pid,
+                        comm: "app".into(),
+                        cgroup: None,
+                    },
+                    failed: true,
+                    err,
+                },
+            ]
+        };
+        let causes = [
+            (Some(111), 1),
+            (Some(110), 1),
+            (Some(110), 1),
+            (Some(0), 1),
+            (Some(113), 2),
+        ];
+        for (port, (err, pid)) in (40_000..).zip(causes) {
+            for ev in attempt(port, err, pid) {
+                t.apply(&ev);
+            }
+        }
+        let r = t.report(START + SEC, &clock());
+        assert_eq!(r.totals.refused, Some(1));
+        let c = client(&r, "127.0.0.5");
+        assert_eq!(c.refused, Some(1));
+        assert_eq!(
+            c.failed_connects,
+            Some(Some(crate::model::ConnectFailures {
+                refused: 1,
+                timed_out: 2,
+                abandoned: 1,
+                other: 1,
+            }))
+        );
+        assert_eq!(c.failed, 5, "each an attempt that failed");
+        let by = |pid: u32| {
+            let p = c.processes.iter().find(|p| p.pid == pid).unwrap();
+            (p.failed, p.failed_by.known().copied())
+        };
+        assert_eq!(
+            by(1),
+            (
+                4,
+                Some(FailedBy {
+                    refused: 1,
+                    timed_out: 2,
+                    abandoned: 1,
+                    ..FailedBy::default()
+                })
+            )
+        );
+        assert_eq!(
+            by(2),
+            (
+                1,
+                Some(FailedBy {
+                    other: 1,
+                    ..FailedBy::default()
+                })
+            )
+        );
+        // Without the socket's error (no BTF, an older capture): unknown, not 0.
+        for ev in attempt(50_000, None, 2) {
+            t.apply(&ev);
+        }
+        let r = t.report(START + 2 * SEC, &clock());
+        let c = client(&r, "127.0.0.5");
+        assert_eq!((r.totals.refused, c.refused), (None, None));
+        assert_eq!(c.failed_connects, Some(None));
+        let p = c.processes.iter().find(|p| p.pid == 2).unwrap();
+        assert_eq!((p.failed, p.failed_by.known()), (2, None));
     }
 
     #[test]

@@ -38,10 +38,10 @@ pub use probe::{Features, ProbeReport};
 pub use process::{Identity, Process, short_id};
 pub use redis::{ConfigStatus, InfoFields, RedisConfig, RedisSnapshot, RedisStatus, TIMED_OUT};
 pub use report::{
-    AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, Idle, Kind, Lifetime,
-    OtherProcesses, ProcessReport, Rates, Recommendation, RejectCounts, RejectReason, Report,
-    RetryReport, Role, SendQueue, ServerClose, ServerCloses, Totals, Trend, WorstKey, errno_name,
-    worst_first,
+    AcceptErrors, AcceptQueue, Age, ClientReport, ClientRows, ClientsMode, ConnectFailures,
+    FailedBy, Failure, Idle, Kind, Lifetime, OtherProcesses, ProcessReport, Rates, Recommendation,
+    RejectCounts, RejectReason, Report, RetryReport, Role, SendQueue, ServerClose, ServerCloses,
+    Totals, Trend, WorstKey, errno_name, worst_first,
 };
 pub use rows::Quiet;
 pub use verdict::{

@@ -141,6 +141,24 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
         out.extend_from_slice(b",\"processes_other\":");
         let _ = serde_json::to_writer(&mut *out, o);
     }
+    // Client mode's failed connects by cause: only rows that have some.
+    if let Some(f) = &c.failed_connects {
+        out.extend_from_slice(b",\"failed_connects\":");
+        match f {
+            Some(f) => {
+                out.extend_from_slice(b"{\"refused\":");
+                u64(out, f.refused);
+                out.extend_from_slice(b",\"timed_out\":");
+                u64(out, f.timed_out);
+                out.extend_from_slice(b",\"abandoned\":");
+                u64(out, f.abandoned);
+                out.extend_from_slice(b",\"other\":");
+                u64(out, f.other);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+    }
     out.push(b'}');
 }
 
@@ -281,14 +299,32 @@ mod tests {
             open: 2,
             opened: 5,
             failed: 1,
+            failed_by: FailedBy {
+                timed_out: 1,
+                ..FailedBy::default()
+            },
         }]
         .into();
         same(&full);
         full.processes_other = Some(OtherProcesses {
             open: 0,
             opened: 1,
-            failed: 0,
+            failed: 1,
+            failed_by: FailedBy {
+                unknown: 1,
+                ..FailedBy::default()
+            },
         });
+        same(&full);
+        // Client mode's failed connects by cause, and unknown causes.
+        full.failed_connects = Some(Some(ConnectFailures {
+            refused: 1,
+            timed_out: 2,
+            abandoned: 3,
+            other: u64::MAX,
+        }));
+        same(&full);
+        full.failed_connects = Some(None);
         same(&full);
     }
 }

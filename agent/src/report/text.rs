@@ -307,8 +307,11 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
 
 /// Under a row, the local processes behind its connections, worst first.
 fn process_lines(c: &ClientReport) -> Vec<String> {
-    let figures = |open: u64, opened: u64, failed: u64| {
-        format!("{open} open, {opened} opened, {failed} failed")
+    let figures = |open: u64, opened: u64, failed: u64, by: &crate::model::FailedBy| {
+        format!(
+            "{open} open, {opened} opened, {failed} failed{}",
+            by.describe()
+        )
     };
     let mut lines: Vec<String> = c
         .processes
@@ -321,14 +324,14 @@ fn process_lines(c: &ClientReport) -> Vec<String> {
             format!(
                 "  └ {}{pod}: {}",
                 p.label(),
-                figures(p.open, p.opened, p.failed)
+                figures(p.open, p.opened, p.failed, &p.failed_by)
             )
         })
         .collect();
     if let Some(o) = c.processes_other {
         lines.push(format!(
             "  └ other processes: {}",
-            figures(o.open, o.opened, o.failed)
+            figures(o.open, o.opened, o.failed, &o.failed_by)
         ));
     }
     lines
@@ -605,6 +608,10 @@ mod tests {
                 open: 3,
                 opened: 9,
                 failed: 1,
+                failed_by: FailedBy {
+                    abandoned: 1,
+                    ..FailedBy::default()
+                },
             },
             ProcessReport {
                 pid: 7,
@@ -614,6 +621,7 @@ mod tests {
                 open: 0,
                 opened: 1,
                 failed: 0,
+                failed_by: FailedBy::default(),
             },
         ]
         .into();
@@ -621,6 +629,7 @@ mod tests {
             open: 0,
             opened: 2,
             failed: 0,
+            failed_by: FailedBy::default(),
         });
         let mut r = report(vec![c, client("10.9.9.9", 1, 0, 1)]);
         let mut v = crate::testing::verdict(VerdictKind::Leak, Severity::Warning, Some("10.1.2.3"));
@@ -645,7 +654,7 @@ mod tests {
         assert_eq!(
             lines[at + 1..at + 4],
             [
-                "  └ pid 4242 (gunicorn) in container 3f2a3f2a3f2a (pod 0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e): 3 open, 9 opened, 1 failed",
+                "  └ pid 4242 (gunicorn) in container 3f2a3f2a3f2a (pod 0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e): 3 open, 9 opened, 1 failed (abandoned 1)",
                 "  └ pid 7 (cron): 0 open, 1 opened, 0 failed",
                 "  └ other processes: 0 open, 2 opened, 0 failed",
             ]

@@ -405,6 +405,7 @@ impl Redactor {
         match &mut ev {
             Event::Opened { key, .. }
             | Event::Refused { key, .. }
+            | Event::ConnectFailed { key, .. }
             | Event::Seeded { key, .. }
             | Event::Closed { key, .. } => {
                 *key = self.key(key);
@@ -494,6 +495,7 @@ mod tests {
                     cgroup: Some("/system.slice/app.service".into()),
                 },
                 failed: false,
+                err: None,
             },
             Event::Tick { ts: 1_000 },
         ]
@@ -628,6 +630,49 @@ mod tests {
         let r =
             Reader::from_read(Box::new(io::Cursor::new(gz(&format!("{text}\n")))), false).unwrap();
         assert_eq!(r.header, header);
+    }
+
+    /// A failed connect's cause travels in the capture; a connector written before
+    /// it was recorded reads as unknown.
+    #[test]
+    fn a_connects_cause_round_trips_and_old_connectors_read_as_unknown() {
+        let old = r#"{"ev":"connector","ts":26,"client":"127.0.0.5:4001","server":"127.0.0.1:6379","process":{"pid":9,"comm":"app"},"failed":true}"#;
+        match serde_json::from_str::<Event>(old).unwrap() {
+            Event::Connector {
+                failed: true,
+                err: None,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        let failed = Event::ConnectFailed {
+            ts: 27,
+            key: key("127.0.0.5:4002"),
+            err: Some(110),
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            text,
+            r#"{"ev":"connect_failed","ts":27,"key":{"local":"127.0.0.1:6379","remote":"127.0.0.5:4002"},"err":110}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), failed);
+        let unknown = text.replace(r#","err":110"#, "");
+        assert!(matches!(
+            serde_json::from_str::<Event>(&unknown).unwrap(),
+            Event::ConnectFailed { err: None, .. }
+        ));
+        // Redaction replaces this host's client end, keeps the server and the cause.
+        let Event::ConnectFailed { key: k, err, .. } = Redactor::default().event(&failed) else {
+            panic!()
+        };
+        assert_eq!(
+            (k.remote, k.local, err),
+            (
+                "198.18.0.1:4002".parse().unwrap(),
+                "127.0.0.1:6379".parse().unwrap(),
+                Some(110)
+            )
+        );
     }
 
     #[test]

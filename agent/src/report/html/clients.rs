@@ -248,11 +248,12 @@ fn processes_cell(out: &mut String, c: &ClientReport) {
             out.push_str("<br>");
         }
         let mut line = format!(
-            "{}: {} open, {} opened, {} failed",
+            "{}: {} open, {} opened, {} failed{}",
             p.label(),
             p.open,
             p.opened,
-            p.failed
+            p.failed,
+            p.failed_by.describe()
         );
         if let Some(pod) = &p.pod {
             line.push_str(&format!(" (pod {pod})"));
@@ -264,8 +265,11 @@ fn processes_cell(out: &mut String, c: &ClientReport) {
             out,
             "<br>{}",
             Esc(&format!(
-                "other processes: {} open, {} opened, {} failed",
-                o.open, o.opened, o.failed
+                "other processes: {} open, {} opened, {} failed{}",
+                o.open,
+                o.opened,
+                o.failed,
+                o.failed_by.describe()
             ))
         );
     }

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, ConnectorEvent, event_kind,
+    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent, ConnectorEvent,
+    event_kind,
 };
 
 use crate::model::{Activity, CloseKind, ConnKey, Event, Process};
@@ -80,7 +81,8 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
 /// A local client's connect as events, its cgroup path found by `cgroup`, appended
 /// to `out`; false for a record we cannot interpret. A client-mode record
 /// (`CLIENT_SIDE`) also opens its connection (after the connector, which the open
-/// joins) or, failed, is a refusal (before the connector, which it joins).
+/// joins) or, failed, is a failed connect with its cause (before the connector,
+/// which it joins).
 pub fn decode_connector_into(
     ev: &ConnectorEvent,
     cgroup: impl FnOnce(u64) -> Option<String>,
@@ -94,6 +96,7 @@ pub fn decode_connector_into(
         client,
         server,
         failed,
+        err,
         ..
     } = &connector
     else {
@@ -105,7 +108,7 @@ pub fn decode_connector_into(
     }
     let (ts, key) = (*ts, ConnKey::in_netns(ev.netns, *server, *client));
     if *failed {
-        out.push(Event::Refused { ts, key });
+        out.push(Event::ConnectFailed { ts, key, err: *err });
         out.push(connector);
     } else {
         out.push(connector);
@@ -143,6 +146,8 @@ pub fn decode_connector(
             cgroup: cgroup(ev.cgroup_id),
         },
         failed,
+        // The socket's error, for a failed connect only.
+        err: (failed && ev.err != CONNECT_ERR_UNKNOWN).then_some(ev.err),
     })
 }
 
@@ -315,21 +320,41 @@ mod tests {
                 cgroup: Some("/system.slice/x.service".into()),
             },
             failed: false,
+            err: None,
         };
         assert_eq!(decode_connector(&ev, path), Some(want));
         ev.kind = event_kind::CONNECT_FAILED;
         ev.comm = *b"a-full-16-byte-n";
-        match decode_connector(&ev, |_| None) {
-            Some(Event::Connector {
-                failed: true,
-                process,
-                ..
-            }) => assert_eq!(
-                (process.comm.as_str(), process.cgroup),
-                ("a-full-16-byte-n", None)
-            ),
-            other => panic!("unexpected {other:?}"),
+        // The socket's error as the kernel sent it; unknown stays unknown.
+        for (raw, err) in [
+            (111, Some(111)),
+            (110, Some(110)),
+            (0, Some(0)),
+            (113, Some(113)),
+            (CONNECT_ERR_UNKNOWN, None),
+        ] {
+            ev.err = raw;
+            match decode_connector(&ev, |_| None) {
+                Some(Event::Connector {
+                    failed: true,
+                    process,
+                    err: got,
+                    ..
+                }) => assert_eq!(
+                    (process.comm.as_str(), process.cgroup, got),
+                    ("a-full-16-byte-n", None, err)
+                ),
+                other => panic!("unexpected {other:?}"),
+            }
         }
+        // A completed connect has no cause, whatever the field holds.
+        ev.kind = event_kind::CONNECTED;
+        ev.err = 111;
+        assert!(matches!(
+            decode_connector(&ev, |_| None),
+            Some(Event::Connector { err: None, .. })
+        ));
+        ev.kind = event_kind::CONNECT_FAILED;
         ev.comm = [0; 16];
         ev.comm[..6].copy_from_slice(b"\x1b[2Jx\n");
         match decode_connector(&ev, |_| None) {
@@ -378,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_side_connect_opens_its_connection_and_a_failed_one_is_refused() {
+    fn a_client_side_connect_opens_its_connection_and_a_failed_one_carries_its_cause() {
         let mut ev = ConnectorEvent {
             ts_ns: 7,
             lport: 40000,
@@ -398,7 +423,7 @@ mod tests {
             "127.0.0.1:6379".parse().unwrap(),
             "127.0.0.5:40000".parse().unwrap(),
         );
-        let connector = |failed| Event::Connector {
+        let connector = |failed: bool| Event::Connector {
             ts: 7,
             client: "127.0.0.5:40000".parse().unwrap(),
             server: "127.0.0.1:6379".parse().unwrap(),
@@ -408,14 +433,26 @@ mod tests {
                 cgroup: None,
             },
             failed,
+            err: failed.then_some(110),
         };
         let mut out = Vec::new();
         assert!(decode_connector_into(&ev, |_| None, &mut out));
         assert_eq!(out, [connector(false), Event::Opened { ts: 7, key }]);
         out.clear();
         ev.kind = event_kind::CONNECT_FAILED;
+        ev.err = 110;
         assert!(decode_connector_into(&ev, |_| None, &mut out));
-        assert_eq!(out, [Event::Refused { ts: 7, key }, connector(true)]);
+        assert_eq!(
+            out,
+            [
+                Event::ConnectFailed {
+                    ts: 7,
+                    key,
+                    err: Some(110)
+                },
+                connector(true)
+            ]
+        );
         // Server-side (part 1) records stay one connector.
         out.clear();
         ev.flags = 0;

@@ -15,7 +15,7 @@ use connwatch_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
+use super::btf::{VMLINUX_BTF, netns_offsets, sk_err_offset, skb_header_offsets, tcp_sock_offsets};
 use super::decode::parse_record;
 use crate::model::{Event, InstanceKey, KernelCounters};
 use crate::source::cgroup::CgroupPaths;
@@ -193,6 +193,24 @@ fn netns_layout(btf: &Btf) -> Option<NetnsOffsets> {
     }
 }
 
+/// Where a socket's error is: why a connect failed (refused, timed out, abandoned).
+/// Without it failed connects carry no cause (reported as unknown): said once.
+fn sk_err_layout(btf: &Btf) -> u32 {
+    let found = btf
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(|blob| sk_err_offset(blob).map_err(|e| e.to_string()));
+    match found {
+        Ok(offset) => offset,
+        Err(e) => {
+            log::warn!(
+                "cannot locate struct sock's sk_err ({VMLINUX_BTF}: {e}); why a connect failed (refused, timed out, abandoned) is unknown"
+            );
+            0
+        }
+    }
+}
+
 /// The loaded and attached probes. Dropping it detaches everything: the links are
 /// owned by this process, so nothing stays attached if the agent dies.
 pub struct Probe {
@@ -232,6 +250,7 @@ impl Probe {
         raise_memlock_limit();
         let offsets = tcp_offsets(&btf);
         let netns_layout = netns_layout(&btf);
+        let sk_err = sk_err_layout(&btf);
         drop(btf);
         if netns_layout.is_none() && !spec.netns.is_empty() {
             bail!(
@@ -256,6 +275,7 @@ impl Probe {
             .override_global("TCP_SOCK_OFFSETS", &offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
+            .override_global("SK_ERR_OFFSET", &sk_err, true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global("CLIENT_MODE", &client_mode, true)
