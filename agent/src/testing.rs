@@ -232,6 +232,12 @@ impl Sim {
         }
     }
 
+    /// The same, in client mode (`--remote-port`).
+    pub fn client_mode(mut self) -> Self {
+        self.pipeline.set_role(Role::Client);
+        self
+    }
+
     /// Ends the next interval and returns its diagnosed report.
     pub fn step(&mut self) -> Report {
         self.now += self.interval;
