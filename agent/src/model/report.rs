@@ -437,6 +437,23 @@ pub struct ConnectFailures {
     pub other: u64,
 }
 
+impl ConnectFailures {
+    /// For people: the failed connects that were not refused,
+    /// `"timed_out 3, abandoned 1"`; empty when there are none.
+    pub fn unrefused(&self) -> String {
+        [
+            ("timed_out", self.timed_out),
+            ("abandoned", self.abandoned),
+            ("other", self.other),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
 impl ProcessReport {
     /// `pid 4242 (gunicorn)`, with ` in container 3f2a9c0d1e4b` or ` in pod …`.
     pub fn label(&self) -> String {

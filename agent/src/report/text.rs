@@ -300,6 +300,14 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
     let mut lines = vec![format_row(&rows[0], &widths)];
     for (r, c) in rows[1..].iter().zip(clients) {
         lines.push(format_row(r, &widths));
+        // Client mode: connects that failed without a refusal (or of unknown cause).
+        match c.failed_connects {
+            Some(Some(f)) if !f.unrefused().is_empty() => {
+                lines.push(format!("  failed connects not refused: {}", f.unrefused()));
+            }
+            Some(None) => lines.push("  failed connects: cause unknown".to_owned()),
+            _ => {}
+        }
         lines.extend(process_lines(c));
     }
     lines
@@ -660,6 +668,38 @@ mod tests {
             ]
         );
         assert!(lines[at + 4].starts_with("10.9.9.9"));
+    }
+
+    /// Client mode: under a row, the connects that failed without a refusal, or
+    /// that their cause is unknown.
+    #[test]
+    fn failed_connects_not_refused_are_listed_under_their_address() {
+        let mut timed_out = client("10.1.2.3", 0, 0, 0);
+        timed_out.failed_connects = Some(Some(ConnectFailures {
+            refused: 1,
+            timed_out: 3,
+            abandoned: 2,
+            other: 0,
+        }));
+        let mut refused = client("10.1.2.4", 0, 0, 0);
+        refused.failed_connects = Some(Some(ConnectFailures {
+            refused: 4,
+            ..ConnectFailures::default()
+        }));
+        let mut unknown = client("10.1.2.5", 0, 0, 0);
+        unknown.failed_connects = Some(None);
+        let text = render_text(&report(vec![timed_out, refused, unknown]), 20, None);
+        let lines: Vec<&str> = text.lines().collect();
+        let after = |addr: &str| {
+            let at = lines.iter().position(|l| l.starts_with(addr)).unwrap();
+            lines[at + 1]
+        };
+        assert_eq!(
+            after("10.1.2.3"),
+            "  failed connects not refused: timed_out 3, abandoned 2"
+        );
+        assert!(after("10.1.2.4").starts_with("10.1.2.5"), "{text}");
+        assert_eq!(after("10.1.2.5"), "  failed connects: cause unknown");
     }
 
     #[test]

@@ -181,7 +181,19 @@ fn client_row(out: &mut String, c: &ClientReport) {
     for n in [c.closed_by_client, c.reset, c.rejected] {
         count_cell(out, n);
     }
+    // Client mode: the connects that failed without a refusal beside it.
+    let unrefused = c
+        .failed_connects
+        .flatten()
+        .map(|f| f.unrefused())
+        .unwrap_or_default();
     match c.refused {
+        Some(n) if !unrefused.is_empty() => cell(
+            out,
+            &n.to_string(),
+            &format!("{n} (other failed connects: {unrefused})"),
+            "num",
+        ),
         Some(n) => count_cell(out, n),
         None => cell(out, "", "unknown", "num"),
     }
