@@ -462,6 +462,50 @@ mod tests {
         assert!(!decode_connector_into(&ev, |_| None, &mut out));
     }
 
+    /// A failed client-mode connect as the kernel writes it, byte by byte: the
+    /// cause is the u32 at offset 80, `CONNECT_ERR_UNKNOWN` is unknown.
+    #[test]
+    fn a_raw_failed_connect_record_carries_its_cause_at_offset_80() {
+        let mut raw = [0u8; 88];
+        raw[0..8].copy_from_slice(&5u64.to_ne_bytes()); // ts_ns
+        raw[16..20].copy_from_slice(&[10, 0, 0, 7]); // raddr: the server
+        raw[32..36].copy_from_slice(&[10, 0, 0, 1]); // laddr: this host
+        raw[48..50].copy_from_slice(&6379u16.to_ne_bytes()); // rport
+        raw[50..52].copy_from_slice(&40000u16.to_ne_bytes()); // lport
+        raw[52..54].copy_from_slice(&AF_INET.to_ne_bytes());
+        raw[54] = event_kind::CONNECT_FAILED;
+        raw[55] = CLIENT_SIDE;
+        raw[56..60].copy_from_slice(&9u32.to_ne_bytes()); // netns
+        raw[60..64].copy_from_slice(&77u32.to_ne_bytes()); // tgid
+        raw[64..68].copy_from_slice(b"app\0");
+        for (err, want) in [
+            (110u32, Some(110)),
+            (0, Some(0)),
+            (CONNECT_ERR_UNKNOWN, None),
+        ] {
+            raw[80..84].copy_from_slice(&err.to_ne_bytes());
+            let mut out = Vec::new();
+            assert!(parse_record(&raw, |_| None, &mut out));
+            let key = ConnKey::in_netns(
+                9,
+                "10.0.0.7:6379".parse().unwrap(),
+                "10.0.0.1:40000".parse().unwrap(),
+            );
+            assert_eq!(
+                out[0],
+                Event::ConnectFailed {
+                    ts: 5,
+                    key,
+                    err: want
+                }
+            );
+            assert!(
+                matches!(&out[1], Event::Connector { failed: true, err, process, .. } if *err == want && process.pid == 77 && process.comm == "app"),
+                "{out:?}"
+            );
+        }
+    }
+
     #[test]
     fn unknown_kind_or_family_is_rejected() {
         let ev = v4(99, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 1);
