@@ -557,7 +557,7 @@ mod tests {
         let blob = std::fs::read(VMLINUX_BTF).expect("the kernel publishes its BTF");
         let at = sk_err_offset(&blob).unwrap();
         // Past struct sock_common (at least 136 bytes), inside struct sock, an int.
-        assert!(at >= 136 && at < 1024, "{at}");
+        assert!((136..1024).contains(&at), "{at}");
         assert_eq!(at % 4, 0);
         // tcp_sock embeds struct sock first: not one of its own fields.
         assert!(tcp_sock_offsets(&blob).unwrap().bytes_received > at);
