@@ -24,7 +24,8 @@
 //! What else the programs need from the kernel: BPF ring buffers and
 //! `bpf_ringbuf_query` (5.8), `bpf_probe_read_kernel` (5.5), and for the byte counts
 //! the `struct tcp_sock` fields named in [`TcpSockOffsets`], and for the network
-//! namespace the path in [`NetnsOffsets`], located at load time in the kernel's BTF
+//! namespace the path in [`NetnsOffsets`], and for why a connect failed `struct
+//! sock`'s `sk_err` ([`SK_ERR_OFFSET`]), located at load time in the kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`).
 //!
 //! Diagnostics (aya-log) go out only on rare paths (a record the ring buffer had no
@@ -256,7 +257,9 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
 // the full 4-tuple when the socket leaves SYN_SENT (in softirq context):
 //   CLOSE → SYN_SENT            connect(): note tgid, comm, cgroup id
 //   SYN_SENT → ESTABLISHED      connected: a ConnectorEvent
-//   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent
+//   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent with the
+//                               socket's sk_err (why: refused, timed out, 0 when
+//                               the application closed it while connecting)
 // Later transitions (FIN_WAIT2, LAST_ACK, final CLOSE) carry nothing new for us.
 // Client mode (CLIENT_MODE, `--remote-port`): the same client-side transitions for
 // a remote (destination) port in REMOTE_PORTS make the connection's open and
