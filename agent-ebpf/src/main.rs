@@ -25,7 +25,8 @@
 //! What else the programs need from the kernel: BPF ring buffers and
 //! `bpf_ringbuf_query` (5.8), `bpf_probe_read_kernel` (5.5), and for the byte counts
 //! the `struct tcp_sock` fields named in [`TcpSockOffsets`], and for the network
-//! namespace the path in [`NetnsOffsets`], located at load time in the kernel's BTF
+//! namespace the path in [`NetnsOffsets`], and for why a connect failed `struct
+//! sock`'s `sk_err` ([`SK_ERR_OFFSET`]), located at load time in the kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`).
 //!
 //! Diagnostics (aya-log) go out only on rare paths (a record the ring buffer had no
@@ -50,10 +51,10 @@ use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
 };
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, Connector, ConnectorEvent,
-    KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS,
-    MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets, TcpSockOffsets,
-    WatchKey, counter, event_kind, tcp_state, watch_mode,
+    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent, Connector,
+    ConnectorEvent, KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS,
+    MAX_LISTENER_PIDS, MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets,
+    TcpSockOffsets, WatchKey, counter, event_kind, tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -92,6 +93,12 @@ static PACKET_OFFSETS: PacketOffsets = PacketOffsets {
     transport_header: 0,
     no_socket_reason: 0,
 };
+
+/// Offset of `int sk_err` in this kernel's `struct sock`; set by userspace at load
+/// time from BTF (0: unknown, a failed connect's cause is sent as unknown).
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static SK_ERR_OFFSET: u32 = 0;
 
 /// Non-zero: send diagnostics through aya-log (`--debug-probes`); set by userspace
 /// at load time. Zero (the default) makes every diagnostic dead code.
@@ -271,7 +278,9 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
 // the full 4-tuple when the socket leaves SYN_SENT (in softirq context):
 //   CLOSE → SYN_SENT            connect(): note tgid, comm, cgroup id
 //   SYN_SENT → ESTABLISHED      connected: a ConnectorEvent
-//   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent
+//   SYN_SENT → CLOSE            the connect failed: a ConnectorEvent with the
+//                               socket's sk_err (why: refused, timed out, 0 when
+//                               the application closed it while connecting)
 // Later transitions (FIN_WAIT2, LAST_ACK, final CLOSE) carry nothing new for us.
 // Client mode (CLIENT_MODE, `--remote-port`): the same client-side transitions for
 // a remote (destination) port in REMOTE_PORTS make the connection's open and
@@ -484,11 +493,32 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
         stack: who.stack,
         ..ConnectorEvent::default()
     };
+    if kind == event_kind::CONNECT_FAILED {
+        ev.err = connect_err(sk);
+    }
     if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
         return None;
     }
     send(ctx, &ev);
     Some(())
+}
+
+/// Why the connect of the socket at `sk` failed, read as the socket leaves
+/// SYN_SENT: its `sk_err` (see `ConnectorEvent::err`). The kernel sets it before
+/// the state change when a reset refuses the SYN (`tcp_reset`) and when the SYN
+/// retries run out (`tcp_write_err`); a close by the application leaves it 0.
+#[inline(always)]
+fn connect_err(sk: u64) -> u32 {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    let off = unsafe { core::ptr::read_volatile(&SK_ERR_OFFSET) };
+    if off == 0 || sk == 0 {
+        return CONNECT_ERR_UNKNOWN;
+    }
+    match kernel_read::<i32>(sk, off) {
+        Some(err) if err >= 0 => err as u32,
+        _ => CONNECT_ERR_UNKNOWN,
+    }
 }
 
 /// A state this build does not know, or a way out of ESTABLISHED other than the three

@@ -53,6 +53,7 @@ pub fn connector(ts: Nanos, key: ConnKey, pid: u32, comm: &str, cgroup: Option<&
             cgroup: cgroup.map(Into::into),
         },
         failed: false,
+        err: None,
     }
 }
 
@@ -232,6 +233,12 @@ impl Sim {
         }
     }
 
+    /// The same, in client mode (`--remote-port`).
+    pub fn client_mode(mut self) -> Self {
+        self.pipeline.set_role(Role::Client);
+        self
+    }
+
     /// Ends the next interval and returns its diagnosed report.
     pub fn step(&mut self) -> Report {
         self.now += self.interval;
@@ -296,6 +303,7 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     ClientReport {
         processes: Vec::new().into(),
         processes_other: None,
+        failed_connects: None,
         rejected: 0,
         refused: Some(0),
         failed: 0,

@@ -237,7 +237,14 @@ pub struct ConnectorEvent {
     pub netns: u32,
     pub tgid: u32,
     pub comm: [u8; 16],
-    /// Why a failed connect failed (`CONNECT_FAILED`): reserved, 0 for now.
+    /// Why a failed connect failed (`CONNECT_FAILED`): the socket's `sk_err` as
+    /// the kernel left it when the socket left SYN_SENT, a positive errno:
+    /// `ECONNREFUSED` (111) a reset answered the SYN, `ETIMEDOUT` (110) the kernel
+    /// gave up after its SYN retries, another errno (`EHOSTUNREACH` …) an ICMP
+    /// error; 0: no error, the application closed the socket while it was
+    /// connecting (its own connect timeout). [`CONNECT_ERR_UNKNOWN`] when the
+    /// programs could not read it (`struct sock` not found in BTF, or the read
+    /// failed). 0 in a `CONNECTED` record.
     pub err: u32,
     /// The caller's user stack at `connect()` (`--stacks`): the id
     /// `bpf_get_stackid` gave it in the `STACKS` map, plus one; 0 when none was
@@ -250,6 +257,9 @@ pub struct ConnectorEvent {
 /// call paths; each entry holds 127 frames, the kernel's `PERF_MAX_STACK_DEPTH`).
 /// Without `--stacks` the map is created with one entry, unused.
 pub const MAX_STACKS: u32 = 1024;
+
+/// `ConnectorEvent::err` when the socket's error could not be read.
+pub const CONNECT_ERR_UNKNOWN: u32 = u32::MAX;
 
 /// Capacity of the map of sockets in SYN_SENT towards a watched port.
 pub const MAX_CONNECTING: u32 = 16_384;

@@ -1173,6 +1173,28 @@ impl Background {
         Background::spawn(script, cmd)
     }
 
+    /// [`Background::python_named`] inside the network namespace `netns` (`ip
+    /// netns exec` enters it and execs the program: the pid is the program's).
+    pub fn python_named_in(
+        netns: &NetNs,
+        dir: &TempDir,
+        comm: &str,
+        script: &str,
+        args: &[&str],
+    ) -> Background {
+        let path = workspace_root().join("tests").join("clients").join(script);
+        let link = dir.0.join(comm);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(PYTHON, &link).expect("link python3 under another name");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns.name])
+            .arg(&link)
+            .args(["-u", "-B"])
+            .arg(&path)
+            .args(args);
+        Background::spawn(script, cmd)
+    }
+
     /// The program's process id (on the host).
     pub fn pid(&self) -> u32 {
         self.child.id()

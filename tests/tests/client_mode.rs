@@ -104,6 +104,7 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         serde_json::json!([{
             "pid": leak.pid(), "comm": "cw-leak", "container": null, "pod": null,
             "open": row["open"], "opened": row["opened"], "failed": 0,
+            "failed_by": {"rejected": 0, "reset": 0, "refused": 0, "timed_out": 0, "abandoned": 0, "other": 0},
         }]),
         "{row}"
     );
@@ -190,6 +191,14 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
     assert!(row["rejected"].as_u64().unwrap() >= 10, "{row}");
     assert_eq!(row["refused"], 0, "{row}");
     assert!(p["failed"].as_u64().unwrap() >= 10, "{row}");
+    // Opened, then turned away: rejections (or resets), no failed connect.
+    let by = &p["failed_by"];
+    assert_eq!(
+        by["rejected"].as_u64().unwrap() + by["reset"].as_u64().unwrap(),
+        p["failed"].as_u64().unwrap(),
+        "{row}"
+    );
+    assert_eq!(row.get("failed_connects"), None, "{row}");
     // The leak and the holders are not blamed for the storm.
     assert!(verdict(&report, "retry_storm", "127.0.0.5").is_none());
 
@@ -235,12 +244,19 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
         serde_json::json!([{
             "pid": refused.pid(), "comm": "cw-refused", "container": null, "pod": null,
             "open": 0, "opened": 0, "failed": 12,
+            "failed_by": {"rejected": 0, "reset": 0, "refused": 12, "timed_out": 0, "abandoned": 0, "other": 0},
         }]),
         "{row}"
     );
     assert_eq!(
         (&row["opened"], &row["rejected"]),
         (&0.into(), &0.into()),
+        "{row}"
+    );
+    // Each a reset's refusal: none timed out, none abandoned.
+    assert_eq!(
+        row["failed_connects"],
+        serde_json::json!({"refused": 12, "timed_out": 0, "abandoned": 0, "other": 0}),
         "{row}"
     );
 
@@ -251,32 +267,31 @@ fn a_leak_a_storm_and_refused_connects_are_each_attributed_to_their_process() {
 }
 
 /// Client mode takes no local port, no Redis URL and no password: a mix is one
-/// clear line and the usage exit code; `capture` and `check` refuse it.
+/// clear line and the usage exit code; `check` refuses it.
 #[test]
 fn client_mode_refuses_server_side_flags() {
     for extra in [["--port", "6379"], ["--redis", "redis://127.0.0.1:6379"]] {
-        let out = std::process::Command::new(connwatch_bin())
-            .args(["watch", "--remote-port", "6379"])
-            .args(extra)
-            .output()
-            .expect("run connwatch");
-        assert_eq!(out.status.code(), Some(2), "{extra:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot be used with"), "{err}");
+        for cmd in ["watch", "capture"] {
+            let dir = TempDir::new("capture");
+            let file = dir.0.join("x.cwcap");
+            let out = std::process::Command::new(connwatch_bin())
+                .args([cmd, "--remote-port", "6379"])
+                .args(extra)
+                .args(if cmd == "capture" { vec!["-o"] } else { vec![] })
+                .args(if cmd == "capture" {
+                    vec![file.clone()]
+                } else {
+                    vec![]
+                })
+                .output()
+                .expect("run connwatch");
+            assert_eq!(out.status.code(), Some(2), "{cmd} {extra:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("cannot be used with"), "{err}");
+            assert!(!file.exists());
+        }
     }
-    // capture and check are not for client mode: one line each, nothing loaded.
-    let dir = TempDir::new("capture");
-    let file = dir.0.join("x.cwcap");
-    let out = std::process::Command::new(connwatch_bin())
-        .args(["capture", "--remote-port", "6379", "-o"])
-        .arg(&file)
-        .output()
-        .expect("run connwatch");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("capture does not record client mode"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(!file.exists());
+    // check is not for client mode: one line, nothing loaded.
     let out = std::process::Command::new(connwatch_bin())
         .args(["check", "--remote-port", "6379"])
         .output()
@@ -327,10 +342,324 @@ fn connections_open_before_the_start_are_seeded_without_a_process() {
         serde_json::json!([{
             "pid": std::process::id(), "comm": row["processes"][0]["comm"], "container": null,
             "pod": null, "open": 1, "opened": 1, "failed": 0,
+            "failed_by": {"rejected": 0, "reset": 0, "refused": 0, "timed_out": 0, "abandoned": 0, "other": 0},
         }]),
         "only the connection opened after the start has a process: {row}"
     );
     before.assert_ok();
     drop((after, before));
+    agent.stop();
+}
+
+/// A capture of client mode says so in its header and replays as a client's: the
+/// live run's leak verdict, with its pid and process name, is the replay's, in
+/// JSON, in the text summary and in the HTML report.
+#[test]
+fn a_client_mode_capture_replays_as_the_client_it_recorded() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let port = redis.port.to_string();
+    let dir = TempDir::new("client-capture");
+    let file = dir.0.join("app.cwcap");
+    let names = TempDir::new("names");
+    let capture = std::process::Command::new(connwatch_bin())
+        .args(["capture", "--remote-port", &port])
+        .args([
+            "--leak-idle",
+            "2s",
+            "--window",
+            "20s",
+            "--interval",
+            "500ms",
+        ])
+        .args(["--duration", "9s", "--format", "json", "-o"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start connwatch capture");
+    pause(1500); // the probes are attached
+    // The leak: 10 connections kept, one every 0.1 s, then idle.
+    let mut leak = Background::python_named(
+        &names,
+        "cw-cap-leak",
+        "leak.py",
+        &[
+            "--port",
+            &port,
+            "--source",
+            "127.0.0.6",
+            "--every",
+            "0.1",
+            "--max",
+            "10",
+            "--seconds",
+            "30",
+        ],
+    );
+    leak.wait_for_line("started", STARTED);
+    let out = capture.wait_with_output().expect("capture ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let live = last_json(&out.stdout);
+    assert_eq!(live["role"], "client", "{live}");
+    let v = verdict(&live, "leak", "127.0.0.6").unwrap_or_else(|| panic!("live leak: {live}"));
+    assert_eq!(
+        (&v["evidence"]["pid"], &v["evidence"]["comm"]),
+        (&leak.pid().into(), &"cw-cap-leak".into()),
+        "{v}"
+    );
+    let live_row = client(&live, "127.0.0.6").unwrap().clone();
+    assert_eq!(live_row["opened"], 10, "{live_row}");
+
+    // The header says which end was recorded.
+    let mut header = String::new();
+    std::io::Read::read_to_string(&mut decompressed(&file), &mut header).unwrap();
+    let header: Value = serde_json::from_str(header.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&header["role"], &header["remote_ports"], &header["ports"]),
+        (
+            &"client".into(),
+            &serde_json::json!([redis.port]),
+            &serde_json::json!([redis.port])
+        ),
+        "{header}"
+    );
+
+    let analyze = |format: &str| {
+        let out = std::process::Command::new(connwatch_bin())
+            .args([
+                "analyze",
+                "--leak-idle",
+                "2s",
+                "--window",
+                "20s",
+                "--clients",
+                "all",
+            ])
+            .arg(&file)
+            .args(["--format", format])
+            .output()
+            .expect("run connwatch analyze");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // JSON: the same last report, role, verdict and process.
+    let replay = last_json(&analyze("json"));
+    assert_eq!(replay["role"], "client", "{replay}");
+    let rv = verdict(&replay, "leak", "127.0.0.6").unwrap_or_else(|| panic!("{replay}"));
+    assert_eq!(
+        (&rv["evidence"], &rv["summary"], &rv["stale_connections"]),
+        (&v["evidence"], &v["summary"], &v["stale_connections"]),
+        "{rv}"
+    );
+    let row = client(&replay, "127.0.0.6").unwrap();
+    for k in [
+        "open",
+        "opened",
+        "closed",
+        "refused",
+        "rejected",
+        "processes",
+        "verdict",
+    ] {
+        assert_eq!(row[k], live_row[k], "{k}: {row}");
+    }
+    // Text: the summary says client mode and names the process.
+    let text = String::from_utf8(analyze("text")).unwrap();
+    assert!(
+        text.contains(&format!("client mode, remote ports [{}]", redis.port)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("pid {}", leak.pid())), "{text}");
+    // HTML: the header says client mode, the leak names the pid.
+    let html = String::from_utf8(analyze("html")).unwrap();
+    assert!(html.contains("Remote port (client mode)"), "{html}");
+    assert!(
+        html.contains(&format!("pid {}", leak.pid())),
+        "pid in the HTML"
+    );
+    drop(leak);
+}
+
+/// The decompressed text of a capture (gzip, read by the agent's own format).
+fn decompressed(path: &std::path::Path) -> impl std::io::Read {
+    let bytes = std::fs::read(path).expect("read the capture");
+    flate2::read::MultiGzDecoder::new(std::io::Cursor::new(bytes))
+}
+
+/// `ip … args` in the namespace `ns`, which must succeed.
+fn ip_in(ns: &NetNs, args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.name])
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -n {} {args:?}: {}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why a connect failed, from the socket's error as it leaves SYN_SENT. In a
+/// namespace of the test's own, an application host: 10.77.0.2 is a neighbour
+/// whose frames go nowhere (a veth whose peer drops them: SYNs vanish, as with a
+/// blackholed or unreachable Redis host), with one SYN retry so the kernel gives
+/// up after ~3 s; 10.77.0.3 never answers ARP (EHOSTUNREACH at once); nothing
+/// listens on the loopback port. Each process's failures are exactly its own
+/// attempts, under their cause, and only the reset ones are `refused`.
+#[test]
+fn failed_connects_are_told_apart_refused_timed_out_abandoned_and_other() {
+    let _serial = serial();
+    let ns = NetNs::new("connfail");
+    ip_in(
+        &ns,
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+    );
+    ip_in(&ns, &["addr", "add", "10.77.0.1/24", "dev", "v0"]);
+    ip_in(&ns, &["link", "set", "v0", "up"]);
+    ip_in(&ns, &["link", "set", "v1", "up"]);
+    ip_in(
+        &ns,
+        &[
+            "neigh",
+            "add",
+            "10.77.0.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "v0",
+            "nud",
+            "permanent",
+        ],
+    );
+    let sysctl = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
+        .args([
+            "net.ipv4.tcp_syn_retries=1",
+            "net.ipv4.neigh.v0.mcast_solicit=1",
+            "net.ipv4.neigh.v0.retrans_time_ms=100",
+        ])
+        .status()
+        .expect("run sysctl");
+    assert!(sysctl.success(), "sysctl in {}", ns.name);
+    let inode = netns_inode(&ns.path());
+    let port = free_port().to_string();
+    let mut agent = Agent::watch_with(&[], &["--remote-port", &port], &[]);
+    let names = TempDir::new("names");
+    let run = |comm: &str, host: &str, count: &str, lib: &str| {
+        Background::python_named_in(
+            &ns,
+            &names,
+            comm,
+            "connect_fail.py",
+            &[
+                "--host",
+                host,
+                "--port",
+                &port,
+                "--count",
+                count,
+                "--lib",
+                lib,
+                "--seconds",
+                "10",
+            ],
+        )
+    };
+    let mut timed_out = run("cw-timeout", "10.77.0.2", "3", "socket");
+    let mut abandoned = run("cw-abandon", "10.77.0.2", "4", "redis-py");
+    let mut unreachable = run("cw-unreach", "10.77.0.3", "2", "socket");
+    let mut refused = run("cw-refuse", "127.0.0.1", "5", "socket");
+    let done = Duration::from_secs(15);
+    // Each attempt failed as the application saw it (errno, or redis-py's timeout).
+    for (b, what, n) in [
+        (&mut timed_out, "errno 110", 3),
+        (&mut abandoned, "timeout", 4),
+        (&mut unreachable, "errno 113", 2),
+        (&mut refused, "errno 111", 5),
+    ] {
+        b.wait_for_line(&format!("done {n}"), done);
+        let failed: Vec<String> = b
+            .lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("failed ").map(str::to_owned))
+            .collect();
+        assert_eq!(failed, vec![what.to_owned(); n], "{}", b.pid());
+    }
+    let failed_of = |r: &Value, addr: &str, pid: u32| {
+        client(r, addr).and_then(|c| {
+            c["processes"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pid"] == pid)
+                .map(|p| p["failed"].as_u64())
+        })
+    };
+    let report = agent.wait_for_instance("every failed connect", inode, WAIT, |r| {
+        failed_of(r, "10.77.0.1", timed_out.pid()) == Some(Some(3))
+            && failed_of(r, "10.77.0.1", abandoned.pid()) == Some(Some(4))
+            && failed_of(r, "10.77.0.1", unreachable.pid()) == Some(Some(2))
+            && failed_of(r, "127.0.0.1", refused.pid()) == Some(Some(5))
+    });
+    assert_eq!(report["role"], "client");
+    let by = |timed_out: u64, abandoned: u64, other: u64, refused: u64| {
+        serde_json::json!({
+            "rejected": 0, "reset": 0, "refused": refused, "timed_out": timed_out,
+            "abandoned": abandoned, "other": other,
+        })
+    };
+    let row = client(&report, "10.77.0.1").unwrap();
+    let process = |pid: u32| {
+        row["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            &process(timed_out.pid())["comm"],
+            &process(timed_out.pid())["failed_by"]
+        ),
+        (&"cw-timeout".into(), &by(3, 0, 0, 0)),
+        "{row}"
+    );
+    assert_eq!(
+        process(abandoned.pid())["failed_by"],
+        by(0, 4, 0, 0),
+        "{row}"
+    );
+    assert_eq!(
+        process(unreachable.pid())["failed_by"],
+        by(0, 0, 2, 0),
+        "{row}"
+    );
+    // None of them was refused: no reset answered them.
+    assert_eq!(row["refused"], 0, "{row}");
+    assert_eq!(
+        row["failed_connects"],
+        serde_json::json!({"refused": 0, "timed_out": 3, "abandoned": 4, "other": 2}),
+        "{row}"
+    );
+    assert_eq!((&row["opened"], &row["rejected"]), (&0.into(), &0.into()));
+    let row = client(&report, "127.0.0.1").unwrap();
+    assert_eq!(row["refused"], 5, "{row}");
+    assert_eq!(
+        row["failed_connects"],
+        serde_json::json!({"refused": 5, "timed_out": 0, "abandoned": 0, "other": 0}),
+        "{row}"
+    );
+    assert_eq!(row["processes"][0]["failed_by"], by(0, 0, 0, 5), "{row}");
+    assert_eq!(report["totals"]["refused"], 5, "{report}");
+    drop((timed_out, abandoned, unreachable, refused));
     agent.stop();
 }

@@ -201,6 +201,7 @@ fn a_contained_client_is_reported_with_its_container_id() {
             "open": 3,
             "opened": 3,
             "failed": 0,
+            "failed_by": {"rejected": 0, "reset": 0, "refused": 0, "timed_out": 0, "abandoned": 0, "other": 0},
         })]
     );
     boxed.assert_ok();

@@ -17,10 +17,10 @@ use connwatch::core::capacity::{self, Baselines};
 use connwatch::core::row_cache::{Changes, RowCache};
 use connwatch::diagnose::{Diagnoser, Thresholds};
 use connwatch::model::{
-    AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, HostSnapshot, Idle, InfoFields,
-    Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport, RedisSnapshot,
-    RedisStatus, RejectCounts, Report, RetryReport, Role, StaleList, Totals, Trend, Verdict,
-    VerdictKind,
+    AcceptErrors, Age, ClientVerdict, ClientsMode, ConfigStatus, FailedBy, HostSnapshot, Idle,
+    InfoFields, Kind, Lifetime, OtherProcesses, ProcessReport, RedisConfig, RedisReport,
+    RedisSnapshot, RedisStatus, RejectCounts, Report, RetryReport, Role, StaleList, Totals, Trend,
+    Verdict, VerdictKind,
 };
 use connwatch::report::render_json;
 use connwatch_tests::{Client, Redis, connwatch_bin, serial};
@@ -133,6 +133,7 @@ fn row(addr: &str) -> connwatch::model::ClientReport {
         bytes_out: 0,
         retry: None,
         rates: None,
+        failed_connects: None,
         changed: true,
         send_queue: None,
         processes: Vec::new().into(),
@@ -381,6 +382,7 @@ fn leak_and_storm() -> Vec<Report> {
                 open: i,
                 opened: i,
                 failed: 0,
+                failed_by: FailedBy::default(),
             },
             ProcessReport {
                 pid: 77,
@@ -390,14 +392,29 @@ fn leak_and_storm() -> Vec<Report> {
                 open: 0,
                 opened: 3,
                 failed: 1,
+                failed_by: FailedBy {
+                    timed_out: 1,
+                    ..FailedBy::default()
+                },
             },
         ]
         .into();
         leak.processes_other = Some(OtherProcesses {
             open: 0,
             opened: 1,
-            failed: 0,
+            failed: 1,
+            failed_by: FailedBy {
+                unknown: 1,
+                ..FailedBy::default()
+            },
         });
+        // Client mode's failed connects by cause on one row, unknown on another.
+        leak.failed_connects = Some(Some(connwatch::model::ConnectFailures {
+            refused: 0,
+            timed_out: 1,
+            abandoned: 0,
+            other: 0,
+        }));
 
         let mut storm = row("10.0.0.77");
         storm.opened = 50 * i;
@@ -419,6 +436,7 @@ fn leak_and_storm() -> Vec<Report> {
         (seeded.age, seeded.idle) = held(90 + i, true);
         seeded.bytes_in = 1_000 + i;
         seeded.bytes_out = 2_000 + i;
+        seeded.failed_connects = Some(None);
 
         let mut gone = row("10.0.0.9");
         gone.opened = 5;

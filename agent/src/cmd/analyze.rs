@@ -42,7 +42,8 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         args.thresholds.thresholds(),
         header.clock.clock(),
         home,
-    );
+    )
+    .with_role(header.role);
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::new(
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
@@ -142,12 +143,15 @@ fn summary(
     seen: &BTreeMap<(VerdictKind, Option<IpAddr>), Seen>,
 ) -> String {
     let mut s = String::new();
+    let ports = match header.role {
+        crate::model::Role::Server => format!("ports {:?}", header.ports),
+        crate::model::Role::Client => format!("client mode, remote ports {:?}", header.ports),
+    };
     let _ = writeln!(
         s,
-        "capture of {} (kernel {}), ports {:?}, started {}{}",
+        "capture of {} (kernel {}), {ports}, started {}{}",
         header.host,
         header.kernel,
-        header.ports,
         header.started_at,
         if header.redacted {
             ", client addresses redacted"

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::cmd::cli::{CaptureArgs, Format};
 use crate::cmd::live::{self, Sink};
 use crate::cmd::output::Output;
-use crate::model::{Clock, Event, Instance, ProbeReport};
+use crate::model::{Clock, Event, Instance, ProbeReport, Role};
 use crate::model::{Report, human_bytes};
 use crate::source::capture::{Header, Writer};
 
@@ -25,6 +25,8 @@ struct CaptureSink {
     /// The last interval's reports, one per instance.
     last: Vec<Report>,
     hit_max_size: bool,
+    /// Client mode: what the header says was watched.
+    remotes: Option<live::Remotes>,
 }
 
 impl CaptureSink {
@@ -46,6 +48,11 @@ impl Sink for CaptureSink {
         let mut header = Header::new(ports.to_vec(), clock, self.interval, self.redact);
         header.home = Some(home.clone());
         header.features = Some(probe.features);
+        if let Some(remotes) = &self.remotes {
+            header.role = Role::Client;
+            header.remote_ports = remotes.ports().to_vec();
+            header.remotes = remotes.addrs().to_vec();
+        }
         self.writer = Some(Writer::create(&self.path, &header)?);
         Ok(())
     }
@@ -90,14 +97,6 @@ impl Sink for CaptureSink {
 pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     // Usage errors and an unwritable path first, before anything is loaded.
     live::redis_target(&args.live, &live::watched_ports(&args.live))?;
-    if live::Remotes::from_args(&args.live).is_some() {
-        // A capture file does not say which end it recorded: its replay would be
-        // judged as a server's.
-        return Err(live::UsageError(
-            "capture does not record client mode (--remote-port, --remote) yet: use `connwatch watch`".into(),
-        )
-        .into());
-    }
     if args.live.stacks {
         // Stacks are symbolized from the live processes' memory maps: a replay
         // later has neither the kernel's stack map nor the processes.
@@ -122,6 +121,8 @@ pub fn capture(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         started: Instant::now(),
         last: Vec::new(),
         hit_max_size: false,
+        // The header says client mode, so the replay judges as a client's.
+        remotes: live::Remotes::from_args(&args.live),
     };
     let run = live::run(&args.live, args.duration, &mut sink);
     if sink.progress {

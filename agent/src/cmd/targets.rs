@@ -84,6 +84,16 @@ impl Remotes {
         })
     }
 
+    /// The remote ports given with `--remote-port`.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The servers given with `--remote`.
+    pub fn addrs(&self) -> &[std::net::SocketAddr] {
+        &self.addrs
+    }
+
     /// Whether this host's connection to `server` is watched: a port given by
     /// `--remote-port` takes every server; one known only from `--remote` takes
     /// only the addresses named with it (the kernel filters by port only).
@@ -99,6 +109,7 @@ impl Remotes {
             Event::Opened { key, .. }
             | Event::Closed { key, .. }
             | Event::Refused { key, .. }
+            | Event::ConnectFailed { key, .. }
             | Event::Seeded { key, .. } => key.local,
             Event::Connector { server, .. } => *server,
             _ => return true,

@@ -16,7 +16,7 @@ use crate::core::conn::{ByteDelta, Closed, Conn, Origin};
 use crate::core::histogram::Histogram;
 use crate::core::process::ProcStats;
 use crate::core::retry::RetryGaps;
-use crate::model::{CloseKind, Nanos, Process, ServerClose, ServerCloses};
+use crate::model::{CloseKind, FailedBy, Failure, Nanos, Process, ServerClose, ServerCloses};
 
 /// How long an address without open connections is kept after its last event.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
@@ -42,6 +42,9 @@ pub struct ClientStats {
     pub rejected: u64,
     /// Attempts the kernel refused (RST) because nothing listened on the port.
     pub refused: u64,
+    /// Client mode: this host's failed connects by cause (its `refused` is
+    /// `refused`).
+    pub connects_failed: FailedBy,
     /// Open-to-close times of closed connections whose open was seen, in µs.
     pub lifetime_us: Histogram,
     /// Bytes read from / written to this address: closed connections plus the
@@ -235,13 +238,25 @@ impl ClientTable {
     }
 
     /// Local process `p` failed to connect from `ip`.
-    pub fn on_process_failed(&mut self, ip: IpAddr, ts: Nanos, p: &Process) {
-        self.entry(ip, ts).processes.on_failed(p, ts);
+    pub fn on_process_failed(&mut self, ip: IpAddr, ts: Nanos, p: &Process, why: Failure) {
+        self.entry(ip, ts).processes.on_failed(p, ts, why);
     }
 
     /// A connection from `ip` of the local process `pid` failed (rejected, reset).
-    pub fn on_process_failed_pid(&mut self, ip: IpAddr, ts: Nanos, pid: u32) {
-        self.entry(ip, ts).processes.on_failed_pid(pid);
+    pub fn on_process_failed_pid(&mut self, ip: IpAddr, ts: Nanos, pid: u32, why: Failure) {
+        self.entry(ip, ts).processes.on_failed_pid(pid, why);
+    }
+
+    /// Client mode: a connect from `ip` failed, for `why`: an attempt, and its
+    /// failure; a refusal only when a reset answered it.
+    pub fn on_connect_failed(&mut self, ip: IpAddr, ts: Nanos, why: Failure) {
+        let stats = self.entry(ip, ts);
+        if why == Failure::Refused {
+            stats.refused += 1;
+        }
+        stats.connects_failed.count(why);
+        stats.retry.on_attempt(ts);
+        stats.retry.on_failure(ts);
     }
 
     /// An attempt from `ip` found nothing listening: an attempt, and its failure.

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::model::{
-    ConnKey, FastMap, Identity, NANOS_PER_SEC, Nanos, OtherProcesses, Process, ProcessReport,
-    normalize,
+    ConnKey, FailedBy, Failure, FastMap, Identity, NANOS_PER_SEC, Nanos, OtherProcesses, Process,
+    ProcessReport, normalize,
 };
 
 /// A connector not joined within this time never will be (a handshake takes
@@ -96,6 +96,8 @@ pub struct ProcCount {
     pub open: u64,
     pub opened: u64,
     pub failed: u64,
+    /// `failed` by cause.
+    pub failed_by: FailedBy,
     pub last_seen: Nanos,
 }
 
@@ -120,6 +122,7 @@ impl ProcStats {
                     let gone = self.known.swap_remove(quiet);
                     self.other.opened += gone.opened;
                     self.other.failed += gone.failed;
+                    self.other.failed_by.add(&gone.failed_by);
                 }
                 self.known.push(ProcCount {
                     pid: p.pid,
@@ -128,6 +131,7 @@ impl ProcStats {
                     open: 0,
                     opened: 0,
                     failed: 0,
+                    failed_by: FailedBy::default(),
                     last_seen: ts,
                 });
                 (self.known.len() - 1, true)
@@ -161,20 +165,24 @@ impl ProcStats {
         }
     }
 
-    /// A connection `pid` opened failed (rejected, reset), or `p` failed to connect.
-    pub fn on_failed(&mut self, p: &Process, ts: Nanos) {
-        match self.entry(p, ts) {
-            Some(c) => c.failed += 1,
-            None => self.other.failed += 1,
-        }
+    /// `p` failed to connect, for `why`.
+    pub fn on_failed(&mut self, p: &Process, ts: Nanos, why: Failure) {
+        let (failed, by) = match self.entry(p, ts) {
+            Some(c) => (&mut c.failed, &mut c.failed_by),
+            None => (&mut self.other.failed, &mut self.other.failed_by),
+        };
+        *failed += 1;
+        by.count(why);
     }
 
-    /// A connection of `pid` that its entry counts failed.
-    pub fn on_failed_pid(&mut self, pid: u32) {
-        match self.by_pid(pid) {
-            Some(c) => c.failed += 1,
-            None => self.other.failed += 1,
-        }
+    /// A connection of `pid` that its entry counts failed (rejected, reset).
+    pub fn on_failed_pid(&mut self, pid: u32, why: Failure) {
+        let (failed, by) = match self.by_pid(pid) {
+            Some(c) => (&mut c.failed, &mut c.failed_by),
+            None => (&mut self.other.failed, &mut self.other.failed_by),
+        };
+        *failed += 1;
+        by.count(why);
     }
 
     /// A connection of `pid` closed; with `forget`, it is taken back entirely
@@ -210,6 +218,7 @@ impl ProcStats {
             other.open += c.open;
             other.opened += c.opened;
             other.failed += c.failed;
+            other.failed_by.add(&c.failed_by);
         }
         let top = all
             .iter()
@@ -222,6 +231,7 @@ impl ProcStats {
                 open: c.open,
                 opened: c.opened,
                 failed: c.failed,
+                failed_by: c.failed_by,
             })
             .collect();
         let other = (other != OtherProcesses::default()).then_some(other);
@@ -308,8 +318,8 @@ mod tests {
         s.on_opened(&pool, 10);
         s.on_opened(&pool, 11);
         s.on_released(7, false);
-        s.on_failed(&pool, 12);
-        s.on_failed_pid(4242);
+        s.on_failed(&pool, 12, Failure::TimedOut);
+        s.on_failed_pid(4242, Failure::Rejected);
         let (top, other) = s.report();
         assert_eq!(other, None);
         assert_eq!(top.len(), 2);
@@ -328,6 +338,20 @@ mod tests {
             (top[1].pid, top[1].open, top[1].opened, top[1].failed),
             (7, 1, 2, 1)
         );
+        // Each failure under its cause.
+        assert_eq!(
+            (top[0].failed_by.known(), top[1].failed_by.known()),
+            (
+                Some(&FailedBy {
+                    rejected: 1,
+                    ..FailedBy::default()
+                }),
+                Some(&FailedBy {
+                    timed_out: 1,
+                    ..FailedBy::default()
+                })
+            )
+        );
         // Beyond the top, summed.
         for pid in 100..100 + TOP_PROCESSES as u32 {
             s.on_opened(&proc(pid, "w"), 20);
@@ -340,6 +364,20 @@ mod tests {
         assert_eq!(pids, [4242, 7, 100, 101, 102]);
         let other = other.unwrap();
         assert_eq!((other.open, other.opened, other.failed), (2, 2, 0));
+        // A failure of unknown cause makes the split unknown (null), not 0.
+        s.on_failed(&proc(101, "w"), 21, Failure::Unknown);
+        s.on_failed(&proc(102, "w"), 21, Failure::Abandoned);
+        let (top, _) = s.report();
+        let w = |pid| top.iter().find(|p| p.pid == pid).unwrap();
+        assert_eq!((w(101).failed, w(101).failed_by.known()), (1, None));
+        assert_eq!(
+            serde_json::to_value(w(101)).unwrap()["failed_by"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            serde_json::to_value(w(102)).unwrap()["failed_by"],
+            serde_json::json!({"rejected": 0, "reset": 0, "refused": 0, "timed_out": 0, "abandoned": 1, "other": 0})
+        );
     }
 
     #[test]

@@ -39,8 +39,8 @@ use crate::core::client::ClientStats;
 use crate::core::conn::{Conn, Origin};
 use crate::core::histogram::nearest_rank;
 use crate::model::{
-    Age, ClientReport, ClientRows, ClientVerdict, FastMap, Idle, Lifetime, Nanos, Quiet, Rates,
-    RetryReport, SendQueue, WorstKey, micros,
+    Age, ClientReport, ClientRows, ClientVerdict, FailedBy, FastMap, Idle, Lifetime, Nanos, Quiet,
+    Rates, RetryReport, SendQueue, WorstKey, micros,
 };
 
 #[derive(Debug, Default)]
@@ -439,7 +439,8 @@ pub fn client_report(
         closed_by_client: s.closed_by_client,
         reset: s.reset,
         rejected: s.rejected,
-        refused: Some(s.refused),
+        // Client mode: only the connects a reset refused; unknown when a cause is.
+        refused: (s.connects_failed.unknown == 0).then_some(s.refused),
         failed: s.retry.failures(),
         internal,
         verdict: ClientVerdict::Healthy,
@@ -456,6 +457,8 @@ pub fn client_report(
         rates: None,
         processes: processes.into(),
         processes_other,
+        failed_connects: (s.connects_failed != FailedBy::default())
+            .then(|| s.connects_failed.connects()),
         changed: true,
     }
 }

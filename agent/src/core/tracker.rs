@@ -4,14 +4,15 @@
 //! updates the connection table and routes what changed to the per-client table.
 //! [`Tracker::report`] joins the two into a [`Report`] at a given instant.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
+
+mod activity;
 
 use crate::core::capacity::{self, AcceptRate, Baselines};
 use crate::core::client::{ClientTable, DEFAULT_RETENTION};
 use crate::core::close_cause::server_close_cause;
-use crate::core::conn::{ByteDelta, Conn, ConnTable};
+use crate::core::conn::{ByteDelta, ConnTable};
 use crate::core::process::Joins;
 use crate::core::reject::{self};
 use crate::core::row_cache::{Changes, OpenConns, RowCache, client_report};
@@ -20,7 +21,7 @@ use crate::model::{
     RejectCounts, Report, Role, ServerCloses, StackCounts, StaleList, Totals, micros,
 };
 use crate::model::{
-    Activity, Clock, CloseKind, ConnKey, Event, FastMap, KernelCounters, Nanos, normalize,
+    Activity, Clock, CloseKind, ConnKey, Event, Failure, FastMap, KernelCounters, Nanos, normalize,
 };
 
 /// Connections the tracker chose not to count.
@@ -44,6 +45,8 @@ pub struct Tracker {
     rejected: RejectCounts,
     server_closes: ServerCloses,
     refused: u64,
+    /// Client mode: a failed connect's cause was unknown, so `refused` is too.
+    refused_unknown: bool,
     /// The latest word from Redis and from /proc, and the first readings of
     /// their counters.
     redis: Option<RedisSnapshot>,
@@ -88,6 +91,7 @@ impl Tracker {
             rejected: RejectCounts::default(),
             server_closes: ServerCloses::default(),
             refused: 0,
+            refused_unknown: false,
             redis: None,
             host: None,
             baselines: Baselines::default(),
@@ -165,8 +169,13 @@ impl Tracker {
                     if rejected.is_some() || *how == CloseKind::Reset {
                         self.clients.on_failed_attempt(key.remote.ip(), *ts);
                         if let Some(pid) = owner {
+                            let why = if rejected.is_some() {
+                                Failure::Rejected
+                            } else {
+                                Failure::Reset
+                            };
                             self.clients
-                                .on_process_failed_pid(key.remote.ip(), *ts, pid);
+                                .on_process_failed_pid(key.remote.ip(), *ts, pid, why);
                         }
                     }
                     let timeout = self.redis.as_ref().and_then(|r| r.config?.timeout);
@@ -204,12 +213,26 @@ impl Tracker {
                     self.joins.on_refused(*ts, key);
                 }
             }
+            Event::ConnectFailed { ts, key, err } => {
+                if self.watches(key) {
+                    let why = Failure::of_connect(*err);
+                    match why {
+                        Failure::Refused => self.refused += 1,
+                        Failure::Unknown => self.refused_unknown = true,
+                        _ => {}
+                    }
+                    self.clients.on_connect_failed(key.remote.ip(), *ts, why);
+                    // Its connector follows, for the process's failure.
+                    self.joins.on_refused(*ts, key);
+                }
+            }
             Event::Connector {
                 ts,
                 client,
                 server,
                 process,
                 failed,
+                err,
             } => {
                 if !self.ports.is_empty() && !self.ports.contains(&server.port()) {
                     return;
@@ -218,7 +241,8 @@ impl Tracker {
                     self.joins.on_connector(*ts, *client, *server, process);
                 } else if self.joins.take_refused(*client, *server) {
                     let ip = normalize(*client).ip();
-                    self.clients.on_process_failed(ip, *ts, process);
+                    let why = Failure::of_connect(*err);
+                    self.clients.on_process_failed(ip, *ts, process, why);
                 }
             }
             Event::Redis { snapshot, .. } => {
@@ -410,7 +434,7 @@ impl Tracker {
             evicted_clients: self.clients.evicted(),
             rejected: self.rejected.total(),
             rejected_by_reason: self.rejected,
-            refused: Some(self.refused),
+            refused: (!self.refused_unknown).then_some(self.refused),
             accept_errors_per_s: Some(self.accept_rate.per_s),
             listen_overflows: self
                 .listen_delta(|h| h.listen_overflows, self.baselines.listen_overflows),
@@ -472,61 +496,6 @@ impl Tracker {
         by_ip
     }
 
-    /// Turns a sock_diag scan of every open connection on the watched ports (keys
-    /// normalized, as sock_diag gives them), begun at `ts`, into the interval's [`Event::Activity`]: the figures of the
-    /// connections the table holds whose traffic moved (so idle connections cost
-    /// nothing in a capture), and the connections the table holds that opened
-    /// before the scan but are not in it — their close record was lost.
-    ///
-    /// The caller applies every kernel record queued before the scan first, so a
-    /// connection closed just before it is closed in the table, not gone.
-    pub fn activity_from_scan(&self, ts: Nanos, scan: &[(ConnKey, Activity)]) -> Event {
-        self.activity(ts, scan, |_| true)
-    }
-
-    /// The same for a scan that looked connections up one by one: `found` are the
-    /// open ones with their figures, `answered` every key the kernel answered for
-    /// (found or not). Only those can be gone: a connection not asked for (opened
-    /// after the keys were taken) or not answered (a failed lookup) is neither.
-    /// Given every key the table holds, the event is the one
-    /// [`Tracker::activity_from_scan`] makes of a dump of the same sockets.
-    pub fn activity_from_lookups(
-        &self,
-        ts: Nanos,
-        answered: &[ConnKey],
-        found: &[(ConnKey, Activity)],
-    ) -> Event {
-        let answered: HashSet<&ConnKey> = answered.iter().collect();
-        self.activity(ts, found, |key| answered.contains(key))
-    }
-
-    fn activity(
-        &self,
-        ts: Nanos,
-        scan: &[(ConnKey, Activity)],
-        asked: impl Fn(&ConnKey) -> bool,
-    ) -> Event {
-        let mut conns = Vec::new();
-        let mut found = HashSet::with_capacity(scan.len());
-        for (key, activity) in scan {
-            found.insert(*key);
-            if let Some(conn) = self.conns.get(key)
-                && moved(conn, activity)
-            {
-                conns.push((*key, *activity));
-            }
-        }
-        let mut gone: Vec<ConnKey> = self
-            .conns
-            .iter()
-            .filter(|(key, conn)| conn.since < ts && !found.contains(key) && asked(key))
-            .map(|(key, _)| *key)
-            .collect();
-        conns.sort_by_key(|(key, _)| *key);
-        gone.sort_unstable();
-        Event::Activity { ts, conns, gone }
-    }
-
     /// The keys of the connections open now, sorted: what a scan looks up.
     pub fn open_keys(&self) -> Vec<ConnKey> {
         let mut keys: Vec<ConnKey> = self.conns.iter().map(|(key, _)| *key).collect();
@@ -556,22 +525,6 @@ impl Tracker {
     }
 }
 
-/// sock_diag times data movement in jiffies (up to 10 ms) and reports it as "ms
-/// ago", so one instant read twice can differ by this much.
-const ACTIVITY_JITTER: Nanos = 10_000_000;
-
-/// Whether `activity` says more than the table knows of `conn`.
-fn moved(conn: &Conn, activity: &Activity) -> bool {
-    activity.bytes_in > conn.bytes_in
-        || activity.bytes_out > conn.bytes_out
-        || activity.queued.is_some_and(|q| q != conn.queued)
-        || match (activity.last_active, conn.last_active) {
-            (Some(new), Some(old)) => new > old + ACTIVITY_JITTER,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
-}
-
 /// [`Clock::wall_time`] without its panics on overflow.
 fn wall_time(clock: &Clock, ts: Nanos) -> SystemTime {
     let shifted = if ts >= clock.mono {
@@ -592,6 +545,7 @@ mod tests {
     use crate::model::*;
     use crate::model::{Activity, CloseKind};
     use serde_json::Value;
+    use std::collections::HashSet;
     use std::time::UNIX_EPOCH;
 
     const US: Nanos = 1_000;
@@ -1297,6 +1251,7 @@ mod tests {
             server: k.local,
             process: proc(pid),
             failed: false,
+            err: None,
         };
         let mut t = tracker(&[
             seeded(START, seeded_first, None),
@@ -1344,6 +1299,7 @@ mod tests {
                 cgroup: None,
             },
             failed: true,
+            err: Some(111),
         };
         let mut t = tracker(&[
             Event::Refused {
@@ -1362,6 +1318,103 @@ mod tests {
             .map(|p| (p.pid, p.open, p.opened, p.failed))
             .collect();
         assert_eq!(p, [(9, 0, 0, 1)]);
+        assert_eq!(c.processes[0].failed_by.known().map(|f| f.refused), Some(1));
+        // Server side: connects are the clients' own, never split on the row.
+        assert_eq!(c.failed_connects, None);
+    }
+
+    /// Client mode: a failed connect is an attempt and a failure of its address
+    /// and its process, by the socket's error; only a reset's refusal is `refused`,
+    /// and a cause not known makes `refused` unknown too.
+    #[test]
+    fn client_mode_splits_failed_connects_by_cause() {
+        let mut t = Tracker::new(vec![6379]);
+        t.set_role(Role::Client);
+        let attempt = |port: u16, err: Option<u32>, pid: u32| {
+            let k = key("10.0.0.9:6379", &format!("127.0.0.5:{port}"));
+            [
+                Event::ConnectFailed {
+                    ts: START + u64::from(port),
+                    key: k,
+                    err,
+                },
+                Event::Connector {
+                    ts: START + u64::from(port),
+                    client: k.remote,
+                    server: k.local,
+                    process: crate::model::Process {
+                        pid,
+                        comm: "app".into(),
+                        cgroup: None,
+                        stack: None,
+                    },
+                    failed: true,
+                    err,
+                },
+            ]
+        };
+        let causes = [
+            (Some(111), 1),
+            (Some(110), 1),
+            (Some(110), 1),
+            (Some(0), 1),
+            (Some(113), 2),
+        ];
+        for (port, (err, pid)) in (40_000..).zip(causes) {
+            for ev in attempt(port, err, pid) {
+                t.apply(&ev);
+            }
+        }
+        let r = t.report(START + SEC, &clock());
+        assert_eq!(r.totals.refused, Some(1));
+        let c = client(&r, "127.0.0.5");
+        assert_eq!(c.refused, Some(1));
+        assert_eq!(
+            c.failed_connects,
+            Some(Some(crate::model::ConnectFailures {
+                refused: 1,
+                timed_out: 2,
+                abandoned: 1,
+                other: 1,
+            }))
+        );
+        assert_eq!(c.failed, 5, "each an attempt that failed");
+        let by = |pid: u32| {
+            let p = c.processes.iter().find(|p| p.pid == pid).unwrap();
+            (p.failed, p.failed_by.known().copied())
+        };
+        assert_eq!(
+            by(1),
+            (
+                4,
+                Some(FailedBy {
+                    refused: 1,
+                    timed_out: 2,
+                    abandoned: 1,
+                    ..FailedBy::default()
+                })
+            )
+        );
+        assert_eq!(
+            by(2),
+            (
+                1,
+                Some(FailedBy {
+                    other: 1,
+                    ..FailedBy::default()
+                })
+            )
+        );
+        // Without the socket's error (no BTF, an older capture): unknown, not 0.
+        for ev in attempt(50_000, None, 2) {
+            t.apply(&ev);
+        }
+        let r = t.report(START + 2 * SEC, &clock());
+        let c = client(&r, "127.0.0.5");
+        assert_eq!((r.totals.refused, c.refused), (None, None));
+        assert_eq!(c.failed_connects, Some(None));
+        let p = c.processes.iter().find(|p| p.pid == 2).unwrap();
+        assert_eq!((p.failed, p.failed_by.known()), (2, None));
     }
 
     #[test]

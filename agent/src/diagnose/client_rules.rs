@@ -222,6 +222,23 @@ impl Diagnoser {
         evidence.insert("rejected".into(), json!(c.rejected));
         evidence.insert("refused".into(), json!(c.refused));
         evidence.insert("reset".into(), json!(c.reset));
+        // Client mode: connects that got no answer are not refusals. A storm of
+        // them is a server that is down or unreachable (or too busy to answer
+        // SYNs), not one that turns connections away.
+        let mut unanswered = String::new();
+        if let Some(Some(f)) = c.failed_connects {
+            evidence.insert("timed_out".into(), json!(f.timed_out));
+            evidence.insert("abandoned".into(), json!(f.abandoned));
+            evidence.insert("connect_other".into(), json!(f.other));
+            if f.timed_out + f.abandoned > 0 {
+                unanswered = format!(
+                    "; {} of its connects got no answer ({} timed out, {} abandoned by the client): the server is unreachable or not answering, not refusing",
+                    f.timed_out + f.abandoned,
+                    f.timed_out,
+                    f.abandoned
+                );
+            }
+        }
         let who = match storm_owner(c) {
             Some(p) => {
                 process_evidence(&mut evidence, c, p.pid);
@@ -234,7 +251,7 @@ impl Diagnoser {
             severity: Severity::Critical,
             addr: Some(c.addr),
             summary: format!(
-                "{who} retries every {} with no backoff ({:.0} failed attempts/s): a retry storm",
+                "{who} retries every {} with no backoff ({:.0} failed attempts/s): a retry storm{unanswered}",
                 human_duration(gap),
                 recent as f64 / secs
             ),

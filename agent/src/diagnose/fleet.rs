@@ -95,6 +95,10 @@ impl Fleet {
             // namespace may have none (a stray port).
             // In client mode the namespace is the client's: its failed connects
             // are the news (a storm against a server that is down).
+            // Client mode only: a failed connect of a client namespace.
+            Event::ConnectFailed { key, .. } => {
+                self.member(key.instance(), ts).pipeline.apply(ev);
+            }
             Event::Refused { key, .. } => {
                 if self.role == Role::Client {
                     self.member(key.instance(), ts).pipeline.apply(ev);

@@ -828,6 +828,67 @@ mod tests {
         assert_eq!(row.rejected, 150);
     }
 
+    /// Client mode: a storm of connects that time out is told from one of
+    /// refusals: `refused` stays 0, the evidence and the summary say the server
+    /// did not answer.
+    #[test]
+    fn a_client_storm_of_timed_out_connects_says_the_server_did_not_answer() {
+        const STORM: &str = "10.0.0.21";
+        let mut ev = Vec::new();
+        let mut port = 20_000u16;
+        for s in 5..8 {
+            let mut at = START + s * SEC + 300 * MS;
+            for _ in 0..50 {
+                let key = conn(STORM, port);
+                port += 1;
+                ev.push(Event::ConnectFailed {
+                    ts: at,
+                    key,
+                    err: Some(110),
+                });
+                ev.push(Event::Connector {
+                    ts: at,
+                    client: key.remote,
+                    server: key.local,
+                    process: crate::model::Process {
+                        pid: 4_242,
+                        comm: "worker".into(),
+                        cgroup: None,
+                        stack: None,
+                    },
+                    failed: true,
+                    err: Some(110),
+                });
+                at += MS;
+            }
+        }
+        let reports = Sim::new(ev).client_mode().run(8);
+        let r = &reports[7];
+        let v = verdict(r, K::RetryStorm);
+        assert!(
+            v.summary.ends_with(
+                "a retry storm; 150 of its connects got no answer (150 timed out, 0 abandoned by the client): the server is unreachable or not answering, not refusing"
+            ),
+            "{}",
+            v.summary
+        );
+        assert_eq!(
+            (
+                evidence(v, "refused"),
+                evidence(v, "timed_out"),
+                evidence(v, "abandoned"),
+                evidence(v, "connect_other"),
+                evidence(v, "pid")
+            ),
+            (json!(0), json!(150), json!(0), json!(0), json!(4_242))
+        );
+        let row = r.clients.iter().find(|c| c.addr == ip(STORM)).unwrap();
+        assert_eq!(
+            row.processes[0].failed_by.known().map(|f| f.timed_out),
+            Some(150)
+        );
+    }
+
     #[test]
     fn a_storm_of_an_address_seen_at_the_first_report_is_named_by_the_second() {
         // Nothing is known before the first report: its failures are the baseline.

@@ -152,6 +152,17 @@ pub enum Event {
     /// nothing listened there (Redis down or restarting). `key.local` is the port
     /// that was tried.
     Refused { ts: Nanos, key: ConnKey },
+    /// Client mode: a connect of this host to a watched remote port failed (the
+    /// client's socket went SYN_SENT → CLOSE), with the socket's error: 111
+    /// (ECONNREFUSED) refused, 110 (ETIMEDOUT) timed out, 0 abandoned by the
+    /// application, another errno otherwise; `None`: unknown. `key` as the server
+    /// has it (`local` = the server tried).
+    ConnectFailed {
+        ts: Nanos,
+        key: ConnKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        err: Option<u32>,
+    },
     /// What Redis says of itself (INFO/CONFIG over the agent's one connection), or
     /// why it cannot be asked.
     Redis {
@@ -179,6 +190,10 @@ pub enum Event {
         process: super::process::Process,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         failed: bool,
+        /// A failed connect's cause, the socket's error (see `ConnectFailed`);
+        /// `None`: unknown (and in captures made before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        err: Option<u32>,
     },
     /// The end of an interval: a report is due.
     Tick { ts: Nanos },
@@ -192,6 +207,7 @@ impl Event {
             | Event::Seeded { ts, .. }
             | Event::Activity { ts, .. }
             | Event::Refused { ts, .. }
+            | Event::ConnectFailed { ts, .. }
             | Event::Redis { ts, .. }
             | Event::Host { ts, .. }
             | Event::Counters { ts, .. }

@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod cidr;
 pub mod event;
 pub mod export;
+pub mod failure;
 pub mod format;
 pub mod hash;
 pub mod host;
@@ -30,6 +31,7 @@ pub use event::{
     monotonic_now, normalize,
 };
 pub use export::OtlpStatus;
+pub use failure::{ConnectFailures, FailedBy, Failure};
 pub use format::{format_ts, human_bytes, human_duration, micros};
 pub use hash::{FastMap, FastSet};
 pub use host::{HostSnapshot, Listener};

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::capacity::{Capacity, Limits, RedisReport};
+use super::failure::{ConnectFailures, FailedBy};
 use super::format::{as_millis, as_secs, rfc3339_millis};
 use super::rows::{Quiet, Rows};
 use super::verdict::{ClientVerdict, Verdict};
@@ -83,7 +84,7 @@ pub struct Report {
 }
 
 /// Which end of the connections a report watched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The Redis host: connections accepted on the watched local ports.
@@ -97,6 +98,13 @@ named!(Role {
     Server => "server",
     Client => "client",
 });
+
+impl Role {
+    /// For `skip_serializing_if`: the default (a server) is left out.
+    pub fn is_server(&self) -> bool {
+        *self == Role::Server
+    }
+}
 
 /// Which client rows a report carries (`--clients`, docs/REPORT.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -265,6 +273,11 @@ pub struct ClientReport {
     /// The known processes beyond `processes`, summed; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes_other: Option<OtherProcesses>,
+    /// Client mode: this address's failed connects by cause (`refused` is the
+    /// row's `refused`); `Some(None)` (`null`) when a cause is unknown; absent
+    /// while the address has none, and always on the server side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_connects: Option<Option<ConnectFailures>>,
     /// Whether the row was rebuilt for this report (its address had an event,
     /// holds connections, or its rates came to rest) or its verdict changed. A row
     /// without it is exactly as in the previous report. Not serialized.
@@ -292,6 +305,9 @@ pub struct ProcessReport {
     pub open: u64,
     pub opened: u64,
     pub failed: u64,
+    /// `failed` by cause (`null` when a cause is unknown).
+    #[serde(serialize_with = "super::failure::failed_by_or_null")]
+    pub failed_by: FailedBy,
 }
 
 impl ProcessReport {
@@ -313,6 +329,9 @@ pub struct OtherProcesses {
     pub open: u64,
     pub opened: u64,
     pub failed: u64,
+    /// `failed` by cause (`null` when a cause is unknown).
+    #[serde(serialize_with = "super::failure::failed_by_or_null")]
+    pub failed_by: FailedBy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

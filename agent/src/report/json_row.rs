@@ -14,7 +14,7 @@ use serde_json::ser::{CompactFormatter, Formatter};
 
 use std::net::IpAddr;
 
-use crate::model::{ClientReport, Lifetime, ProcessReport};
+use crate::model::{ClientReport, FailedBy, Lifetime, ProcessReport};
 
 /// Appends `c` as the JSON object serde's derive makes of it.
 pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
@@ -150,7 +150,26 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
         u64(out, o.opened);
         out.extend_from_slice(b",\"failed\":");
         u64(out, o.failed);
+        failed_by(out, &o.failed_by);
         out.push(b'}');
+    }
+    // Client mode's failed connects by cause: only rows that have some.
+    if let Some(f) = &c.failed_connects {
+        out.extend_from_slice(b",\"failed_connects\":");
+        match f {
+            Some(f) => {
+                out.extend_from_slice(b"{\"refused\":");
+                u64(out, f.refused);
+                out.extend_from_slice(b",\"timed_out\":");
+                u64(out, f.timed_out);
+                out.extend_from_slice(b",\"abandoned\":");
+                u64(out, f.abandoned);
+                out.extend_from_slice(b",\"other\":");
+                u64(out, f.other);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
     }
     out.push(b'}');
 }
@@ -188,7 +207,25 @@ fn process(out: &mut Vec<u8>, p: &ProcessReport) {
     u64(out, p.opened);
     out.extend_from_slice(b",\"failed\":");
     u64(out, p.failed);
+    failed_by(out, &p.failed_by);
     out.push(b'}');
+}
+
+/// `,"failed_by":{…}` in the JSON's order and names, `null` when a cause is unknown.
+fn failed_by(out: &mut Vec<u8>, f: &FailedBy) {
+    out.extend_from_slice(b",\"failed_by\":");
+    match f.known() {
+        Some(f) => {
+            for (i, (k, n)) in f.causes().into_iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b"{\"" } else { b",\"" });
+                out.extend_from_slice(k.as_bytes());
+                out.extend_from_slice(b"\":");
+                u64(out, n);
+            }
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// A JSON string, escaped as serde_json escapes it (a process picks its own name).
@@ -349,14 +386,32 @@ mod tests {
             open: 2,
             opened: 5,
             failed: 1,
+            failed_by: FailedBy {
+                timed_out: 1,
+                ..FailedBy::default()
+            },
         }]
         .into();
         same(&full);
         full.processes_other = Some(OtherProcesses {
             open: 0,
             opened: 1,
-            failed: 0,
+            failed: 1,
+            failed_by: FailedBy {
+                unknown: 1,
+                ..FailedBy::default()
+            },
         });
+        same(&full);
+        // Client mode's failed connects by cause, and unknown causes.
+        full.failed_connects = Some(Some(ConnectFailures {
+            refused: 1,
+            timed_out: 2,
+            abandoned: 3,
+            other: u64::MAX,
+        }));
+        same(&full);
+        full.failed_connects = Some(None);
         same(&full);
     }
 }

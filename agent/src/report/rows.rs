@@ -9,7 +9,7 @@
 //!
 //! - the address appeared (the reader holds no row for it);
 //! - a counter moved (opened, closed and by whom, reset, rejected, refused,
-//!   bytes), or `open`, `seeded` or `internal` changed;
+//!   client mode's failed connects, bytes), or `open`, `seeded` or `internal` changed;
 //! - its verdict changed, or is anything but healthy (such rows go out every
 //!   interval, as a person watching them expects).
 //!
@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::model::{ClientReport, ClientVerdict, ClientsMode, FastMap, Report};
+use crate::model::{ClientReport, ClientVerdict, ClientsMode, ConnectFailures, FastMap, Report};
 
 /// How often a `--clients changed` stream writes every row, by default.
 pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -49,6 +49,8 @@ struct Held {
     reset: u64,
     rejected: u64,
     refused: Option<u64>,
+    /// Client mode: connects that failed without a refusal move only these.
+    failed_connects: Option<Option<ConnectFailures>>,
     bytes_in: u64,
     bytes_out: u64,
     internal: bool,
@@ -67,6 +69,7 @@ impl Held {
             reset: c.reset,
             rejected: c.rejected,
             refused: c.refused,
+            failed_connects: c.failed_connects,
             bytes_in: c.bytes_in,
             bytes_out: c.bytes_out,
             internal: c.internal,
@@ -344,6 +347,29 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// Client mode: a connect that times out moves no counter but its cause's.
+    #[test]
+    fn a_row_comes_back_when_a_connect_fails_without_a_refusal() {
+        let mut f = RowFilter::changed(Duration::from_secs(300));
+        write(&mut f, &interval(1, 5));
+        let timed_out = |at_s, n| {
+            let mut r = interval(at_s, 5);
+            let at = r
+                .clients
+                .iter()
+                .position(|c| c.addr.to_string() == "10.0.0.7")
+                .unwrap();
+            r.clients[at].failed_connects = Some(Some(ConnectFailures {
+                timed_out: n,
+                ..ConnectFailures::default()
+            }));
+            r
+        };
+        assert_eq!(addrs(&write(&mut f, &timed_out(2, 1))), ["10.0.0.7"]);
+        assert_eq!(write(&mut f, &timed_out(3, 1)).clients.len(), 0);
+        assert_eq!(addrs(&write(&mut f, &timed_out(4, 2))), ["10.0.0.7"]);
     }
 
     #[test]

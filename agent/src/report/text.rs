@@ -338,6 +338,14 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
     let mut lines = vec![format_row(&rows[0], &widths)];
     for (r, c) in rows[1..].iter().zip(clients) {
         lines.push(format_row(r, &widths));
+        // Client mode: connects that failed without a refusal (or of unknown cause).
+        match c.failed_connects {
+            Some(Some(f)) if !f.unrefused().is_empty() => {
+                lines.push(format!("  failed connects not refused: {}", f.unrefused()));
+            }
+            Some(None) => lines.push("  failed connects: cause unknown".to_owned()),
+            _ => {}
+        }
         lines.extend(process_lines(c));
     }
     lines
@@ -345,8 +353,11 @@ fn table(clients: &[ClientReport]) -> Vec<String> {
 
 /// Under a row, the local processes behind its connections, worst first.
 fn process_lines(c: &ClientReport) -> Vec<String> {
-    let figures = |open: u64, opened: u64, failed: u64| {
-        format!("{open} open, {opened} opened, {failed} failed")
+    let figures = |open: u64, opened: u64, failed: u64, by: &crate::model::FailedBy| {
+        format!(
+            "{open} open, {opened} opened, {failed} failed{}",
+            by.describe()
+        )
     };
     let mut lines: Vec<String> = c
         .processes
@@ -359,14 +370,14 @@ fn process_lines(c: &ClientReport) -> Vec<String> {
             format!(
                 "  └ {}{pod}: {}",
                 p.label(),
-                figures(p.open, p.opened, p.failed)
+                figures(p.open, p.opened, p.failed, &p.failed_by)
             )
         })
         .collect();
     if let Some(o) = c.processes_other {
         lines.push(format!(
             "  └ other processes: {}",
-            figures(o.open, o.opened, o.failed)
+            figures(o.open, o.opened, o.failed, &o.failed_by)
         ));
     }
     lines
@@ -643,6 +654,10 @@ mod tests {
                 open: 3,
                 opened: 9,
                 failed: 1,
+                failed_by: FailedBy {
+                    abandoned: 1,
+                    ..FailedBy::default()
+                },
             },
             ProcessReport {
                 pid: 7,
@@ -652,6 +667,7 @@ mod tests {
                 open: 0,
                 opened: 1,
                 failed: 0,
+                failed_by: FailedBy::default(),
             },
         ]
         .into();
@@ -659,6 +675,7 @@ mod tests {
             open: 0,
             opened: 2,
             failed: 0,
+            failed_by: FailedBy::default(),
         });
         let mut r = report(vec![c, client("10.9.9.9", 1, 0, 1)]);
         let mut v = crate::testing::verdict(VerdictKind::Leak, Severity::Warning, Some("10.1.2.3"));
@@ -713,12 +730,44 @@ mod tests {
         assert_eq!(
             lines[at + 1..at + 4],
             [
-                "  └ pid 4242 (gunicorn) in container 3f2a3f2a3f2a (pod 0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e): 3 open, 9 opened, 1 failed",
+                "  └ pid 4242 (gunicorn) in container 3f2a3f2a3f2a (pod 0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e): 3 open, 9 opened, 1 failed (abandoned 1)",
                 "  └ pid 7 (cron): 0 open, 1 opened, 0 failed",
                 "  └ other processes: 0 open, 2 opened, 0 failed",
             ]
         );
         assert!(lines[at + 4].starts_with("10.9.9.9"));
+    }
+
+    /// Client mode: under a row, the connects that failed without a refusal, or
+    /// that their cause is unknown.
+    #[test]
+    fn failed_connects_not_refused_are_listed_under_their_address() {
+        let mut timed_out = client("10.1.2.3", 0, 0, 0);
+        timed_out.failed_connects = Some(Some(ConnectFailures {
+            refused: 1,
+            timed_out: 3,
+            abandoned: 2,
+            other: 0,
+        }));
+        let mut refused = client("10.1.2.4", 0, 0, 0);
+        refused.failed_connects = Some(Some(ConnectFailures {
+            refused: 4,
+            ..ConnectFailures::default()
+        }));
+        let mut unknown = client("10.1.2.5", 0, 0, 0);
+        unknown.failed_connects = Some(None);
+        let text = render_text(&report(vec![timed_out, refused, unknown]), 20, None);
+        let lines: Vec<&str> = text.lines().collect();
+        let after = |addr: &str| {
+            let at = lines.iter().position(|l| l.starts_with(addr)).unwrap();
+            lines[at + 1]
+        };
+        assert_eq!(
+            after("10.1.2.3"),
+            "  failed connects not refused: timed_out 3, abandoned 2"
+        );
+        assert!(after("10.1.2.4").starts_with("10.1.2.5"), "{text}");
+        assert_eq!(after("10.1.2.5"), "  failed connects: cause unknown");
     }
 
     #[test]

@@ -52,6 +52,19 @@ pub struct Header {
     /// connwatch recorded it: a replay then reports `probe` as unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<crate::model::Features>,
+    /// Which end of the connections was recorded: `client` for client mode
+    /// (`--remote-port`, `--remote`), whose replay judges them as a client's.
+    /// Absent for a server, and in captures made before client mode was recorded
+    /// (which were all of a server).
+    #[serde(default, skip_serializing_if = "crate::model::Role::is_server")]
+    pub role: crate::model::Role,
+    /// Client mode: the remote ports watched with `--remote-port` (every server on
+    /// them), and the servers named with `--remote`. Events of other servers were
+    /// not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<SocketAddr>,
 }
 
 /// A monotonic reading and the wall-clock time (ns since the Unix epoch) taken with it.
@@ -96,6 +109,9 @@ impl Header {
             connwatch_version: env!("CARGO_PKG_VERSION").to_owned(),
             home: None,
             features: None,
+            role: crate::model::Role::Server,
+            remote_ports: Vec::new(),
+            remotes: Vec::new(),
         }
     }
 
@@ -389,6 +405,7 @@ impl Redactor {
         match &mut ev {
             Event::Opened { key, .. }
             | Event::Refused { key, .. }
+            | Event::ConnectFailed { key, .. }
             | Event::Seeded { key, .. }
             | Event::Closed { key, .. } => {
                 *key = self.key(key);
@@ -479,6 +496,7 @@ mod tests {
                     cgroup: Some("/system.slice/app.service".into()),
                 },
                 failed: false,
+                err: None,
             },
             Event::Tick { ts: 1_000 },
         ]
@@ -581,6 +599,81 @@ mod tests {
             (3, (text.find("not json").unwrap()) as u64)
         );
         assert!(err.to_string().contains("record 3"), "{err}");
+    }
+
+    #[test]
+    fn a_header_without_a_role_reads_as_a_server_and_a_client_header_round_trips() {
+        let gz = |text: &str| {
+            let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        // A header as connwatch wrote it before client mode was recorded.
+        let old = r#"{"format":"connwatch-capture","version":1,"host":"h","kernel":"6.1.0","ports":[6379],"started_at":"2026-11-01T10:00:00.000Z","clock":{"mono_ns":5,"wall_unix_ns":6},"interval_ms":1000,"redacted":false,"connwatch_version":"0.1.0"}"#;
+        let r =
+            Reader::from_read(Box::new(io::Cursor::new(gz(&format!("{old}\n")))), false).unwrap();
+        assert_eq!(r.header.role, Role::Server);
+        assert_eq!(r.header.ports, [6379]);
+        assert!(r.header.remote_ports.is_empty() && r.header.remotes.is_empty());
+
+        let mut header = Header::new(vec![6379, 7000], &Clock::now(), Duration::ZERO, false);
+        // A server's header says nothing of roles (older readers see what they knew).
+        let text = serde_json::to_string(&header).unwrap();
+        assert!(!text.contains("role") && !text.contains("remote"), "{text}");
+        header.role = Role::Client;
+        header.remote_ports = vec![6379];
+        header.remotes = vec!["10.0.0.7:7000".parse().unwrap()];
+        let text = serde_json::to_string(&header).unwrap();
+        assert!(
+            text.contains(r#""role":"client","remote_ports":[6379],"remotes":["10.0.0.7:7000"]"#),
+            "{text}"
+        );
+        let r =
+            Reader::from_read(Box::new(io::Cursor::new(gz(&format!("{text}\n")))), false).unwrap();
+        assert_eq!(r.header, header);
+    }
+
+    /// A failed connect's cause travels in the capture; a connector written before
+    /// it was recorded reads as unknown.
+    #[test]
+    fn a_connects_cause_round_trips_and_old_connectors_read_as_unknown() {
+        let old = r#"{"ev":"connector","ts":26,"client":"127.0.0.5:4001","server":"127.0.0.1:6379","process":{"pid":9,"comm":"app"},"failed":true}"#;
+        match serde_json::from_str::<Event>(old).unwrap() {
+            Event::Connector {
+                failed: true,
+                err: None,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        let failed = Event::ConnectFailed {
+            ts: 27,
+            key: key("127.0.0.5:4002"),
+            err: Some(110),
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            text,
+            r#"{"ev":"connect_failed","ts":27,"key":{"local":"127.0.0.1:6379","remote":"127.0.0.5:4002"},"err":110}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), failed);
+        let unknown = text.replace(r#","err":110"#, "");
+        assert!(matches!(
+            serde_json::from_str::<Event>(&unknown).unwrap(),
+            Event::ConnectFailed { err: None, .. }
+        ));
+        // Redaction replaces this host's client end, keeps the server and the cause.
+        let Event::ConnectFailed { key: k, err, .. } = Redactor::default().event(&failed) else {
+            panic!()
+        };
+        assert_eq!(
+            (k.remote, k.local, err),
+            (
+                "198.18.0.1:4002".parse().unwrap(),
+                "127.0.0.1:6379".parse().unwrap(),
+                Some(110)
+            )
+        );
     }
 
     #[test]

@@ -181,7 +181,19 @@ fn client_row(out: &mut String, c: &ClientReport) {
     for n in [c.closed_by_client, c.reset, c.rejected] {
         count_cell(out, n);
     }
+    // Client mode: the connects that failed without a refusal beside it.
+    let unrefused = c
+        .failed_connects
+        .flatten()
+        .map(|f| f.unrefused())
+        .unwrap_or_default();
     match c.refused {
+        Some(n) if !unrefused.is_empty() => cell(
+            out,
+            &n.to_string(),
+            &format!("{n} (other failed connects: {unrefused})"),
+            "num",
+        ),
         Some(n) => count_cell(out, n),
         None => cell(out, "", "unknown", "num"),
     }
@@ -248,11 +260,12 @@ fn processes_cell(out: &mut String, c: &ClientReport) {
             out.push_str("<br>");
         }
         let mut line = format!(
-            "{}: {} open, {} opened, {} failed",
+            "{}: {} open, {} opened, {} failed{}",
             p.label(),
             p.open,
             p.opened,
-            p.failed
+            p.failed,
+            p.failed_by.describe()
         );
         if let Some(pod) = &p.pod {
             line.push_str(&format!(" (pod {pod})"));
@@ -264,8 +277,11 @@ fn processes_cell(out: &mut String, c: &ClientReport) {
             out,
             "<br>{}",
             Esc(&format!(
-                "other processes: {} open, {} opened, {} failed",
-                o.open, o.opened, o.failed
+                "other processes: {} open, {} opened, {} failed{}",
+                o.open,
+                o.opened,
+                o.failed,
+                o.failed_by.describe()
             ))
         );
     }

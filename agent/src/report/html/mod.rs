@@ -265,6 +265,40 @@ mod tests {
         assert!(!html.contains("  pid 4242 (gunicorn):\n"));
     }
 
+    /// Client mode: the failed connects that were not refused, beside the
+    /// refusals, and each process's failures by cause.
+    #[test]
+    fn failed_connects_are_shown_by_cause() {
+        let mut reports = reports();
+        let last = reports.last_mut().unwrap();
+        let mut rows = last.clients.to_vec();
+        rows[0].refused = Some(2);
+        rows[0].failed_connects = Some(Some(crate::model::ConnectFailures {
+            refused: 2,
+            timed_out: 3,
+            abandoned: 1,
+            other: 0,
+        }));
+        let mut p = rows[0].processes.to_vec();
+        p[0].failed = 6;
+        p[0].failed_by = crate::model::FailedBy {
+            refused: 2,
+            timed_out: 3,
+            abandoned: 1,
+            ..crate::model::FailedBy::default()
+        };
+        rows[0].processes = p.into();
+        last.clients = rows.into();
+        let html = render_html(&reports, "x");
+        assert!(
+            html.contains("<td class=\"num\" data-v=\"2\">2 (other failed connects: timed_out 3, abandoned 1)</td>"),
+            "the refused cell"
+        );
+        assert!(html.contains(
+            "pid 4242 (gunicorn): 40 open, 40 opened, 6 failed (refused 2, timed_out 3, abandoned 1)"
+        ));
+    }
+
     #[test]
     fn a_leaks_stacks_have_their_own_block() {
         let mut reports = reports();

@@ -180,4 +180,46 @@ fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]
             }
         }
     }
+    // The failures by cause: six values, only where every cause is known.
+    let mut f = x.family(
+        "connwatch_client_process_failed_by_total",
+        MetricType::Counter,
+        "connwatch_client_process_failed_total by cause: rejected, reset, refused (a \
+         reset answered the SYN), timed_out (no answer to the SYNs), abandoned (the \
+         application gave up connecting), other (an ICMP error); absent when a cause \
+         is unknown.",
+    );
+    for (c, addr) in shown.iter().zip(addrs) {
+        let other = c
+            .processes_other
+            .map(|o| (OTHER.to_owned(), "", None, None, o.failed_by));
+        let all = c
+            .processes
+            .iter()
+            .map(|p| {
+                let pid = p.pid.to_string();
+                (
+                    pid,
+                    &*p.comm,
+                    p.container.as_deref(),
+                    p.pod.as_deref(),
+                    p.failed_by,
+                )
+            })
+            .chain(other);
+        for (pid, comm, container, pod, by) in all {
+            let Some(by) = by.known() else { continue };
+            for (cause, n) in by.causes() {
+                let labels = [
+                    ("addr", addr.as_str()),
+                    ("pid", pid.as_str()),
+                    ("comm", comm),
+                    ("container", container.unwrap_or("")),
+                    ("pod", pod.unwrap_or("")),
+                    ("cause", cause),
+                ];
+                f.sample(&labels, n);
+            }
+        }
+    }
 }

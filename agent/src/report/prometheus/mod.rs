@@ -610,6 +610,10 @@ mod tests {
             open,
             opened: open + 1,
             failed: u64::from(pid == 7),
+            failed_by: crate::model::FailedBy {
+                timed_out: u64::from(pid == 7),
+                ..crate::model::FailedBy::default()
+            },
         };
         let clients = report.clients.to_vec();
         let mut clients = clients;
@@ -618,6 +622,10 @@ mod tests {
             open: 1,
             opened: 4,
             failed: 2,
+            failed_by: crate::model::FailedBy {
+                unknown: 2,
+                ..crate::model::FailedBy::default()
+            },
         });
         // Beyond the top: not shown, whatever its processes.
         let last = clients.len() - 1;
@@ -645,6 +653,26 @@ mod tests {
                 r#"connwatch_client_process_opened_total{{addr="{addr}",pid="other",comm="",container="",pod=""}} 4"#
             ),
         );
+        has(
+            &text,
+            &format!(
+                r#"connwatch_client_process_failed_by_total{{addr="{addr}",pid="7",comm="cron",container="",pod="",cause="timed_out"}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"connwatch_client_process_failed_by_total{{addr="{addr}",pid="7",comm="cron",container="",pod="",cause="refused"}} 0"#
+            ),
+        );
+        // Six causes per process whose causes are known; none for pid="other",
+        // whose causes are not.
+        let by = text
+            .lines()
+            .filter(|l| l.starts_with("connwatch_client_process_failed_by_total{"))
+            .count();
+        assert_eq!(by, 12);
+        lacks(&text, "failed_by_total{addr=\"{addr}\",pid=\"other\"");
         lacks(&text, "connwatch_client_process_open{addr=\"other\"");
         assert!(!text.contains("hidden"));
         let open = text

@@ -309,6 +309,11 @@ pub fn skb_header_offsets(blob: &[u8]) -> Result<(u32, u32, u32), BtfError> {
     ))
 }
 
+/// Offset of `int sk_err` in `struct sock` (why a connect failed), from a BTF blob.
+pub fn sk_err_offset(blob: &[u8]) -> Result<u32, BtfError> {
+    Btf::parse(blob)?.field_offset("sock", "sk_err", 4)
+}
+
 /// The `struct tcp_sock` fields the close record reads, from a BTF blob.
 pub fn tcp_sock_offsets(blob: &[u8]) -> Result<TcpSockOffsets, BtfError> {
     let btf = Btf::parse(blob)?;
@@ -545,6 +550,17 @@ mod tests {
         assert!(head > 100 && head < 512, "{head}");
         assert!(transport > 100 && transport < 512, "{transport}");
         assert_eq!(network, transport + 2);
+    }
+
+    #[test]
+    fn the_running_kernel_says_where_a_sockets_error_is() {
+        let blob = std::fs::read(VMLINUX_BTF).expect("the kernel publishes its BTF");
+        let at = sk_err_offset(&blob).unwrap();
+        // Past struct sock_common (at least 136 bytes), inside struct sock, an int.
+        assert!((136..1024).contains(&at), "{at}");
+        assert_eq!(at % 4, 0);
+        // tcp_sock embeds struct sock first: not one of its own fields.
+        assert!(tcp_sock_offsets(&blob).unwrap().bytes_received > at);
     }
 
     /// The kernels we support publish BTF (a world-readable file).

@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, ConnEvent, ConnectorEvent, event_kind,
+    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent, ConnectorEvent,
+    event_kind,
 };
 
 use crate::model::{Activity, CloseKind, ConnKey, Event, FastMap, Process};
@@ -82,7 +83,8 @@ pub fn decode(ev: &ConnEvent) -> Option<Event> {
 /// A local client's connect as events, its cgroup path found by `cgroup`, appended
 /// to `out`; false for a record we cannot interpret. A client-mode record
 /// (`CLIENT_SIDE`) also opens its connection (after the connector, which the open
-/// joins) or, failed, is a refusal (before the connector, which it joins).
+/// joins) or, failed, is a failed connect with its cause (before the connector,
+/// which it joins).
 pub fn decode_connector_into(
     ev: &ConnectorEvent,
     cgroup: impl FnOnce(u64) -> Option<Arc<str>>,
@@ -96,6 +98,7 @@ pub fn decode_connector_into(
         client,
         server,
         failed,
+        err,
         ..
     } = &connector
     else {
@@ -107,7 +110,7 @@ pub fn decode_connector_into(
     }
     let (ts, key) = (*ts, ConnKey::in_netns(ev.netns, *server, *client));
     if *failed {
-        out.push(Event::Refused { ts, key });
+        out.push(Event::ConnectFailed { ts, key, err: *err });
         out.push(connector);
     } else {
         out.push(connector);
@@ -172,6 +175,8 @@ pub fn decode_connector(
             stack: ev.stack.checked_sub(1),
         },
         failed,
+        // The socket's error, for a failed connect only.
+        err: (failed && ev.err != CONNECT_ERR_UNKNOWN).then_some(ev.err),
     })
 }
 
@@ -345,18 +350,41 @@ mod tests {
                 cgroup: Some("/system.slice/x.service".into()),
             },
             failed: false,
+            err: None,
         };
         assert_eq!(decode_connector(&ev, path), Some(want));
         ev.kind = event_kind::CONNECT_FAILED;
         ev.comm = *b"a-full-16-byte-n";
-        match decode_connector(&ev, |_| None) {
-            Some(Event::Connector {
-                failed: true,
-                process,
-                ..
-            }) => assert_eq!((&*process.comm, process.cgroup), ("a-full-16-byte-n", None)),
-            other => panic!("unexpected {other:?}"),
+        // The socket's error as the kernel sent it; unknown stays unknown.
+        for (raw, err) in [
+            (111, Some(111)),
+            (110, Some(110)),
+            (0, Some(0)),
+            (113, Some(113)),
+            (CONNECT_ERR_UNKNOWN, None),
+        ] {
+            ev.err = raw;
+            match decode_connector(&ev, |_| None) {
+                Some(Event::Connector {
+                    failed: true,
+                    process,
+                    err: got,
+                    ..
+                }) => assert_eq!(
+                    (&*process.comm, process.cgroup, got),
+                    ("a-full-16-byte-n", None, err)
+                ),
+                other => panic!("unexpected {other:?}"),
+            }
         }
+        // A completed connect has no cause, whatever the field holds.
+        ev.kind = event_kind::CONNECTED;
+        ev.err = 111;
+        assert!(matches!(
+            decode_connector(&ev, |_| None),
+            Some(Event::Connector { err: None, .. })
+        ));
+        ev.kind = event_kind::CONNECT_FAILED;
         ev.comm = [0; 16];
         ev.comm[..6].copy_from_slice(b"\x1b[2Jx\n");
         match decode_connector(&ev, |_| None) {
@@ -418,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_side_connect_opens_its_connection_and_a_failed_one_is_refused() {
+    fn a_client_side_connect_opens_its_connection_and_a_failed_one_carries_its_cause() {
         let mut ev = ConnectorEvent {
             ts_ns: 7,
             lport: 40000,
@@ -438,7 +466,7 @@ mod tests {
             "127.0.0.1:6379".parse().unwrap(),
             "127.0.0.5:40000".parse().unwrap(),
         );
-        let connector = |failed| Event::Connector {
+        let connector = |failed: bool| Event::Connector {
             ts: 7,
             client: "127.0.0.5:40000".parse().unwrap(),
             server: "127.0.0.1:6379".parse().unwrap(),
@@ -449,14 +477,26 @@ mod tests {
                 cgroup: None,
             },
             failed,
+            err: failed.then_some(110),
         };
         let mut out = Vec::new();
         assert!(decode_connector_into(&ev, |_| None, &mut out));
         assert_eq!(out, [connector(false), Event::Opened { ts: 7, key }]);
         out.clear();
         ev.kind = event_kind::CONNECT_FAILED;
+        ev.err = 110;
         assert!(decode_connector_into(&ev, |_| None, &mut out));
-        assert_eq!(out, [Event::Refused { ts: 7, key }, connector(true)]);
+        assert_eq!(
+            out,
+            [
+                Event::ConnectFailed {
+                    ts: 7,
+                    key,
+                    err: Some(110)
+                },
+                connector(true)
+            ]
+        );
         // Server-side (part 1) records stay one connector.
         out.clear();
         ev.flags = 0;
@@ -464,6 +504,50 @@ mod tests {
         assert_eq!(out, [connector(true)]);
         ev.kind = 99;
         assert!(!decode_connector_into(&ev, |_| None, &mut out));
+    }
+
+    /// A failed client-mode connect as the kernel writes it, byte by byte: the
+    /// cause is the u32 at offset 80, `CONNECT_ERR_UNKNOWN` is unknown.
+    #[test]
+    fn a_raw_failed_connect_record_carries_its_cause_at_offset_80() {
+        let mut raw = [0u8; 88];
+        raw[0..8].copy_from_slice(&5u64.to_ne_bytes()); // ts_ns
+        raw[16..20].copy_from_slice(&[10, 0, 0, 7]); // raddr: the server
+        raw[32..36].copy_from_slice(&[10, 0, 0, 1]); // laddr: this host
+        raw[48..50].copy_from_slice(&6379u16.to_ne_bytes()); // rport
+        raw[50..52].copy_from_slice(&40000u16.to_ne_bytes()); // lport
+        raw[52..54].copy_from_slice(&AF_INET.to_ne_bytes());
+        raw[54] = event_kind::CONNECT_FAILED;
+        raw[55] = CLIENT_SIDE;
+        raw[56..60].copy_from_slice(&9u32.to_ne_bytes()); // netns
+        raw[60..64].copy_from_slice(&77u32.to_ne_bytes()); // tgid
+        raw[64..68].copy_from_slice(b"app\0");
+        for (err, want) in [
+            (110u32, Some(110)),
+            (0, Some(0)),
+            (CONNECT_ERR_UNKNOWN, None),
+        ] {
+            raw[80..84].copy_from_slice(&err.to_ne_bytes());
+            let mut out = Vec::new();
+            assert!(parse_record(&raw, |_| None, &mut out));
+            let key = ConnKey::in_netns(
+                9,
+                "10.0.0.7:6379".parse().unwrap(),
+                "10.0.0.1:40000".parse().unwrap(),
+            );
+            assert_eq!(
+                out[0],
+                Event::ConnectFailed {
+                    ts: 5,
+                    key,
+                    err: want
+                }
+            );
+            assert!(
+                matches!(&out[1], Event::Connector { failed: true, err, process, .. } if *err == want && process.pid == 77 && &*process.comm == "app"),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,13 +11,14 @@ use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
     KERNEL_LOG_TARGET, MAX_ERRNO, MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_STACKS,
-    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, NetnsOffsets, PacketOffsets, TcpSockOffsets,
-    WatchKey, counter, watch_mode,
+    MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, PacketOffsets, TcpSockOffsets, WatchKey, counter,
+    watch_mode,
 };
 use tokio::io::unix::AsyncFd;
 
-use super::btf::{VMLINUX_BTF, netns_offsets, skb_header_offsets, tcp_sock_offsets};
+use super::btf::VMLINUX_BTF;
 use super::decode::parse_record;
+use super::layouts::{Btf, netns_layout, packet_offsets, sk_err_layout, tcp_offsets};
 use crate::model::{Event, InstanceKey, KernelCounters};
 use crate::source::cgroup::CgroupPaths;
 
@@ -137,65 +138,6 @@ fn programs_to_attach(
 }
 
 /// The running kernel's BTF blob, or why it could not be read.
-type Btf = Result<Vec<u8>, String>;
-
-/// What the `kfree_skb` refusal programs need: `struct sk_buff`'s header offsets
-/// from BTF and this kernel's number for the drop reason `NO_SOCKET` from the
-/// tracepoint's format file. `None` (those programs not attached) when either
-/// is unknown, or the kernel's drop records carry no reason (before 5.17).
-fn packet_offsets(tracefs: &std::path::Path, btf: &Btf) -> Option<PacketOffsets> {
-    let (head, network_header, transport_header) = btf
-        .as_ref()
-        .ok()
-        .and_then(|blob| skb_header_offsets(blob).ok())?;
-    let text = super::abi::format_text(tracefs, "skb", "kfree_skb").ok()?;
-    let no_socket_reason = super::abi::symbol_value(&text, "NO_SOCKET")?;
-    Some(PacketOffsets {
-        head,
-        network_header,
-        transport_header,
-        no_socket_reason,
-    })
-}
-
-/// Where this kernel keeps the byte counters the close record reads. Without BTF
-/// the programs still run, and closes carry no byte counts (rejections cannot be
-/// told from closes then): said once, not fatal.
-fn tcp_offsets(btf: &Btf) -> TcpSockOffsets {
-    let found = btf
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|blob| tcp_sock_offsets(blob).map_err(|e| e.to_string()));
-    match found {
-        Ok(offsets) => offsets,
-        Err(e) => {
-            log::warn!(
-                "cannot locate struct tcp_sock's byte counters ({VMLINUX_BTF}: {e}); closes will carry no byte counts and rejections cannot be told apart"
-            );
-            TcpSockOffsets::default()
-        }
-    }
-}
-
-/// How the programs find a socket's network namespace. Without it every record
-/// carries netns 0: connections of all namespaces on a port are one instance,
-/// which is said once; watching only some namespaces is then impossible.
-fn netns_layout(btf: &Btf) -> Option<NetnsOffsets> {
-    let found = btf
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|blob| netns_offsets(blob).map_err(|e| e.to_string()));
-    match found {
-        Ok(offsets) => Some(offsets),
-        Err(e) => {
-            log::warn!(
-                "cannot locate a socket's network namespace ({VMLINUX_BTF}: {e}); connections of every namespace on a watched port are counted as one instance"
-            );
-            None
-        }
-    }
-}
-
 /// The loaded and attached probes. Dropping it detaches everything: the links are
 /// owned by this process, so nothing stays attached if the agent dies.
 pub struct Probe {
@@ -237,6 +179,7 @@ impl Probe {
         raise_memlock_limit();
         let offsets = tcp_offsets(&btf);
         let netns_layout = netns_layout(&btf);
+        let sk_err = sk_err_layout(&btf);
         drop(btf);
         if netns_layout.is_none() && !spec.netns.is_empty() {
             bail!(
@@ -262,6 +205,7 @@ impl Probe {
             .override_global("TCP_SOCK_OFFSETS", &offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
+            .override_global("SK_ERR_OFFSET", &sk_err, true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global("CLIENT_MODE", &client_mode, true)

@@ -6,6 +6,7 @@
 mod abi;
 mod btf;
 mod decode;
+mod layouts;
 mod loader;
 mod privileges;
 mod tracefs;
