@@ -113,9 +113,9 @@ fn references(me: &Module, is_mod_rs: bool, text: &str) -> Vec<Module> {
     let mut out = Vec::new();
     let absolute = |path: &str| -> Option<Module> {
         let segs: Vec<&str> = path.split("::").map(str::trim).collect();
-        match segs.first()? {
-            &"crate" => Some(segs[1..].iter().map(|s| s.to_string()).collect()),
-            &"super" => {
+        match *segs.first()? {
+            "crate" => Some(segs[1..].iter().map(|s| s.to_string()).collect()),
+            "super" => {
                 // `super` of a mod.rs is its folder's parent; of a file, its folder.
                 let mut base = me.clone();
                 let mut rest = &segs[..];
@@ -217,7 +217,7 @@ impl Tree {
         for _ in 0..8 {
             let n = (0..=path.len())
                 .rev()
-                .find(|&n| self.files.contains_key(&path[..n].to_vec()))?;
+                .find(|&n| self.files.contains_key(&path[..n]))?;
             let file = path[..n].to_vec();
             let next = path.get(n);
             match next.and_then(|name| self.reexports.get(&file)?.get(name)) {

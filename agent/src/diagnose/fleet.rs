@@ -20,6 +20,9 @@ use crate::model::{
     Activity, Clock, ConnKey, Event, Instance, InstanceKey, NANOS_PER_SEC, Nanos, Report, Role,
 };
 
+/// A scan's figures and vanished keys of one instance.
+type ScanSplit = (Vec<(ConnKey, Activity)>, Vec<ConnKey>);
+
 /// An instance not heard of (no snapshot, no connection) for this long, with no
 /// connection open, is forgotten.
 pub const FORGET_AFTER: Nanos = 60 * NANOS_PER_SEC;
@@ -107,8 +110,7 @@ impl Fleet {
                 }
             }
             Event::Activity { ts, conns, gone } => {
-                let mut split: BTreeMap<InstanceKey, (Vec<(ConnKey, Activity)>, Vec<ConnKey>)> =
-                    BTreeMap::new();
+                let mut split: BTreeMap<InstanceKey, ScanSplit> = BTreeMap::new();
                 for (key, activity) in conns {
                     split
                         .entry(key.instance())

@@ -1626,7 +1626,7 @@ mod tests {
         // The twenty back off exponentially (100 ms doubling to 5 s): no storm.
         let mut ev = vec![redis_ok(START, 100, connected(100)), host(START, 1_000_000)];
         fleet(&mut ev, 20, 30, |k| {
-            (100 * MS << (k - 1).min(6)).min(5 * SEC)
+            ((100 * MS) << (k - 1).min(6)).min(5 * SEC)
         });
         let reports = Sim::new(ev).run(30);
         for r in &reports[2..] {

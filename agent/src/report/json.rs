@@ -15,7 +15,7 @@ pub fn render_json(report: &Report) -> serde_json::Result<String> {
     let mut buf = Vec::new();
     render(&mut buf, report)?;
     // Only JSON text went in.
-    String::from_utf8(buf).map_err(|e| serde::ser::Error::custom(e))
+    String::from_utf8(buf).map_err(serde::ser::Error::custom)
 }
 
 /// Writes the report as one NDJSON line (newline included).

@@ -309,14 +309,14 @@ pub fn snapshot(
         (false, Some(pid)) => Some(format!("/proc/{pid}/net/netstat")),
         (false, None) => None,
     };
-    if let Some(path) = netstat {
-        if let Some((overflows, drops)) = read_parsed(&path, |t| Some(parse_listen_counters(t))) {
-            if overflows.is_none() || drops.is_none() {
-                log::debug!("{path}: TcpExt ListenOverflows or ListenDrops missing or unreadable");
-            }
-            snap.listen_overflows = overflows;
-            snap.listen_drops = drops;
+    if let Some(path) = netstat
+        && let Some((overflows, drops)) = read_parsed(&path, |t| Some(parse_listen_counters(t)))
+    {
+        if overflows.is_none() || drops.is_none() {
+            log::debug!("{path}: TcpExt ListenOverflows or ListenDrops missing or unreadable");
         }
+        snap.listen_overflows = overflows;
+        snap.listen_drops = drops;
     }
     snap.instance = instance.map(|mut i| {
         i.pid = snap.pid;

@@ -99,7 +99,6 @@ pub(super) fn connection_families(x: &mut Exposition, r: &Report) {
     ] {
         f.sample(&[("reason", reason)], n);
     }
-    drop(f);
     x.counter(
         "connwatch_connections_closed_by_client_total",
         "Connections the client closed first (ESTABLISHED to CLOSE_WAIT).",
@@ -386,7 +385,6 @@ pub(super) fn verdict_families(x: &mut Exposition, r: &Report) {
     for rec in &r.recommendations {
         f.sample(&[("setting", rec.setting)], rec.suggested);
     }
-    drop(f);
     let exhaustion = r
         .verdicts
         .iter()

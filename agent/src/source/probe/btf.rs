@@ -270,7 +270,7 @@ impl<'a> Btf<'a> {
             (Some((_, info, _)), Leaf::Ptr) => (info >> 24) & 0x1f == kind::PTR,
             (None, _) => false,
         };
-        if !fits || bits % 8 != 0 {
+        if !fits || !bits.is_multiple_of(8) {
             return Err(wrong());
         }
         u32::try_from(bits / 8).map_err(|_| wrong())
