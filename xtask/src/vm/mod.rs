@@ -93,9 +93,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let cmd = qemu::command(&machine, true);
         say(&format!("booting with KVM: {}", display(&cmd)));
         let kvm = qemu::boot(cmd, KVM_INIT_TIMEOUT, RUN_TIMEOUT, &mut log)?;
+        // Auto falls back to TCG whenever the guest never reached init under KVM:
+        // it hung (no init line in time) or qemu itself failed (a host whose KVM
+        // refuses the CPU's MSRs aborts qemu before the guest runs).
         match (&kvm.end, options.accel) {
             (qemu::End::NoInit(after), Accel::Auto) => say(&format!(
                 "KVM: no init line within {after:?}; booting with TCG instead{}",
+                qemu_error(&kvm.stderr)
+            )),
+            (qemu::End::Exited(how), Accel::Auto) if kvm.init_after.is_none() => say(&format!(
+                "KVM: qemu {how} before the guest's init; booting with TCG instead{}",
                 qemu_error(&kvm.stderr)
             )),
             _ => {
