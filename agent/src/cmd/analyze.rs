@@ -97,10 +97,15 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             if args.format == AnalyzeFormat::Html && netns_of(&report) == fleet.home().netns {
                 reports.push(report.clone());
             }
-            last.insert(
-                (netns_of(&report) != fleet.home().netns, netns_of(&report)),
-                report,
-            );
+            // Only the text view reads it: a report held here shares its rows with
+            // the tracker, whose next report would then copy every row instead
+            // of moving them (the replay of a flood cost half again as much).
+            if args.format == AnalyzeFormat::Text {
+                last.insert(
+                    (netns_of(&report) != fleet.home().netns, netns_of(&report)),
+                    report,
+                );
+            }
         }
     }
 

@@ -207,33 +207,38 @@ impl ProcStats {
     }
 
     /// The row's processes: the worst [`TOP_PROCESSES`] (most open, then most
-    /// failed, then most opened), and the rest summed.
-    pub fn report(&self) -> (Vec<ProcessReport>, Option<OtherProcesses>) {
-        let mut all: Vec<&ProcCount> = self.known.iter().collect();
-        all.sort_by(|a, b| {
-            (b.open, b.failed, b.opened, a.pid).cmp(&(a.open, a.failed, a.opened, b.pid))
-        });
+    /// failed, then most opened), and the rest summed. One allocation, none for
+    /// a row without processes (a remote client's): every new address of a
+    /// flood builds its row once.
+    pub fn report(&self) -> (Arc<[ProcessReport]>, Option<OtherProcesses>) {
+        let row = |c: &ProcCount| ProcessReport {
+            pid: c.pid,
+            comm: c.comm.clone(),
+            container: c.identity.container.clone(),
+            pod: c.identity.pod.clone(),
+            open: c.open,
+            opened: c.opened,
+            failed: c.failed,
+            failed_by: c.failed_by,
+        };
         let mut other = self.other;
-        for c in all.iter().skip(TOP_PROCESSES) {
-            other.open += c.open;
-            other.opened += c.opened;
-            other.failed += c.failed;
-            other.failed_by.add(&c.failed_by);
-        }
-        let top = all
-            .iter()
-            .take(TOP_PROCESSES)
-            .map(|c| ProcessReport {
-                pid: c.pid,
-                comm: c.comm.clone(),
-                container: c.identity.container.clone(),
-                pod: c.identity.pod.clone(),
-                open: c.open,
-                opened: c.opened,
-                failed: c.failed,
-                failed_by: c.failed_by,
-            })
-            .collect();
+        let top: Arc<[ProcessReport]> = match self.known.as_slice() {
+            [] => Arc::default(),
+            [only] => std::iter::once(row(only)).collect(),
+            known => {
+                let mut all: Vec<&ProcCount> = known.iter().collect();
+                all.sort_by(|a, b| {
+                    (b.open, b.failed, b.opened, a.pid).cmp(&(a.open, a.failed, a.opened, b.pid))
+                });
+                for c in all.iter().skip(TOP_PROCESSES) {
+                    other.open += c.open;
+                    other.opened += c.opened;
+                    other.failed += c.failed;
+                    other.failed_by.add(&c.failed_by);
+                }
+                all.iter().take(TOP_PROCESSES).map(|c| row(c)).collect()
+            }
+        };
         let other = (other != OtherProcesses::default()).then_some(other);
         (top, other)
     }

@@ -455,7 +455,7 @@ pub fn client_report(
         bytes_out: s.bytes_out,
         retry: retry(s),
         rates: None,
-        processes: processes.into(),
+        processes,
         processes_other,
         failed_connects: (s.connects_failed != FailedBy::default())
             .then(|| s.connects_failed.connects()),

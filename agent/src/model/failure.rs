@@ -126,7 +126,7 @@ pub(super) fn failed_by_or_null<S: serde::Serializer>(
 
 /// Failed connects (client mode: this host's `connect()` calls that never
 /// completed) by cause.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct ConnectFailures {
     pub refused: u64,
     pub timed_out: u64,
