@@ -162,9 +162,12 @@ impl RowFilter {
         if full {
             // The reader starts over from this report: it holds every row.
             stream.held.clear();
-            stream
-                .held
-                .extend(report.clients.iter().map(|c| (c.addr, Held::of(c).digest())));
+            stream.held.extend(
+                report
+                    .clients
+                    .iter()
+                    .map(|c| (c.addr, Held::of(c).digest())),
+            );
             stream.last_full = Some(report.uptime);
             return Cow::Borrowed(report);
         }
