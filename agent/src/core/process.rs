@@ -210,7 +210,7 @@ impl ProcStats {
     /// failed, then most opened), and the rest summed. One allocation, none for
     /// a row without processes (a remote client's): every new address of a
     /// flood builds its row once.
-    pub fn report(&self) -> (Arc<[ProcessReport]>, Option<OtherProcesses>) {
+    pub fn report(&self) -> (Arc<[ProcessReport]>, Option<Box<OtherProcesses>>) {
         let row = |c: &ProcCount| ProcessReport {
             pid: c.pid,
             comm: c.comm.clone(),
@@ -239,7 +239,7 @@ impl ProcStats {
                 all.iter().take(TOP_PROCESSES).map(|c| row(c)).collect()
             }
         };
-        let other = (other != OtherProcesses::default()).then_some(other);
+        let other = (other != OtherProcesses::default()).then(|| Box::new(other));
         (top, other)
     }
 }

@@ -272,7 +272,7 @@ pub struct ClientReport {
     pub processes: std::sync::Arc<[ProcessReport]>,
     /// The known processes beyond `processes`, summed; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub processes_other: Option<OtherProcesses>,
+    pub processes_other: Option<Box<OtherProcesses>>,
     /// Client mode: this address's failed connects by cause (`refused` is the
     /// row's `refused`); `Some(None)` (`null`) when a cause is unknown; absent
     /// while the address has none, and always on the server side.

@@ -393,7 +393,7 @@ mod tests {
         }]
         .into();
         same(&full);
-        full.processes_other = Some(OtherProcesses {
+        full.processes_other = Some(Box::new(OtherProcesses {
             open: 0,
             opened: 1,
             failed: 1,
@@ -401,7 +401,7 @@ mod tests {
                 unknown: 1,
                 ..FailedBy::default()
             },
-        });
+        }));
         same(&full);
         // Client mode's failed connects by cause, and unknown causes.
         full.failed_connects = Some(Some(ConnectFailures {

@@ -374,7 +374,7 @@ fn process_lines(c: &ClientReport) -> Vec<String> {
             )
         })
         .collect();
-    if let Some(o) = c.processes_other {
+    if let Some(o) = c.processes_other.as_deref() {
         lines.push(format!(
             "  └ other processes: {}",
             figures(o.open, o.opened, o.failed, &o.failed_by)
@@ -671,12 +671,12 @@ mod tests {
             },
         ]
         .into();
-        c.processes_other = Some(OtherProcesses {
+        c.processes_other = Some(Box::new(OtherProcesses {
             open: 0,
             opened: 2,
             failed: 0,
             failed_by: FailedBy::default(),
-        });
+        }));
         let mut r = report(vec![c, client("10.9.9.9", 1, 0, 1)]);
         let mut v = crate::testing::verdict(VerdictKind::Leak, Severity::Warning, Some("10.1.2.3"));
         let addr = "10.1.2.3:40000".parse().unwrap();

@@ -272,7 +272,7 @@ fn processes_cell(out: &mut String, c: &ClientReport) {
         }
         w!(out, "{}", Esc(&line));
     }
-    if let Some(o) = c.processes_other {
+    if let Some(o) = c.processes_other.as_deref() {
         w!(
             out,
             "<br>{}",

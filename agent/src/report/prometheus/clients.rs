@@ -168,7 +168,7 @@ fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]
                 ];
                 f.sample(&labels, get(p.open, p.opened, p.failed));
             }
-            if let Some(o) = c.processes_other {
+            if let Some(o) = c.processes_other.as_deref() {
                 let labels = [
                     ("addr", addr.as_str()),
                     ("pid", OTHER),
@@ -192,6 +192,7 @@ fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]
     for (c, addr) in shown.iter().zip(addrs) {
         let other = c
             .processes_other
+            .as_deref()
             .map(|o| (OTHER.to_owned(), "", None, None, o.failed_by));
         let all = c
             .processes

@@ -618,7 +618,7 @@ mod tests {
         let clients = report.clients.to_vec();
         let mut clients = clients;
         clients[0].processes = vec![proc(4242, "gunicorn", 30), proc(7, "cron", 0)].into();
-        clients[0].processes_other = Some(crate::model::OtherProcesses {
+        clients[0].processes_other = Some(Box::new(crate::model::OtherProcesses {
             open: 1,
             opened: 4,
             failed: 2,
@@ -626,7 +626,7 @@ mod tests {
                 unknown: 2,
                 ..crate::model::FailedBy::default()
             },
-        });
+        }));
         // Beyond the top: not shown, whatever its processes.
         let last = clients.len() - 1;
         clients[last].processes = vec![proc(99, "hidden", 1)].into();
