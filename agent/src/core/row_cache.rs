@@ -59,6 +59,13 @@ pub struct RowCache {
     /// The memory of rows no report holds any more, for the next rows: a fresh
     /// allocation of that size is paged in anew at every report.
     spare: Vec<ClientReport>,
+    /// Tests: look at every kept row, never only the listed ones (the reference
+    /// the shortcut is checked against).
+    #[cfg(test)]
+    scan_every_row: bool,
+    /// Tests: how many kept rows the last update looked at.
+    #[cfg(test)]
+    looked_at: usize,
 }
 
 /// What changed since the previous report.
@@ -146,7 +153,31 @@ impl RowCache {
         let mut gone = Vec::new();
         // Rebuilt rows whose key did not change, (previous place, rebuilt row).
         let mut in_place: Vec<(usize, usize)> = Vec::new();
-        for (j, row) in old.iter().enumerate() {
+        // The rows that may not be quiet are listed; when every address with a
+        // fate is among them (a quiet host: only the rows holding connections or
+        // changed at the previous report move), only those are looked at, not
+        // every kept row (up to 20,000, each a look-up: most of an idle agent's
+        // time). A fate elsewhere or for an address not kept (new, or evicted
+        // unseen) makes it look at every row.
+        let listed = old.notable_positions();
+        let among_listed = listed
+            .iter()
+            .filter(|&&j| fates.contains_key(&old[j].addr))
+            .count();
+        #[cfg(test)]
+        let among_listed = if self.scan_every_row { 0 } else { among_listed };
+        let every = (among_listed < fates.len()).then_some(0..old.len());
+        #[cfg(test)]
+        {
+            self.looked_at = every.as_ref().map_or(listed.len(), ExactSizeIterator::len);
+        }
+        let only_listed = every.is_none().then(|| listed.iter().copied());
+        for j in every
+            .into_iter()
+            .flatten()
+            .chain(only_listed.into_iter().flatten())
+        {
+            let row = &old[j];
             let Some(&fate) = fates.get(&row.addr) else {
                 continue;
             };
@@ -165,7 +196,6 @@ impl RowCache {
         }
         // The other rows that may not be quiet (a failure once) are carried one by
         // one too, so that the new rows list them at their new places.
-        let listed = old.notable_positions();
         if !listed.is_empty() {
             let mut all = Vec::with_capacity(marks.len() + listed.len());
             let mut marked = marks.into_iter().peekable();
@@ -642,6 +672,75 @@ mod tests {
         assert_eq!(back.rates, None, "new again: no rate before a second look");
         assert_eq!(f.cache.len(), 2);
         assert!(!f.cache.is_empty());
+    }
+
+    #[test]
+    fn looking_only_at_the_listed_rows_changes_nothing_a_look_at_every_row_would_find() {
+        // Two caches fed the same changes, one of them made to look at every row.
+        let (mut listed, mut every) = (Fixture::new(), Fixture::new());
+        every.cache.scan_every_row = true;
+        let mut seed = 11u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut shortcuts = 0;
+        let (mut previously_listed, mut previous_len) = (0, 0);
+        for step in 1..=80u64 {
+            let mut moved = Vec::new();
+            if step == 1 {
+                // 300 quiet one-shot addresses and 20 holders.
+                for i in 0..320u64 {
+                    let open = u64::from(i < 20);
+                    let r = row(&format!("10.3.{}.{}", i / 200, i % 200), open, 0, 1);
+                    moved.push(listed.set(r.clone()));
+                    every.set(r);
+                }
+            }
+            match step % 4 {
+                // A quiet address comes back, or a new one arrives.
+                1 => {
+                    let i = next(400);
+                    let r = row(
+                        &format!("10.3.{}.{}", i / 200, i % 200),
+                        next(2),
+                        next(2),
+                        2,
+                    );
+                    moved.push(listed.set(r.clone()));
+                    every.set(r);
+                }
+                // One is forgotten (evicted).
+                2 => {
+                    let i = next(400);
+                    let ip: IpAddr = format!("10.3.{}.{}", i / 200, i % 200).parse().unwrap();
+                    listed.table.borrow_mut().remove(&ip);
+                    every.table.borrow_mut().remove(&ip);
+                    moved.push(ip);
+                }
+                // Quiet steps: only holders and the rows changed just before move.
+                _ => {}
+            }
+            let fates_listed = moved.is_empty();
+            let (a, gone_a) = listed.report(step * SEC, moved.clone());
+            let (b, gone_b) = every.report(step * SEC, moved);
+            if fates_listed && step > 1 {
+                // Only the rows the previous report listed (holders, rows just
+                // changed), not every row.
+                assert_eq!(listed.cache.looked_at, previously_listed, "step {step}");
+                assert_eq!(every.cache.looked_at, previous_len, "step {step}");
+            }
+            previously_listed = a.notable_positions().len();
+            previous_len = a.len();
+            assert!(previously_listed < previous_len || step < 3, "step {step}");
+            assert_eq!(a, b, "step {step}");
+            assert_eq!(gone_a, gone_b, "step {step}");
+            assert_eq!(a.notable_positions(), b.notable_positions(), "step {step}");
+            shortcuts += u32::from(fates_listed && step > 1);
+        }
+        assert!(shortcuts >= 30, "{shortcuts} quiet steps");
     }
 
     #[test]

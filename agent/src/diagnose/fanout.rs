@@ -27,9 +27,10 @@ impl Diagnoser {
     /// of the limit.
     fn kept_fanout(&self, now: Nanos, r: &Report) -> Option<Verdict> {
         let limit = r.capacity.limit.filter(|&l| l > 0)?;
+        // Rows holding connections are never quiet: the listed rows are enough.
         let mut pools: Vec<u64> = r
             .clients
-            .iter()
+            .notable()
             .filter(|c| !c.internal && (1..=FANOUT_MAX_POOL).contains(&c.open))
             .filter(|c| self.steady(now, c))
             .map(|c| c.open)
