@@ -44,14 +44,19 @@ impl Histogram {
         Self::default()
     }
 
-    /// Adds one value.
+    /// Adds one value. The first two need no buckets: one or two values are their
+    /// exact minimum and maximum, which answer every quantile; the buckets are
+    /// made at the third. (Most addresses of a flood of one-shot clients record
+    /// one lifetime: no bucket vector to allocate, zero and free for them.)
     pub fn record(&mut self, v: u64) {
-        let index = bucket_index(v);
-        if index >= self.buckets.len() {
-            // Grows at most 1920 buckets over the histogram's life, never per value.
-            self.buckets.resize(index + 1, 0);
+        if self.count == 2 {
+            let (min, max) = (self.min, self.max);
+            self.count_in_bucket(min);
+            self.count_in_bucket(max);
         }
-        self.buckets[index] = self.buckets[index].saturating_add(1);
+        if self.count >= 2 {
+            self.count_in_bucket(v);
+        }
         if self.count == 0 {
             self.min = v;
             self.max = v;
@@ -60,6 +65,15 @@ impl Histogram {
             self.max = self.max.max(v);
         }
         self.count = self.count.saturating_add(1);
+    }
+
+    fn count_in_bucket(&mut self, v: u64) {
+        let index = bucket_index(v);
+        if index >= self.buckets.len() {
+            // Grows at most 1920 buckets over the histogram's life, never per value.
+            self.buckets.resize(index + 1, 0);
+        }
+        self.buckets[index] = self.buckets[index].saturating_add(1);
     }
 
     /// How many values were recorded.
@@ -296,10 +310,39 @@ mod tests {
     }
 
     #[test]
+    fn one_two_and_three_values_answer_as_they_would_with_buckets_from_the_start() {
+        let mut h = Histogram::new();
+        h.record(900);
+        assert_eq!((h.quantile(0.5), h.quantile(0.99)), (Some(900), Some(900)));
+        h.record(5);
+        assert_eq!((h.quantile(0.5), h.quantile(0.51)), (Some(5), Some(900)));
+        h.record(40);
+        // Ranks 1..=3 of 5, 40, 900: the middle one from the buckets, exact below 64.
+        assert_eq!(
+            (h.quantile(0.0), h.quantile(0.5), h.quantile(1.0)),
+            (Some(5), Some(40), Some(900))
+        );
+        h.record(41);
+        assert_eq!(
+            (h.count(), h.quantile(0.5), h.quantile(0.75)),
+            (4, Some(40), Some(41))
+        );
+        assert_eq!(
+            h.buckets.iter().sum::<u64>(),
+            4,
+            "every value in a bucket once"
+        );
+    }
+
+    #[test]
     fn memory_grows_only_to_largest_bucket() {
         let mut h = Histogram::new();
         h.record(10);
+        h.record(10);
+        assert!(h.buckets.is_empty(), "two values need no buckets");
+        h.record(10);
         assert_eq!(h.buckets.len(), 11);
+        assert_eq!(h.buckets[10], 3);
         h.record(3_600_000_000); // one hour in µs
         // 3.6e9 is in [2^31, 2^32): bucket 32 * 27 + 21.
         assert_eq!(h.buckets.len(), 886);

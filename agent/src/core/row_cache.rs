@@ -135,7 +135,10 @@ impl RowCache {
             .iter()
             .filter(|(_, f)| **f == Fate::Rebuilt)
             .filter_map(|(&ip, _)| build(ip))
-            .map(|c| ClientReport { changed: true, ..c })
+            .map(|mut c| {
+                c.changed = true;
+                c
+            })
             .collect();
         let mut order: Vec<(WorstKey, usize)> = fresh
             .iter()
