@@ -410,6 +410,11 @@ impl WorstKey {
     pub fn of(c: &ClientReport) -> Self {
         WorstKey(Reverse(c.open), Reverse(lost(c)), Reverse(c.opened), c.addr)
     }
+
+    /// The address of the row it was made of.
+    pub fn addr(&self) -> IpAddr {
+        self.3
+    }
 }
 
 /// Connections an address lost: resets, server closes and refusals (when seen).
