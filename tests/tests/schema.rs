@@ -399,7 +399,7 @@ fn leak_and_storm() -> Vec<Report> {
             },
         ]
         .into();
-        leak.processes_other = Some(OtherProcesses {
+        leak.processes_other = Some(Box::new(OtherProcesses {
             open: 0,
             opened: 1,
             failed: 1,
@@ -407,7 +407,7 @@ fn leak_and_storm() -> Vec<Report> {
                 unknown: 1,
                 ..FailedBy::default()
             },
-        });
+        }));
         // Client mode's failed connects by cause on one row, unknown on another.
         leak.failed_connects = Some(Some(connwatch::model::ConnectFailures {
             refused: 0,
