@@ -1594,8 +1594,15 @@ impl Results {
                  its longest-quiet 1/8 evicted every ~1.3 s, as in a long soak). Each connection \
                  here is a new address: a row built, merged into the 20,000 kept in order, \
                  judged and written to the NDJSON stream (about 450 bytes), and an address \
-                 evicted; and at this rate the per-interval floor above (the walk of the kept \
-                 rows, the scan, /proc, INFO) weighs on every connection.",
+                 evicted; and at this rate the per-interval floor above (the sock_diag look-ups \
+                 of the held connections, /proc, INFO, the rows that move) weighs on every \
+                 connection. Where the rest goes (`perf record` of the agent in this mix): \
+                 building new addresses' rows and merging them into the kept ones in order, \
+                 about a third (the merge moves every kept row once per report); the client \
+                 table, a fifth (an address made and one forgotten per connection); the NDJSON \
+                 stream, a sixth; judging, a tenth; the ring buffer, the scans and /proc, the \
+                 rest. Each is memory-bound: ~450-byte rows and ~500-byte stats per address, \
+                 20,000 of each.",
                 SOAK_CPU_TIME.as_secs(),
                 SOAK_CPU_STEADY.as_secs(),
             );
