@@ -25,8 +25,8 @@
 //! rows are written into the memory of the previous ones once no report holds
 //! those any more (a consumer that keeps reports costs an allocation, no more).
 //!
-//! The rows also list where the rows that may not be quiet are (rebuilt, come
-//! to rest, or with a failure once: see `model::rows`), so that the diagnoser,
+//! The rows also list where the rows that may not be quiet are (rebuilt, holding
+//! connections, or with a failure once: see `model::rows`), so that the diagnoser,
 //! the `--clients changed` filter and [`RowCache::keep`] skip the quiet rest. The
 //! merge carries those rows one by one, to list them at their new places; the
 //! runs it copies whole were quiet and stay so.
@@ -90,7 +90,11 @@ pub struct Changes {
 enum Fate {
     /// Rebuilt (or gone, if the address is no longer known).
     Rebuilt,
-    /// Unchanged, rates brought to rest (0).
+    /// Unchanged, rates brought to rest (0). Not `changed`: no figure a reader
+    /// holds moved (a row written is written with its rates, and a row left out
+    /// reads 0), so a one-shot address is quiet from the report after its own
+    /// and never looked at again (a third of a flood's per-address work was
+    /// this row's third report).
     Rest,
     /// Unchanged, `changed` cleared.
     Settle,
@@ -303,7 +307,7 @@ impl RowCache {
                             Fate::Rebuilt => {}
                             Fate::Rest => {
                                 row.rates = Some(Rates::ZERO);
-                                row.changed = true;
+                                row.changed = false;
                                 push(&mut rows, row);
                                 keys.push(old_keys[j]);
                             }
@@ -388,7 +392,7 @@ fn settle_in_place(
             }
             Fate::Rest => {
                 row.rates = Some(Rates::ZERO);
-                row.changed = true;
+                row.changed = false;
             }
             Fate::Settle => row.changed = false,
             Fate::Keep => {}
@@ -633,23 +637,26 @@ mod tests {
         let (rows, _) = f.report(SEC, vec![quiet, holder]);
         assert!(rows.iter().all(|c| c.changed && c.rates.is_none()));
 
-        // Nothing moved: the holder is rebuilt (its connections age), and so is the
-        // quiet one, whose rates are known for the first time (0).
+        // Nothing moved: the holder is rebuilt (its connections age); the quiet
+        // one's rates are known for the first time (0), and no figure a reader
+        // holds moved: not changed, and quiet from now on (not listed).
         let (rows, _) = f.report(2 * SEC, vec![]);
         let zero = Some(Rates::ZERO);
         assert_eq!(
             rows.iter()
                 .map(|c| (c.addr, c.changed, c.rates))
                 .collect::<Vec<_>>(),
-            vec![(holder, true, zero), (quiet, true, zero)]
+            vec![(holder, true, zero), (quiet, false, zero)]
         );
+        assert_eq!(rows.notable_positions().to_vec(), vec![0]);
 
-        // At rest: the quiet row is left as it was.
+        // At rest: the quiet row is left as it was, not even looked at.
         let (rows, _) = f.report(3 * SEC, vec![]);
         assert_eq!(
             rows.iter().map(|c| (c.addr, c.changed)).collect::<Vec<_>>(),
             vec![(holder, true), (quiet, false)]
         );
+        assert_eq!(f.cache.looked_at, 1, "only the holder");
 
         // It opens 4 connections in 2 s: 2/s, then back to 0 at the next report.
         let mut busier = row("10.0.0.1", 0, 0, 5);
@@ -661,10 +668,11 @@ mod tests {
         assert!(r.changed);
         let (rows, _) = f.report(6 * SEC, vec![]);
         let r = rows.iter().find(|c| c.addr == quiet).unwrap();
-        assert_eq!((r.rates, r.changed), (zero, true));
+        assert_eq!((r.rates, r.changed), (zero, false));
         let (rows, _) = f.report(7 * SEC, vec![]);
         let r = rows.iter().find(|c| c.addr == quiet).unwrap();
         assert_eq!((r.rates, r.changed), (zero, false));
+        assert_eq!(f.cache.looked_at, 1, "only the holder");
     }
 
     #[test]
