@@ -93,8 +93,7 @@ enum Fate {
     /// Unchanged, rates brought to rest (0). Not `changed`: no figure a reader
     /// holds moved (a row written is written with its rates, and a row left out
     /// reads 0), so a one-shot address is quiet from the report after its own
-    /// and never looked at again (a third of a flood's per-address work was
-    /// this row's third report).
+    /// and not looked at again.
     Rest,
     /// Unchanged, `changed` cleared.
     Settle,
@@ -183,22 +182,17 @@ impl RowCache {
             .iter()
             .filter(|&&j| fates.contains_key(&old_keys[j].addr()))
             .count();
+        let every_row = among_listed < fates.len();
         #[cfg(test)]
-        let among_listed = if self.scan_every_row { 0 } else { among_listed };
-        let every = (among_listed < fates.len()).then_some(0..old.len());
+        let every_row = every_row || self.scan_every_row;
         #[cfg(test)]
         {
-            self.looked_at = every.as_ref().map_or(listed.len(), ExactSizeIterator::len);
+            self.looked_at = if every_row { old.len() } else { listed.len() };
         }
-        let only_listed = every.is_none().then(|| listed.iter().copied());
-        for j in every
-            .into_iter()
-            .flatten()
-            .chain(only_listed.into_iter().flatten())
-        {
+        let mut look_at = |j: usize| {
             let addr = old_keys[j].addr();
             let Some(&fate) = fates.get(&addr) else {
-                continue;
+                return;
             };
             if fate == Fate::Rebuilt {
                 match at.get(&addr) {
@@ -212,6 +206,11 @@ impl RowCache {
                 }
             }
             marks.push((j, fate));
+        };
+        if every_row {
+            (0..old.len()).for_each(&mut look_at);
+        } else {
+            listed.iter().for_each(|&j| look_at(j));
         }
         // The other rows that may not be quiet (a failure once) are carried one by
         // one too, so that the new rows list them at their new places.
@@ -269,14 +268,10 @@ impl RowCache {
         let mut keys = std::mem::take(&mut self.spare_keys);
         keys.clear();
         keys.reserve(old_keys.len() + fresh.len());
-        // Where the rows that may not be quiet are (the others are moved in runs:
-        // quiet before, quiet now).
-        let mut notable = Vec::with_capacity(marks.len() + fresh.len());
-        let mut push = |rows: &mut Vec<ClientReport>, row: ClientReport| {
-            if !row.is_quiet() {
-                notable.push(rows.len());
-            }
-            rows.push(row);
+        let mut out = Merged {
+            rows,
+            keys,
+            notable: Vec::with_capacity(marks.len() + fresh.len()),
         };
         let mut from = 0;
         let (mut f, mut m) = (0, 0);
@@ -290,53 +285,37 @@ impl RowCache {
                 .filter(|&p| mark.is_none_or(|j| p <= j));
             match (place, mark) {
                 (Some(p), _) => {
-                    rows.extend(previous.by_ref().take(p - from));
-                    keys.extend_from_slice(&old_keys[from..p]);
+                    out.carry(&mut previous, &old_keys[from..p]);
                     if let Some(row) = fresh[order[f].1].take() {
-                        push(&mut rows, row);
-                        keys.push(order[f].0);
+                        out.push(row, order[f].0);
                     }
                     from = p;
                     f += 1;
                 }
                 (_, Some(j)) => {
-                    rows.extend(previous.by_ref().take(j - from));
-                    keys.extend_from_slice(&old_keys[from..j]);
-                    if let Some(mut row) = previous.next() {
-                        match marks[m].1 {
-                            Fate::Rebuilt => {}
-                            Fate::Rest => {
-                                row.rates = Some(Rates::ZERO);
-                                row.changed = false;
-                                push(&mut rows, row);
-                                keys.push(old_keys[j]);
-                            }
-                            Fate::Settle => {
-                                row.changed = false;
-                                push(&mut rows, row);
-                                keys.push(old_keys[j]);
-                            }
-                            Fate::Keep => {
-                                push(&mut rows, row);
-                                keys.push(old_keys[j]);
-                            }
-                        }
+                    out.carry(&mut previous, &old_keys[from..j]);
+                    // A rebuilt row's previous version is dropped.
+                    if let Some(mut row) = previous.next()
+                        && marks[m].1 != Fate::Rebuilt
+                    {
+                        settle(&mut row, marks[m].1);
+                        out.push(row, old_keys[j]);
                     }
                     from = j + 1;
                     m += 1;
                 }
                 (None, None) => {
-                    rows.extend(previous);
-                    keys.extend_from_slice(&old_keys[from..]);
+                    out.carry(&mut previous, &old_keys[from..]);
                     break;
                 }
             }
         }
+        drop(previous);
         // Emptied, its memory is the next report's.
         self.spare = source;
         self.spare_keys = old_keys;
-        self.keys = keys;
-        (ClientRows::with_notable(rows, notable), gone)
+        self.keys = out.keys;
+        (ClientRows::with_notable(out.rows, out.notable), gone)
     }
 
     /// Keeps `rows`, the rows [`RowCache::update`] made, as the report holds them
@@ -370,6 +349,43 @@ impl RowCache {
     }
 }
 
+/// The rows of a merge, in order, with their keys and the places of the rows
+/// that may not be quiet (the others are moved in runs: quiet before, quiet now).
+struct Merged {
+    rows: Vec<ClientReport>,
+    keys: Vec<WorstKey>,
+    notable: Vec<usize>,
+}
+
+impl Merged {
+    /// The next previous rows, unchanged and quiet, as a run; `keys` are theirs.
+    fn carry(&mut self, previous: &mut impl Iterator<Item = ClientReport>, keys: &[WorstKey]) {
+        self.rows.extend(previous.take(keys.len()));
+        self.keys.extend_from_slice(keys);
+    }
+
+    /// One row that may not be quiet, and its key.
+    fn push(&mut self, row: ClientReport, key: WorstKey) {
+        if !row.is_quiet() {
+            self.notable.push(self.rows.len());
+        }
+        self.rows.push(row);
+        self.keys.push(key);
+    }
+}
+
+/// What a fate other than [`Fate::Rebuilt`] does to a previous row it keeps.
+fn settle(row: &mut ClientReport, fate: Fate) {
+    match fate {
+        Fate::Rebuilt | Fate::Keep => {}
+        Fate::Rest => {
+            row.rates = Some(Rates::ZERO);
+            row.changed = false;
+        }
+        Fate::Settle => row.changed = false,
+    }
+}
+
 /// Applies the fates of `marks` to `rows` where they are (every rebuilt row,
 /// listed in `in_place` with its previous place, keeps it); the places of the
 /// rows that may not be quiet.
@@ -390,12 +406,7 @@ fn settle_in_place(
                     row.clone_from(&fresh[i]);
                 }
             }
-            Fate::Rest => {
-                row.rates = Some(Rates::ZERO);
-                row.changed = false;
-            }
-            Fate::Settle => row.changed = false,
-            Fate::Keep => {}
+            fate => settle(row, fate),
         }
         if !row.is_quiet() {
             notable.push(j);
@@ -603,6 +614,16 @@ mod tests {
         client(addr, open, lost, opened)
     }
 
+    /// Repeatable pseudo-random numbers below `n` from `seed`.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        }
+    }
+
     #[test]
     fn rows_come_out_worst_first_as_a_full_sort_would_order_them() {
         let mut f = Fixture::new();
@@ -723,13 +744,7 @@ mod tests {
         // Two caches fed the same changes, one of them made to look at every row.
         let (mut listed, mut every) = (Fixture::new(), Fixture::new());
         every.cache.scan_every_row = true;
-        let mut seed = 11u64;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = numbers(11);
         let mut shortcuts = 0;
         let (mut previously_listed, mut previous_len) = (0, 0);
         for step in 1..=80u64 {
@@ -793,13 +808,7 @@ mod tests {
         // rows before the next (updated in place whenever no row moves), one that
         // holds them (always the merge).
         let (mut dropped, mut held) = (Fixture::new(), Fixture::new());
-        let mut seed = 7u64;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = numbers(7);
         let mut kept_rows = Vec::new();
         let mut in_place = 0;
         for step in 1..=60u64 {
