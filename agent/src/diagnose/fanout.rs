@@ -4,12 +4,10 @@
 //! and together they fill the limit. The second form names the sizing the
 //! runbook gives: instances × connections per instance + reserved headroom.
 
-use std::time::Duration;
-
 use serde_json::{Map, json};
 
 use super::Diagnoser;
-use crate::model::{ClientReport, Nanos, Report, Severity, Verdict, VerdictKind};
+use crate::model::{Nanos, Report, Severity, Tally, Verdict, VerdictKind};
 
 /// A kept fan-out's instances hold at most this many connections each (no flag):
 /// the "one or two" of the short-lived form. Bigger pools are `pool_oversize`.
@@ -74,25 +72,20 @@ impl Diagnoser {
         })
     }
 
-    /// Short-lived: at least `fanout_min_addresses` addresses (not internal) with
-    /// at most two connections open, at least one opened, and a median lifetime of
-    /// their closed connections under 1 s.
+    /// Short-lived: at least `fanout_min_addresses` addresses short-lived
+    /// ([`crate::model::ClientReport::is_short_lived`]: not internal, at most two
+    /// connections open, at least one opened, a median lifetime of their closed
+    /// connections under 1 s).
     fn short_lived_fanout(&self, r: &Report) -> Option<Verdict> {
-        let short_lived = |c: &&ClientReport| {
-            !c.internal
-                && c.open <= 2
-                && c.opened >= 1
-                && c.lifetime.is_some_and(|l| l.p50 < Duration::from_secs(1))
-        };
         if r.clients.len() < self.cfg.fanout_min_addresses {
             return None;
         }
-        // One walk of the rows (a flood keeps thousands).
-        let (n, opened) = r
-            .clients
-            .iter()
-            .filter(short_lived)
-            .fold((0, 0u64), |(n, o), c| (n + 1, o + c.opened));
+        // Kept by the row cache as rows come and go (a flood keeps thousands, most
+        // of them quiet): no walk of the rows.
+        let Tally {
+            rows: n,
+            sum: opened,
+        } = r.clients.tally();
         if n < self.cfg.fanout_min_addresses {
             return None;
         }

@@ -45,7 +45,7 @@ pub use report::{
     RetryReport, Role, SendQueue, ServerClose, ServerCloses, Totals, Trend, WorstKey, errno_name,
     worst_first,
 };
-pub use rows::Quiet;
+pub use rows::{Quiet, Tally};
 pub use verdict::{
     ClientVerdict, MAX_STALE_NAMED, Severity, StackCounts, StaleConn, StaleList, Verdict,
     VerdictKind,

@@ -393,6 +393,25 @@ impl Quiet for ClientReport {
             && !self.changed
             && self.verdict == ClientVerdict::Healthy
     }
+
+    /// The short-lived rows a fan-out counts, with what they opened.
+    fn tallied(&self) -> Option<u64> {
+        self.is_short_lived().then_some(self.opened)
+    }
+}
+
+impl ClientReport {
+    /// An address of a short-lived fan-out: not internal, at most two
+    /// connections open, at least one opened, and the median lifetime of its
+    /// closed connections under 1 s (a connection per request or per instance).
+    pub fn is_short_lived(&self) -> bool {
+        !self.internal
+            && self.open <= 2
+            && self.opened >= 1
+            && self
+                .lifetime
+                .is_some_and(|l| l.p50 < Duration::from_secs(1))
+    }
 }
 
 /// Orders client rows worst first: most open connections, then most connections

@@ -19,6 +19,11 @@
 //! and every row not listed is quiet. A write through `DerefMut` drops the list
 //! (anything may have changed; [`Rows::notable`] then yields every row);
 //! [`Rows::for_notable_mut`] and [`Rows::for_each_mut`] keep it true.
+//!
+//! For the same reason the maker may hand over a [`Tally`] of every row (for
+//! client rows: the short-lived ones a fan-out counts), kept as rows come and go
+//! rather than counted by a walk of every row at every report. Writes keep it
+//! true as they keep the list ([`Rows::tally`] counts when there is none).
 
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
@@ -29,6 +34,41 @@ use serde::{Serialize, Serializer};
 /// A row that nothing needs to look at again: see [`Rows::notable`].
 pub trait Quiet {
     fn is_quiet(&self) -> bool;
+
+    /// What the row adds to [`Rows::tally`]: `None`, not counted.
+    fn tallied(&self) -> Option<u64>;
+}
+
+/// How many rows are counted ([`Quiet::tallied`]), and the sum of what they add.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub rows: usize,
+    pub sum: u64,
+}
+
+impl Tally {
+    /// The tally of `rows`, by a walk of them.
+    pub fn of<'a, T: Quiet + 'a>(rows: impl IntoIterator<Item = &'a T>) -> Tally {
+        let mut t = Tally::default();
+        rows.into_iter().for_each(|r| t.add(r));
+        t
+    }
+
+    /// Counts `row` in.
+    pub fn add(&mut self, row: &impl Quiet) {
+        if let Some(n) = row.tallied() {
+            self.rows += 1;
+            self.sum = self.sum.wrapping_add(n);
+        }
+    }
+
+    /// Counts `row` out (it was counted in).
+    pub fn remove(&mut self, row: &impl Quiet) {
+        if let Some(n) = row.tallied() {
+            self.rows = self.rows.wrapping_sub(1);
+            self.sum = self.sum.wrapping_sub(n);
+        }
+    }
 }
 
 /// Rows, in the order their maker gave them (client rows: worst first).
@@ -41,6 +81,8 @@ struct Shared<T> {
     /// Ascending positions of the rows that may not be quiet; `None`: any may
     /// not be.
     notable: Option<Vec<usize>>,
+    /// The tally of every row, if its maker gave it.
+    tally: Option<Tally>,
 }
 
 impl<T> Default for Rows<T> {
@@ -48,19 +90,37 @@ impl<T> Default for Rows<T> {
         Rows(Arc::new(Shared {
             rows: Vec::new(),
             notable: Some(Vec::new()),
+            tally: Some(Tally::default()),
         }))
     }
 }
 
 impl<T: Clone + Quiet> Rows<T> {
-    /// `rows` of which only those at `notable` (ascending) may not be quiet.
-    pub fn with_notable(rows: Vec<T>, notable: Vec<usize>) -> Self {
+    /// `rows` of which only those at `notable` (ascending) may not be quiet, and
+    /// their tally if the maker kept it (`None`: counted when asked).
+    pub fn with_notable(rows: Vec<T>, notable: Vec<usize>, tally: Option<Tally>) -> Self {
         let shared = Shared {
             rows,
             notable: Some(notable),
+            tally,
         };
         debug_assert!(shared.listed_are_all_not_quiet_ones());
+        debug_assert!(
+            tally.is_none_or(|t| t == Tally::of(&shared.rows)),
+            "a tally that is not the rows' one"
+        );
         Rows(Arc::new(shared))
+    }
+
+    /// The tally of every row ([`Quiet::tallied`]): as kept, or by a walk.
+    pub fn tally(&self) -> Tally {
+        self.0.tally.unwrap_or_else(|| Tally::of(&self.0.rows))
+    }
+
+    /// Tests: the tally as kept (`None`: [`Rows::tally`] would walk).
+    #[cfg(test)]
+    pub fn kept_tally(&self) -> Option<Tally> {
+        self.0.tally
     }
 
     /// Every row that may not be quiet, in order: the listed rows, or every row
@@ -92,18 +152,32 @@ impl<T: Clone + Quiet> Rows<T> {
     }
 
     /// Calls `f` on every row [`Rows::notable`] yields (copying the rows first if
-    /// shared). The others stay quiet, so the list stays true.
+    /// shared). The others stay quiet, so the list stays true; the tally is kept
+    /// (each row counted out before, in after).
     pub fn for_notable_mut(&mut self, mut f: impl FnMut(&mut T)) {
-        let Shared { rows, notable } = Arc::make_mut(&mut self.0);
+        let Shared {
+            rows,
+            notable,
+            tally,
+        } = Arc::make_mut(&mut self.0);
+        let mut visit = |row: &mut T| {
+            if let Some(t) = tally {
+                t.remove(row);
+                f(row);
+                t.add(row);
+            } else {
+                f(row);
+            }
+        };
         match notable {
             Some(at) => {
                 for &i in at.iter() {
                     if let Some(row) = rows.get_mut(i) {
-                        f(row);
+                        visit(row);
                     }
                 }
             }
-            None => rows.iter_mut().for_each(f),
+            None => rows.iter_mut().for_each(visit),
         }
     }
 
@@ -115,6 +189,7 @@ impl<T: Clone + Quiet> Rows<T> {
         if !shared.listed_are_all_not_quiet_ones() {
             shared.notable = None;
         }
+        shared.tally = None;
     }
 }
 
@@ -155,11 +230,12 @@ impl<T> Deref for Rows<T> {
 }
 
 /// Copies the rows first if they are shared (copy-on-write), and drops the list
-/// of notable rows.
+/// of notable rows and the tally.
 impl<T: Clone> DerefMut for Rows<T> {
     fn deref_mut(&mut self) -> &mut Vec<T> {
         let shared = Arc::make_mut(&mut self.0);
         shared.notable = None;
+        shared.tally = None;
         &mut shared.rows
     }
 }
@@ -176,6 +252,7 @@ impl<T> From<Vec<T>> for Rows<T> {
         Rows(Arc::new(Shared {
             rows,
             notable: None,
+            tally: None,
         }))
     }
 }
@@ -251,7 +328,7 @@ mod tests {
         rows.map(|c| c.addr.to_string()).collect()
     }
 
-    use crate::model::ClientReport;
+    use crate::model::{ClientReport, Lifetime, Tally};
 
     #[test]
     fn only_listed_rows_are_looked_at_and_a_write_keeps_the_list_true() {
@@ -264,7 +341,7 @@ mod tests {
             quiet("10.0.0.2"),
             quiet("10.0.0.3"),
         ];
-        let mut r = ClientRows::with_notable(rows, vec![0]);
+        let mut r = ClientRows::with_notable(rows, vec![0], None);
         assert_eq!(addrs(r.notable()), ["10.0.0.1"]);
         assert_eq!(&*r.notable_positions(), [0]);
         r.for_notable_mut(|c| c.verdict = ClientVerdict::Leak);
@@ -276,7 +353,7 @@ mod tests {
         r.for_each_mut(|c| c.changed |= c.addr.to_string() == "10.0.0.3");
         assert_eq!(&*r.notable_positions(), [0, 2]);
         assert_eq!(addrs(r.notable()).len(), 3, "no list: every row");
-        let mut r = ClientRows::with_notable(r.to_vec(), vec![0, 2]);
+        let mut r = ClientRows::with_notable(r.to_vec(), vec![0, 2], None);
         r[1].open = 1;
         assert_eq!(&*r.notable_positions(), [0, 1, 2]);
         assert!(ClientRows::default().notable().next().is_none());
@@ -286,6 +363,58 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic]
     fn a_list_that_leaves_out_a_row_that_is_not_quiet_is_refused() {
-        let _ = ClientRows::with_notable(vec![client("10.0.0.1", 2, 0, 2)], vec![]);
+        let _ = ClientRows::with_notable(vec![client("10.0.0.1", 2, 0, 2)], vec![], None);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not the rows' one")]
+    fn a_tally_that_is_not_the_rows_one_is_refused() {
+        let _ = ClientRows::with_notable(
+            vec![short_lived("10.0.0.1", 1)],
+            vec![0],
+            Some(Tally::default()),
+        );
+    }
+
+    /// A row of one connection that lived 5 ms (a fan-out counts it) opened
+    /// `opened` times.
+    fn short_lived(addr: &str, opened: u64) -> ClientReport {
+        let ms = std::time::Duration::from_millis(5);
+        ClientReport {
+            lifetime: Some(Lifetime {
+                p50: ms,
+                p90: ms,
+                p99: ms,
+                max: ms,
+            }),
+            ..client(addr, 0, 0, opened)
+        }
+    }
+
+    #[test]
+    fn a_kept_tally_follows_writes_to_the_listed_rows_and_a_write_to_any_drops_it() {
+        let rows = vec![
+            short_lived("10.0.0.1", 3),
+            short_lived("10.0.0.2", 2),
+            ClientReport {
+                changed: false,
+                ..short_lived("10.0.0.3", 1)
+            },
+        ];
+        let tally = Tally { rows: 3, sum: 6 };
+        let mut r = ClientRows::with_notable(rows, vec![0, 1], Some(tally));
+        assert_eq!(r.tally(), tally);
+        // The first row now holds three connections: no longer short-lived.
+        r.for_notable_mut(|c| c.open = if c.opened == 3 { 3 } else { c.open });
+        assert_eq!(r.kept_tally(), Some(Tally { rows: 2, sum: 3 }));
+        r[1].internal = true;
+        assert_eq!(r.kept_tally(), None, "any write: dropped");
+        assert_eq!(r.tally(), Tally { rows: 1, sum: 1 }, "counted by a walk");
+        let r: ClientRows = vec![short_lived("10.0.0.9", 4)].into();
+        assert_eq!(
+            (r.kept_tally(), r.tally()),
+            (None, Tally { rows: 1, sum: 4 })
+        );
     }
 }
