@@ -1045,18 +1045,53 @@ pub fn last_json(out: &[u8]) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-/// The `clients[]` entry for `addr` in a report.
-pub fn client<'a>(report: &'a Value, addr: &str) -> Option<&'a Value> {
+/// The `clients[]` entry for `addr` in a report, whole: a sparse row (the
+/// default stream's) with the keys it left out put back ([`densify`]).
+pub fn client(report: &Value, addr: &str) -> Option<Value> {
     report["clients"]
         .as_array()?
         .iter()
         .find(|c| c["addr"] == addr)
+        .map(densify)
+}
+
+/// A client row as a reader puts it back (docs/REPORT.md, *Sparse rows*): every
+/// key it leaves out, and every key a process of its `processes` leaves out, with
+/// its `default` from docs/report.schema.json. A whole row is as it was.
+pub fn densify(row: &Value) -> Value {
+    static DEFAULTS: std::sync::OnceLock<[Vec<(String, Value)>; 2]> = std::sync::OnceLock::new();
+    let [client, process] = DEFAULTS.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        ["client", "process"].map(|def| {
+            let props = schema["$defs"][def]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no properties of {def}"));
+            props
+                .iter()
+                .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+                .collect()
+        })
+    });
+    let fill = |v: &mut Value, defaults: &[(String, Value)]| {
+        let obj = v.as_object_mut().expect("a row is an object");
+        for (k, d) in defaults {
+            obj.entry(k.clone()).or_insert_with(|| d.clone());
+        }
+    };
+    let mut row = row.clone();
+    fill(&mut row, client);
+    if let Some(Value::Array(ps)) = row.get_mut("processes") {
+        ps.iter_mut().for_each(|p| fill(p, process));
+    }
+    row
 }
 
 /// What a reader of the NDJSON stream holds, rebuilt line by line as
 /// docs/REPORT.md says: a `full` report replaces an instance's rows; a `changed`
-/// one drops `clients_gone` and replaces the rows it carries, the rest stay as
-/// they were.
+/// one drops `clients_gone` and replaces the rows it carries (sparse: put back
+/// with [`densify`]), the rest stay as they were.
 #[derive(Default)]
 pub struct Rebuilt {
     /// Per instance (`instance.netns`, 0 for null): address → its last row.
@@ -1094,7 +1129,7 @@ impl Rebuilt {
         };
         for c in carried {
             let addr = c["addr"].as_str().expect("addr").to_owned();
-            rows.insert(addr, c.clone());
+            rows.insert(addr, densify(c));
         }
         assert_eq!(
             Some(rows.len() as u64),

@@ -51,10 +51,10 @@ fn has(report: &Value, kind: &str, addr: Option<&str>) -> bool {
 }
 
 /// `clients[].verdict` of `addr` ("absent" if the address is not in the report).
-fn client_verdict<'a>(report: &'a Value, addr: &str) -> &'a str {
+fn client_verdict(report: &Value, addr: &str) -> String {
     client(report, addr)
-        .and_then(|c| c["verdict"].as_str())
-        .unwrap_or("absent")
+        .and_then(|c| c["verdict"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "absent".into())
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {

@@ -173,7 +173,7 @@ fn with_no_refusal_source_refusals_are_unknown_and_the_loss_is_said() {
     let got = json!({
         "refusals": report["probe"]["features"]["refusals"],
         "refused": report["totals"]["refused"],
-        "row": row.map(|r| r["refused"].clone()),
+        "row": row.as_ref().map(|r| r["refused"].clone()),
     });
     // Nothing else seen from the address: no row, or one whose refused is unknown.
     let want_row = row.map(|_| Value::Null);

@@ -12,7 +12,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 const STARTED: Duration = Duration::from_secs(10);
 
-fn row<'a>(report: &'a Value, addr: &str) -> &'a Value {
+fn row(report: &Value, addr: &str) -> Value {
     client(report, addr).unwrap_or_else(|| panic!("no row for {addr} in {report}"))
 }
 
@@ -89,7 +89,7 @@ fn a_leak_is_attributed_to_the_leaking_process_and_the_pool_to_the_other() {
 
     // The row: the leaker first (most open), then the pool, exactly.
     let r = row(&report, source);
-    let procs = processes(r);
+    let procs = processes(&r);
     assert_eq!(procs.len(), 2, "{r}");
     assert_eq!(procs[0]["pid"], leaker);
     assert_eq!(procs[0]["comm"], "cw-leak");
@@ -188,9 +188,9 @@ fn a_contained_client_is_reported_with_its_container_id() {
     );
 
     let r = agent.wait_for_instance("the contained pool's three", inode, WAIT, |r| {
-        client(r, "127.0.0.1").is_some_and(|c| !processes(c).is_empty() && c["open"] == 3)
+        client(r, "127.0.0.1").is_some_and(|c| !processes(&c).is_empty() && c["open"] == 3)
     });
-    let procs = processes(row(&r, "127.0.0.1"));
+    let procs = processes(&row(&r, "127.0.0.1"));
     assert_eq!(
         procs,
         [serde_json::json!({

@@ -74,7 +74,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         if args.format == AnalyzeFormat::Json {
             // As `watch` writes them: the client rows --clients chooses.
             for report in rows.interval(&interval) {
-                report::json::write_line(&mut out, &report)?;
+                report::json::write_line(&mut out, &report, rows.sparse())?;
             }
         }
         for report in interval {

@@ -129,7 +129,7 @@ impl Output {
                         serde_json::to_writer(&mut self.sink, &line).map_err(io::Error::other)?;
                         self.sink.write_all(b"\n")?;
                     }
-                    report::json::write_line(&mut self.sink, &report)?;
+                    report::json::write_line(&mut self.sink, &report, self.rows.sparse())?;
                 }
             }
             Format::Text => {

@@ -10,19 +10,21 @@ use std::io::{self, Write};
 
 use super::json_row::write_row;
 
-/// The report as one JSON object, without the trailing newline.
+/// The report as one JSON object, every key of every row written, without the
+/// trailing newline.
 pub fn render_json(report: &Report) -> serde_json::Result<String> {
     let mut buf = Vec::new();
-    render(&mut buf, report)?;
+    render(&mut buf, report, false)?;
     // Only JSON text went in.
     String::from_utf8(buf).map_err(serde::ser::Error::custom)
 }
 
-/// Writes the report as one NDJSON line (newline included).
-pub fn write_line<W: Write>(mut out: W, report: &Report) -> io::Result<()> {
+/// Writes the report as one NDJSON line (newline included); `sparse`: its client
+/// rows without the keys at their default (see [`super::json_row`]).
+pub fn write_line<W: Write>(mut out: W, report: &Report, sparse: bool) -> io::Result<()> {
     LINE.with_borrow_mut(|buf| {
         buf.clear();
-        render(buf, report)?;
+        render(buf, report, sparse)?;
         buf.push(b'\n');
         let written = out.write_all(buf);
         // A line of a flood is megabytes: the memory is kept for the next one
@@ -43,7 +45,7 @@ thread_local! {
 
 /// The report's object into `buf`: everything but the rows by the derive, which
 /// ends with the empty rows (`clients` is the last key), then the rows.
-fn render(buf: &mut Vec<u8>, report: &Report) -> serde_json::Result<()> {
+fn render(buf: &mut Vec<u8>, report: &Report, sparse: bool) -> serde_json::Result<()> {
     const EMPTY_ROWS_END: &[u8] = b"\"clients\":[]}";
     buf.reserve(4096 + report.clients.len() * 480);
     let head = Report {
@@ -62,7 +64,7 @@ fn render(buf: &mut Vec<u8>, report: &Report) -> serde_json::Result<()> {
         if i > 0 {
             buf.push(b',');
         }
-        write_row(buf, c);
+        write_row(buf, c, sparse);
     }
     buf.extend_from_slice(b"]}");
     Ok(())
@@ -296,8 +298,8 @@ mod tests {
     #[test]
     fn write_line_ends_the_line() {
         let mut out = Vec::new();
-        write_line(&mut out, &sample()).unwrap();
-        write_line(&mut out, &sample()).unwrap();
+        write_line(&mut out, &sample(), false).unwrap();
+        write_line(&mut out, &sample(), false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

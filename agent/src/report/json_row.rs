@@ -7,6 +7,12 @@
 //! bytes, its numbers through serde_json's own formatter, so the text is the one
 //! the derive writes, byte for byte (a test compares them over every shape of
 //! row, so a field added to [`ClientReport`] and not here fails it).
+//!
+//! The default stream (`--clients changed`) writes rows *sparse*: without the
+//! keys whose value is their `default` in the schema (counts at 0, `false`,
+//! figures that are `null`), which a reader puts back. A one-shot client's row
+//! (most rows of a flood) is then ~40 % of its full size, and so is the work of
+//! writing it. `--clients all` writes every key, as before.
 
 use std::io::Write as _;
 
@@ -14,54 +20,71 @@ use serde_json::ser::{CompactFormatter, Formatter};
 
 use std::net::IpAddr;
 
-use crate::model::{ClientReport, FailedBy, Lifetime, ProcessReport};
+use crate::model::{ClientReport, FailedBy, Lifetime, ProcessReport, ServerCloses};
 
-/// Appends `c` as the JSON object serde's derive makes of it.
-pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
+/// Appends `c` as the JSON object serde's derive makes of it; `sparse`: without
+/// the keys whose value is their `default` in docs/report.schema.json (a test
+/// checks the two agree over every shape of row).
+pub fn write_row(out: &mut Vec<u8>, c: &ClientReport, sparse: bool) {
+    // A key and its value, unless sparse and at its default.
+    let count = |out: &mut Vec<u8>, key: &[u8], v: u64| {
+        if !sparse || v != 0 {
+            out.extend_from_slice(key);
+            u64(out, v);
+        }
+    };
     out.extend_from_slice(b"{\"addr\":\"");
     addr(out, c.addr);
-    out.extend_from_slice(b"\",\"open\":");
-    u64(out, c.open);
-    out.extend_from_slice(b",\"seeded\":");
-    u64(out, c.seeded);
-    out.extend_from_slice(b",\"opened\":");
-    u64(out, c.opened);
-    out.extend_from_slice(b",\"closed\":");
-    u64(out, c.closed);
-    out.extend_from_slice(b",\"closed_by_server\":");
-    u64(out, c.closed_by_server);
+    out.push(b'"');
+    count(out, b",\"open\":", c.open);
+    count(out, b",\"seeded\":", c.seeded);
+    count(out, b",\"opened\":", c.opened);
+    count(out, b",\"closed\":", c.closed);
+    count(out, b",\"closed_by_server\":", c.closed_by_server);
     let s = &c.server_closes;
-    out.extend_from_slice(b",\"server_closes\":{\"rejection\":");
-    u64(out, s.rejection);
-    out.extend_from_slice(b",\"idle_timeout\":");
-    u64(out, s.idle_timeout);
-    out.extend_from_slice(b",\"output_buffer\":");
-    u64(out, s.output_buffer);
-    out.extend_from_slice(b",\"other\":");
-    u64(out, s.other);
-    out.extend_from_slice(b"},\"closed_by_client\":");
-    u64(out, c.closed_by_client);
-    out.extend_from_slice(b",\"reset\":");
-    u64(out, c.reset);
-    out.extend_from_slice(b",\"rejected\":");
-    u64(out, c.rejected);
-    out.extend_from_slice(b",\"refused\":");
-    opt_u64(out, c.refused);
-    out.extend_from_slice(if c.internal {
-        b",\"internal\":true,\"verdict\":\""
-    } else {
-        b",\"internal\":false,\"verdict\":\""
-    });
-    out.extend_from_slice(c.verdict.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"lifetime_ms\":");
-    match &c.lifetime {
-        Some(l) => lifetime(out, l),
-        None => out.extend_from_slice(b"null"),
+    if !sparse || *s != ServerCloses::default() {
+        out.extend_from_slice(b",\"server_closes\":{\"rejection\":");
+        u64(out, s.rejection);
+        out.extend_from_slice(b",\"idle_timeout\":");
+        u64(out, s.idle_timeout);
+        out.extend_from_slice(b",\"output_buffer\":");
+        u64(out, s.output_buffer);
+        out.extend_from_slice(b",\"other\":");
+        u64(out, s.other);
+        out.push(b'}');
     }
-    out.extend_from_slice(b",\"age_s\":");
+    count(out, b",\"closed_by_client\":", c.closed_by_client);
+    count(out, b",\"reset\":", c.reset);
+    count(out, b",\"rejected\":", c.rejected);
+    match c.refused {
+        Some(v) => count(out, b",\"refused\":", v),
+        None => out.extend_from_slice(b",\"refused\":null"),
+    }
+    if c.internal {
+        out.extend_from_slice(b",\"internal\":true");
+    } else if !sparse {
+        out.extend_from_slice(b",\"internal\":false");
+    }
+    out.extend_from_slice(b",\"verdict\":\"");
+    out.extend_from_slice(c.verdict.as_str().as_bytes());
+    out.push(b'"');
+    // An object, or `null` (its default: left out when sparse).
+    let null = |out: &mut Vec<u8>, key: &[u8]| {
+        if !sparse {
+            out.extend_from_slice(key);
+            out.extend_from_slice(b"null");
+        }
+    };
+    match &c.lifetime {
+        Some(l) => {
+            out.extend_from_slice(b",\"lifetime_ms\":");
+            lifetime(out, l);
+        }
+        None => null(out, b",\"lifetime_ms\":"),
+    }
     match &c.age {
         Some(a) => {
-            out.extend_from_slice(b"{\"max\":");
+            out.extend_from_slice(b",\"age_s\":{\"max\":");
             secs(out, a.max);
             out.extend_from_slice(if a.lower_bound {
                 b",\"lower_bound\":true}"
@@ -69,38 +92,33 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
                 b",\"lower_bound\":false}"
             });
         }
-        None => out.extend_from_slice(b"null"),
+        None => null(out, b",\"age_s\":"),
     }
-    out.extend_from_slice(b",\"idle_s\":");
     match &c.idle {
         Some(i) => {
-            out.extend_from_slice(b"{\"p50\":");
+            out.extend_from_slice(b",\"idle_s\":{\"p50\":");
             secs(out, i.p50);
             out.extend_from_slice(b",\"max\":");
             secs(out, i.max);
             out.push(b'}');
         }
-        None => out.extend_from_slice(b"null"),
+        None => null(out, b",\"idle_s\":"),
     }
-    out.extend_from_slice(b",\"send_queue\":");
     match &c.send_queue {
         Some(q) => {
-            out.extend_from_slice(b"{\"bytes\":");
+            out.extend_from_slice(b",\"send_queue\":{\"bytes\":");
             u64(out, q.bytes);
             out.extend_from_slice(b",\"max\":");
             u64(out, q.max);
             out.push(b'}');
         }
-        None => out.extend_from_slice(b"null"),
+        None => null(out, b",\"send_queue\":"),
     }
-    out.extend_from_slice(b",\"bytes_in\":");
-    u64(out, c.bytes_in);
-    out.extend_from_slice(b",\"bytes_out\":");
-    u64(out, c.bytes_out);
-    out.extend_from_slice(b",\"retry\":");
+    count(out, b",\"bytes_in\":", c.bytes_in);
+    count(out, b",\"bytes_out\":", c.bytes_out);
     match &c.retry {
         Some(r) => {
-            out.extend_from_slice(b"{\"gaps\":");
+            out.extend_from_slice(b",\"retry\":{\"gaps\":");
             u64(out, r.gaps);
             out.extend_from_slice(b",\"p50_ms\":");
             f64(out, r.p50_ms);
@@ -112,12 +130,11 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
             out.extend_from_slice(r.trend.as_str().as_bytes());
             out.extend_from_slice(b"\"}");
         }
-        None => out.extend_from_slice(b"null"),
+        None => null(out, b",\"retry\":"),
     }
-    out.extend_from_slice(b",\"rates\":");
     match &c.rates {
         Some(r) => {
-            out.extend_from_slice(b"{\"opened_per_s\":");
+            out.extend_from_slice(b",\"rates\":{\"opened_per_s\":");
             f64(out, r.opened_per_s);
             out.extend_from_slice(b",\"closed_per_s\":");
             f64(out, r.closed_per_s);
@@ -130,7 +147,7 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
             }
             out.push(b'}');
         }
-        None => out.extend_from_slice(b"null"),
+        None => null(out, b",\"rates\":"),
     }
     // Local processes: only rows of clients on this host have them.
     if !c.processes.is_empty() {
@@ -139,7 +156,7 @@ pub fn write_row(out: &mut Vec<u8>, c: &ClientReport) {
             if i > 0 {
                 out.push(b',');
             }
-            process(out, p);
+            process(out, p, sparse);
         }
         out.push(b']');
     }
@@ -192,22 +209,33 @@ fn addr(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-fn process(out: &mut Vec<u8>, p: &ProcessReport) {
+fn process(out: &mut Vec<u8>, p: &ProcessReport, sparse: bool) {
     out.extend_from_slice(b"{\"pid\":");
     u64(out, u64::from(p.pid));
     out.extend_from_slice(b",\"comm\":");
     string(out, &p.comm);
-    out.extend_from_slice(b",\"container\":");
-    opt_string(out, p.container.as_deref());
-    out.extend_from_slice(b",\"pod\":");
-    opt_string(out, p.pod.as_deref());
-    out.extend_from_slice(b",\"open\":");
-    u64(out, p.open);
-    out.extend_from_slice(b",\"opened\":");
-    u64(out, p.opened);
-    out.extend_from_slice(b",\"failed\":");
-    u64(out, p.failed);
-    failed_by(out, &p.failed_by);
+    for (key, v) in [
+        (&b",\"container\":"[..], &p.container),
+        (b",\"pod\":", &p.pod),
+    ] {
+        if !sparse || v.is_some() {
+            out.extend_from_slice(key);
+            opt_string(out, v.as_deref());
+        }
+    }
+    for (key, v) in [
+        (&b",\"open\":"[..], p.open),
+        (b",\"opened\":", p.opened),
+        (b",\"failed\":", p.failed),
+    ] {
+        if !sparse || v != 0 {
+            out.extend_from_slice(key);
+            u64(out, v);
+        }
+    }
+    if !sparse || p.failed_by != FailedBy::default() {
+        failed_by(out, &p.failed_by);
+    }
     out.push(b'}');
 }
 
@@ -266,13 +294,6 @@ fn u64(out: &mut Vec<u8>, v: u64) {
     let _ = CompactFormatter.write_u64(out, v);
 }
 
-fn opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => u64(out, v),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
 /// As serde_json writes an f64: its shortest form, `null` when not finite.
 fn f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
@@ -296,13 +317,137 @@ mod tests {
     use super::*;
     use crate::model::*;
     use crate::testing::client;
+    use serde_json::Value;
     use std::time::Duration;
 
+    /// Written whole, the row is the derive's text; sparse, it is the same once
+    /// every key left out is put back with the schema's `default` (and no key
+    /// at its default is written).
     fn same(c: &ClientReport) {
         let mut fast = Vec::new();
-        write_row(&mut fast, c);
+        write_row(&mut fast, c, false);
         let derived = serde_json::to_string(c).unwrap();
         assert_eq!(String::from_utf8(fast).unwrap(), derived);
+        let mut sparse = Vec::new();
+        write_row(&mut sparse, c, true);
+        let sparse: Value = serde_json::from_slice(&sparse).unwrap();
+        let dense: Value = serde_json::from_str(&derived).unwrap();
+        assert_eq!(densify(&sparse), dense, "{sparse}");
+    }
+
+    /// The `default` of each property of the schema's definition `def`.
+    fn defaults(def: &str) -> Vec<(String, Value)> {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../../docs/report.schema.json")).unwrap();
+        let props = schema["$defs"][def]["properties"].as_object().unwrap();
+        props
+            .iter()
+            .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+            .collect()
+    }
+
+    /// A sparse row as a reader puts it back: each key left out, with its
+    /// default; a key written at its default fails (it should have been left out).
+    fn densify(row: &Value) -> Value {
+        let fill = |obj: &Value, def: &str| {
+            let mut obj = obj.as_object().unwrap().clone();
+            for (k, d) in defaults(def) {
+                match obj.get(&k) {
+                    Some(v) => assert_ne!(v, &d, "{k} written at its default"),
+                    None => {
+                        obj.insert(k, d);
+                    }
+                }
+            }
+            obj
+        };
+        let mut obj = fill(row, "client");
+        if let Some(Value::Array(ps)) = obj.get_mut("processes") {
+            for p in ps.iter_mut() {
+                *p = Value::Object(fill(p, "process"));
+            }
+        }
+        // In the derive's key order, as the whole row has them.
+        let order = [
+            "addr",
+            "open",
+            "seeded",
+            "opened",
+            "closed",
+            "closed_by_server",
+            "server_closes",
+            "closed_by_client",
+            "reset",
+            "rejected",
+            "refused",
+            "internal",
+            "verdict",
+            "lifetime_ms",
+            "age_s",
+            "idle_s",
+            "send_queue",
+            "bytes_in",
+            "bytes_out",
+            "retry",
+            "rates",
+            "processes",
+            "processes_other",
+            "failed_connects",
+        ];
+        let mut sorted = serde_json::Map::new();
+        for k in order {
+            if let Some(v) = obj.remove(k) {
+                sorted.insert(k.into(), v);
+            }
+        }
+        assert!(obj.is_empty(), "keys not known here: {obj:?}");
+        Value::Object(sorted)
+    }
+
+    #[test]
+    fn a_one_shot_clients_sparse_row_is_under_half_its_whole_size() {
+        let ms = Duration::from_micros(84);
+        let row = ClientReport {
+            addr: "127.250.234.69".parse().unwrap(),
+            closed: 1,
+            closed_by_server: 0,
+            server_closes: ServerCloses::default(),
+            closed_by_client: 1,
+            lifetime: Some(Lifetime {
+                p50: ms,
+                p90: ms,
+                p99: ms,
+                max: ms,
+            }),
+            bytes_in: 14,
+            bytes_out: 7,
+            processes: vec![ProcessReport {
+                pid: 10274,
+                comm: "python3".into(),
+                container: None,
+                pod: None,
+                open: 0,
+                opened: 1,
+                failed: 0,
+                failed_by: FailedBy::default(),
+            }]
+            .into(),
+            ..client("127.250.234.69", 0, 0, 1)
+        };
+        same(&row);
+        let (mut whole, mut sparse) = (Vec::new(), Vec::new());
+        write_row(&mut whole, &row, false);
+        write_row(&mut sparse, &row, true);
+        assert_eq!(
+            String::from_utf8(sparse.clone()).unwrap(),
+            r#"{"addr":"127.250.234.69","opened":1,"closed":1,"closed_by_client":1,"verdict":"healthy","lifetime_ms":{"p50":0.084,"p90":0.084,"p99":0.084,"max":0.084},"bytes_in":14,"bytes_out":7,"processes":[{"pid":10274,"comm":"python3","opened":1}]}"#
+        );
+        assert!(
+            sparse.len() * 5 < whole.len() * 2,
+            "{} of {}",
+            sparse.len(),
+            whole.len()
+        );
     }
 
     #[test]

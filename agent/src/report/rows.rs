@@ -127,6 +127,13 @@ impl RowFilter {
         }
     }
 
+    /// Whether the stream's rows are written sparse (`--clients changed`: without
+    /// the keys at their default, see `report::json_row`); `--clients all` writes
+    /// every key of every row.
+    pub fn sparse(&self) -> bool {
+        self.full_every.is_some()
+    }
+
     /// Forgets what was written: the next report of each instance holds every row
     /// (for a new output file after logrotate, which a reader may read alone).
     pub fn restart(&mut self) {
