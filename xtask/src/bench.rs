@@ -2539,8 +2539,9 @@ impl StreamSize {
 
 /// Bytes a day of a stream that writes one line a second: with `--clients all`,
 /// every line is a full one; by default, a full line every 5 minutes (of the size
-/// `full`, measured in the `--clients all` stream over the same load) and changed
-/// lines in between.
+/// `full`: the default stream's own, or a `--clients all` line over the same load
+/// where the default stream wrote none while measured) and changed lines in
+/// between.
 pub fn per_day(changed_line: Option<f64>, full_line: Option<f64>) -> Option<f64> {
     per_day_with(changed_line, full_line, 1.0, FULL_EVERY_DEFAULT_S)
 }
@@ -2749,12 +2750,17 @@ impl NdjsonResult {
              target/release/connwatch watch --format json --interval 1s --clients all -p PORT -q -o FILE   # every row\n```\n"
         );
         let q = (&self.quiet_changed, &self.quiet_all);
-        let quiet_day = per_day(q.0.mean_changed(), q.1.mean());
+        // The default stream's full line as it wrote it (its rows sparse), else
+        // a `--clients all` line.
+        let quiet_full = q.0.mean_full().or(q.1.mean());
+        let quiet_day = per_day(q.0.mean_changed(), quiet_full);
         let quiet_all_day = per_day(None, q.1.mean());
         let _ = writeln!(
             s,
             "**{NDJSON_QUIET} quiet clients:** one idle connection each from 127.0.30–33.x (a PING, \
-             then nothing), {} s per stream, one after the other.\n",
+             then nothing), {} s per stream, one after the other. Per day: by default, a full line \
+             (as the default stream wrote it, its rows sparse) every 5 minutes and a changed line \
+             every other second; with `--clients all`, a full line every second.\n",
             NDJSON_QUIET_TIME.as_secs()
         );
         let _ = writeln!(
@@ -2815,8 +2821,9 @@ impl NdjsonResult {
         let _ = writeln!(
             s,
             "Per day is extrapolated from these short runs, at one line a second: with `--clients \
-             all`, the mean line × 86,400; by default, 288 full lines a day (every 5 minutes; a full \
-             line is the size of a `--clients all` line over the same load) and the mean changed line \
+             all`, the mean line × 86,400; by default, 288 full lines a day (every 5 minutes; each \
+             counted at the size of a `--clients all` line over the same load, an upper bound: the \
+             default stream writes its rows sparse, full lines included) and the mean changed line \
              for the other 86,112. Over the {} s measured, the default stream was {:.1}× smaller than \
              `--clients all`; per day, with its full lines, {}×.\n",
             NDJSON_STEADY.as_secs(),
@@ -2827,7 +2834,7 @@ impl NdjsonResult {
         // line every hour: the target is judged on what it writes.
         let unit_day = per_day_with(
             q.0.mean_changed(),
-            q.1.mean(),
+            quiet_full,
             UNIT_INTERVAL_S,
             UNIT_FULL_EVERY_S,
         );
@@ -2866,10 +2873,10 @@ impl NdjsonResult {
                  `--interval 2s --full-every 30m` {} MB, `--interval 5s --full-every 1h` {} MB.",
                 num(q.0.mean_changed(), 0),
                 mb(q.0.mean_changed().map(|c| c * DAY_S)),
-                mb(q.1.mean().map(|f| f * DAY_S / FULL_EVERY_DEFAULT_S)),
-                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 1.0, 3_600.0)),
-                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 2.0, 1_800.0)),
-                mb(per_day_with(q.0.mean_changed(), q.1.mean(), 5.0, 3_600.0)),
+                mb(quiet_full.map(|f| f * DAY_S / FULL_EVERY_DEFAULT_S)),
+                mb(per_day_with(q.0.mean_changed(), quiet_full, 1.0, 3_600.0)),
+                mb(per_day_with(q.0.mean_changed(), quiet_full, 2.0, 1_800.0)),
+                mb(per_day_with(q.0.mean_changed(), quiet_full, 5.0, 3_600.0)),
             );
         }
         if !soak_met && ratio_day.is_some() {
