@@ -252,7 +252,7 @@ fn the_client_table_sorts_in_the_browser() {
         .skip(1)
         .filter_map(|row| row.split("data-v=\"").nth(1)?.split('"').next())
         .collect();
-    let mut last = page.reports[SECONDS as usize - 1].clients.to_vec();
+    let mut last = page.reports[SECONDS as usize - 1].clients.clone();
     last.sort_by_key(|c| std::cmp::Reverse(c.bytes_out));
     let expected: Vec<String> = last.iter().map(|c| c.addr.to_string()).collect();
     assert_eq!(shown, expected);

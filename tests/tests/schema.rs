@@ -1218,7 +1218,7 @@ fn both_forms_of_the_stream_validate() {
     filter.select(&before);
     let mut after = before.clone();
     after.uptime += Duration::from_secs(1);
-    let evicted = after.clients.make_mut().pop().expect("a row");
+    let evicted = after.clients.pop().expect("a row");
     after.evicted = vec![evicted.addr];
     after.totals.clients -= 1;
     let line = filter.select(&after);

@@ -31,9 +31,6 @@
 //! merge carries those rows one by one, to list them at their new places; the
 //! runs it copies whole were quiet and stay so.
 
-// The rows are boxed so that the merge moves pointers, not ~450-byte rows.
-#![allow(clippy::vec_box)]
-
 use std::net::IpAddr;
 
 use std::time::Duration;
@@ -59,8 +56,9 @@ pub struct RowCache {
     restless: Vec<IpAddr>,
     /// Time of the previous report.
     last: Option<Nanos>,
-    /// The memory of the row list no report holds any more, for the next one.
-    spare: Vec<Box<ClientReport>>,
+    /// The memory of rows no report holds any more, for the next rows: a fresh
+    /// allocation of that size is paged in anew at every report.
+    spare: Vec<ClientReport>,
     /// The order key of each row of `rows`, at the same place: the look-up of
     /// every row and the search for each rebuilt row's place read these (48
     /// bytes each, in a row) instead of the rows (~450 bytes apart, a cache miss
@@ -143,13 +141,13 @@ impl RowCache {
 
         // The rebuilt rows, where each is, and their order (sorted by key: the rows
         // themselves are large to move).
-        let mut fresh: Vec<Box<ClientReport>> = fates
+        let mut fresh: Vec<ClientReport> = fates
             .iter()
             .filter(|(_, f)| **f == Fate::Rebuilt)
             .filter_map(|(&ip, _)| build(ip))
             .map(|mut c| {
                 c.changed = true;
-                Box::new(c)
+                c
             })
             .collect();
         let mut order: Vec<(WorstKey, usize)> = fresh
@@ -163,7 +161,7 @@ impl RowCache {
         // The tally of the new rows: the previous one, each rebuilt row's previous
         // version out (below) and its new one in.
         let mut tally = self.rows.tally();
-        fresh.iter().for_each(|c| tally.add(&**c));
+        fresh.iter().for_each(|c| tally.add(c));
 
         // One look-up per previous row: the rows that change, by position. Rates
         // are taken here, against the rows they replace.
@@ -241,7 +239,7 @@ impl RowCache {
         let old = if in_place.len() == fresh.len() && gone.is_empty() {
             match old.into_unshared() {
                 Ok(mut rows) => {
-                    let notable = settle_in_place(&mut rows, &marks, &in_place, &mut fresh);
+                    let notable = settle_in_place(&mut rows, &marks, &in_place, &fresh);
                     // No row moved, no key changed.
                     self.keys = old_keys;
                     return (ClientRows::with_notable(rows, notable, Some(tally)), gone);
@@ -265,14 +263,13 @@ impl RowCache {
         let mut rows = std::mem::take(&mut self.spare);
         rows.clear();
         rows.reserve(old.len() + fresh.len());
-        // The previous rows are moved (their boxes), not copied, when no report
-        // holds them any more (the common case): a copy touches each row's shared
-        // processes.
+        // The previous rows are moved, not copied, when no report holds them any
+        // more (the common case): a copy touches each row's shared processes.
         let mut source = match old.into_unshared() {
             Ok(rows) => rows,
-            Err(shared) => shared.as_slice().to_vec(),
+            Err(shared) => shared.to_vec(),
         };
-        let mut fresh: Vec<Option<Box<ClientReport>>> = fresh.into_iter().map(Some).collect();
+        let mut fresh: Vec<Option<ClientReport>> = fresh.into_iter().map(Some).collect();
         let mut keys = std::mem::take(&mut self.spare_keys);
         keys.clear();
         keys.reserve(old_keys.len() + fresh.len());
@@ -363,20 +360,20 @@ impl RowCache {
 /// The rows of a merge, in order, with their keys and the places of the rows
 /// that may not be quiet (the others are moved in runs: quiet before, quiet now).
 struct Merged {
-    rows: Vec<Box<ClientReport>>,
+    rows: Vec<ClientReport>,
     keys: Vec<WorstKey>,
     notable: Vec<usize>,
 }
 
 impl Merged {
     /// The next previous rows, unchanged and quiet, as a run; `keys` are theirs.
-    fn carry(&mut self, previous: &mut impl Iterator<Item = Box<ClientReport>>, keys: &[WorstKey]) {
+    fn carry(&mut self, previous: &mut impl Iterator<Item = ClientReport>, keys: &[WorstKey]) {
         self.rows.extend(previous.take(keys.len()));
         self.keys.extend_from_slice(keys);
     }
 
     /// One row that may not be quiet, and its key.
-    fn push(&mut self, row: Box<ClientReport>, key: WorstKey) {
+    fn push(&mut self, row: ClientReport, key: WorstKey) {
         if !row.is_quiet() {
             self.notable.push(self.rows.len());
         }
@@ -401,10 +398,10 @@ fn settle(row: &mut ClientReport, fate: Fate) {
 /// listed in `in_place` with its previous place, keeps it); the places of the
 /// rows that may not be quiet.
 fn settle_in_place(
-    rows: &mut [Box<ClientReport>],
+    rows: &mut [ClientReport],
     marks: &[(usize, Fate)],
     in_place: &[(usize, usize)],
-    fresh: &mut [Box<ClientReport>],
+    fresh: &[ClientReport],
 ) -> Vec<usize> {
     let mut notable = Vec::with_capacity(marks.len());
     let mut rebuilt = in_place.iter();
@@ -413,10 +410,8 @@ fn settle_in_place(
         match fate {
             Fate::Rebuilt => {
                 // `in_place` lists the rebuilt marks in the same (ascending) order.
-                // The rebuilt row's box takes the previous one's place (the
-                // previous is dropped with `fresh`).
                 if let Some(&(_, i)) = rebuilt.next() {
-                    std::mem::swap(row, &mut fresh[i]);
+                    row.clone_from(&fresh[i]);
                 }
             }
             fate => settle(row, fate),
@@ -660,9 +655,9 @@ mod tests {
             moved.push(f.set(row(&addr, i % 3, i % 5, i % 11)));
         }
         let (rows, gone) = f.report(SEC, moved);
-        let mut sorted = rows.to_vec();
+        let mut sorted = rows.clone();
         sorted.sort_by(worst_first);
-        assert_eq!(rows.to_vec(), sorted);
+        assert_eq!(rows, sorted);
         assert_eq!(rows.len(), f.table.borrow().len());
         assert!(gone.is_empty());
 
@@ -672,9 +667,9 @@ mod tests {
         assert_eq!(rows[0].addr, ip);
         // Its rate is against the row it replaced, further down (opened 3 → 60).
         assert_eq!(rows[0].rates.map(|r| r.opened_per_s), Some(57.0));
-        let mut sorted = rows.to_vec();
+        let mut sorted = rows.clone();
         sorted.sort_by(worst_first);
-        assert_eq!(rows.to_vec(), sorted);
+        assert_eq!(rows, sorted);
     }
 
     #[test]

@@ -6,20 +6,17 @@
 //! `ClientRows`) is a reference to one list: the report and the cache
 //! (`core::row_cache`) hold the same rows, and cloning a report clones a pointer.
 //!
-//! Each row is boxed: the cache merges rebuilt rows into the kept ones in order
-//! at every report, and moving 20,000 pointers costs what moving 20,000 rows of
-//! ~450 bytes (9 MB) did not. Reading is as for a slice of rows (`len`, `iter`,
-//! indexing, all of `&T`). Writing is copy-on-write: a mutable borrow
-//! (`iter_mut`, indexing to assign, [`Rows::make_mut`]) first copies the rows if
-//! anyone else holds them, so changing a report's rows never changes the cache's
-//! or another report's. The pipeline writes verdicts in before the cache takes
-//! its reference, which keeps the common path free of copies.
+//! Reading is as for a `Vec` (through `Deref`). Writing is copy-on-write: a
+//! mutable borrow (`DerefMut`, `iter_mut`, indexing to assign) first copies the
+//! rows if anyone else holds them, so changing a report's rows never changes the
+//! cache's or another report's. The pipeline writes verdicts in before the cache
+//! takes its reference, which keeps the common path free of copies.
 //!
 //! Most rows of such a host are *quiet* ([`Quiet`]): nothing open, no failure,
 //! not changed, healthy. Whoever looks only at the others (the diagnoser, the
 //! `--clients changed` filter, the cache itself) need not walk them: the row
 //! cache lists the positions of the rows that may not be quiet ([`Rows::notable`]),
-//! and every row not listed is quiet. A plain mutable borrow drops the list
+//! and every row not listed is quiet. A write through `DerefMut` drops the list
 //! (anything may have changed; [`Rows::notable`] then yields every row);
 //! [`Rows::for_notable_mut`] and [`Rows::for_each_mut`] keep it true.
 //!
@@ -29,7 +26,7 @@
 //! true as they keep the list ([`Rows::tally`] counts when there is none).
 
 use std::borrow::Cow;
-use std::ops::{Index, IndexMut};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -80,7 +77,7 @@ pub struct Rows<T>(Arc<Shared<T>>);
 
 #[derive(Clone)]
 struct Shared<T> {
-    rows: Vec<Box<T>>,
+    rows: Vec<T>,
     /// Ascending positions of the rows that may not be quiet; `None`: any may
     /// not be.
     notable: Option<Vec<usize>>,
@@ -101,7 +98,7 @@ impl<T> Default for Rows<T> {
 impl<T: Clone + Quiet> Rows<T> {
     /// `rows` of which only those at `notable` (ascending) may not be quiet, and
     /// their tally if the maker kept it (`None`: counted when asked).
-    pub fn with_notable(rows: Vec<Box<T>>, notable: Vec<usize>, tally: Option<Tally>) -> Self {
+    pub fn with_notable(rows: Vec<T>, notable: Vec<usize>, tally: Option<Tally>) -> Self {
         let shared = Shared {
             rows,
             notable: Some(notable),
@@ -109,7 +106,7 @@ impl<T: Clone + Quiet> Rows<T> {
         };
         debug_assert!(shared.listed_are_all_not_quiet_ones());
         debug_assert!(
-            tally.is_none_or(|t| t == Tally::of(shared.rows.iter().map(|r| &**r))),
+            tally.is_none_or(|t| t == Tally::of(&shared.rows)),
             "a tally that is not the rows' one"
         );
         Rows(Arc::new(shared))
@@ -117,7 +114,7 @@ impl<T: Clone + Quiet> Rows<T> {
 
     /// The tally of every row ([`Quiet::tallied`]): as kept, or by a walk.
     pub fn tally(&self) -> Tally {
-        self.0.tally.unwrap_or_else(|| Tally::of(self.iter()))
+        self.0.tally.unwrap_or_else(|| Tally::of(&self.0.rows))
     }
 
     /// Tests: the tally as kept (`None`: [`Rows::tally`] would walk).
@@ -133,8 +130,8 @@ impl<T: Clone + Quiet> Rows<T> {
         let listed = s
             .notable
             .as_deref()
-            .map(|at| at.iter().filter_map(|&i| s.rows.get(i).map(|r| &**r)));
-        let all = s.notable.is_none().then(|| self.iter());
+            .map(|at| at.iter().filter_map(|&i| s.rows.get(i)));
+        let all = s.notable.is_none().then(|| s.rows.iter());
         listed
             .into_iter()
             .flatten()
@@ -180,7 +177,7 @@ impl<T: Clone + Quiet> Rows<T> {
                     }
                 }
             }
-            None => rows.iter_mut().for_each(|r| visit(r)),
+            None => rows.iter_mut().for_each(visit),
         }
     }
 
@@ -188,7 +185,7 @@ impl<T: Clone + Quiet> Rows<T> {
     /// kept if no unlisted row stops being quiet.
     pub fn for_each_mut(&mut self, f: impl FnMut(&mut T)) {
         let shared = Arc::make_mut(&mut self.0);
-        shared.rows.iter_mut().map(|r| &mut **r).for_each(f);
+        shared.rows.iter_mut().for_each(f);
         if !shared.listed_are_all_not_quiet_ones() {
             shared.notable = None;
         }
@@ -214,7 +211,7 @@ impl<T: Quiet> Shared<T> {
 
 impl<T: Clone> Rows<T> {
     /// The rows themselves if no one else holds them (to reuse their memory).
-    pub fn into_unshared(self) -> Result<Vec<Box<T>>, Self> {
+    pub fn into_unshared(self) -> Result<Vec<T>, Self> {
         Arc::try_unwrap(self.0).map(|s| s.rows).map_err(Rows)
     }
 
@@ -222,107 +219,24 @@ impl<T: Clone> Rows<T> {
     pub fn shares_with(&self, other: &Rows<T>) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// The rows to change as a vector (copied first if shared); drops the list of
-    /// notable rows and the tally.
-    pub fn make_mut(&mut self) -> &mut Vec<Box<T>> {
-        let shared = Arc::make_mut(&mut self.0);
-        shared.notable = None;
-        shared.tally = None;
-        &mut shared.rows
-    }
-
-    /// Every row, to change (see [`Rows::make_mut`]).
-    pub fn iter_mut(&mut self) -> RowIterMut<'_, T> {
-        self.make_mut()
-            .iter_mut()
-            .map(unbox_mut as fn(&mut Box<T>) -> &mut T)
-    }
-
-    /// A copy of the rows.
-    pub fn to_vec(&self) -> Vec<T> {
-        self.iter().cloned().collect()
-    }
-
-    /// Adds a row at the end.
-    pub fn push(&mut self, row: T) {
-        self.make_mut().push(Box::new(row));
-    }
-
-    /// Keeps the first `len` rows.
-    pub fn truncate(&mut self, len: usize) {
-        self.make_mut().truncate(len);
-    }
 }
 
-impl<T> Rows<T> {
-    pub fn len(&self) -> usize {
-        self.0.rows.len()
-    }
+impl<T> Deref for Rows<T> {
+    type Target = Vec<T>;
 
-    pub fn is_empty(&self) -> bool {
-        self.0.rows.is_empty()
-    }
-
-    /// The rows in order.
-    pub fn iter(&self) -> RowIter<'_, T> {
-        self.0.rows.iter().map(unbox as fn(&Box<T>) -> &T)
-    }
-
-    pub fn get(&self, i: usize) -> Option<&T> {
-        self.0.rows.get(i).map(|r| &**r)
-    }
-
-    pub fn first(&self) -> Option<&T> {
-        self.get(0)
-    }
-
-    /// Tests: where the list of rows is in memory (reused or not).
-    #[cfg(test)]
-    pub fn as_ptr(&self) -> *const Box<T> {
-        self.0.rows.as_ptr()
-    }
-
-    /// The rows as they are held, boxed.
-    pub fn as_slice(&self) -> &[Box<T>] {
+    fn deref(&self) -> &Vec<T> {
         &self.0.rows
-    }
-
-    /// The first `n` rows (all if fewer) and the rest.
-    pub fn split_at(&self, n: usize) -> (&[Box<T>], &[Box<T>]) {
-        self.0.rows.split_at(n.min(self.len()))
-    }
-}
-
-/// The rows of [`Rows::iter`], in order.
-pub type RowIter<'a, T> = std::iter::Map<std::slice::Iter<'a, Box<T>>, fn(&Box<T>) -> &T>;
-
-/// The rows of [`Rows::iter_mut`], in order.
-pub type RowIterMut<'a, T> =
-    std::iter::Map<std::slice::IterMut<'a, Box<T>>, fn(&mut Box<T>) -> &mut T>;
-
-#[allow(clippy::borrowed_box)] // a row as the boxes hold it
-fn unbox<T>(row: &Box<T>) -> &T {
-    row
-}
-
-fn unbox_mut<T>(row: &mut Box<T>) -> &mut T {
-    row
-}
-
-impl<T> Index<usize> for Rows<T> {
-    type Output = T;
-
-    fn index(&self, i: usize) -> &T {
-        &self.0.rows[i]
     }
 }
 
 /// Copies the rows first if they are shared (copy-on-write), and drops the list
 /// of notable rows and the tally.
-impl<T: Clone> IndexMut<usize> for Rows<T> {
-    fn index_mut(&mut self, i: usize) -> &mut T {
-        &mut self.make_mut()[i]
+impl<T: Clone> DerefMut for Rows<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.notable = None;
+        shared.tally = None;
+        &mut shared.rows
     }
 }
 
@@ -336,7 +250,7 @@ impl<T: PartialEq> PartialEq for Rows<T> {
 impl<T> From<Vec<T>> for Rows<T> {
     fn from(rows: Vec<T>) -> Self {
         Rows(Arc::new(Shared {
-            rows: rows.into_iter().map(Box::new).collect(),
+            rows,
             notable: None,
             tally: None,
         }))
@@ -351,32 +265,32 @@ impl<T> FromIterator<T> for Rows<T> {
 
 impl<'a, T> IntoIterator for &'a Rows<T> {
     type Item = &'a T;
-    type IntoIter = RowIter<'a, T>;
+    type IntoIter = std::slice::Iter<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+        self.0.rows.iter()
     }
 }
 
 impl<'a, T: Clone> IntoIterator for &'a mut Rows<T> {
     type Item = &'a mut T;
-    type IntoIter = RowIterMut<'a, T>;
+    type IntoIter = std::slice::IterMut<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.iter_mut()
+        self.deref_mut().iter_mut()
     }
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Rows<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        self.0.rows.fmt(f)
     }
 }
 
 /// As the list of rows.
 impl<T: Serialize> Serialize for Rows<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        self.0.rows.serialize(s)
     }
 }
 
@@ -401,18 +315,13 @@ mod tests {
         assert_eq!(b.as_ptr(), before);
         assert_eq!(
             serde_json::to_value(&b).unwrap(),
-            serde_json::to_value(b.to_vec()).unwrap()
+            serde_json::to_value(&*b).unwrap()
         );
         let c = b.clone();
         let b = b.into_unshared().unwrap_err();
         drop(c);
         let unshared = b.into_unshared().unwrap();
         assert_eq!(unshared.as_ptr(), before);
-    }
-
-    #[allow(clippy::vec_box)] // as the rows are held
-    fn boxed(rows: Vec<ClientReport>) -> Vec<Box<ClientReport>> {
-        rows.into_iter().map(Box::new).collect()
     }
 
     fn addrs<'a>(rows: impl Iterator<Item = &'a ClientReport>) -> Vec<String> {
@@ -432,7 +341,7 @@ mod tests {
             quiet("10.0.0.2"),
             quiet("10.0.0.3"),
         ];
-        let mut r = ClientRows::with_notable(boxed(rows), vec![0], None);
+        let mut r = ClientRows::with_notable(rows, vec![0], None);
         assert_eq!(addrs(r.notable()), ["10.0.0.1"]);
         assert_eq!(&*r.notable_positions(), [0]);
         r.for_notable_mut(|c| c.verdict = ClientVerdict::Leak);
@@ -444,7 +353,7 @@ mod tests {
         r.for_each_mut(|c| c.changed |= c.addr.to_string() == "10.0.0.3");
         assert_eq!(&*r.notable_positions(), [0, 2]);
         assert_eq!(addrs(r.notable()).len(), 3, "no list: every row");
-        let mut r = ClientRows::with_notable(boxed(r.to_vec()), vec![0, 2], None);
+        let mut r = ClientRows::with_notable(r.to_vec(), vec![0, 2], None);
         r[1].open = 1;
         assert_eq!(&*r.notable_positions(), [0, 1, 2]);
         assert!(ClientRows::default().notable().next().is_none());
@@ -454,7 +363,7 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic]
     fn a_list_that_leaves_out_a_row_that_is_not_quiet_is_refused() {
-        let _ = ClientRows::with_notable(boxed(vec![client("10.0.0.1", 2, 0, 2)]), vec![], None);
+        let _ = ClientRows::with_notable(vec![client("10.0.0.1", 2, 0, 2)], vec![], None);
     }
 
     #[test]
@@ -462,7 +371,7 @@ mod tests {
     #[should_panic(expected = "not the rows' one")]
     fn a_tally_that_is_not_the_rows_one_is_refused() {
         let _ = ClientRows::with_notable(
-            boxed(vec![short_lived("10.0.0.1", 1)]),
+            vec![short_lived("10.0.0.1", 1)],
             vec![0],
             Some(Tally::default()),
         );
@@ -494,7 +403,7 @@ mod tests {
             },
         ];
         let tally = Tally { rows: 3, sum: 6 };
-        let mut r = ClientRows::with_notable(boxed(rows), vec![0, 1], Some(tally));
+        let mut r = ClientRows::with_notable(rows, vec![0, 1], Some(tally));
         assert_eq!(r.tally(), tally);
         // The first row now holds three connections: no longer short-lived.
         r.for_notable_mut(|c| c.open = if c.opened == 3 { 3 } else { c.open });

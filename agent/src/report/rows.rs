@@ -525,7 +525,6 @@ mod tests {
         write(&mut f, &interval(1, 5));
         let mut r = interval(2, 5);
         r.clients
-            .make_mut()
             .retain(|c| !["10.0.0.1", "10.0.0.200"].contains(&c.addr.to_string().as_str()));
         r.clients.push(client("10.5.5.5", 0, 0, 1));
         // As the tracker names them (in no order), and once.

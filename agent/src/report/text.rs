@@ -66,7 +66,7 @@ pub fn render_text(report: &Report, top: usize, width: Option<usize>) -> String 
     if report.clients.is_empty() {
         lines.push("no client connections seen".to_owned());
     } else if shown > 0 {
-        lines.extend(table(&report.clients.as_slice()[..shown]));
+        lines.extend(table(&report.clients[..shown]));
     }
     let hidden = report.clients.len() - shown;
     if hidden > 0 {
@@ -325,9 +325,9 @@ fn totals_line(report: &Report) -> String {
 }
 
 /// The header and one row per client, columns padded to their widest cell.
-fn table(clients: &[Box<ClientReport>]) -> Vec<String> {
+fn table(clients: &[ClientReport]) -> Vec<String> {
     let rows: Vec<[String; COLUMNS]> = std::iter::once(HEADERS.map(str::to_owned))
-        .chain(clients.iter().map(|c| row(c)))
+        .chain(clients.iter().map(row))
         .collect();
     let mut widths = [0usize; COLUMNS];
     for r in &rows {

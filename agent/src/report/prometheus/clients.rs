@@ -129,7 +129,7 @@ type ProcessFamily = (
 
 /// The local processes of the top addresses: at most five each by pid, plus one
 /// `pid="other"` series for the rest of an address's processes.
-fn process_families(x: &mut Exposition, shown: &[Box<ClientReport>], addrs: &[String]) {
+fn process_families(x: &mut Exposition, shown: &[ClientReport], addrs: &[String]) {
     let families: [ProcessFamily; 3] = [
         (
             "connwatch_client_process_open",
