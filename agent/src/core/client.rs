@@ -57,8 +57,10 @@ pub struct ClientStats {
     pub seeded_open: u64,
     /// Time of the last open, seed, close or traffic of this address.
     pub last_seen: Nanos,
-    /// Gaps between a failed attempt and the next one.
-    pub retry: RetryGaps,
+    /// Gaps between a failed attempt and the next one, made at the first
+    /// failure: most addresses never fail, and their stats are then 144 bytes
+    /// smaller to zero, to read when forgotten, and to keep.
+    retry: Option<Box<RetryGaps>>,
     /// The local processes behind this address's connections.
     pub processes: ProcStats,
     /// Touched since the last [`ClientTable::take_changes`].
@@ -66,6 +68,28 @@ pub struct ClientStats {
 }
 
 impl ClientStats {
+    /// The gaps between failed attempts and the next ones (`None`: no failure yet).
+    pub fn retry(&self) -> Option<&RetryGaps> {
+        self.retry.as_deref()
+    }
+
+    /// Failed attempts seen.
+    pub fn failures(&self) -> u64 {
+        self.retry().map_or(0, RetryGaps::failures)
+    }
+
+    /// A new attempt began at `ts` (a gap only after a failure).
+    fn on_attempt(&mut self, ts: Nanos) {
+        if let Some(r) = &mut self.retry {
+            r.on_attempt(ts);
+        }
+    }
+
+    /// A failed attempt ended at `ts`.
+    fn on_failure(&mut self, ts: Nanos) {
+        self.retry.get_or_insert_with(Box::default).on_failure(ts);
+    }
+
     fn touch(&mut self, ts: Nanos) {
         self.last_seen = self.last_seen.max(ts);
     }
@@ -202,7 +226,7 @@ impl ClientTable {
         let stats = self.entry(ip, ts);
         stats.opened += 1;
         stats.open += 1;
-        stats.retry.on_attempt(ts);
+        stats.on_attempt(ts);
     }
 
     /// A connection from `ip` counted as seeded turned out to have opened at `ts`,
@@ -211,12 +235,12 @@ impl ClientTable {
         let stats = self.entry(ip, ts);
         stats.seeded_open = stats.seeded_open.saturating_sub(1);
         stats.opened += 1;
-        stats.retry.on_attempt(ts);
+        stats.on_attempt(ts);
     }
 
     /// An attempt from `ip` failed at `ts` (rejected, refused, reset).
     pub fn on_failed_attempt(&mut self, ip: IpAddr, ts: Nanos) {
-        self.entry(ip, ts).retry.on_failure(ts);
+        self.entry(ip, ts).on_failure(ts);
     }
 
     /// A connection from `ip` was found open at the agent's start, with `bytes` so far.
@@ -277,16 +301,16 @@ impl ClientTable {
             stats.refused += 1;
         }
         stats.connects_failed.count(why);
-        stats.retry.on_attempt(ts);
-        stats.retry.on_failure(ts);
+        stats.on_attempt(ts);
+        stats.on_failure(ts);
     }
 
     /// An attempt from `ip` found nothing listening: an attempt, and its failure.
     pub fn on_refused(&mut self, ip: IpAddr, ts: Nanos) {
         let stats = self.entry(ip, ts);
         stats.refused += 1;
-        stats.retry.on_attempt(ts);
-        stats.retry.on_failure(ts);
+        stats.on_attempt(ts);
+        stats.on_failure(ts);
     }
 
     /// An open connection from `ip` moved more bytes.
@@ -514,6 +538,26 @@ mod tests {
         assert_eq!(s.lost(), 2);
         assert_eq!(s.lifetime_us.count(), 4);
         assert_eq!(s.lifetime_us.quantile(0.5), Some(1_000_000));
+    }
+
+    #[test]
+    fn retry_gaps_are_kept_only_from_an_addresss_first_failure() {
+        let mut f = Fixture::new();
+        f.open(SEC, "10.0.0.2:1");
+        f.close(2 * SEC, "10.0.0.2:1", CloseKind::Client);
+        let s = f.stats("10.0.0.2");
+        assert!(s.retry().is_none(), "never failed: nothing kept");
+        assert_eq!(s.failures(), 0);
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        f.clients.on_failed_attempt(ip, 3 * SEC);
+        f.clients.on_opened(ip, 3 * SEC + 250_000_000);
+        let s = f.stats("10.0.0.2");
+        assert_eq!(s.failures(), 1);
+        // The attempt 250 ms after the failure is its gap.
+        assert_eq!(
+            s.retry().map(|r| (r.count(), r.last())),
+            Some((1, Some(250_000)))
+        );
     }
 
     #[test]

@@ -526,7 +526,7 @@ pub fn client_report(
         rejected: s.rejected,
         // Client mode: only the connects a reset refused; unknown when a cause is.
         refused: (s.connects_failed.unknown == 0).then_some(s.refused),
-        failed: s.retry.failures(),
+        failed: s.failures(),
         internal,
         verdict: ClientVerdict::Healthy,
         lifetime: lifetime(s),
@@ -549,7 +549,7 @@ pub fn client_report(
 }
 
 fn retry(s: &ClientStats) -> Option<RetryReport> {
-    let r = &s.retry;
+    let r = s.retry()?;
     Some(RetryReport {
         gaps: r.count(),
         p50_ms: r.recent_median()? as f64 / 1e3,
