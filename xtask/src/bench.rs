@@ -1593,16 +1593,18 @@ impl Results {
                  agent writes NDJSON to a file; CPU over the last {} s (the address table full, \
                  its longest-quiet 1/8 evicted every ~1.3 s, as in a long soak). Each connection \
                  here is a new address: a row built, merged into the 20,000 kept in order, \
-                 judged and written to the NDJSON stream (about 450 bytes), and an address \
-                 evicted; and at this rate the per-interval floor above (the sock_diag look-ups \
-                 of the held connections, /proc, INFO, the rows that move) weighs on every \
-                 connection. Where the rest goes (`perf record` of the agent in this mix): \
-                 building new addresses' rows and merging them into the kept ones in order, \
-                 about a third (the merge moves every kept row once per report); the client \
-                 table, a fifth (an address made and one forgotten per connection); the NDJSON \
-                 stream, a sixth; judging, a tenth; the ring buffer, the scans and /proc, the \
-                 rest. Each is memory-bound: ~450-byte rows and ~500-byte stats per address, \
-                 20,000 of each.",
+                 judged and written to the NDJSON stream (a sparse row, about 230 bytes), and \
+                 an address evicted; and at this rate the per-interval floor above (the \
+                 sock_diag look-ups of the held connections, /proc, INFO, the rows that move) \
+                 weighs on every connection. Where the rest goes (`perf record` of the agent \
+                 in this mix): building new addresses' rows and merging them into the kept \
+                 ones in order, about a third (the merge moves every kept row once per report, \
+                 a tenth of the agent's time on its own); the client table, a fifth (an \
+                 address made and one forgotten per connection); the NDJSON stream, an eighth; \
+                 the ring buffer, the scans and /proc, the rest. Each is memory-bound: \
+                 ~450-byte rows and ~350-byte stats per address, 20,000 of each. (Boxing the \
+                 rows, so that the merge moves pointers, and moving runs of rows with one copy \
+                 each were tried: neither made a live agent cheaper.)",
                 SOAK_CPU_TIME.as_secs(),
                 SOAK_CPU_STEADY.as_secs(),
             );
