@@ -333,6 +333,16 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     }
 }
 
+/// A lifetime whose quantiles are all `d` (one connection, or all alike).
+pub fn flat_lifetime(d: std::time::Duration) -> crate::model::Lifetime {
+    crate::model::Lifetime {
+        p50: d,
+        p90: d,
+        p99: d,
+        max: d,
+    }
+}
+
 /// A verdict with no words, for output tests.
 pub fn verdict(kind: VerdictKind, severity: Severity, addr: Option<&str>) -> Verdict {
     Verdict {

@@ -626,12 +626,7 @@ mod tests {
     fn row(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
         let ms = Duration::from_millis(400 * opened);
         ClientReport {
-            lifetime: Some(Lifetime {
-                p50: ms,
-                p90: ms,
-                p99: ms,
-                max: ms,
-            }),
+            lifetime: Some(crate::testing::flat_lifetime(ms)),
             ..client(addr, open, lost, opened)
         }
     }

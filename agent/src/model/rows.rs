@@ -328,7 +328,7 @@ mod tests {
         rows.map(|c| c.addr.to_string()).collect()
     }
 
-    use crate::model::{ClientReport, Lifetime, Tally};
+    use crate::model::{ClientReport, Tally};
 
     #[test]
     fn only_listed_rows_are_looked_at_and_a_write_keeps_the_list_true() {
@@ -382,12 +382,7 @@ mod tests {
     fn short_lived(addr: &str, opened: u64) -> ClientReport {
         let ms = std::time::Duration::from_millis(5);
         ClientReport {
-            lifetime: Some(Lifetime {
-                p50: ms,
-                p90: ms,
-                p99: ms,
-                max: ms,
-            }),
+            lifetime: Some(crate::testing::flat_lifetime(ms)),
             ..client(addr, 0, 0, opened)
         }
     }

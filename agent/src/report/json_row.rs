@@ -413,12 +413,7 @@ mod tests {
             closed_by_server: 0,
             server_closes: ServerCloses::default(),
             closed_by_client: 1,
-            lifetime: Some(Lifetime {
-                p50: ms,
-                p90: ms,
-                p99: ms,
-                max: ms,
-            }),
+            lifetime: Some(crate::testing::flat_lifetime(ms)),
             bytes_in: 14,
             bytes_out: 7,
             processes: vec![ProcessReport {
