@@ -2,10 +2,16 @@
 //! vm-guest/src/protocol.rs's): its cases, its summary line and the tracepoint
 //! format files.
 
-pub const INIT: &str = "connwatch-vm: init";
+const INIT: &str = "connwatch-vm: init";
 const FORMAT_BEGIN: &str = "connwatch-vm: format begin ";
 const FORMAT_END: &str = "connwatch-vm: format end";
 const KERNEL: &str = "connwatch-vm: kernel ";
+
+/// Whether a console line is the guest's first: its init started. The firmware
+/// may leave its own text before it on the same line ("Booting from ROM...").
+pub fn is_init(line: &str) -> bool {
+    line.trim_end().ends_with(INIT)
+}
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Console {
@@ -127,6 +133,16 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_init_line_is_found_after_the_firmware_s_text() {
+        assert!(is_init("connwatch-vm: init\r"));
+        assert!(is_init("Booting from ROM...connwatch-vm: init\r"));
+        assert!(!is_init(
+            "connwatch-vm: kernel 6.1.0, init at 1.25 s uptime"
+        ));
+        assert!(!is_init("Booting from ROM..."));
+    }
 
     const RUN: &str = "\
 connwatch-vm: init\r

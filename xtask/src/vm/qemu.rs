@@ -145,7 +145,7 @@ pub fn boot(
             Ok(line) => {
                 writeln!(log, "{line}").context("writing the console log")?;
                 println!("vm| {line}");
-                if init_after.is_none() && line.trim() == console::INIT {
+                if init_after.is_none() && console::is_init(&line) {
                     init_after = Some(started.elapsed());
                 }
                 lines.push(line);
