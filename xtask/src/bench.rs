@@ -28,7 +28,8 @@
 //!    kernel program's ns/run, the agent's CPU per connection; runnable alone with
 //!    `cargo xtask bench --only client-mode`.
 //!
-//! `--only kernel` and `--only soak` print part 7's kernel table or soak rows
+//! `--only kernel` and `--only soak` print part 7's kernel table or its agent rows
+//! with many addresses (part 5's load and the soak mix)
 //! alone, for iterating on either cost (docs/PERFORMANCE.md is left alone).
 //!
 //! Plus one keep-alive run with `kernel.bpf_stats_enabled=1` for the kernel-side cost.
@@ -97,8 +98,9 @@ pub struct Options {
 pub enum Part {
     /// Part 8: the NDJSON stream's size.
     Ndjson,
-    /// Part 7's soak-mix rows of the agent's CPU (printed only, for iterating on
-    /// the agent's cost; docs/PERFORMANCE.md is left alone).
+    /// Part 7's rows of the agent's CPU with many addresses (part 5's load and the
+    /// soak mix; printed only, for iterating on the agent's cost;
+    /// docs/PERFORMANCE.md is left alone).
     Soak,
     /// Part 7's kernel table (printed only, for iterating on the programs' cost).
     Kernel,
@@ -235,18 +237,29 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     if opts.only == Some(Part::Soak) {
-        for (label, args) in SOAK_CPU_RUNS {
-            check_interrupted()?;
-            let file = redis.dir().join("connwatch-soak.ndjson");
-            let c = soak_cpu(&bin, port, file, label, args)?;
+        let d = distinct(&bin, port, redis.dir().join("connwatch-distinct.ndjson"))?;
+        let rate = d.connections as f64 / d.secs.max(0.001);
+        match cost::agent_cost(d.cpu, rate) {
+            Some((us, per10k)) => println!(
+                "part 5 (every connection from a new address): {rate:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection, {per10k:.2} % per 10k conn/s; opened {}, lost events {}",
+                d.cpu.unwrap_or(0.0) * 100.0,
+                num(d.opened.map(|n| n as f64), 0),
+                num(d.lost.map(|n| n as f64), 0),
+            ),
+            None => println!("part 5: no CPU figure"),
+        }
+        let file = || redis.dir().join("connwatch-soak.ndjson");
+        for c in soak_cpu_rounds(&bin, port, file)? {
             match cost::agent_cost(c.cpu, c.rate) {
                 Some((us, per10k)) => println!(
-                    "{label}: {:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection, {per10k:.2} % per 10k conn/s; idle after: {:.2} % of a core",
+                    "{}: {:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection (rounds: {}), {per10k:.2} % per 10k conn/s; idle after: {:.2} % of a core",
+                    c.label,
                     c.rate,
                     c.cpu.unwrap_or(0.0) * 100.0,
+                    c.rounds(),
                     c.idle.unwrap_or(0.0) * 100.0
                 ),
-                None => println!("{label}: no CPU figure"),
+                None => println!("{}: no CPU figure", c.label),
             }
         }
         return Ok(());
@@ -508,34 +521,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "bench: part 5, up to {} connections from as many distinct addresses",
         DISTINCT_PER_THREAD as usize * CHURN_THREADS as usize
     ));
-    {
-        let agent = Agent::start(&bin, port, agent_file(redis.dir()))?;
-        let before = agent.hwm_kib();
-        let ticks0 = cpu_ticks(agent.pid());
-        let t0 = Instant::now();
-        let (ok, errors) = churn(port, DISTINCT_TIME, DISTINCT_PER_THREAD, distinct_source)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let ticks1 = cpu_ticks(agent.pid());
-        std::thread::sleep(Duration::from_millis(1500));
-        let after = agent.hwm_kib();
-        let maps = map_memlock_kib(agent.pid());
-        let ndjson = agent.stop()?;
-        out.distinct = Some(DistinctResult {
-            connections: ok,
-            errors,
-            secs,
-            hwm_before_kib: before,
-            hwm_after_kib: after,
-            map_kib: maps,
-            clients: last_field(&ndjson, "clients"),
-            evicted: last_field(&ndjson, "evicted_clients"),
-            opened: last_field(&ndjson, "opened"),
-            lost: last_field(&ndjson, "lost_events"),
-            cpu: ticks0
-                .zip(ticks1)
-                .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / secs),
-        });
-    }
+    out.distinct = Some(distinct(&bin, port, agent_file(redis.dir()))?);
 
     // 6. From a connection opening to the first report that shows it.
     check_interrupted()?;
@@ -567,15 +553,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     // 7. The agent's CPU under the soak mix (section 7's table).
-    for (label, args) in SOAK_CPU_RUNS {
-        check_interrupted()?;
-        say(&format!(
-            "bench: part 7, agent CPU under the soak mix ({label}, {} s)",
-            SOAK_CPU_TIME.as_secs()
-        ));
-        out.soak_cpu
-            .push(soak_cpu(&bin, port, agent_file(redis.dir()), label, args)?);
-    }
+    out.soak_cpu = soak_cpu_rounds(&bin, port, || agent_file(redis.dir()))?;
 
     // 8. The NDJSON stream's size.
     check_interrupted()?;
@@ -902,6 +880,39 @@ struct IdleLevel {
 }
 
 /// Part 5: many distinct addresses.
+/// Part 5: connections from as many distinct addresses, with the agent attached.
+fn distinct(bin: &Path, port: u16, file: PathBuf) -> anyhow::Result<DistinctResult> {
+    let agent = Agent::start(bin, port, file)?;
+    let before = agent.hwm_kib();
+    let ticks0 = cpu_ticks(agent.pid());
+    let t0 = Instant::now();
+    let (ok, errors) = churn(port, DISTINCT_TIME, DISTINCT_PER_THREAD, distinct_source)?;
+    let secs = t0.elapsed().as_secs_f64();
+    // The agent drains and reports what the churn left after it ends: its CPU is
+    // counted up to the report after the last connection (the idle floor of these
+    // 1.5 s, a few ms, is in it too).
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticks1 = cpu_ticks(agent.pid());
+    let after = agent.hwm_kib();
+    let maps = map_memlock_kib(agent.pid());
+    let ndjson = agent.stop()?;
+    Ok(DistinctResult {
+        connections: ok,
+        errors,
+        secs,
+        hwm_before_kib: before,
+        hwm_after_kib: after,
+        map_kib: maps,
+        clients: last_field(&ndjson, "clients"),
+        evicted: last_field(&ndjson, "evicted_clients"),
+        opened: last_field(&ndjson, "opened"),
+        lost: last_field(&ndjson, "lost_events"),
+        cpu: ticks0
+            .zip(ticks1)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / secs),
+    })
+}
+
 #[derive(Debug, Default)]
 struct DistinctResult {
     connections: u64,
@@ -914,7 +925,8 @@ struct DistinctResult {
     evicted: Option<u64>,
     opened: Option<u64>,
     lost: Option<u64>,
-    /// connwatch's CPU seconds per second during the churn.
+    /// connwatch's CPU seconds from the churn's start to the report after its
+    /// end (1.5 s later), per second of churn.
     cpu: Option<f64>,
 }
 
@@ -1553,20 +1565,26 @@ impl Results {
                 0.0
             };
             row(
-                "section 5 (every connection from a new address)",
+                "section 5 (every connection from a new address; CPU up to the report after the last)",
                 rate,
                 d.cpu,
             );
         }
         for c in &self.soak_cpu {
-            row(&c.label, c.rate, c.cpu);
+            let label = format!(
+                "{} (median of {} rounds, µs per connection each: {})",
+                c.label,
+                c.rounds_us.len(),
+                c.rounds()
+            );
+            row(&label, c.rate, c.cpu);
         }
         if !self.soak_cpu.is_empty() {
             let _ = writeln!(
                 s,
                 "\nThe same agents idle, over {} s from {} s after the churn stopped (the same table, the \
-                 {SOAK_CPU_HELD} held connections, nothing connecting): the floor per interval that \
-                 the soak's connections share.\n\n\
+                 {SOAK_CPU_HELD} held connections, nothing connecting; medians of the rounds): the \
+                 floor per interval that the soak's connections share.\n\n\
                  | run | idle CPU % of a core | soak CPU minus idle, µs per connection |\n|---|---|---|",
                 SOAK_CPU_IDLE.as_secs(),
                 SOAK_CPU_SETTLE.as_secs()
@@ -2402,6 +2420,60 @@ struct SoakCpu {
     cpu: Option<f64>,
     /// CPU seconds a second over the idle stretch after the churn.
     idle: Option<f64>,
+    /// µs of CPU per connection of each round, in the order run (`cpu` and
+    /// `idle` are the rounds' medians).
+    rounds_us: Vec<Option<f64>>,
+}
+
+/// Rounds of each soak-mix run, the two alternating: one run of the agent's CPU
+/// over 25 s swung ±30 % on these shared cores; the median of three holds.
+const SOAK_CPU_ROUNDS: usize = 3;
+
+/// Each of [`SOAK_CPU_RUNS`] [`SOAK_CPU_ROUNDS`] times, alternating; per run the
+/// median CPU and idle CPU of its rounds.
+fn soak_cpu_rounds(
+    bin: &Path,
+    port: u16,
+    mut file: impl FnMut() -> PathBuf,
+) -> anyhow::Result<Vec<SoakCpu>> {
+    let mut runs: Vec<Vec<SoakCpu>> = SOAK_CPU_RUNS.iter().map(|_| Vec::new()).collect();
+    for round in 0..SOAK_CPU_ROUNDS {
+        for ((label, args), done) in SOAK_CPU_RUNS.iter().zip(runs.iter_mut()) {
+            check_interrupted()?;
+            say(&format!(
+                "bench: part 7, agent CPU under the soak mix ({label}, round {} of {SOAK_CPU_ROUNDS}, {} s)",
+                round + 1,
+                SOAK_CPU_TIME.as_secs()
+            ));
+            done.push(soak_cpu(bin, port, file(), label, args)?);
+        }
+    }
+    Ok(runs.into_iter().map(SoakCpu::merged).collect())
+}
+
+impl SoakCpu {
+    /// Each round's µs per connection, as the table shows them.
+    fn rounds(&self) -> String {
+        let each: Vec<String> = self.rounds_us.iter().map(|us| num(*us, 2)).collect();
+        each.join(", ")
+    }
+
+    /// One run's rounds as one: the medians of the rate, the CPU and the idle CPU.
+    fn merged(rounds: Vec<SoakCpu>) -> SoakCpu {
+        let med = |f: &dyn Fn(&SoakCpu) -> Option<f64>| {
+            median(&rounds.iter().filter_map(f).collect::<Vec<_>>())
+        };
+        SoakCpu {
+            label: rounds.first().map(|r| r.label.clone()).unwrap_or_default(),
+            rate: med(&|r| Some(r.rate)).unwrap_or(0.0),
+            cpu: med(&|r| r.cpu),
+            idle: med(&|r| r.idle),
+            rounds_us: rounds
+                .iter()
+                .map(|r| cost::agent_cost(r.cpu, r.rate).map(|c| c.0))
+                .collect(),
+        }
+    }
 }
 
 fn soak_cpu(
@@ -2452,6 +2524,7 @@ fn soak_cpu(
         idle: settled
             .zip(ticks2)
             .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks() / idle.max(0.001)),
+        rounds_us: Vec::new(),
     })
 }
 
