@@ -333,6 +333,20 @@ pub fn client(addr: &str, open: u64, lost: u64, opened: u64) -> ClientReport {
     }
 }
 
+/// A local process of a client row: no container or pod, no failed connects.
+pub fn process(pid: u32, comm: &str, open: u64, opened: u64) -> crate::model::ProcessReport {
+    crate::model::ProcessReport {
+        pid,
+        comm: comm.into(),
+        container: None,
+        pod: None,
+        open,
+        opened,
+        failed: 0,
+        failed_by: crate::model::FailedBy::default(),
+    }
+}
+
 /// A lifetime whose quantiles are all `d` (one connection, or all alike).
 pub fn flat_lifetime(d: std::time::Duration) -> crate::model::Lifetime {
     crate::model::Lifetime {

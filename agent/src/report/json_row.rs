@@ -416,17 +416,7 @@ mod tests {
             lifetime: Some(crate::testing::flat_lifetime(ms)),
             bytes_in: 14,
             bytes_out: 7,
-            processes: vec![ProcessReport {
-                pid: 10274,
-                comm: "python3".into(),
-                container: None,
-                pod: None,
-                open: 0,
-                opened: 1,
-                failed: 0,
-                failed_by: FailedBy::default(),
-            }]
-            .into(),
+            processes: vec![crate::testing::process(10274, "python3", 0, 1)].into(),
             ..client("127.250.234.69", 0, 0, 1)
         };
         same(&row);

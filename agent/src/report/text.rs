@@ -659,16 +659,7 @@ mod tests {
                     ..FailedBy::default()
                 },
             },
-            ProcessReport {
-                pid: 7,
-                comm: "cron".into(),
-                container: None,
-                pod: None,
-                open: 0,
-                opened: 1,
-                failed: 0,
-                failed_by: FailedBy::default(),
-            },
+            crate::testing::process(7, "cron", 0, 1),
         ]
         .into();
         c.processes_other = Some(Box::new(OtherProcesses {
