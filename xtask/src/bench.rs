@@ -882,7 +882,6 @@ struct IdleLevel {
     lost: u64,
 }
 
-/// Part 5: many distinct addresses.
 /// Part 5: connections from as many distinct addresses, with the agent attached.
 fn distinct(bin: &Path, port: u16, file: PathBuf) -> anyhow::Result<DistinctResult> {
     let agent = Agent::start(bin, port, file)?;
@@ -916,6 +915,7 @@ fn distinct(bin: &Path, port: u16, file: PathBuf) -> anyhow::Result<DistinctResu
     })
 }
 
+/// Part 5: many distinct addresses.
 #[derive(Debug, Default)]
 struct DistinctResult {
     connections: u64,
@@ -1662,14 +1662,9 @@ impl Drop for Guard {
     }
 }
 
-/// Runs redis-benchmark (bounded by [`BENCH_TIMEOUT`]) and parses its CSV.
-/// The host's TIME_WAIT sockets (`tw` of /proc/net/sockstat).
+/// The host's TIME_WAIT sockets.
 fn time_wait_count() -> Option<u64> {
-    let text = fs::read_to_string("/proc/net/sockstat").ok()?;
-    let tcp = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut words = tcp.split_whitespace();
-    words.find(|&w| w == "tw")?;
-    words.next()?.parse().ok()
+    sockstat_time_wait(&fs::read_to_string("/proc/net/sockstat").ok()?)
 }
 
 /// Waits, up to the 60 s a TIME_WAIT socket lives and a little more, for those
@@ -1694,6 +1689,7 @@ fn settle_time_wait() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs redis-benchmark (bounded by [`BENCH_TIMEOUT`]) and parses its CSV.
 fn redis_benchmark(port: u16, tests: &[&str], keepalive: u8, n: u32) -> anyhow::Result<Vec<Row>> {
     let mut cmd = Command::new("redis-benchmark");
     cmd.args(["-p", &port.to_string()])
