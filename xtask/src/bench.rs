@@ -238,7 +238,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if opts.only == Some(Part::Soak) {
         let d = distinct(&bin, port, redis.dir().join("connwatch-distinct.ndjson"))?;
-        let rate = d.connections as f64 / d.secs.max(0.001);
+        let rate = d.rate();
         match cost::agent_cost(d.cpu, rate) {
             Some((us, per10k)) => println!(
                 "part 5 (every connection from a new address): {rate:.0} conn/s, {:.1} % of a core, {us:.2} µs per connection, {per10k:.2} % per 10k conn/s; opened {}, lost events {}",
@@ -933,6 +933,17 @@ struct DistinctResult {
     cpu: Option<f64>,
 }
 
+impl DistinctResult {
+    /// Connections a second over the churn (0 if it took no time).
+    fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.connections as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Results {
     /// Part 7: the kernel programs' ns/run, connwatch and the peer each alone.
@@ -1562,11 +1573,7 @@ impl Results {
             row("section 3's churn (a few addresses)", c.rate, c.cpu);
         }
         if let Some(d) = &self.distinct {
-            let rate = if d.secs > 0.0 {
-                d.connections as f64 / d.secs
-            } else {
-                0.0
-            };
+            let rate = d.rate();
             row(
                 "section 5 (every connection from a new address; CPU up to the report after the last)",
                 rate,
