@@ -20,6 +20,8 @@ pub const FORMAT_BEGIN: &str = "connwatch-vm: format begin ";
 pub const FORMAT_END: &str = "connwatch-vm: format end";
 /// At most this many detail lines under a FAIL: a report is long, the console slow.
 const MAX_DETAIL_LINES: usize = 120;
+/// Of those, the first lines kept when a message is longer.
+const HEAD_LINES: usize = 20;
 
 pub fn pass(name: &str, took: Duration, note: Option<&str>) -> String {
     let secs = took.as_secs_f64();
@@ -29,7 +31,9 @@ pub fn pass(name: &str, took: Duration, note: Option<&str>) -> String {
     }
 }
 
-/// `FAIL name: first line`, then up to [`MAX_DETAIL_LINES`] more lines as `  | …`.
+/// `FAIL name: first line`, then up to [`MAX_DETAIL_LINES`] more lines as `  | …`:
+/// the first [`HEAD_LINES`] and the last ones, where a verifier log says why it
+/// refused a program.
 pub fn fail(name: &str, why: &str) -> Vec<String> {
     let mut lines = why.lines();
     let first = lines.next().unwrap_or("").trim();
@@ -43,7 +47,18 @@ pub fn fail(name: &str, why: &str) -> Vec<String> {
         first
     };
     let mut out = vec![format!("FAIL {name}: {first}")];
-    out.extend(lines.take(MAX_DETAIL_LINES).map(|l| format!("  | {l}")));
+    let rest: Vec<&str> = lines.collect();
+    if rest.len() <= MAX_DETAIL_LINES {
+        out.extend(rest.iter().map(|l| format!("  | {l}")));
+    } else {
+        let tail = MAX_DETAIL_LINES - HEAD_LINES;
+        out.extend(rest[..HEAD_LINES].iter().map(|l| format!("  | {l}")));
+        out.push(format!(
+            "  | … {} lines left out …",
+            rest.len() - MAX_DETAIL_LINES
+        ));
+        out.extend(rest[rest.len() - tail..].iter().map(|l| format!("  | {l}")));
+    }
     out
 }
 
@@ -82,6 +97,15 @@ mod tests {
             ),
             ["FAIL x: counts 1 (want 2)", "  |   left: 1"]
         );
+        // A long message keeps its head and its end (a verifier log's reason).
+        let long: Vec<String> = (0..=200).map(|i| format!("line {i}")).collect();
+        let shown = fail("x", &long.join("\n"));
+        assert_eq!(shown.len(), 1 + MAX_DETAIL_LINES + 1);
+        assert_eq!(shown[1], "  | line 1");
+        assert_eq!(shown[HEAD_LINES], "  | line 20");
+        assert_eq!(shown[HEAD_LINES + 1], "  | … 80 lines left out …");
+        assert_eq!(shown[HEAD_LINES + 2], "  | line 101");
+        assert_eq!(shown.last().unwrap(), "  | line 200");
         assert_eq!(summary(5, 1), "5 passed, 1 failed");
     }
 }
