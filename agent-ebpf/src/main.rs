@@ -43,18 +43,19 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
-    programs::{TracePointContext, tracing::StackIdContext as _},
+    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext as _},
 };
 use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
 };
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent, Connector,
-    ConnectorEvent, KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO, MAX_INSTANCE_SLOTS,
-    MAX_LISTENER_PIDS, MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets, PORT_COUNT, PacketOffsets,
-    TcpSockOffsets, WatchKey, counter, event_kind, tcp_state, watch_mode,
+    AF_INET, AF_INET6, BATCH_HEADER, BATCH_LEN, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN,
+    ConnBatch, ConnEvent, Connector, ConnectorEvent, KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO,
+    MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets,
+    PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey, counter, event_kind, tcp_state,
+    watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -180,6 +181,14 @@ static WATCHED_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
 #[map]
 static REMOTE_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
 
+/// A network namespace watched on every `LISTED_NETNS` port (the agent's first
+/// listed one, usually its own), checked before [`WATCHED_INSTANCES`]: its records
+/// skip the hash lookup. Set by userspace at load time; 0 (no namespace has inode
+/// 0) leaves every check to the map.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static HOME_NETNS: u32 = 0;
+
 /// (network namespace, port) pairs watched on a `LISTED_NETNS` port (value unused).
 #[map]
 static WATCHED_INSTANCES: HashMap<WatchKey, u8> =
@@ -213,20 +222,38 @@ static CONNECTING: LruHashMap<u64, Connector> = LruHashMap::with_max_entries(MAX
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 
-/// Connection transitions for userspace.
+/// Connection transitions for userspace: batches of connection records
+/// ([`ConnBatch`]) and connect records ([`ConnectorEvent`]).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
+/// Connection records made on this CPU and not yet in the ring buffer.
+#[map]
+static STAGED: PerCpuArray<ConnBatch> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many records a CPU stages before it writes them (entry 0): `BATCH_LEN` once
+/// userspace has run [`flush_staged`] on every CPU; until then (or if a flush
+/// fails) 0, and every record is written at once, a batch of one.
+#[map]
+static STAGE_LEN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Adds one to a per-CPU counter and returns its new value on this CPU (0 if the
+/// slot could not be looked up).
+#[inline(always)]
+fn bump(array: &PerCpuArray<u64>, index: u32) -> u64 {
+    add(array, index, 1)
+}
+
+/// Adds `n` to a per-CPU counter and returns its new value on this CPU (0 if the
 /// slot could not be looked up). Per-CPU slots are only touched by programs on this
 /// CPU, and a tracepoint program is not re-entered on one CPU, so a plain add is safe.
 #[inline(always)]
-fn bump(array: &PerCpuArray<u64>, index: u32) -> u64 {
+fn add(array: &PerCpuArray<u64>, index: u32, n: u64) -> u64 {
     match array.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU array lookup, so it points
         // to this CPU's valid, aligned u64 slot, which nothing else writes concurrently.
         Some(slot) => unsafe {
-            *slot += 1;
+            *slot += n;
             *slot
         },
         None => 0,
@@ -352,6 +379,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     if !watched_in(mode, netns, sport) {
         return None;
     }
+    let out = Emitting::begin()?;
     let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
     ev.netns = netns;
     if kind != event_kind::OPENED {
@@ -367,7 +395,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
             }
         }
     }
-    send(ctx, &ev);
+    out.stage(ctx, &ev);
     Some(())
 }
 
@@ -386,6 +414,7 @@ fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()
     if !watched_in(mode, netns, dport) {
         return None;
     }
+    let out = Emitting::begin()?;
     let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
     ev.netns = netns;
     ev.flags = CLIENT_SIDE;
@@ -400,7 +429,7 @@ fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()
             bump(&COUNTERS, counter::BYTES_UNREADABLE);
         }
     }
-    send(ctx, &ev);
+    out.stage(ctx, &ev);
     Some(())
 }
 
@@ -479,6 +508,7 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
         (0, 0)
     };
     let family: u16 = ctx_load(ctx, set_state::FAMILY);
+    let out = Emitting::begin()?;
     let mut ev = ConnectorEvent {
         ts_ns: ktime_ns(),
         cgroup_id: who.cgroup_id,
@@ -499,7 +529,7 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
         return None;
     }
-    send(ctx, &ev);
+    out.send(ctx, &ev);
     Some(())
 }
 
@@ -580,7 +610,10 @@ fn watch_mode_of(port: u16) -> u8 {
 /// port's `watch_mode`.
 #[inline(always)]
 fn watched_in(mode: u8, netns: u32, port: u16) -> bool {
-    if mode != watch_mode::LISTED_NETNS {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    if mode != watch_mode::LISTED_NETNS || netns == unsafe { core::ptr::read_volatile(&HOME_NETNS) }
+    {
         return true;
     }
     let key = WatchKey {
@@ -704,26 +737,159 @@ fn copy_addrs(
     }
 }
 
-/// Sends a record, never waking the reader: it drains the ring on its own timer
-/// (`RING_DRAIN_INTERVAL` in userspace, 100 ms). A wakeup per record would cost the
-/// agent a context switch per connection event, and asking the ring how full it is
-/// to wake it on bursts costs a helper call per record; the 4 MiB ring holds about
-/// 52,000 records, two seconds of 10,000 connections/s even if the agent stalls.
-/// One `bpf_ringbuf_output` copies the record: one call, where reserve and submit
-/// are two.
-#[inline(always)]
-fn send<T>(ctx: &TracePointContext, ev: &T) {
-    if EVENTS.output::<T>(ev, BPF_RB_NO_WAKEUP as u64).is_err() {
-        let lost = bump(&COUNTERS, counter::LOST_EVENTS);
-        // The 1st, 2nd, 4th, 8th … loss on each CPU: a flood of losses stays a
-        // few lines (the total is in the counter).
-        if lost.is_power_of_two() {
-            diag!(
-                ctx,
-                "ring buffer EVENTS full: record dropped, {} lost on this CPU so far",
-                lost
-            );
+/// This CPU's batch, marked `making` from before a record's time is taken until the
+/// record is staged or written (cleared on drop). [`flush_staged`], run by
+/// userspace in an interrupt on this CPU, leaves a batch being made alone, so every
+/// record stamped before a flush began is in the ring buffer once the flush has
+/// worked: what lets userspace put the records of every CPU back in time order (see
+/// `EventReader`). Tracepoint programs do not nest on one CPU (the kernel skips a
+/// program while another runs there), so the batch has one writer at a time.
+struct Emitting(*mut ConnBatch);
+
+impl Emitting {
+    /// Marks this CPU's batch as being made; `None` if the map cannot be looked up.
+    #[inline(always)]
+    fn begin() -> Option<Self> {
+        let batch = STAGED.get_ptr_mut(0)?;
+        // SAFETY: the pointer comes from a successful per-CPU array lookup: this
+        // CPU's valid, aligned slot, touched only by programs running on this CPU.
+        // Volatile, so the store is neither dropped nor moved past the record's making.
+        unsafe { core::ptr::write_volatile(&raw mut (*batch).making, 1) };
+        Some(Emitting(batch))
+    }
+
+    /// Adds a connection record to the batch, and writes the batch to the ring
+    /// buffer when it holds as many as userspace asked for. Writes the record alone
+    /// at once while a flush runs on this CPU (this program interrupted it).
+    #[inline(always)]
+    fn stage(&self, ctx: &TracePointContext, ev: &ConnEvent) {
+        let batch = self.0;
+        // SAFETY: `batch` is this CPU's slot (see `begin`); volatile, as the flush
+        // that sets it may be what this program interrupted.
+        let flushing = unsafe { core::ptr::read_volatile(&raw const (*batch).flushing) };
+        if flushing != 0 {
+            if EVENTS
+                .output::<ConnEvent>(ev, BPF_RB_NO_WAKEUP as u64)
+                .is_err()
+            {
+                lost(ctx, 1);
+            }
+            return;
         }
+        let len = STAGE_LEN.get(0).copied().unwrap_or(0);
+        // SAFETY: `batch` is this CPU's slot (see `begin`); the index is masked
+        // below BATCH_LEN, inside `events`.
+        let staged = unsafe {
+            let n = (*batch).count as usize & (BATCH_LEN - 1);
+            (*batch).events[n] = *ev;
+            n + 1
+        };
+        if staged as u32 >= len {
+            if !write_batch(batch, staged) {
+                lost(ctx, staged as u64);
+            }
+            // SAFETY: as above.
+            unsafe { (*batch).count = 0 };
+        } else {
+            // SAFETY: as above.
+            unsafe { (*batch).count = staged as u32 };
+        }
+    }
+
+    /// Sends a connect record at once, never waking the reader (see [`write_batch`]).
+    #[inline(always)]
+    fn send(&self, ctx: &TracePointContext, ev: &ConnectorEvent) {
+        if EVENTS
+            .output::<ConnectorEvent>(ev, BPF_RB_NO_WAKEUP as u64)
+            .is_err()
+        {
+            lost(ctx, 1);
+        }
+    }
+}
+
+impl Drop for Emitting {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: this CPU's slot, as in `begin`.
+        unsafe { core::ptr::write_volatile(&raw mut (*self.0).making, 0) };
+    }
+}
+
+/// Writes the `staged` (1 to `BATCH_LEN`) records of this CPU's batch to the ring
+/// buffer as one record; whether the ring had room. Never wakes the reader: it
+/// drains the ring on its own timer (`RING_DRAIN_INTERVAL` in userspace, 100 ms);
+/// a wakeup per record would cost the agent a context switch per connection event.
+/// The 4 MiB ring holds about 3,600 full batches (57,000 connection records).
+#[inline(always)]
+fn write_batch(batch: *mut ConnBatch, staged: usize) -> bool {
+    // 1 to BATCH_LEN records, which the verifier can see from the mask.
+    let staged = ((staged - 1) & (BATCH_LEN - 1)) + 1;
+    let size = BATCH_HEADER + staged * size_of::<ConnEvent>();
+    // SAFETY: `batch` is this CPU's slot (see `Emitting::begin`), and `size` is at
+    // most size_of::<ConnBatch>(), so the bytes are inside the map value.
+    unsafe {
+        (*batch).count = staged as u32;
+        let bytes = core::slice::from_raw_parts(batch.cast::<u8>(), size);
+        EVENTS
+            .output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64)
+            .is_ok()
+    }
+}
+
+/// Counts `n` records the ring buffer had no room for.
+#[inline(always)]
+fn lost(ctx: &TracePointContext, n: u64) {
+    let total = add(&COUNTERS, counter::LOST_EVENTS, n);
+    // A line each time the total on this CPU reaches a power of two (the 1st,
+    // 2nd, 4th … loss): a flood of losses stays a few lines (the total is in the
+    // counter).
+    let before = total.saturating_sub(n);
+    if total.leading_zeros() != before.leading_zeros() {
+        diag!(
+            ctx,
+            "ring buffer EVENTS full: records dropped, {} lost on this CPU so far",
+            total
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Flush: never attached. Userspace runs it on each CPU before it drains the ring
+// (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU: in an interrupt on that CPU, or
+// directly when the caller is on it), so the records staged there are in the ring
+// when it reads. Returns 0 when they are (or there were none); 1 when a program of
+// that CPU was making a record (userspace runs it again); 2 when the ring had no
+// room: the records stay staged, for the next flush or the CPU's next record.
+// ---------------------------------------------------------------------------------
+
+#[raw_tracepoint(tracepoint = "connwatch_flush")]
+pub fn flush_staged(_ctx: RawTracePointContext) -> i32 {
+    let Some(batch) = STAGED.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, from a successful per-CPU array lookup. In an
+    // interrupt, no program of this CPU runs until the flush ends, and `making`
+    // says whether one was interrupted. Run directly (the caller is on this CPU),
+    // a program may interrupt the flush: `flushing`, set first, makes it write its
+    // record at once and leave the batch alone. Volatile keeps that order.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*batch).flushing, 1);
+        let mut status = 0;
+        if core::ptr::read_volatile(&raw const (*batch).making) != 0 {
+            status = 1;
+        } else {
+            let staged = core::ptr::read_volatile(&raw const (*batch).count) as usize;
+            if staged != 0 {
+                if write_batch(batch, staged) {
+                    (*batch).count = 0;
+                } else {
+                    status = 2;
+                }
+            }
+        }
+        core::ptr::write_volatile(&raw mut (*batch).flushing, 0);
+        status
     }
 }
 
@@ -756,6 +922,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let family: u16 = field(ctx, send_reset::SADDR)?;
+    let out = Emitting::begin()?;
     let mut ev = ConnEvent {
         ts_ns: ktime_ns(),
         lport,
@@ -782,7 +949,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
         );
         return None;
     }
-    send(ctx, &ev);
+    out.stage(ctx, &ev);
     Some(())
 }
 
@@ -881,11 +1048,12 @@ fn try_no_socket_drop(
     if !watched_in(mode, netns, lport) {
         return None;
     }
+    let out = Emitting::begin()?;
     ev.ts_ns = ktime_ns();
     ev.lport = lport;
     ev.rport = u16::from_be_bytes([tcp[0], tcp[1]]);
     ev.netns = netns;
-    send(ctx, &ev);
+    out.stage(ctx, &ev);
     Some(())
 }
 

@@ -198,6 +198,37 @@ pub struct ConnEvent {
     pub unsent: u32,
 }
 
+/// How many connection records a CPU stages before it writes them to the ring
+/// buffer as one [`ConnBatch`]: one ring write for this many records. A ring write
+/// was the largest part of a connection record's cost in the kernel (see
+/// docs/ARCHITECTURE.md).
+pub const BATCH_LEN: usize = 16;
+
+/// Connection records staged on one CPU (a per-CPU map value). The CPU writes them
+/// to the ring buffer as one record when `BATCH_LEN` are in, or when userspace runs
+/// the flush program on that CPU before it drains the ring. In the ring, a batch of
+/// n records is `BATCH_HEADER + n × size_of::<ConnEvent>()` bytes; a lone
+/// [`ConnEvent`] (written at once while a flush runs, or before userspace turned
+/// staging on) is `size_of::<ConnEvent>()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnBatch {
+    /// Records in `events`, oldest first.
+    pub count: u32,
+    /// Set while a program of this CPU makes a record, from before it takes the
+    /// record's time until the record is staged: a flush that interrupts it leaves
+    /// the batch alone and says so (userspace runs it again).
+    pub making: u8,
+    /// Set while the flush program runs on this CPU: a program that interrupts it
+    /// writes its record at once instead of staging it.
+    pub flushing: u8,
+    pub _pad: u16,
+    pub events: [ConnEvent; BATCH_LEN],
+}
+
+/// Bytes before `ConnBatch::events`.
+pub const BATCH_HEADER: usize = 8;
+
 /// Who called `connect()` on a socket bound for a watched port, taken in the
 /// caller's context at CLOSE → SYN_SENT and kept (in an LRU map keyed by the socket's
 /// address) until the socket leaves SYN_SENT, when its source port is known.
@@ -305,6 +336,15 @@ const _: () = {
     assert!(offset_of!(ConnectorEvent, stack) == 84);
     // The reader tells the records apart by their size.
     assert!(size_of::<ConnectorEvent>() != size_of::<ConnEvent>());
+    // A batch of n ≥ 1 records is BATCH_HEADER + n × 72 bytes: never a lone record's
+    // 72 or a connect record's 88.
+    assert!(offset_of!(ConnBatch, making) == 4);
+    assert!(offset_of!(ConnBatch, flushing) == 5);
+    assert!(offset_of!(ConnBatch, events) == BATCH_HEADER);
+    assert!(size_of::<ConnBatch>() == BATCH_HEADER + BATCH_LEN * size_of::<ConnEvent>());
+    assert!(!BATCH_HEADER.is_multiple_of(size_of::<ConnEvent>()));
+    assert!(!(size_of::<ConnectorEvent>() - BATCH_HEADER).is_multiple_of(size_of::<ConnEvent>()));
+    assert!(BATCH_LEN.is_power_of_two());
 
     assert!(size_of::<WatchKey>() == 8);
     assert!(offset_of!(WatchKey, netns) == 0);

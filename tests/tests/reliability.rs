@@ -118,10 +118,16 @@ fn an_agent_killed_with_sigkill_leaves_nothing_attached_and_seeds_again_when_res
     assert_eq!(count(&report, "127.0.0.41", "opened"), 0);
 
     let objects = BpfObjects::of(agent.pid());
+    // One program per tracepoint, and the flush program the agent runs itself.
     assert_eq!(
         objects.progs.len(),
+        6,
+        "one program per tracepoint, and the flush: {objects:?}"
+    );
+    assert_eq!(
+        objects.links.len(),
         5,
-        "one program per tracepoint: {objects:?}"
+        "one link per tracepoint: {objects:?}"
     );
     assert!(!objects.maps.is_empty(), "{objects:?}");
     assert_eq!(objects.alive(), objects.count(), "all loaded: {objects:?}");
@@ -522,4 +528,61 @@ fn bpf_fd_by_id(cmd: libc::c_long, id: u32) -> bool {
         "BPF get-fd-by-id {cmd} for id {id}: {err}"
     );
     false
+}
+
+/// Pins the calling thread to `cpu` (`None`: every CPU of the machine).
+fn pin_to(cpu: Option<usize>) {
+    // SAFETY: cpu_set_t is plain data, zeroed is the empty set; CPU_SET writes
+    // inside it (cpu < CPU_SETSIZE); sched_setaffinity(0) only reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for c in cpu.map_or(0..count, |c| c..c + 1) {
+            libc::CPU_SET(c, &mut set);
+        }
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Each CPU stages its connection records and writes them in batches of 16; the
+/// agent flushes every CPU before it reads the ring and applies the records in time
+/// order. Over loopback the server's side of a connection changes state on the
+/// CPU of the client that sent the packet: connecting from CPU 1 and closing from
+/// CPU 0 puts each open on CPU 1 and its close on CPU 0, which the agent flushes
+/// first. Every connection must still be opened then closed (none vanished, none
+/// left open), and ten records, fewer than a batch, must reach the report.
+#[test]
+fn records_staged_on_two_cpus_are_applied_in_time_order_before_a_batch_fills() {
+    let _serial = serial();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: this machine has one CPU, nothing is staged on another");
+        return;
+    }
+    let redis = Redis::start();
+    let server = redis.addr();
+    let mut agent = Agent::watch_with(&[redis.port], &["--no-redis", "--no-processes"], &[]);
+    let source: IpAddr = "127.0.0.61".parse().unwrap();
+    for _ in 0..5 {
+        pin_to(Some(1));
+        let socket = connect_from(source, server);
+        pin_to(Some(0));
+        drop(socket);
+    }
+    pin_to(None);
+    let report = agent.wait_for("5 opened and 5 closed from 127.0.0.61", WAIT, |r| {
+        count(r, "127.0.0.61", "closed") == 5
+    });
+    let row = client(&report, "127.0.0.61").expect("a row for 127.0.0.61");
+    assert_eq!(row["opened"], 5, "{row}");
+    assert_eq!(row["closed_by_client"], 5, "{row}");
+    assert_eq!(row["open"], 0, "{row}");
+    assert_eq!(report["totals"]["vanished"], 0, "{}", report["totals"]);
+    assert_eq!(report["totals"]["lost_events"], 0, "{}", report["totals"]);
+    let (status, _) = agent.stop();
+    assert!(status.success(), "{status}");
 }

@@ -84,13 +84,20 @@ fn watch_counts() -> Option<String> {
     pause(600); // three more intervals: nothing counted twice, nothing late
     let later = agent.latest().unwrap_or(report);
     check_counts(&later, HELD, SHORT);
+    // The CPUs staged these records and the agent flushed them (BPF_PROG_TEST_RUN
+    // on each CPU): no fallback to a ring write per record.
+    let stderr = agent.stderr();
+    assert!(
+        !stderr.contains("written to the ring buffer at once"),
+        "record staging fell back on this kernel: {stderr}"
+    );
     let (status, _) = agent.stop();
     assert!(
         status.success(),
         "SIGTERM ends connwatch with 0, got {status}"
     );
     Some(format!(
-        "{HELD} held + {SHORT} short exact{}",
+        "{HELD} held + {SHORT} short exact, records staged and flushed{}",
         if tracefs_mounted_by_agent {
             "; connwatch mounted tracefs"
         } else {

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use connwatch_common::{
-    AF_INET, AF_INET6, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent, ConnectorEvent,
-    event_kind,
+    AF_INET, AF_INET6, BATCH_HEADER, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN, ConnEvent,
+    ConnectorEvent, event_kind,
 };
 
 use crate::model::{Activity, CloseKind, ConnKey, Event, FastMap, Process};
@@ -181,13 +181,16 @@ pub fn decode_connector(
 }
 
 /// A record as events appended to `out` (false: not interpretable): a
-/// [`ConnEvent`] or a [`ConnectorEvent`], told apart by their sizes (asserted
-/// different in `connwatch_common`).
+/// [`ConnEvent`], a [`ConnectorEvent`] or a batch of connection records
+/// ([`connwatch_common::ConnBatch`], as many as its `count`), told apart by their
+/// sizes (asserted different in `connwatch_common`). A batch with a record that
+/// cannot be interpreted still appends the others.
 pub fn parse_record(
     bytes: &[u8],
     cgroup: impl FnOnce(u64) -> Option<Arc<str>>,
     out: &mut Vec<Event>,
 ) -> bool {
+    const CONN: usize = size_of::<ConnEvent>();
     if bytes.len() == size_of::<ConnectorEvent>() {
         // SAFETY: the slice holds exactly size_of::<ConnectorEvent>() bytes,
         // ConnectorEvent is a #[repr(C)] plain-old-data type valid for any bit
@@ -195,6 +198,27 @@ pub fn parse_record(
         let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectorEvent>()) };
         return decode_connector_into(&ev, cgroup, out);
     }
+    if bytes.len() == CONN {
+        return push_conn(bytes, out);
+    }
+    let Some(records) = bytes.get(BATCH_HEADER..) else {
+        return false;
+    };
+    let count = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    if records.is_empty() || records.len() % CONN != 0 || records.len() / CONN != count {
+        return false;
+    }
+    // Every record, even after one that cannot be interpreted.
+    let mut all = true;
+    for record in records.chunks_exact(CONN) {
+        all &= push_conn(record, out);
+    }
+    all
+}
+
+/// One connection record (`size_of::<ConnEvent>()` bytes) appended to `out` as an
+/// event (false: not interpretable).
+fn push_conn(bytes: &[u8], out: &mut Vec<Event>) -> bool {
     if bytes.len() != size_of::<ConnEvent>() {
         return false;
     }
@@ -208,6 +232,40 @@ pub fn parse_record(
             true
         }
         None => false,
+    }
+}
+
+/// Kernel events waiting to be applied in time order. A CPU stages its connection
+/// records and writes them in batches, so the ring buffer holds them in time order
+/// per CPU only, and a connection's open and close may be on different CPUs. Once
+/// every CPU has been flushed, every record stamped before the flush began is in
+/// the ring: [`Pending::release`] hands out those, oldest first, and keeps the
+/// later ones for the next drain, when the records they must follow are in too.
+#[derive(Debug, Default)]
+pub struct Pending {
+    events: Vec<Event>,
+}
+
+impl Pending {
+    /// Where records read from the ring buffer go.
+    pub fn inbox(&mut self) -> &mut Vec<Event> {
+        &mut self.events
+    }
+
+    /// Appends to `out`, in time order, the events stamped before `before` (when
+    /// the flush began), and keeps the rest.
+    pub fn release(&mut self, before: u64, out: &mut Vec<Event>) {
+        // Runs of ordered records, one per CPU's batches: a stable sort merges them
+        // in about linear time, and keeps records of equal times in ring order.
+        self.events.sort_by_key(Event::ts);
+        let ready = self.events.partition_point(|e| e.ts() < before);
+        out.extend(self.events.drain(..ready));
+    }
+
+    /// Events held for a later drain.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.events.len()
     }
 }
 
@@ -559,5 +617,101 @@ mod tests {
             ..v4(event_kind::OPENED, [127, 0, 0, 1], 6379, [127, 0, 0, 5], 1)
         };
         assert_eq!(decode(&ev), None);
+    }
+
+    /// Records as the kernel writes a batch of them: the count, 4 bytes of flags
+    /// (unread), then the records.
+    fn batch_bytes(count: u32, records: &[ConnEvent]) -> Vec<u8> {
+        let mut raw = count.to_ne_bytes().to_vec();
+        raw.extend_from_slice(&[1, 0, 0, 0]);
+        for ev in records {
+            // SAFETY: ConnEvent is #[repr(C)] plain old data without padding
+            // (asserted in connwatch_common): all its bytes are initialised.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (ev as *const ConnEvent).cast::<u8>(),
+                    size_of::<ConnEvent>(),
+                )
+            };
+            raw.extend_from_slice(bytes);
+        }
+        raw
+    }
+
+    #[test]
+    fn a_batch_is_its_records_in_order_and_a_malformed_one_is_rejected() {
+        let server = [127, 0, 0, 1];
+        let records = [
+            ConnEvent {
+                ts_ns: 10,
+                ..v4(event_kind::OPENED, server, 6379, [127, 0, 0, 5], 40000)
+            },
+            ConnEvent {
+                ts_ns: 20,
+                ..v4(event_kind::REFUSED, server, 6379, [127, 0, 0, 6], 40001)
+            },
+            ConnEvent {
+                ts_ns: 30,
+                ..v4(event_kind::OPENED, server, 6379, [127, 0, 0, 7], 40002)
+            },
+        ];
+        let each: Vec<Event> = records.iter().filter_map(decode).collect();
+        assert_eq!(each.len(), 3);
+        let mut out = Vec::new();
+        assert!(parse_record(&batch_bytes(3, &records), |_| None, &mut out));
+        assert_eq!(out, each);
+        // A full batch, as BATCH_LEN records make it.
+        out.clear();
+        let full = [records[0]; connwatch_common::BATCH_LEN];
+        let raw = batch_bytes(full.len() as u32, &full);
+        assert_eq!(raw.len(), size_of::<connwatch_common::ConnBatch>());
+        assert!(parse_record(&raw, |_| None, &mut out));
+        assert_eq!(out.len(), connwatch_common::BATCH_LEN);
+        // A count that disagrees with the size, an empty batch, a torn record: nothing.
+        out.clear();
+        assert!(!parse_record(&batch_bytes(2, &records), |_| None, &mut out));
+        assert!(!parse_record(&batch_bytes(0, &[]), |_| None, &mut out));
+        let mut torn = batch_bytes(3, &records);
+        torn.pop();
+        assert!(!parse_record(&torn, |_| None, &mut out));
+        assert_eq!(out, []);
+        // A record that cannot be interpreted is counted; the others still apply.
+        let mut bad = records;
+        bad[1].kind = 99;
+        assert!(!parse_record(&batch_bytes(3, &bad), |_| None, &mut out));
+        assert_eq!(out, [each[0].clone(), each[2].clone()]);
+    }
+
+    #[test]
+    fn pending_releases_what_came_before_the_flush_in_time_order_and_holds_the_rest() {
+        let key = |port| {
+            ConnKey::new(
+                "127.0.0.1:6379".parse().unwrap(),
+                SocketAddr::new([127, 0, 0, 5].into(), port),
+            )
+        };
+        let open = |ts, port| Event::Opened { ts, key: key(port) };
+        let refused = |ts, port| Event::Refused { ts, key: key(port) };
+        let mut pending = Pending::default();
+        // CPU 0's batch reaches the ring first, with a close (here a refusal) of a
+        // connection CPU 1 opened earlier; then CPU 1's batch; then CPU 0's next.
+        pending
+            .inbox()
+            .extend([refused(25, 1), open(40, 3), open(15, 1), open(30, 2)]);
+        let mut out = Vec::new();
+        pending.release(30, &mut out);
+        assert_eq!(out, [open(15, 1), refused(25, 1)]);
+        assert_eq!(pending.held(), 2);
+        // The next drain brings a record stamped between the held ones.
+        out.clear();
+        pending.inbox().push(open(35, 4));
+        pending.release(100, &mut out);
+        assert_eq!(out, [open(30, 2), open(35, 4), open(40, 3)]);
+        assert_eq!(pending.held(), 0);
+        // Equal times keep their ring order (a connect's two events share a time).
+        pending.inbox().extend([open(50, 9), refused(50, 9)]);
+        out.clear();
+        pending.release(51, &mut out);
+        assert_eq!(out, [open(50, 9), refused(50, 9)]);
     }
 }

@@ -1,12 +1,10 @@
 //! Loading the kernel programs, attaching them, and reading their maps.
 
-use std::os::fd::AsRawFd as _;
-
 use anyhow::{Context as _, anyhow, bail};
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
@@ -14,13 +12,11 @@ use connwatch_common::{
     MAX_WATCHED_INSTANCES, MAX_WATCHED_PORTS, PacketOffsets, TcpSockOffsets, WatchKey, counter,
     watch_mode,
 };
-use tokio::io::unix::AsyncFd;
 
 use super::btf::VMLINUX_BTF;
-use super::decode::parse_record;
 use super::layouts::{Btf, netns_layout, packet_offsets, sk_err_layout, tcp_offsets};
-use crate::model::{Event, InstanceKey, KernelCounters};
-use crate::source::cgroup::CgroupPaths;
+use super::ring::{EventReader, FLUSH_PROGRAM, Stager};
+use crate::model::{InstanceKey, KernelCounters};
 
 /// Which connections the programs report: on these ports, in every network
 /// namespace (`netns` empty) or only in the namespaces listed.
@@ -142,7 +138,7 @@ fn programs_to_attach(
 /// owned by this process, so nothing stays attached if the agent dies.
 pub struct Probe {
     // Owns the programs and their links; must outlive the maps' use.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// The programs' diagnostics (aya-log), read only with `--debug-probes`.
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pids: HashMap<MapData, u32, u8>,
@@ -159,6 +155,8 @@ pub struct Probe {
     attached: Vec<&'static str>,
     /// Closes carry byte counts (`struct tcp_sock` found in BTF).
     byte_counts: bool,
+    /// Turns record staging on, and flushes the CPUs.
+    stager: Stager,
 }
 
 impl Probe {
@@ -196,6 +194,9 @@ impl Probe {
         let local_processes = u8::from(spec.local_processes);
         let client_mode = u8::from(!spec.remote_ports.is_empty());
         let user_stacks = u8::from(spec.stacks);
+        // Every listed namespace watches every port: the first one's records can
+        // skip the map lookup.
+        let home_netns = spec.netns.first().copied().unwrap_or(0);
         let log_level = if debug_probes {
             aya_log::Level::Debug as u8
         } else {
@@ -210,6 +211,7 @@ impl Probe {
             .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global("CLIENT_MODE", &client_mode, true)
             .override_global("USER_STACKS", &user_stacks, true)
+            .override_global("HOME_NETNS", &home_netns, true)
             // Unused without --stacks: one entry, not a megabyte.
             .map_max_entries("STACKS", if spec.stacks { MAX_STACKS } else { 1 })
             .override_global(aya_log::LEVEL, &log_level, true)
@@ -264,6 +266,22 @@ impl Probe {
             tp.attach(category, name)
                 .with_context(|| format!("attaching to tracepoint {category}:{name} failed"))?;
         }
+        let flush: &mut RawTracePoint = ebpf
+            .program_mut(FLUSH_PROGRAM)
+            .ok_or_else(|| anyhow!("program {FLUSH_PROGRAM} missing from the BPF object"))?
+            .try_into()
+            .with_context(|| format!("program {FLUSH_PROGRAM} is not a raw tracepoint"))?;
+        // Loaded, never attached: run on each CPU by `flush_staged`. Without it each
+        // record is written at once, as before staging.
+        let flush_loaded = match flush.load() {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "the kernel refused program {FLUSH_PROGRAM} ({e}): each record is written to the ring buffer at once, which costs the kernel more per connection"
+                );
+                false
+            }
+        };
         // The ports map stays referenced by the programs; our handle is not needed.
         drop(watched);
         drop(remote);
@@ -286,12 +304,13 @@ impl Probe {
             accept_errors: take(&mut ebpf, "ACCEPT_ERRORS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             events: Some(take(&mut ebpf, "EVENTS")?),
+            stager: Stager::new(take(&mut ebpf, "STAGE_LEN")?, flush_loaded),
             stacks: if spec.stacks {
                 Some(take(&mut ebpf, "STACKS")?)
             } else {
                 None
             },
-            _ebpf: ebpf,
+            ebpf,
             listener_pids: BTreeMap::new(),
             netns_aware: netns_layout.is_some(),
             attached: attach,
@@ -418,6 +437,13 @@ impl Probe {
         }
     }
 
+    /// Writes the records each online CPU has staged to the ring buffer, so that
+    /// every record stamped before the call is there once it returns (see
+    /// [`Stager::flush`]).
+    pub fn flush_staged(&mut self) {
+        self.stager.flush(&self.ebpf);
+    }
+
     /// Hands out the map of user stacks at `connect()` (once; `None` without
     /// `--stacks`).
     pub fn take_stacks(&mut self) -> Option<StackTraceMap<MapData>> {
@@ -430,15 +456,7 @@ impl Probe {
             .events
             .take()
             .ok_or_else(|| anyhow!("the event reader was already taken"))?;
-        // SAFETY: the RingBuf owns its map fd, keeps it open until it is dropped, and
-        // always returns that same fd; the AsyncFd owns the RingBuf from here on.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow!("registering the ring buffer with the event loop: {e}"))?;
-        Ok(EventReader {
-            fd,
-            undecodable: 0,
-            cgroups: CgroupPaths::default(),
-        })
+        Ok(EventReader::new(ring))
     }
 }
 
@@ -478,65 +496,5 @@ fn raise_memlock_limit() {
             "could not lift RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
-    }
-}
-
-/// Reads connection records from the ring buffer as they arrive.
-pub struct EventReader {
-    fd: AsyncFd<RingBuf<MapData>>,
-    undecodable: u64,
-    /// Local clients' cgroup paths, by cgroup id.
-    cgroups: CgroupPaths,
-}
-
-impl EventReader {
-    /// Waits until records are available, then appends all of them to `out`.
-    pub async fn read(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
-        let mut guard = self
-            .fd
-            .readable_mut()
-            .await
-            .context("waiting on the ring buffer")?;
-        drain_ring(
-            guard.get_inner_mut(),
-            out,
-            &mut self.undecodable,
-            &mut self.cgroups,
-        );
-        guard.clear_ready();
-        Ok(())
-    }
-
-    /// Appends the records queued now, without waiting.
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
-        drain_ring(
-            self.fd.get_mut(),
-            out,
-            &mut self.undecodable,
-            &mut self.cgroups,
-        );
-    }
-
-    /// Records that could not be interpreted (should stay 0).
-    pub fn undecodable(&self) -> u64 {
-        self.undecodable
-    }
-
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.get_ref().as_raw_fd()
-    }
-}
-
-/// Every record in `ring` as an event, counting those that cannot be interpreted.
-fn drain_ring(
-    ring: &mut RingBuf<MapData>,
-    out: &mut Vec<Event>,
-    undecodable: &mut u64,
-    cgroups: &mut CgroupPaths,
-) {
-    while let Some(item) = ring.next() {
-        if !parse_record(&item, |id| cgroups.path(id), out) {
-            *undecodable += 1;
-        }
     }
 }

@@ -9,12 +9,14 @@ mod decode;
 mod layouts;
 mod loader;
 mod privileges;
+mod ring;
 mod tracefs;
 
 pub use decode::decode;
-pub use loader::{EventReader, Probe, WatchSpec};
+pub use loader::{Probe, WatchSpec};
 pub use privileges::{
     MAP_READ_CAPS, MissingPrivileges, NETNS_CAPS, check_privileges, drop_capabilities, kept_names,
     kernel_version, map_reads_need_cap_bpf,
 };
+pub use ring::EventReader;
 pub use tracefs::{TRACEFS, ensure_tracefs};
