@@ -768,12 +768,7 @@ impl Emitting {
         // that sets it may be what this program interrupted.
         let flushing = unsafe { core::ptr::read_volatile(&raw const (*batch).flushing) };
         if flushing != 0 {
-            if EVENTS
-                .output::<ConnEvent>(ev, BPF_RB_NO_WAKEUP as u64)
-                .is_err()
-            {
-                lost(ctx, 1);
-            }
+            write_now(ctx, ev);
             return;
         }
         let len = STAGE_LEN.get(0).copied().unwrap_or(0);
@@ -799,12 +794,16 @@ impl Emitting {
     /// Sends a connect record at once, never waking the reader (see [`write_batch`]).
     #[inline(always)]
     fn send(&self, ctx: &TracePointContext, ev: &ConnectorEvent) {
-        if EVENTS
-            .output::<ConnectorEvent>(ev, BPF_RB_NO_WAKEUP as u64)
-            .is_err()
-        {
-            lost(ctx, 1);
-        }
+        write_now(ctx, ev);
+    }
+}
+
+/// Writes one record to the ring buffer at once, never waking the reader (see
+/// [`write_batch`]), and counts it lost if the ring had no room.
+#[inline(always)]
+fn write_now<T>(ctx: &TracePointContext, ev: &T) {
+    if EVENTS.output::<T>(ev, BPF_RB_NO_WAKEUP as u64).is_err() {
+        lost(ctx, 1);
     }
 }
 

@@ -46,9 +46,9 @@ pub use crate::cmd::targets::{
 /// (a wakeup per record would cost a context switch per connection event, and
 /// asking the ring how full it is a helper call per record): records wait up to
 /// this long, which costs nothing (they carry their own times; every drain flushes
-/// what the CPUs staged and takes every record stamped before it began). Each drain is a wakeup, about 0.1 ms of CPU on a busy virtual
-/// machine: at 40 a second (25 ms) they were 0.3 % of a core with nothing
-/// happening. The 4 MiB ring holds ~57,000 records in full batches, most of a
+/// what the CPUs staged and takes every record stamped before it began). Each
+/// drain is a wakeup, about 0.1 ms of CPU on a busy virtual machine: at 40 a
+/// second (25 ms) they were 0.3 % of a core with nothing happening. The 4 MiB ring holds ~57,000 records in full batches, most of a
 /// second of the bench's heaviest churn (~70,000 records/s), eight times this period.
 const RING_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 

@@ -15,7 +15,7 @@ use connwatch_common::{
 
 use super::btf::VMLINUX_BTF;
 use super::layouts::{Btf, netns_layout, packet_offsets, sk_err_layout, tcp_offsets};
-use super::ring::{EventReader, FLUSH_PROGRAM, Stager};
+use super::ring::{EventReader, FLUSH_PROGRAM, Stager, UNSTAGED};
 use crate::model::{InstanceKey, KernelCounters};
 
 /// Which connections the programs report: on these ports, in every network
@@ -276,9 +276,7 @@ impl Probe {
         let flush_loaded = match flush.load() {
             Ok(()) => true,
             Err(e) => {
-                log::warn!(
-                    "the kernel refused program {FLUSH_PROGRAM} ({e}): each record is written to the ring buffer at once, which costs the kernel more per connection"
-                );
+                log::warn!("the kernel refused program {FLUSH_PROGRAM} ({e}): {UNSTAGED}");
                 false
             }
         };

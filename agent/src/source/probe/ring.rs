@@ -21,6 +21,10 @@ pub(super) const FLUSH_PROGRAM: &str = "flush_staged";
 const FLUSHED: u32 = 0;
 const RING_FULL: u32 = 2;
 
+/// What the agent says when it falls back to a ring write per record.
+pub(super) const UNSTAGED: &str =
+    "each record is written to the ring buffer at once, which costs the kernel more per connection";
+
 /// How often a flush is run again on a CPU whose program was making a record
 /// (it is done in well under a microsecond; each try is an interrupt there).
 const FLUSH_TRIES: u32 = 100;
@@ -85,9 +89,7 @@ impl Stager {
         if let Err(e) = self.stage_len.set(0, 0, 0) {
             log::warn!("could not turn record staging off: {e}");
         }
-        log::warn!(
-            "flushing the CPUs' staged records failed ({why}): each record is written to the ring buffer at once from now on, which costs the kernel more per connection"
-        );
+        log::warn!("flushing the CPUs' staged records failed ({why}): from now on {UNSTAGED}");
     }
 }
 
