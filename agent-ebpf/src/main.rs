@@ -1,5 +1,9 @@
 //! connwatch's kernel programs. Tracepoints only: kprobes do not exist on the kernels
-//! we run on and fentry is refused, and tracepoints are a stable ABI besides.
+//! we run on and fentry is refused, and tracepoints are a stable ABI besides. The
+//! one that runs most, `sock:inet_sock_set_state`, comes in two versions with one
+//! body: a BTF tracepoint that reads the socket with plain loads (attached where
+//! the kernel's BTF locates its fields), and the tracepoint program that reads
+//! the record (attached otherwise).
 //!
 //! The kernel side stays small and dumb: it filters early (watched ports, the
 //! network namespaces watched on them, and pids live in maps userspace fills; a
@@ -37,15 +41,17 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
-    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext as _},
+    programs::{
+        BtfTracePointContext, RawTracePointContext, TracePointContext, tracing::StackIdContext,
+    },
 };
 use connwatch_common::tracepoints::{
     kfree_skb, kfree_skb_rx_sk, send_reset, set_state, synack, sys_exit,
@@ -54,8 +60,8 @@ use connwatch_common::{
     AF_INET, AF_INET6, BATCH_HEADER, BATCH_LEN, BYTES_KNOWN, CLIENT_SIDE, CONNECT_ERR_UNKNOWN,
     ConnBatch, ConnEvent, Connector, ConnectorEvent, KERNEL_LOG_TARGET, MAX_CONNECTING, MAX_ERRNO,
     MAX_INSTANCE_SLOTS, MAX_LISTENER_PIDS, MAX_STACKS, MAX_WATCHED_INSTANCES, NetnsOffsets,
-    PORT_COUNT, PacketOffsets, TcpSockOffsets, WatchKey, counter, event_kind, tcp_state,
-    watch_mode,
+    PORT_COUNT, PacketOffsets, SockOffsets, TcpSockOffsets, WatchKey, counter, event_kind,
+    tcp_state, watch_mode,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -93,6 +99,23 @@ static PACKET_OFFSETS: PacketOffsets = PacketOffsets {
     network_header: 0,
     transport_header: 0,
     no_socket_reason: 0,
+};
+
+/// Where the socket's ports, family, protocol and addresses are in this kernel's
+/// `struct sock`, for [`inet_sock_set_state_btf`]; set by userspace at load time
+/// (all zero: unknown, and userspace attaches [`inet_sock_set_state`] instead).
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets {
+    num: 0,
+    dport: 0,
+    family: 0,
+    protocol: 0,
+    rcv_saddr: 0,
+    daddr: 0,
+    v6_rcv_saddr: 0,
+    v6_daddr: 0,
+    inet_sport: 0,
 };
 
 /// Offset of `int sk_err` in this kernel's `struct sock`; set by userspace at load
@@ -157,6 +180,18 @@ fn debug_probes() -> bool {
     unsafe { core::ptr::read_volatile(&DEBUG_PROBES) != 0 }
 }
 
+/// A read-only global set by userspace before load (`GLOBAL`), or one field of one
+/// (`GLOBAL.field`), read alone: a volatile read of a whole struct loads every
+/// field each time.
+macro_rules! global_field {
+    ($global:ident $(. $field:ident)?) => {
+        // SAFETY: a read of a plain global (or a field of one) that userspace set
+        // before load; volatile so the compiler does not fold the zero initializer
+        // into the code.
+        unsafe { core::ptr::read_volatile(&raw const $global$(.$field)?) }
+    };
+}
+
 /// A diagnostic line for `--debug-probes`, at debug level under [`KERNEL_LOG_TARGET`].
 /// Only for rare paths: it costs a ring-buffer record when on, nothing when off.
 macro_rules! diag {
@@ -181,13 +216,73 @@ static WATCHED_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
 #[map]
 static REMOTE_PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
 
-/// A network namespace watched on every `LISTED_NETNS` port (the agent's first
-/// listed one, usually its own), checked before [`WATCHED_INSTANCES`]: its records
-/// skip the hash lookup. Set by userspace at load time; 0 (no namespace has inode
-/// 0) leaves every check to the map.
+/// Bit `port % 64` set for each port of [`WATCHED_PORTS`] (and of [`REMOTE_PORTS`]
+/// in `REMOTE_PORT_BITS`); set by userspace at load time. A port whose bit is
+/// clear is not watched, known without touching the array: a lookup there is a
+/// cache miss for each client's new ephemeral port, the largest single cost of
+/// the state-change program before this filter.
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static WATCHED_PORT_BITS: u64 = 0;
+
+/// [`WATCHED_PORT_BITS`] for [`REMOTE_PORTS`].
+// SAFETY: the only symbol of this name in the object; the loader finds it by name.
+#[unsafe(no_mangle)]
+static REMOTE_PORT_BITS: u64 = 0;
+
+/// Whether `port`'s bit is set in `bits` (a read-only global).
+#[inline(always)]
+fn port_bit(bits: &u64, port: u16) -> bool {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the zero initializer into the code.
+    let bits = unsafe { core::ptr::read_volatile(bits) };
+    (bits >> (port & 63)) & 1 != 0
+}
+
+/// The agent's home network namespace: the first one it watches, or its own when
+/// it watches every namespace. Set by userspace at load time; 0 (no namespace has
+/// inode 0): none. When watching listed namespaces, it is watched on every
+/// `LISTED_NETNS` port, checked before [`WATCHED_INSTANCES`]: its records skip
+/// the hash lookup. The agent holds it (it runs in it, or keeps it open) for as
+/// long as the programs run, so its `struct net` is not freed: see [`HOME_NET`].
 // SAFETY: the only symbol of this name in the object; the loader finds it by name.
 #[unsafe(no_mangle)]
 static HOME_NETNS: u32 = 0;
+
+/// The address of [`HOME_NETNS`]'s `struct net`, learnt the first time a program
+/// reads a socket of it (0: not yet). A socket whose `struct net` is this one is
+/// in the home namespace, known without reading `ns.inum` (a cache line nothing
+/// else in the network stack touches: a miss for most sockets). The address
+/// cannot be reused for another namespace while the agent holds the home one.
+#[map]
+static HOME_NET: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The inode number of the namespace whose `struct net` is at `net` (not 0), read
+/// by `read_inum` unless `net` is [`HOME_NET`]'s.
+#[inline(always)]
+fn net_netns(net: u64, read_inum: impl FnOnce(u64) -> u32) -> u32 {
+    // Read first, once: loaded in the branch below, it was merged by the compiler
+    // with `read_inum`'s load into one instruction reading from two kinds of
+    // pointer, which the 6.1 verifier refuses.
+    let home_inum = global_field!(HOME_NETNS);
+    let home = HOME_NET.get_ptr_mut(0);
+    if let Some(home) = home {
+        // SAFETY: a successful lookup of the one-entry array: a valid, aligned u64.
+        // Written only with the same value by any CPU (an aligned 8-byte store is
+        // atomic), so a read sees 0 or that value.
+        if unsafe { core::ptr::read_volatile(home) } == net {
+            return home_inum;
+        }
+    }
+    let inum = read_inum(net);
+    if let Some(home) = home {
+        if inum != 0 && inum == home_inum {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(home, net) };
+        }
+    }
+    inum
+}
 
 /// (network namespace, port) pairs watched on a `LISTED_NETNS` port (value unused).
 #[map]
@@ -326,30 +421,287 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_set_state(ctx: &TracePointContext) -> Option<()> {
+// The same tracepoint as a BTF (raw) tracepoint: `TP_PROTO(const struct sock *sk,
+// const int oldstate, const int newstate)` as its three arguments, and the rest
+// read from the socket by plain loads at the offsets in [`SOCK_OFFSETS`] (the
+// verifier checks each against the kernel's `struct sock` and turns it into a
+// fault-safe load), where the tracepoint version reads its record and calls
+// `bpf_probe_read_kernel` for the namespace and the byte counts. Userspace
+// attaches this one when the kernel's BTF has every offset, the other otherwise;
+// never both. Unlike tracepoint programs, a raw tracepoint program may interrupt
+// another program on its CPU (the kernel only keeps it from interrupting itself),
+// which `Emitting` allows for.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let change = SockChange {
+        sk: ctx.arg::<u64>(0),
+        old: ctx.arg::<i32>(1),
+        new: ctx.arg::<i32>(2),
+        ctx,
+    };
+    let _ = try_set_state(&change);
+    0
+}
+
+/// A TCP state change as one version of the state-change program sees it: the
+/// tracepoint's record, or the socket itself.
+trait StateChange {
+    /// The program's context, for diagnostics and stacks.
+    type Ctx: EbpfContext + StackIdContext;
+    fn ctx(&self) -> &Self::Ctx;
+    /// (old state, new state).
+    fn states(&self) -> (i32, i32);
+    /// The socket's local port.
+    fn sport(&self) -> u16;
+    /// The socket's remote port.
+    fn dport(&self) -> u16;
+    fn family(&self) -> u16;
+    fn protocol(&self) -> u16;
+    /// The socket's address (what the programs key its connect by).
+    fn skaddr(&self) -> u64;
+    /// Copies the local and remote addresses; false for a family other than IPv4
+    /// and IPv6.
+    fn addrs(&self, family: u16, laddr: &mut [u8; 16], raddr: &mut [u8; 16]) -> bool;
+    /// The socket's network namespace; 0 if unknown.
+    fn netns(&self) -> u32;
+    /// The socket's byte counters; `None` if unknown.
+    fn bytes(&self) -> Option<SockBytes>;
+    /// Why its connect failed (see [`ConnectorEvent::err`]).
+    fn connect_err(&self) -> u32;
+}
+
+impl StateChange for TracePointContext {
+    type Ctx = TracePointContext;
+    #[inline(always)]
+    fn ctx(&self) -> &TracePointContext {
+        self
+    }
+    #[inline(always)]
+    fn states(&self) -> (i32, i32) {
+        (
+            ctx_load(self, set_state::OLDSTATE),
+            ctx_load(self, set_state::NEWSTATE),
+        )
+    }
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        ctx_load(self, set_state::SPORT)
+    }
+    #[inline(always)]
+    fn dport(&self) -> u16 {
+        ctx_load(self, set_state::DPORT)
+    }
+    #[inline(always)]
+    fn family(&self) -> u16 {
+        ctx_load(self, set_state::FAMILY)
+    }
+    #[inline(always)]
+    fn protocol(&self) -> u16 {
+        ctx_load(self, set_state::PROTOCOL)
+    }
+    #[inline(always)]
+    fn skaddr(&self) -> u64 {
+        ctx_load(self, set_state::SKADDR)
+    }
+    #[inline(always)]
+    fn addrs(&self, family: u16, laddr: &mut [u8; 16], raddr: &mut [u8; 16]) -> bool {
+        // Addresses as whole words (the record keeps them in network order, as
+        // bytes: a load and a store of the same width keeps that order).
+        if family == AF_INET {
+            laddr[..4].copy_from_slice(&ctx_load::<u32>(self, set_state::SADDR).to_ne_bytes());
+            raddr[..4].copy_from_slice(&ctx_load::<u32>(self, set_state::DADDR).to_ne_bytes());
+            true
+        } else if family == AF_INET6 {
+            for half in [0, 8] {
+                laddr[half..half + 8].copy_from_slice(
+                    &ctx_load::<u64>(self, set_state::SADDR_V6 + half).to_ne_bytes(),
+                );
+                raddr[half..half + 8].copy_from_slice(
+                    &ctx_load::<u64>(self, set_state::DADDR_V6 + half).to_ne_bytes(),
+                );
+            }
+            true
+        } else {
+            false
+        }
+    }
+    #[inline(always)]
+    fn netns(&self) -> u32 {
+        sock_netns(self.skaddr())
+    }
+    #[inline(always)]
+    fn bytes(&self) -> Option<SockBytes> {
+        sock_bytes(self.skaddr())
+    }
+    #[inline(always)]
+    fn connect_err(&self) -> u32 {
+        connect_err(self.skaddr())
+    }
+}
+
+/// The arguments of the BTF tracepoint: the socket (a pointer the verifier knows
+/// as a `struct sock`) and the two states.
+struct SockChange {
+    ctx: BtfTracePointContext,
+    sk: u64,
+    old: i32,
+    new: i32,
+}
+
+/// Loads a `T` at `offset` bytes into the kernel object at `base`, directly: for
+/// objects the verifier knows the type of (BTF pointers), with an offset it knows
+/// the value of (a read-only global), which it checks against that type at load
+/// time. It makes the load fault-safe (a bad address reads as 0).
+#[inline(always)]
+fn btf_load<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: `base` is a BTF pointer the verifier tracks (the tracepoint's socket,
+    // or a pointer loaded from it) and `offset` a constant from a frozen read-only
+    // global; the verifier rejects the program at load time unless the load lands
+    // on a field of `T`'s size in the object's type, and the JIT makes it
+    // fault-safe at run time.
+    unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize).cast::<T>()) }
+}
+
+impl StateChange for SockChange {
+    type Ctx = BtfTracePointContext;
+    #[inline(always)]
+    fn ctx(&self) -> &BtfTracePointContext {
+        &self.ctx
+    }
+    #[inline(always)]
+    fn states(&self) -> (i32, i32) {
+        (self.old, self.new)
+    }
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        let num: u16 = btf_load(self.sk, global_field!(SOCK_OFFSETS.num));
+        if num != 0 {
+            return num;
+        }
+        // Going to CLOSE (a reset, a failed connect), the socket has given its
+        // port back; `inet_sport`, which the tracepoint's record carries, keeps it.
+        // Past `struct sock`, so not a load the verifier allows from this pointer.
+        kernel_read::<u16>(self.sk, global_field!(SOCK_OFFSETS.inet_sport))
+            .map(u16::from_be)
+            .unwrap_or(0)
+    }
+    #[inline(always)]
+    fn dport(&self) -> u16 {
+        u16::from_be(btf_load(self.sk, global_field!(SOCK_OFFSETS.dport)))
+    }
+    #[inline(always)]
+    fn family(&self) -> u16 {
+        btf_load(self.sk, global_field!(SOCK_OFFSETS.family))
+    }
+    #[inline(always)]
+    fn protocol(&self) -> u16 {
+        btf_load(self.sk, global_field!(SOCK_OFFSETS.protocol))
+    }
+    #[inline(always)]
+    fn skaddr(&self) -> u64 {
+        self.sk
+    }
+    #[inline(always)]
+    fn addrs(&self, family: u16, laddr: &mut [u8; 16], raddr: &mut [u8; 16]) -> bool {
+        // As words, in the socket's (network) byte order, like the record's.
+        if family == AF_INET {
+            let (l, r) = (
+                global_field!(SOCK_OFFSETS.rcv_saddr),
+                global_field!(SOCK_OFFSETS.daddr),
+            );
+            laddr[..4].copy_from_slice(&btf_load::<u32>(self.sk, l).to_ne_bytes());
+            raddr[..4].copy_from_slice(&btf_load::<u32>(self.sk, r).to_ne_bytes());
+            true
+        } else if family == AF_INET6 {
+            let (l, r) = (
+                global_field!(SOCK_OFFSETS.v6_rcv_saddr),
+                global_field!(SOCK_OFFSETS.v6_daddr),
+            );
+            for word in 0..4 {
+                let at = word * 4;
+                laddr[at..at + 4]
+                    .copy_from_slice(&btf_load::<u32>(self.sk, l + at as u32).to_ne_bytes());
+                raddr[at..at + 4]
+                    .copy_from_slice(&btf_load::<u32>(self.sk, r + at as u32).to_ne_bytes());
+            }
+            true
+        } else {
+            false
+        }
+    }
+    #[inline(always)]
+    fn netns(&self) -> u32 {
+        let inum = global_field!(NETNS_OFFSETS.net_inum);
+        if inum == 0 {
+            return 0;
+        }
+        let net: u64 = btf_load(self.sk, global_field!(NETNS_OFFSETS.sock_net));
+        if net == 0 {
+            return 0;
+        }
+        net_netns(net, |net| btf_load(net, inum))
+    }
+    #[inline(always)]
+    fn bytes(&self) -> Option<SockBytes> {
+        let off = tcp_sock_offsets();
+        if off.bytes_received == 0 {
+            return None;
+        }
+        // SAFETY: the helper takes any socket pointer and returns it as a
+        // `struct tcp_sock` only if it is one (a full TCP socket), null otherwise.
+        let tp = unsafe { bpf_skc_to_tcp_sock(self.sk as *mut core::ffi::c_void) } as u64;
+        if tp == 0 {
+            return None;
+        }
+        Some(SockBytes::from_seq(
+            btf_load(tp, off.bytes_received),
+            btf_load(tp, off.bytes_acked),
+            btf_load(tp, off.rcv_nxt),
+            btf_load(tp, off.copied_seq),
+            btf_load(tp, off.write_seq),
+            btf_load(tp, off.snd_una),
+        ))
+    }
+    #[inline(always)]
+    fn connect_err(&self) -> u32 {
+        // SAFETY: as in `connect_err`.
+        let off = unsafe { core::ptr::read_volatile(&SK_ERR_OFFSET) };
+        if off == 0 {
+            return CONNECT_ERR_UNKNOWN;
+        }
+        let err: i32 = btf_load(self.sk, off);
+        if err >= 0 {
+            err as u32
+        } else {
+            CONNECT_ERR_UNKNOWN
+        }
+    }
+}
+
+fn try_set_state<S: StateChange>(ch: &S) -> Option<()> {
     // Cheapest first: plain loads of the record, the transitions we report (five
     // of the ten a connection goes through), the protocol, and only then a map
     // lookup and reads of kernel memory. Server-side transitions come first and
     // cost what they cost before the client side was watched.
-    let old: i32 = ctx_load(ctx, set_state::OLDSTATE);
-    let new: i32 = ctx_load(ctx, set_state::NEWSTATE);
+    let ctx = ch.ctx();
+    let (old, new) = ch.states();
     let kind = match (old, new) {
         (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => event_kind::OPENED,
         (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1) => event_kind::CLOSED_BY_SERVER,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT) => event_kind::CLOSED_BY_CLIENT,
         (tcp_state::ESTABLISHED, tcp_state::CLOSE) => event_kind::RESET,
         (tcp_state::CLOSE, tcp_state::SYN_SENT) if local_processes() || client_mode() => {
-            return note_connector(ctx);
+            return note_connector(ch);
         }
         (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) if local_processes() || client_mode() => {
-            return send_connector(ctx, event_kind::CONNECTED);
+            return send_connector(ch, event_kind::CONNECTED);
         }
         (tcp_state::SYN_SENT, tcp_state::CLOSE) if local_processes() || client_mode() => {
-            return send_connector(ctx, event_kind::CONNECT_FAILED);
+            return send_connector(ch, event_kind::CONNECT_FAILED);
         }
         _ => {
             if debug_probes() && unexpected_transition(old, new) {
-                let sport: u16 = ctx_load(ctx, set_state::SPORT);
+                let sport = ch.sport();
                 if watch_mode_of(sport) != 0 {
                     diag!(
                         ctx,
@@ -363,27 +715,26 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
-    if ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
+    if ch.protocol() != IPPROTO_TCP {
         return None;
     }
-    let sport: u16 = ctx_load(ctx, set_state::SPORT);
+    let sport = ch.sport();
     let mode = watch_mode_of(sport);
     if mode == 0 {
         if client_mode() && kind != event_kind::OPENED {
-            return send_client_close(ctx, sport, kind);
+            return send_client_close(ch, sport, kind);
         }
         return None;
     }
-    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
-    let netns = sock_netns(sk);
+    let netns = ch.netns();
     if !watched_in(mode, netns, sport) {
         return None;
     }
     let out = Emitting::begin()?;
-    let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
+    let mut ev = read_tuple(ch, sport, kind, ktime_ns())?;
     ev.netns = netns;
     if kind != event_kind::OPENED {
-        match sock_bytes(sk).map(|b| b.app()) {
+        match ch.bytes().map(|b| b.app()) {
             Some((read, written, unsent)) => {
                 ev.bytes_in = read;
                 ev.bytes_out = written;
@@ -403,22 +754,21 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
 /// port began to close or was reset. The record keeps the socket's own view
 /// (see `CLIENT_SIDE`); userspace turns it round.
 #[inline(always)]
-fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()> {
-    let dport: u16 = ctx_load(ctx, set_state::DPORT);
+fn send_client_close<S: StateChange>(ch: &S, sport: u16, kind: u8) -> Option<()> {
+    let dport = ch.dport();
     let mode = remote_mode_of(dport);
     if mode == 0 {
         return None;
     }
-    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
-    let netns = sock_netns(sk);
+    let netns = ch.netns();
     if !watched_in(mode, netns, dport) {
         return None;
     }
     let out = Emitting::begin()?;
-    let mut ev = read_tuple(ctx, sport, kind, ktime_ns())?;
+    let mut ev = read_tuple(ch, sport, kind, ktime_ns())?;
     ev.netns = netns;
     ev.flags = CLIENT_SIDE;
-    match sock_bytes(sk) {
+    match ch.bytes() {
         Some(b) => {
             ev.bytes_in = b.received;
             ev.bytes_out = b.acked + b.queued;
@@ -429,7 +779,7 @@ fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()
             bump(&COUNTERS, counter::BYTES_UNREADABLE);
         }
     }
-    out.stage(ctx, &ev);
+    out.stage(ch.ctx(), &ev);
     Some(())
 }
 
@@ -437,7 +787,7 @@ fn send_client_close(ctx: &TracePointContext, sport: u16, kind: u8) -> Option<()
 /// out of client mode: the lookup is dead code then).
 #[inline(always)]
 fn remote_mode_of(port: u16) -> u8 {
-    if !client_mode() {
+    if !client_mode() || !port_bit(&REMOTE_PORT_BITS, port) {
         return 0;
     }
     REMOTE_PORTS.get(u32::from(port)).copied().unwrap_or(0)
@@ -453,16 +803,16 @@ fn connector_wanted(dport: u16) -> bool {
 /// CLOSE → SYN_SENT, in the context of the process calling `connect()`: if the
 /// destination port is watched, note who calls (the source port is not chosen yet).
 #[inline(always)]
-fn note_connector(ctx: &TracePointContext) -> Option<()> {
-    let dport: u16 = ctx_load(ctx, set_state::DPORT);
-    if !connector_wanted(dport) || ctx_load::<u16>(ctx, set_state::PROTOCOL) != IPPROTO_TCP {
+fn note_connector<S: StateChange>(ch: &S) -> Option<()> {
+    let dport = ch.dport();
+    if !connector_wanted(dport) || ch.protocol() != IPPROTO_TCP {
         return None;
     }
-    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    let sk = ch.skaddr();
     // The caller's user stack, walked by frame pointers: its id plus one, 0 for none
     // (the map full of other call paths, or no user stack to walk).
     let stack = if user_stacks() {
-        match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        match ch.ctx().get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
             Ok(id) => (id as u32).wrapping_add(1),
             Err(_) => 0,
         }
@@ -484,12 +834,12 @@ fn note_connector(ctx: &TracePointContext) -> Option<()> {
 /// SYN_SENT → ESTABLISHED or CLOSE of a socket noted by [`note_connector`]: the
 /// caller with the connection's 4-tuple, now complete.
 #[inline(always)]
-fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
-    let dport: u16 = ctx_load(ctx, set_state::DPORT);
+fn send_connector<S: StateChange>(ch: &S, kind: u8) -> Option<()> {
+    let dport = ch.dport();
     if !connector_wanted(dport) {
         return None;
     }
-    let sk: u64 = ctx_load(ctx, set_state::SKADDR);
+    let sk = ch.skaddr();
     // SAFETY: a lookup whose value is copied out at once, before the removal.
     let who = *unsafe { CONNECTING.get(&sk) }?;
     // Removed at once: the LRU only pushes out the entries of sockets whose end
@@ -499,7 +849,7 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     // carries the namespace the connection is counted in.
     let mode = remote_mode_of(dport);
     let (flags, netns) = if mode != 0 {
-        let netns = sock_netns(sk);
+        let netns = ch.netns();
         if !watched_in(mode, netns, dport) {
             return None;
         }
@@ -507,12 +857,12 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
     } else {
         (0, 0)
     };
-    let family: u16 = ctx_load(ctx, set_state::FAMILY);
+    let family = ch.family();
     let out = Emitting::begin()?;
     let mut ev = ConnectorEvent {
         ts_ns: ktime_ns(),
         cgroup_id: who.cgroup_id,
-        lport: ctx_load(ctx, set_state::SPORT),
+        lport: ch.sport(),
         rport: dport,
         family,
         kind,
@@ -524,12 +874,12 @@ fn send_connector(ctx: &TracePointContext, kind: u8) -> Option<()> {
         ..ConnectorEvent::default()
     };
     if kind == event_kind::CONNECT_FAILED {
-        ev.err = connect_err(sk);
+        ev.err = ch.connect_err();
     }
-    if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
+    if !ch.addrs(family, &mut ev.laddr, &mut ev.raddr) {
         return None;
     }
-    out.send(ctx, &ev);
+    out.send(ch.ctx(), &ev);
     Some(())
 }
 
@@ -573,7 +923,9 @@ fn net_inum(net: u64, off: &NetnsOffsets) -> u32 {
     if net == 0 {
         return 0;
     }
-    kernel_read::<u32>(net, off.net_inum).unwrap_or(0)
+    net_netns(net, |net| {
+        kernel_read::<u32>(net, off.net_inum).unwrap_or(0)
+    })
 }
 
 /// The network namespace of the socket at `sk`; 0 if unknown.
@@ -603,6 +955,9 @@ fn skb_netns(skb: u64) -> u32 {
 /// The `watch_mode` of local port `port`; 0: not watched.
 #[inline(always)]
 fn watch_mode_of(port: u16) -> u8 {
+    if !port_bit(&WATCHED_PORT_BITS, port) {
+        return 0;
+    }
     WATCHED_PORTS.get(u32::from(port)).copied().unwrap_or(0)
 }
 
@@ -648,6 +1003,25 @@ struct SockBytes {
 }
 
 impl SockBytes {
+    /// From `struct tcp_sock`'s fields. Sequence numbers wrap: their differences
+    /// are taken modulo 2^32.
+    #[inline(always)]
+    fn from_seq(
+        received: u64,
+        acked: u64,
+        rcv_nxt: u32,
+        copied_seq: u32,
+        write_seq: u32,
+        snd_una: u32,
+    ) -> Self {
+        SockBytes {
+            received,
+            unread: rcv_nxt.wrapping_sub(copied_seq) as u64,
+            acked,
+            queued: write_seq.wrapping_sub(snd_una) as u64,
+        }
+    }
+
     /// What the application read and wrote, and what is still queued.
     #[inline(always)]
     fn app(&self) -> (u64, u64, u64) {
@@ -663,42 +1037,43 @@ impl SockBytes {
 /// the offsets are unknown or a read fails. Runs once per connection, at its close.
 #[inline(always)]
 fn sock_bytes(sk: u64) -> Option<SockBytes> {
-    // SAFETY: a read of a plain global that userspace set before load; volatile so
-    // the compiler does not fold the all-zero initializer into the code.
-    let off: TcpSockOffsets = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
+    let off = tcp_sock_offsets();
     if off.bytes_received == 0 || sk == 0 {
         return None;
     }
-    let received: u64 = kernel_read(sk, off.bytes_received)?;
-    let acked: u64 = kernel_read(sk, off.bytes_acked)?;
-    let rcv_nxt: u32 = kernel_read(sk, off.rcv_nxt)?;
-    let copied_seq: u32 = kernel_read(sk, off.copied_seq)?;
-    let write_seq: u32 = kernel_read(sk, off.write_seq)?;
-    let snd_una: u32 = kernel_read(sk, off.snd_una)?;
-    // Sequence numbers wrap: their differences are taken modulo 2^32.
-    Some(SockBytes {
-        received,
-        unread: rcv_nxt.wrapping_sub(copied_seq) as u64,
-        acked,
-        queued: write_seq.wrapping_sub(snd_una) as u64,
-    })
+    Some(SockBytes::from_seq(
+        kernel_read(sk, off.bytes_received)?,
+        kernel_read(sk, off.bytes_acked)?,
+        kernel_read(sk, off.rcv_nxt)?,
+        kernel_read(sk, off.copied_seq)?,
+        kernel_read(sk, off.write_seq)?,
+        kernel_read(sk, off.snd_una)?,
+    ))
 }
 
-/// The connection's addresses from the tracepoint record, as a fresh event.
+/// The layout [`TCP_SOCK_OFFSETS`], read once per close.
 #[inline(always)]
-fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Option<ConnEvent> {
-    let family: u16 = ctx_load(ctx, set_state::FAMILY);
+fn tcp_sock_offsets() -> TcpSockOffsets {
+    // SAFETY: a read of a plain global that userspace set before load; volatile so
+    // the compiler does not fold the all-zero initializer into the code.
+    unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) }
+}
+
+/// The connection's ports and addresses, as a fresh event.
+#[inline(always)]
+fn read_tuple<S: StateChange>(ch: &S, sport: u16, kind: u8, ts_ns: u64) -> Option<ConnEvent> {
+    let family = ch.family();
     let mut ev = ConnEvent {
         ts_ns,
         lport: sport,
-        rport: ctx_load(ctx, set_state::DPORT),
+        rport: ch.dport(),
         family,
         kind,
         ..ConnEvent::default()
     };
-    if !copy_addrs(ctx, family, &mut ev.laddr, &mut ev.raddr) {
+    if !ch.addrs(family, &mut ev.laddr, &mut ev.raddr) {
         diag!(
-            ctx,
+            ch.ctx(),
             "sock:inet_sock_set_state: unexpected address family {} on watched port {}, not recorded",
             family,
             sport
@@ -708,43 +1083,20 @@ fn read_tuple(ctx: &TracePointContext, sport: u16, kind: u8, ts_ns: u64) -> Opti
     Some(ev)
 }
 
-/// Copies the record's source and destination addresses into `laddr`/`raddr`;
-/// false for a family other than IPv4 and IPv6.
-#[inline(always)]
-fn copy_addrs(
-    ctx: &TracePointContext,
-    family: u16,
-    laddr: &mut [u8; 16],
-    raddr: &mut [u8; 16],
-) -> bool {
-    // Addresses as whole words (the record keeps them in network order, as
-    // bytes: a load and a store of the same width keeps that order).
-    if family == AF_INET {
-        laddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::SADDR).to_ne_bytes());
-        raddr[..4].copy_from_slice(&ctx_load::<u32>(ctx, set_state::DADDR).to_ne_bytes());
-        true
-    } else if family == AF_INET6 {
-        for (i, half) in [0, 8].into_iter().enumerate() {
-            let at = i * 8;
-            laddr[at..at + 8]
-                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::SADDR_V6 + half).to_ne_bytes());
-            raddr[at..at + 8]
-                .copy_from_slice(&ctx_load::<u64>(ctx, set_state::DADDR_V6 + half).to_ne_bytes());
-        }
-        true
-    } else {
-        false
-    }
-}
-
 /// This CPU's batch, marked `making` from before a record's time is taken until the
 /// record is staged or written (cleared on drop). [`flush_staged`], run by
 /// userspace in an interrupt on this CPU, leaves a batch being made alone, so every
 /// record stamped before a flush began is in the ring buffer once the flush has
 /// worked: what lets userspace put the records of every CPU back in time order (see
 /// `EventReader`). Tracepoint programs do not nest on one CPU (the kernel skips a
-/// program while another runs there), so the batch has one writer at a time.
-struct Emitting(*mut ConnBatch);
+/// program while another runs there), but the raw tracepoint version of the
+/// state-change program may interrupt one of them: a program that finds the batch
+/// being made (`nested`) writes its record alone and leaves the batch and its mark
+/// to the program it interrupted. So the batch has one writer at a time.
+struct Emitting {
+    batch: *mut ConnBatch,
+    nested: bool,
+}
 
 impl Emitting {
     /// Marks this CPU's batch as being made; `None` if the map cannot be looked up.
@@ -752,22 +1104,29 @@ impl Emitting {
     fn begin() -> Option<Self> {
         let batch = STAGED.get_ptr_mut(0)?;
         // SAFETY: the pointer comes from a successful per-CPU array lookup: this
-        // CPU's valid, aligned slot, touched only by programs running on this CPU.
-        // Volatile, so the store is neither dropped nor moved past the record's making.
-        unsafe { core::ptr::write_volatile(&raw mut (*batch).making, 1) };
-        Some(Emitting(batch))
+        // CPU's valid, aligned slot, touched only by programs running on this CPU,
+        // one at a time or nested (an interrupt runs to its end before the
+        // program it interrupted goes on). Volatile, so the stores are neither
+        // dropped nor moved past the record's making.
+        let nested = unsafe { core::ptr::read_volatile(&raw const (*batch).making) } != 0;
+        if !nested {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(&raw mut (*batch).making, 1) };
+        }
+        Some(Emitting { batch, nested })
     }
 
     /// Adds a connection record to the batch, and writes the batch to the ring
     /// buffer when it holds as many as userspace asked for. Writes the record alone
-    /// at once while a flush runs on this CPU (this program interrupted it).
+    /// at once while a flush runs on this CPU (this program interrupted it), or
+    /// when this program interrupted another one making a record.
     #[inline(always)]
-    fn stage(&self, ctx: &TracePointContext, ev: &ConnEvent) {
-        let batch = self.0;
+    fn stage<C: EbpfContext>(&self, ctx: &C, ev: &ConnEvent) {
+        let batch = self.batch;
         // SAFETY: `batch` is this CPU's slot (see `begin`); volatile, as the flush
         // that sets it may be what this program interrupted.
         let flushing = unsafe { core::ptr::read_volatile(&raw const (*batch).flushing) };
-        if flushing != 0 {
+        if flushing != 0 || self.nested {
             write_now(ctx, ev);
             return;
         }
@@ -793,7 +1152,7 @@ impl Emitting {
 
     /// Sends a connect record at once, never waking the reader (see [`write_batch`]).
     #[inline(always)]
-    fn send(&self, ctx: &TracePointContext, ev: &ConnectorEvent) {
+    fn send<C: EbpfContext>(&self, ctx: &C, ev: &ConnectorEvent) {
         write_now(ctx, ev);
     }
 }
@@ -801,7 +1160,7 @@ impl Emitting {
 /// Writes one record to the ring buffer at once, never waking the reader (see
 /// [`write_batch`]), and counts it lost if the ring had no room.
 #[inline(always)]
-fn write_now<T>(ctx: &TracePointContext, ev: &T) {
+fn write_now<C: EbpfContext, T>(ctx: &C, ev: &T) {
     if EVENTS.output::<T>(ev, BPF_RB_NO_WAKEUP as u64).is_err() {
         lost(ctx, 1);
     }
@@ -810,8 +1169,10 @@ fn write_now<T>(ctx: &TracePointContext, ev: &T) {
 impl Drop for Emitting {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: this CPU's slot, as in `begin`.
-        unsafe { core::ptr::write_volatile(&raw mut (*self.0).making, 0) };
+        if !self.nested {
+            // SAFETY: this CPU's slot, as in `begin`.
+            unsafe { core::ptr::write_volatile(&raw mut (*self.batch).making, 0) };
+        }
     }
 }
 
@@ -838,7 +1199,7 @@ fn write_batch(batch: *mut ConnBatch, staged: usize) -> bool {
 
 /// Counts `n` records the ring buffer had no room for.
 #[inline(always)]
-fn lost(ctx: &TracePointContext, n: u64) {
+fn lost<C: EbpfContext>(ctx: &C, n: u64) {
     let total = add(&COUNTERS, counter::LOST_EVENTS, n);
     // A line each time the total on this CPU reaches a power of two (the 1st,
     // 2nd, 4th … loss): a flood of losses stays a few lines (the total is in the

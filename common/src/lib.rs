@@ -169,6 +169,38 @@ pub struct TcpSockOffsets {
     pub snd_una: u32,
 }
 
+/// Byte offsets in `struct sock` of what the BTF version of the state-change
+/// program (`inet_sock_set_state` as a `tp_btf` program) reads from the socket
+/// itself, where the tracepoint's record would have carried it: found by userspace
+/// in the running kernel's BTF. The program loads them directly (the verifier
+/// checks each load against the kernel's types), instead of calling
+/// `bpf_probe_read_kernel` for each. A zero `num` means unknown: userspace then
+/// attaches the tracepoint version instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `__sk_common.skc_num`: the local port, host order (u16).
+    pub num: u32,
+    /// `__sk_common.skc_dport`: the remote port, network order (u16).
+    pub dport: u32,
+    /// `__sk_common.skc_family` (u16).
+    pub family: u32,
+    /// `sk_protocol` (u16).
+    pub protocol: u32,
+    /// `__sk_common.skc_rcv_saddr`: the local IPv4 address (4 bytes).
+    pub rcv_saddr: u32,
+    /// `__sk_common.skc_daddr`: the remote IPv4 address (4 bytes).
+    pub daddr: u32,
+    /// `__sk_common.skc_v6_rcv_saddr`: the local IPv6 address (16 bytes).
+    pub v6_rcv_saddr: u32,
+    /// `__sk_common.skc_v6_daddr`: the remote IPv6 address (16 bytes).
+    pub v6_daddr: u32,
+    /// `struct inet_sock`'s `inet_sport`: the local port, network order (u16),
+    /// read when `skc_num` is 0: a socket going to CLOSE has given its port back
+    /// (`inet_put_port` zeroes `skc_num` before the state changes).
+    pub inet_sport: u32,
+}
+
 /// One ring-buffer record: a connection opened or began to close, or an attempt
 /// was refused. Addresses and ports are the server's (local) and the client's (remote).
 #[repr(C)]
@@ -355,6 +387,7 @@ const _: () = {
     assert!(offset_of!(PacketOffsets, no_socket_reason) == 12);
 
     assert!(size_of::<TcpSockOffsets>() == 24);
+    assert!(size_of::<SockOffsets>() == 36);
     assert!(offset_of!(TcpSockOffsets, bytes_received) == 0);
     assert!(offset_of!(TcpSockOffsets, bytes_acked) == 4);
     assert!(offset_of!(TcpSockOffsets, rcv_nxt) == 8);
@@ -376,6 +409,8 @@ mod user {
     unsafe impl aya::Pod for super::TcpSockOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetnsOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PacketOffsets {}
     // SAFETY: as above (its padding is an explicit field, always written as 0).

@@ -982,7 +982,7 @@ impl Agent {
                 panic!(
                     "timed out waiting for {what}; {which}:\n{}\nstderr:\n{}",
                     latest(self)
-                        .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
+                        .map(|r| serde_json::to_string(&r).unwrap_or_default())
                         .unwrap_or_default(),
                     self.stderr()
                 );

@@ -131,6 +131,15 @@ fn an_agent_killed_with_sigkill_leaves_nothing_attached_and_seeds_again_when_res
     );
     assert!(!objects.maps.is_empty(), "{objects:?}");
     assert_eq!(objects.alive(), objects.count(), "all loaded: {objects:?}");
+    // This kernel's BTF locates the socket's fields: the state change is watched
+    // by the BTF tracepoint version (type `tracing`), not the tracepoint's.
+    let types: Vec<(String, String)> = objects.progs.iter().map(|&id| prog_kind(id)).collect();
+    let state_change: Vec<&str> = types
+        .iter()
+        .filter(|(name, _)| name.starts_with("inet_sock_set_s"))
+        .map(|(_, kind)| kind.as_str())
+        .collect();
+    assert_eq!(state_change, ["tracing"], "{types:?}");
 
     agent.kill();
     // The kernel frees programs, maps and links once their last reference (the
@@ -585,4 +594,15 @@ fn records_staged_on_two_cpus_are_applied_in_time_order_before_a_batch_fills() {
     assert_eq!(report["totals"]["lost_events"], 0, "{}", report["totals"]);
     let (status, _) = agent.stop();
     assert!(status.success(), "{status}");
+}
+
+/// (name, type) of BPF program `id`, as bpftool shows them.
+fn prog_kind(id: u32) -> (String, String) {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string(), "--json"])
+        .output()
+        .expect("bpftool runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    (field("name"), field("type"))
 }

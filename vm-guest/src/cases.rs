@@ -91,13 +91,19 @@ fn watch_counts() -> Option<String> {
         !stderr.contains("written to the ring buffer at once"),
         "record staging fell back on this kernel: {stderr}"
     );
+    // The state-change program ran as a BTF tracepoint, reading the socket
+    // directly (the verifier of this kernel took its loads).
+    assert!(
+        !stderr.contains("read from the tracepoint's record"),
+        "the BTF version of the state-change program did not serve on this kernel: {stderr}"
+    );
     let (status, _) = agent.stop();
     assert!(
         status.success(),
         "SIGTERM ends connwatch with 0, got {status}"
     );
     Some(format!(
-        "{HELD} held + {SHORT} short exact, records staged and flushed{}",
+        "{HELD} held + {SHORT} short exact, read from the socket (tp_btf), records staged and flushed{}",
         if tracefs_mounted_by_agent {
             "; connwatch mounted tracefs"
         } else {

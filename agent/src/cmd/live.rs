@@ -462,6 +462,8 @@ async fn run_async(
         } else {
             vec![home_netns.inode()]
         },
+        // Held by the home site below for the whole run.
+        home_netns: home_netns.inode(),
         local_processes: !args.no_processes,
         stacks: args.stacks,
     };

@@ -115,7 +115,9 @@ pub fn measure(
             for (id, (ns, cnt)) in progs1 {
                 let (ns0, cnt0) = progs0.get(&id).copied().unwrap_or((0, 0));
                 let runs = cnt.saturating_sub(cnt0);
-                if runs == 0 || cost::prog_name(id).as_deref() != Some("inet_sock_set_state") {
+                let name = cost::prog_name(id)
+                    .and_then(|n| cost::match_program(&n, &["inet_sock_set_state"]));
+                if runs == 0 || name.is_none() {
                     continue;
                 }
                 s.ns_per_run

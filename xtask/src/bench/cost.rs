@@ -68,8 +68,10 @@ pub(super) fn prog_name(id: u32) -> Option<String> {
 }
 
 /// The program of `programs` that `name` names: exactly, or cut short to the
-/// kernel's 15 characters (bpftrace's).
+/// kernel's 15 characters (bpftrace's). connwatch's BTF tracepoint version of a
+/// program (`NAME_btf`) counts as `NAME`: the agent attaches one or the other.
 pub fn match_program(name: &str, programs: &[&str]) -> Option<String> {
+    let name = name.strip_suffix("_btf").unwrap_or(name);
     let exact = programs.iter().find(|p| **p == name);
     let cut = || {
         programs
@@ -222,6 +224,11 @@ mod tests {
         assert_eq!(
             match_program("sys_exit_accept", &PEER_PROGRAMS).as_deref(),
             Some("sys_exit_accept4")
+        );
+        // The BTF tracepoint version stands for the tracepoint's program.
+        assert_eq!(
+            match_program("inet_sock_set_state_btf", &PROGRAMS).as_deref(),
+            Some("inet_sock_set_state")
         );
         // connwatch's own are named in full.
         assert_eq!(

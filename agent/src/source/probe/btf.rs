@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use connwatch_common::{NetnsOffsets, TcpSockOffsets};
+use connwatch_common::{NetnsOffsets, SockOffsets, TcpSockOffsets};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -268,6 +268,10 @@ impl<'a> Btf<'a> {
                 (info >> 24) & 0x1f == kind::INT && size == want
             }
             (Some((_, info, _)), Leaf::Ptr) => (info >> 24) & 0x1f == kind::PTR,
+            (Some((_, info, size)), Leaf::Struct(want)) => {
+                let k = (info >> 24) & 0x1f;
+                (k == kind::STRUCT || k == kind::UNION) && size == want
+            }
             (None, _) => false,
         };
         if !fits || !bits.is_multiple_of(8) {
@@ -284,6 +288,8 @@ pub enum Leaf {
     Int(u32),
     /// A pointer (8 bytes on our targets).
     Ptr,
+    /// A struct or union of this many bytes (an IPv6 address).
+    Struct(u32),
 }
 
 /// The way from a socket, and from a received packet, to its network namespace's
@@ -312,6 +318,24 @@ pub fn skb_header_offsets(blob: &[u8]) -> Result<(u32, u32, u32), BtfError> {
 /// Offset of `int sk_err` in `struct sock` (why a connect failed), from a BTF blob.
 pub fn sk_err_offset(blob: &[u8]) -> Result<u32, BtfError> {
     Btf::parse(blob)?.field_offset("sock", "sk_err", 4)
+}
+
+/// Where a socket's ports, family, protocol and addresses are in `struct sock`,
+/// from a BTF blob (see [`SockOffsets`]).
+pub fn sock_offsets(blob: &[u8]) -> Result<SockOffsets, BtfError> {
+    let btf = Btf::parse(blob)?;
+    let common = |field, leaf| btf.path_offset("sock", &["__sk_common", field], leaf);
+    Ok(SockOffsets {
+        num: common("skc_num", Leaf::Int(2))?,
+        dport: common("skc_dport", Leaf::Int(2))?,
+        family: common("skc_family", Leaf::Int(2))?,
+        protocol: btf.field_offset("sock", "sk_protocol", 2)?,
+        rcv_saddr: common("skc_rcv_saddr", Leaf::Int(4))?,
+        daddr: common("skc_daddr", Leaf::Int(4))?,
+        v6_rcv_saddr: common("skc_v6_rcv_saddr", Leaf::Struct(16))?,
+        v6_daddr: common("skc_v6_daddr", Leaf::Struct(16))?,
+        inet_sport: btf.field_offset("inet_sock", "inet_sport", 2)?,
+    })
 }
 
 /// The `struct tcp_sock` fields the close record reads, from a BTF blob.
@@ -526,6 +550,39 @@ mod tests {
             btf.path_offset("net", &["ns", "level"], Leaf::Int(4)),
             Err(BtfError::NoField("net".into(), "ns.level".into()))
         );
+        // A struct leaf must have the size asked for.
+        assert_eq!(
+            btf.path_offset("sock", &["__sk_common"], Leaf::Struct(64)),
+            Ok(0)
+        );
+        assert_eq!(
+            btf.path_offset("sock", &["__sk_common"], Leaf::Struct(16)),
+            wrong("sock", "__sk_common")
+        );
+        assert_eq!(
+            btf.path_offset("net", &["pad"], Leaf::Struct(4)),
+            wrong("net", "pad")
+        );
+    }
+
+    #[test]
+    fn the_running_kernel_says_where_a_sockets_tuple_is() {
+        let blob = std::fs::read(VMLINUX_BTF).expect("the kernel publishes its BTF");
+        let o = sock_offsets(&blob).unwrap();
+        // struct sock_common opens with the address pair, then the hash, the port
+        // pair (remote port first) and the family; the IPv6 addresses follow the
+        // bound-node and namespace fields. The same on every 64-bit kernel since 4.x.
+        assert_eq!(
+            (o.daddr, o.rcv_saddr, o.dport, o.num, o.family),
+            (0, 4, 12, 14, 16),
+            "{o:?}"
+        );
+        assert_eq!((o.v6_daddr, o.v6_rcv_saddr), (56, 72), "{o:?}");
+        // inet_sock embeds struct sock first: its own port is past it.
+        assert!(o.inet_sport > o.protocol && o.inet_sport % 2 == 0, "{o:?}");
+        // sk_protocol is struct sock's own (past sock_common), a u16 of its own.
+        assert!((136..1024).contains(&o.protocol), "{o:?}");
+        assert_eq!(o.protocol % 2, 0);
     }
 
     #[test]

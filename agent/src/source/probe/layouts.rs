@@ -2,11 +2,22 @@
 //! tracepoint's format file): each layout, or a warning said once and the
 //! feature it costs when BTF does not have it.
 
-use connwatch_common::{NetnsOffsets, PacketOffsets, TcpSockOffsets};
+use connwatch_common::{NetnsOffsets, PacketOffsets, SockOffsets, TcpSockOffsets};
 
-use super::btf::{VMLINUX_BTF, netns_offsets, sk_err_offset, skb_header_offsets, tcp_sock_offsets};
+use super::btf::{
+    BtfError, VMLINUX_BTF, netns_offsets, sk_err_offset, skb_header_offsets, sock_offsets,
+    tcp_sock_offsets,
+};
 
 pub(super) type Btf = Result<Vec<u8>, String>;
+
+/// What `find` reads from the BTF blob, or why it could not (no blob, or the
+/// blob does not have it).
+fn locate<T>(btf: &Btf, find: impl FnOnce(&[u8]) -> Result<T, BtfError>) -> Result<T, String> {
+    btf.as_ref()
+        .map_err(String::clone)
+        .and_then(|blob| find(blob).map_err(|e| e.to_string()))
+}
 
 /// What the `kfree_skb` refusal programs need: `struct sk_buff`'s header offsets
 /// from BTF and this kernel's number for the drop reason `NO_SOCKET` from the
@@ -31,11 +42,7 @@ pub(super) fn packet_offsets(tracefs: &std::path::Path, btf: &Btf) -> Option<Pac
 /// the programs still run, and closes carry no byte counts (rejections cannot be
 /// told from closes then): said once, not fatal.
 pub(super) fn tcp_offsets(btf: &Btf) -> TcpSockOffsets {
-    let found = btf
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|blob| tcp_sock_offsets(blob).map_err(|e| e.to_string()));
-    match found {
+    match locate(btf, tcp_sock_offsets) {
         Ok(offsets) => offsets,
         Err(e) => {
             log::warn!(
@@ -50,11 +57,7 @@ pub(super) fn tcp_offsets(btf: &Btf) -> TcpSockOffsets {
 /// carries netns 0: connections of all namespaces on a port are one instance,
 /// which is said once; watching only some namespaces is then impossible.
 pub(super) fn netns_layout(btf: &Btf) -> Option<NetnsOffsets> {
-    let found = btf
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|blob| netns_offsets(blob).map_err(|e| e.to_string()));
-    match found {
+    match locate(btf, netns_offsets) {
         Ok(offsets) => Some(offsets),
         Err(e) => {
             log::warn!(
@@ -68,17 +71,28 @@ pub(super) fn netns_layout(btf: &Btf) -> Option<NetnsOffsets> {
 /// Where a socket's error is: why a connect failed (refused, timed out, abandoned).
 /// Without it failed connects carry no cause (reported as unknown): said once.
 pub(super) fn sk_err_layout(btf: &Btf) -> u32 {
-    let found = btf
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|blob| sk_err_offset(blob).map_err(|e| e.to_string()));
-    match found {
+    match locate(btf, sk_err_offset) {
         Ok(offset) => offset,
         Err(e) => {
             log::warn!(
                 "cannot locate struct sock's sk_err ({VMLINUX_BTF}: {e}); why a connect failed (refused, timed out, abandoned) is unknown"
             );
             0
+        }
+    }
+}
+
+/// Where a socket's ports, family, protocol and addresses are, for the BTF version
+/// of the state-change program. Without them the tracepoint version runs, which
+/// reads them from its record and costs more per run: said once, at info level.
+pub(super) fn sock_layout(btf: &Btf) -> Option<SockOffsets> {
+    match locate(btf, sock_offsets) {
+        Ok(offsets) => Some(offsets),
+        Err(e) => {
+            log::info!(
+                "cannot locate a socket's ports and addresses ({VMLINUX_BTF}: {e}); connections are read from the tracepoint's record instead"
+            );
+            None
         }
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{Context as _, anyhow, bail};
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use connwatch_common::tracepoints::LAYOUTS;
 use connwatch_common::{
@@ -14,7 +14,7 @@ use connwatch_common::{
 };
 
 use super::btf::VMLINUX_BTF;
-use super::layouts::{Btf, netns_layout, packet_offsets, sk_err_layout, tcp_offsets};
+use super::layouts::{Btf, netns_layout, packet_offsets, sk_err_layout, sock_layout, tcp_offsets};
 use super::ring::{EventReader, FLUSH_PROGRAM, Stager, UNSTAGED};
 use crate::model::{InstanceKey, KernelCounters};
 
@@ -25,6 +25,11 @@ pub struct WatchSpec {
     pub ports: Vec<u16>,
     /// Namespace inodes; empty: all of them.
     pub netns: Vec<u32>,
+    /// The agent's home namespace (0: none): the first of `netns`, or its own
+    /// when `netns` is empty. The caller must hold it (run in it, or keep it
+    /// open) for as long as the programs run: they keep its `struct net`'s
+    /// address, which must not be reused for another namespace.
+    pub home_netns: u32,
     /// Note which local process connects to a watched port (off: `--no-processes`).
     pub local_processes: bool,
     /// Client mode (`--remote-port`): this host's connections to these remote
@@ -42,6 +47,15 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 /// (`connwatch_common::tracepoints::LAYOUTS` lists them all) it runs, and says
 /// what it cannot see.
 pub(super) const CONNECTIONS_PROGRAM: &str = "inet_sock_set_state";
+
+/// The same program as a BTF (raw) tracepoint, attached instead of
+/// [`CONNECTIONS_PROGRAM`] where the kernel's BTF locates the socket's fields:
+/// direct loads from the socket, cheaper per run than the tracepoint's record
+/// and `bpf_probe_read_kernel`.
+const CONNECTIONS_BTF_PROGRAM: &str = "inet_sock_set_state_btf";
+
+/// Said when [`CONNECTIONS_BTF_PROGRAM`] cannot serve.
+const RECORD_READ: &str = "connections are read from the tracepoint's record instead";
 
 /// The programs that see refusals, best first; at most one is attached, so a
 /// refusal is counted once. `tcp:tcp_send_reset` reports resets sent without a
@@ -133,7 +147,26 @@ fn programs_to_attach(
     Ok(attach)
 }
 
-/// The running kernel's BTF blob, or why it could not be read.
+/// The programs' first filter on a port: bit `port % 64` set for each of `ports`.
+fn port_bits(ports: &[u16]) -> u64 {
+    ports.iter().fold(0, |bits, port| bits | 1 << (port % 64))
+}
+
+/// Loads and attaches [`CONNECTIONS_BTF_PROGRAM`].
+fn attach_btf_connections(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<()> {
+    let program = CONNECTIONS_BTF_PROGRAM;
+    let tp: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?
+        .try_into()
+        .with_context(|| format!("program {program} is not a BTF tracepoint"))?;
+    tp.load("inet_sock_set_state", btf)
+        .with_context(|| format!("the kernel refused program {program}"))?;
+    tp.attach()
+        .with_context(|| format!("attaching {program} to sock:inet_sock_set_state failed"))?;
+    Ok(())
+}
+
 /// The loaded and attached probes. Dropping it detaches everything: the links are
 /// owned by this process, so nothing stays attached if the agent dies.
 pub struct Probe {
@@ -178,6 +211,19 @@ impl Probe {
         let offsets = tcp_offsets(&btf);
         let netns_layout = netns_layout(&btf);
         let sk_err = sk_err_layout(&btf);
+        let sock_offsets = sock_layout(&btf);
+        // aya's view of the same BTF, to attach the BTF version of the state-change
+        // program; only when that program can read the socket.
+        let kernel_btf = match (&btf, sock_offsets) {
+            (Ok(blob), Some(_)) => match aya::Btf::parse(blob, aya::Endianness::default()) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    log::info!("cannot parse {VMLINUX_BTF} ({e}); {RECORD_READ}");
+                    None
+                }
+            },
+            _ => None,
+        };
         drop(btf);
         if netns_layout.is_none() && !spec.netns.is_empty() {
             bail!(
@@ -196,7 +242,14 @@ impl Probe {
         let user_stacks = u8::from(spec.stacks);
         // Every listed namespace watches every port: the first one's records can
         // skip the map lookup.
-        let home_netns = spec.netns.first().copied().unwrap_or(0);
+        if spec
+            .netns
+            .first()
+            .is_some_and(|&first| first != spec.home_netns)
+        {
+            bail!("the home namespace must be the first one watched");
+        }
+        let home_netns = spec.home_netns;
         let log_level = if debug_probes {
             aya_log::Level::Debug as u8
         } else {
@@ -207,11 +260,14 @@ impl Probe {
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("PACKET_OFFSETS", &packets.unwrap_or_default(), true)
             .override_global("SK_ERR_OFFSET", &sk_err, true)
+            .override_global("SOCK_OFFSETS", &sock_offsets.unwrap_or_default(), true)
             .override_global("DEBUG_PROBES", &debug_flag, true)
             .override_global("LOCAL_PROCESSES", &local_processes, true)
             .override_global("CLIENT_MODE", &client_mode, true)
             .override_global("USER_STACKS", &user_stacks, true)
             .override_global("HOME_NETNS", &home_netns, true)
+            .override_global("WATCHED_PORT_BITS", &port_bits(&spec.ports), true)
+            .override_global("REMOTE_PORT_BITS", &port_bits(&spec.remote_ports), true)
             // Unused without --stacks: one entry, not a megabyte.
             .map_max_entries("STACKS", if spec.stacks { MAX_STACKS } else { 1 })
             .override_global(aya_log::LEVEL, &log_level, true)
@@ -254,8 +310,21 @@ impl Probe {
             }
         }
 
+        let btf_connections = match kernel_btf {
+            Some(kernel_btf) => match attach_btf_connections(&mut ebpf, &kernel_btf) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("{e:#}; {RECORD_READ}");
+                    false
+                }
+            },
+            None => false,
+        };
         for layout in LAYOUTS.iter().filter(|l| attach.contains(&l.program)) {
             let (program, category, name) = (layout.program, layout.category, layout.name);
+            if btf_connections && program == CONNECTIONS_PROGRAM {
+                continue;
+            }
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?
@@ -494,5 +563,19 @@ fn raise_memlock_limit() {
             "could not lift RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bits_set_one_bit_per_port_modulo_64() {
+        assert_eq!(port_bits(&[]), 0);
+        // 6379 % 64 = 43, 26379 % 64 = 11, 6443 % 64 = 43 (shares 6379's bit).
+        assert_eq!(port_bits(&[6379]), 1 << 43);
+        assert_eq!(port_bits(&[6379, 26379, 6443]), 1 << 43 | 1 << 11);
+        assert_eq!(port_bits(&[0, 63, 64]), 1 | 1 << 63);
     }
 }
