@@ -579,7 +579,10 @@ mod tests {
         );
         assert_eq!((o.v6_daddr, o.v6_rcv_saddr), (56, 72), "{o:?}");
         // inet_sock embeds struct sock first: its own port is past it.
-        assert!(o.inet_sport > o.protocol && o.inet_sport.is_multiple_of(2), "{o:?}");
+        assert!(
+            o.inet_sport > o.protocol && o.inet_sport.is_multiple_of(2),
+            "{o:?}"
+        );
         // sk_protocol is struct sock's own (past sock_common), a u16 of its own.
         assert!((136..1024).contains(&o.protocol), "{o:?}");
         assert!(o.protocol.is_multiple_of(2));
